@@ -1,0 +1,156 @@
+/* process: see process.h. */
+#define _GNU_SOURCE
+#include "process.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define MAX_CHILDREN 1024
+
+int
+process_cpu_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (int)n : 1;
+}
+
+static void
+supervised_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGCHLD);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
+}
+
+/* Returns 0 in the child (after restoring its signal mask), else the pid. */
+static pid_t
+spawn(const sigset_t *oldmask)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		sigprocmask(SIG_SETMASK, oldmask, NULL);
+	return pid;
+}
+
+static void
+signal_all(const pid_t *pids, int n, int sig)
+{
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], sig);
+}
+
+static void
+describe_exit(int status, char *out, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(out, len, "killed by signal %d (%s)",
+		    WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(out, len, "exited with status %d",
+		    WEXITSTATUS(status));
+}
+
+int
+process_fork(int num_processes, int max_restarts)
+{
+	pid_t pids[MAX_CHILDREN];
+	sigset_t set, oldmask;
+	int live = 0, restarts = 0;
+	bool stopping = false;
+
+	if (num_processes <= 0)
+		num_processes = process_cpu_count();
+	if (num_processes > MAX_CHILDREN)
+		num_processes = MAX_CHILDREN;
+	supervised_signals(&set);
+	/* Blocked before forking: no signal can slip past sigwaitinfo. */
+	sigprocmask(SIG_BLOCK, &set, &oldmask);
+	LOGI("starting %d worker processes", num_processes);
+	for (int id = 0; id < num_processes; id++) {
+		pid_t pid = spawn(&oldmask);
+		if (pid == 0)
+			return id;
+		if (pid < 0) {
+			LOGE("fork: %s", strerror(errno));
+			signal_all(pids, id, SIGTERM);
+			exit(1);
+		}
+		pids[id] = pid;
+		live++;
+	}
+
+	while (live > 0) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+
+		if (sig < 0)
+			continue;	/* EINTR */
+		if (sig != SIGCHLD) {
+			if (sig == SIGTERM || sig == SIGINT)
+				stopping = true;
+			signal_all(pids, num_processes, sig);
+			continue;
+		}
+		for (;;) {
+			int status;
+			pid_t pid = waitpid(-1, &status, WNOHANG);
+			if (pid <= 0)
+				break;
+			int id = -1;
+			for (int i = 0; i < num_processes; i++)
+				if (pids[i] == pid)
+					id = i;
+			if (id < 0)
+				continue;
+			pids[id] = 0;
+			live--;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				LOGI("worker %d (pid %ld) exited", id,
+				    (long)pid);
+				continue;
+			}
+			char why[96];
+			describe_exit(status, why, sizeof(why));
+			if (stopping) {
+				LOGI("worker %d (pid %ld) %s", id, (long)pid,
+				    why);
+				continue;
+			}
+			if (++restarts > max_restarts) {
+				LOGE("worker %d (pid %ld) %s; too many "
+				    "restarts (%d), giving up", id, (long)pid,
+				    why, max_restarts);
+				signal_all(pids, num_processes, SIGTERM);
+				exit(1);
+			}
+			LOGW("worker %d (pid %ld) %s; restarting (%d of %d)",
+			    id, (long)pid, why, restarts, max_restarts);
+			pid_t npid = spawn(&oldmask);
+			if (npid == 0)
+				return id;
+			if (npid < 0) {
+				LOGE("fork: %s", strerror(errno));
+				signal_all(pids, num_processes, SIGTERM);
+				exit(1);
+			}
+			pids[id] = npid;
+			live++;
+		}
+	}
+	exit(0);
+}

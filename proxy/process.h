@@ -1,0 +1,27 @@
+/*
+ * process: fork worker processes and supervise them (Tornado's
+ * fork_processes).
+ *
+ * process_fork() returns only in the children, with their task id
+ * (0..n-1).  The parent stays inside it as a supervisor:
+ *  - a child that dies by a signal or exits non-zero is restarted with the
+ *    same task id, until more than `max_restarts` restarts have been needed;
+ *    then the remaining children are sent SIGTERM and the parent exits 1;
+ *  - a child that exits 0 is not restarted; when all have, the parent
+ *    exits 0;
+ *  - SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the parent are
+ *    passed on to every child; after SIGTERM/SIGINT nothing is restarted.
+ * The supervisor waits with sigwaitinfo(), so it needs no handlers and no
+ * global state.  Listening sockets bound before the call are shared by
+ * the children (the kernel spreads the accepts).
+ */
+#ifndef FERRY_PROCESS_H
+#define FERRY_PROCESS_H
+
+/* Online CPUs (at least 1). */
+int process_cpu_count(void);
+
+/* num_processes <= 0: one per CPU.  Never returns in the parent. */
+int process_fork(int num_processes, int max_restarts);
+
+#endif

@@ -1,0 +1,1020 @@
+/* stream: see stream.h. */
+#define _GNU_SOURCE
+#include "stream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "netutil.h"
+
+/* Deferred work, run from the loop's prepare watcher. */
+enum {
+	W_HANDSHAKE = 1 << 0,	/* advance the transport handshake */
+	W_READ = 1 << 1,	/* pull from the transport (TLS pending) */
+	W_DISPATCH = 1 << 2,	/* serve the pending read from the buffer */
+	W_FLUSH = 1 << 3,	/* write the buffer out */
+	W_HS_CB = 1 << 4,	/* report a finished handshake */
+};
+
+/* Reads per readiness event before other connections get a turn. */
+#define READS_PER_EVENT 16
+/* Passes over the work list per loop iteration before yielding to I/O. */
+#define WORK_PASSES 16
+/* A read buffer larger than this is returned to malloc when it drains. */
+#define RBUF_KEEP (2 * STREAM_DEFAULT_CHUNK)
+
+static void update_interest(struct stream *s);
+static void handle_write(struct stream *s);
+static void advance_handshake(struct stream *s);
+static void timer_arm(struct stream *s);
+
+const char *
+stream_close_reason_str(enum stream_close_reason why)
+{
+	switch (why) {
+	case STREAM_CLOSE_LOCAL: return "closed";
+	case STREAM_CLOSE_EOF: return "eof";
+	case STREAM_CLOSE_RESET: return "reset";
+	case STREAM_CLOSE_ERROR: return "error";
+	case STREAM_CLOSE_TLS: return "tls-error";
+	case STREAM_CLOSE_LIMIT: return "limit";
+	case STREAM_CLOSE_TIMEOUT: return "timeout";
+	case STREAM_CLOSE_CONNECT: return "connect-failed";
+	case STREAM_CLOSE_NOMEM: return "out-of-memory";
+	}
+	return "unknown";
+}
+
+void
+stream_opts_default(struct stream_opts *o)
+{
+	o->max_buffer_size = STREAM_DEFAULT_MAX_BUFFER;
+	o->max_write_buffer_size = 0;
+	o->read_chunk_size = STREAM_DEFAULT_CHUNK;
+	o->handshake_timeout = 10.0;
+	o->idle_timeout = 0;
+	o->linger_timeout = 5.0;
+}
+
+/* ---- the plain transport ---- */
+
+static enum stream_close_reason
+errno_reason(int e)
+{
+	return (e == ECONNRESET || e == EPIPE || e == ETIMEDOUT) ?
+	    STREAM_CLOSE_RESET : STREAM_CLOSE_ERROR;
+}
+
+static enum io_result
+plain_read(struct stream *s, char *buf, size_t len, size_t *got)
+{
+	ssize_t n;
+
+	do
+		n = read(s->fd, buf, len);
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		*got = (size_t)n;
+		return IO_DONE;
+	}
+	if (n == 0)
+		return IO_EOF;
+	if (errno == EAGAIN)
+		return IO_WANT_READ;
+	s->tp_fail = errno_reason(errno);
+	stream_set_error(s, "read: %s", strerror(errno));
+	return IO_FAIL;
+}
+
+static enum io_result
+plain_write(struct stream *s, const char *buf, size_t len, size_t *put)
+{
+	ssize_t n;
+
+	do
+		n = send(s->fd, buf, len, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0) {
+		*put = (size_t)n;
+		return IO_DONE;
+	}
+	if (errno == EAGAIN)
+		return IO_WANT_WRITE;
+	s->tp_fail = errno_reason(errno);
+	stream_set_error(s, "write: %s", strerror(errno));
+	return IO_FAIL;
+}
+
+static void
+plain_shutdown(struct stream *s)
+{
+	(void)shutdown(s->fd, SHUT_WR);
+}
+
+static void
+plain_close(struct stream *s, bool clean)
+{
+	(void)s;
+	(void)clean;
+}
+
+const struct stream_transport stream_plain_transport = {
+	.name = "tcp",
+	.handshake = NULL,
+	.read = plain_read,
+	.write = plain_write,
+	.pending = NULL,
+	.shutdown = plain_shutdown,
+	.close = plain_close,
+};
+
+/* ---- the work list ---- */
+
+static void
+queue_work(struct stream *s, unsigned bits)
+{
+	struct stream_loop *sl = s->sl;
+
+	s->work |= bits;
+	if (s->work_queued)
+		return;
+	s->work_queued = 1;
+	s->work_next = NULL;
+	if (sl->work_tail != NULL)
+		sl->work_tail->work_next = s;
+	else
+		sl->work_head = s;
+	sl->work_tail = s;
+}
+
+static void
+finalize(struct stream *s)
+{
+	struct stream_loop *sl = s->sl;
+
+	if (s->close_cb != NULL)
+		s->close_cb(s, s->close_reason, s->arg);
+	buffer_free(&s->rbuf);
+	buffer_free(&s->wbuf);
+	sl->live--;
+	free(s);
+}
+
+static bool
+can_read(const struct stream *s)
+{
+	return s->active && !s->closed && !s->eof && !s->paused &&
+	    !s->ending && !s->connecting && !s->handshaking &&
+	    buffer_len(&s->rbuf) < s->opts.max_buffer_size;
+}
+
+static void read_from_transport(struct stream *s);
+static void run_reads(struct stream *s);
+
+static void
+process_work(struct stream *s)
+{
+	unsigned w = s->work;
+
+	s->work = 0;
+	if (s->closed) {
+		finalize(s);
+		return;
+	}
+	if ((w & W_HANDSHAKE) && s->handshaking && !s->connecting)
+		advance_handshake(s);
+	if (!s->closed && !s->handshaking && !s->connecting) {
+		if ((w & W_HS_CB) && s->handshake_cb != NULL) {
+			stream_cb cb = s->handshake_cb;
+			s->handshake_cb = NULL;
+			cb(s, s->arg);
+		}
+		if (!s->closed && (w & W_READ) && can_read(s))
+			read_from_transport(s);
+		if (!s->closed && (w & (W_READ | W_DISPATCH)))
+			run_reads(s);
+		if (!s->closed && (w & W_FLUSH))
+			handle_write(s);
+	}
+	if (s->closed)
+		queue_work(s, 0);	/* finalize on the next pass */
+	else
+		update_interest(s);
+}
+
+void
+stream_loop_run_pending(struct stream_loop *sl)
+{
+	for (int pass = 0; pass < WORK_PASSES && sl->work_head; pass++) {
+		struct stream *s = sl->work_head;
+		sl->work_head = sl->work_tail = NULL;
+		while (s != NULL) {
+			struct stream *next = s->work_next;
+			s->work_queued = 0;
+			process_work(s);
+			s = next;
+		}
+	}
+	/* Left-over work: poll without sleeping and come back. */
+	if (sl->work_head != NULL)
+		ev_idle_start(sl->loop, &sl->idle);
+	else
+		ev_idle_stop(sl->loop, &sl->idle);
+}
+
+static void
+prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	stream_loop_run_pending(w->data);
+}
+
+static void
+idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	/* Nothing: its being active makes the next poll non-blocking. */
+}
+
+void
+stream_loop_init(struct stream_loop *sl, struct ev_loop *loop)
+{
+	memset(sl, 0, sizeof(*sl));
+	sl->loop = loop;
+	ev_prepare_init(&sl->prepare, prepare_cb);
+	sl->prepare.data = sl;
+	ev_prepare_start(loop, &sl->prepare);
+	/* The prepare watcher alone must not keep ev_run() alive. */
+	ev_unref(loop);
+	ev_idle_init(&sl->idle, idle_cb);
+	sl->idle.data = sl;
+}
+
+void
+stream_loop_destroy(struct stream_loop *sl)
+{
+	stream_loop_run_pending(sl);
+	ev_ref(sl->loop);
+	ev_prepare_stop(sl->loop, &sl->prepare);
+	ev_idle_stop(sl->loop, &sl->idle);
+}
+
+/* ---- interest and timers ---- */
+
+static int
+wanted_events(const struct stream *s)
+{
+	int ev = 0;
+
+	if (s->closed)
+		return 0;
+	if (s->connecting)
+		return EV_WRITE;
+	if (s->handshaking)
+		return s->handshake_started ? s->hs_wants : 0;
+	if (can_read(s))
+		ev |= s->read_wants;
+	if (buffer_len(&s->wbuf) > 0 && !s->write_shut)
+		ev |= s->write_wants;
+	return ev;
+}
+
+static void
+update_interest(struct stream *s)
+{
+	int ev = wanted_events(s);
+
+	/* Bytes a transport already holds raise no readiness event. */
+	if (can_read(s) && s->tp->pending != NULL && s->tp->pending(s) > 0)
+		queue_work(s, W_READ);
+	if (ev == s->interest)
+		return;
+	ev_io_stop(s->sl->loop, &s->io);
+	if (ev != 0) {
+		ev_io_set(&s->io, s->fd, ev);
+		ev_io_start(s->sl->loop, &s->io);
+	}
+	s->interest = ev;
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct stream *s = w->data;
+	ev_tstamp now = ev_now(loop);
+
+	(void)revents;
+	if (s->deadline > 0 && now >= s->deadline) {
+		if (s->connecting)
+			stream_set_error(s, "connect timed out");
+		else if (s->handshaking)
+			stream_set_error(s, "handshake timed out");
+		else
+			stream_set_error(s, "flush timed out");
+		stream_close(s, STREAM_CLOSE_TIMEOUT);
+		return;
+	}
+	if (s->opts.idle_timeout > 0 &&
+	    now - s->last_io >= s->opts.idle_timeout) {
+		stream_set_error(s, "idle for %.0f s", s->opts.idle_timeout);
+		stream_close(s, STREAM_CLOSE_TIMEOUT);
+		return;
+	}
+	timer_arm(s);
+}
+
+/*
+ * One timer serves every deadline; activity only moves last_io, and the
+ * timer re-arms itself when it fires early (libev's recommended idle
+ * timeout pattern: no timer update per read).
+ */
+static void
+timer_arm(struct stream *s)
+{
+	ev_tstamp now = ev_now(s->sl->loop);
+	ev_tstamp at = 0;
+
+	if (s->closed)
+		return;
+	if (s->deadline > 0)
+		at = s->deadline;
+	if (s->opts.idle_timeout > 0) {
+		ev_tstamp idle_at = s->last_io + s->opts.idle_timeout;
+		if (at == 0 || idle_at < at)
+			at = idle_at;
+	}
+	ev_timer_stop(s->sl->loop, &s->timer);
+	if (at == 0)
+		return;
+	ev_timer_set(&s->timer, at > now ? at - now : 0., 0.);
+	ev_timer_start(s->sl->loop, &s->timer);
+}
+
+/* ---- construction ---- */
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+struct stream *
+stream_new(struct stream_loop *sl, int fd, const struct stream_transport *tp,
+    const struct stream_opts *opts)
+{
+	struct stream *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->sl = sl;
+	s->fd = fd;
+	s->tp = tp ? tp : &stream_plain_transport;
+	if (opts != NULL)
+		s->opts = *opts;
+	else
+		stream_opts_default(&s->opts);
+	if (s->opts.max_buffer_size == 0)
+		s->opts.max_buffer_size = STREAM_DEFAULT_MAX_BUFFER;
+	if (s->opts.read_chunk_size == 0)
+		s->opts.read_chunk_size = STREAM_DEFAULT_CHUNK;
+	buffer_init(&s->rbuf);
+	buffer_init(&s->wbuf);
+	s->read_wants = EV_READ;
+	s->write_wants = EV_WRITE;
+	s->hs_wants = EV_READ;
+	ev_io_init(&s->io, io_cb, fd, 0);
+	s->io.data = s;
+	ev_timer_init(&s->timer, timer_cb, 0., 0.);
+	s->timer.data = s;
+	s->last_io = ev_now(sl->loop);
+	snprintf(s->peer, sizeof(s->peer), "fd %d", fd);
+	sl->live++;
+	timer_arm(s);
+	return s;
+}
+
+struct stream *
+stream_connect(struct stream_loop *sl, const struct sockaddr *addr,
+    socklen_t addrlen, const struct stream_opts *opts)
+{
+	struct stream *s;
+	int fd, rc;
+
+	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	(void)netutil_set_nodelay(fd);
+	s = stream_new(sl, fd, NULL, opts);
+	if (s == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	stream_set_peer(s, addr);
+	s->active = 1;
+	do
+		rc = connect(fd, addr, addrlen);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0 && errno != EINPROGRESS) {
+		stream_set_error(s, "connect to %s: %s", s->peer,
+		    strerror(errno));
+		stream_close(s, STREAM_CLOSE_CONNECT);
+		return s;
+	}
+	if (rc < 0) {
+		s->connecting = 1;
+		stream_start_deadline(s, s->opts.handshake_timeout);
+	}
+	update_interest(s);
+	return s;
+}
+
+void
+stream_set_callbacks(struct stream *s, stream_close_cb on_close, void *arg)
+{
+	s->close_cb = on_close;
+	s->arg = arg;
+}
+
+void
+stream_set_eof_cb(struct stream *s, stream_cb on_eof)
+{
+	s->eof_cb = on_eof;
+}
+
+void
+stream_set_peer(struct stream *s, const struct sockaddr *sa)
+{
+	netutil_format_addr(sa, s->peer, sizeof(s->peer));
+}
+
+void
+stream_set_error(struct stream *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	va_end(ap);
+}
+
+void
+stream_set_idle_timeout(struct stream *s, double seconds)
+{
+	s->opts.idle_timeout = seconds;
+	s->last_io = ev_now(s->sl->loop);
+	timer_arm(s);
+}
+
+void
+stream_start_deadline(struct stream *s, double seconds)
+{
+	if (seconds <= 0)
+		return;
+	s->deadline = ev_now(s->sl->loop) + seconds;
+	timer_arm(s);
+}
+
+/* The owner asked for I/O: a deferred handshake starts now. */
+static void
+activate(struct stream *s)
+{
+	if (s->active)
+		return;
+	s->active = 1;
+	if (s->handshaking && !s->handshake_started) {
+		s->handshake_started = 1;
+		queue_work(s, W_HANDSHAKE);
+	}
+}
+
+/* ---- handshake and connect ---- */
+
+static void
+handshake_done(struct stream *s)
+{
+	s->handshaking = 0;
+	if (!s->ending)
+		s->deadline = 0;
+	timer_arm(s);
+	queue_work(s, W_HS_CB | W_READ | W_DISPATCH |
+	    (buffer_len(&s->wbuf) ? W_FLUSH : 0));
+}
+
+static void
+advance_handshake(struct stream *s)
+{
+	s->handshake_started = 1;
+	switch (s->tp->handshake(s)) {
+	case IO_DONE:
+		handshake_done(s);
+		break;
+	case IO_WANT_READ:
+		s->hs_wants = EV_READ;
+		break;
+	case IO_WANT_WRITE:
+		s->hs_wants = EV_WRITE;
+		break;
+	case IO_EOF:
+		if (s->error[0] == '\0')
+			stream_set_error(s, "peer closed during handshake");
+		stream_close(s, STREAM_CLOSE_TLS);
+		return;
+	case IO_FAIL:
+		stream_close(s, s->tp_fail);
+		return;
+	}
+	update_interest(s);
+}
+
+static void
+finish_connect(struct stream *s)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		stream_set_error(s, "connect to %s: %s", s->peer,
+		    strerror(err));
+		stream_close(s, STREAM_CLOSE_CONNECT);
+		return;
+	}
+	s->connecting = 0;
+	if (s->handshaking) {
+		s->handshake_started = 1;
+		advance_handshake(s);
+		return;
+	}
+	s->deadline = 0;
+	timer_arm(s);
+	queue_work(s, W_HS_CB | (buffer_len(&s->wbuf) ? W_FLUSH : 0));
+}
+
+void
+stream_wait_for_handshake(struct stream *s, stream_cb on_done)
+{
+	if (s->closed)
+		return;
+	s->handshake_cb = on_done;
+	if (s->handshaking) {
+		if (!s->handshake_started) {
+			s->handshake_started = 1;
+			queue_work(s, W_HANDSHAKE);
+		}
+		s->active = 1;
+	} else if (!s->connecting) {
+		activate(s);
+		queue_work(s, W_HS_CB);
+	} else {
+		s->active = 1;
+	}
+}
+
+bool
+stream_handshake_done(const struct stream *s)
+{
+	return !s->connecting && !s->handshaking && !s->closed;
+}
+
+/* ---- reading ---- */
+
+/*
+ * Pulls bytes from the transport into the read buffer until it would
+ * block, the buffer is full, or this connection has had its turn.
+ */
+static void
+read_from_transport(struct stream *s)
+{
+	for (int i = 0; i < READS_PER_EVENT && can_read(s); i++) {
+		size_t len = buffer_len(&s->rbuf);
+		size_t want = s->opts.read_chunk_size;
+		size_t got = 0;
+
+		/* Never read past the limit: that is the backpressure. */
+		if (want > s->opts.max_buffer_size - len)
+			want = s->opts.max_buffer_size - len;
+		if (buffer_reserve(&s->rbuf, want) < 0) {
+			stream_set_error(s, "no memory for %zu bytes", want);
+			stream_close(s, STREAM_CLOSE_NOMEM);
+			return;
+		}
+		/* Use whatever room the buffer has anyway (fewer syscalls). */
+		size_t room = buffer_tail_room(&s->rbuf);
+		if (room > s->opts.max_buffer_size - len)
+			room = s->opts.max_buffer_size - len;
+		switch (s->tp->read(s, buffer_tail(&s->rbuf), room, &got)) {
+		case IO_DONE:
+			buffer_commit(&s->rbuf, got);
+			s->bytes_in += got;
+			s->last_io = ev_now(s->sl->loop);
+			continue;
+		case IO_WANT_READ:
+			s->read_wants = EV_READ;
+			break;
+		case IO_WANT_WRITE:
+			s->read_wants = EV_WRITE;
+			break;
+		case IO_EOF:
+			s->eof = 1;
+			break;
+		case IO_FAIL:
+			stream_close(s, s->tp_fail);
+			return;
+		}
+		break;
+	}
+	if (buffer_len(&s->rbuf) == 0)
+		buffer_shrink(&s->rbuf, RBUF_KEEP);
+}
+
+/*
+ * How many bytes the pending read can take now; 0 when it must wait.
+ * May close the stream (limit).
+ */
+static size_t
+read_satisfiable(struct stream *s)
+{
+	size_t len = buffer_len(&s->rbuf);
+
+	switch (s->read_kind) {
+	case READ_NONE:
+		return 0;
+	case READ_BYTES:
+		if (s->read_partial)
+			return len < s->read_n ? len : s->read_n;
+		return len >= s->read_n ? s->read_n : 0;
+	case READ_UNTIL: {
+		long at = buffer_find(&s->rbuf, s->read_scan_from,
+		    s->read_delim, s->read_delim_len);
+		size_t limit = s->read_n < s->opts.max_buffer_size ?
+		    s->read_n : s->opts.max_buffer_size;
+		if (at >= 0) {
+			size_t n = (size_t)at + s->read_delim_len;
+			if (n > limit)
+				goto too_long;
+			return n;
+		}
+		if (len >= limit)
+			goto too_long;
+		s->read_scan_from = len >= s->read_delim_len ?
+		    len - s->read_delim_len + 1 : 0;
+		return 0;
+	}
+	}
+	return 0;
+too_long:
+	stream_set_error(s, "no delimiter within %zu bytes", s->read_n);
+	stream_close(s, STREAM_CLOSE_LIMIT);
+	return 0;
+}
+
+/* A pending read that EOF makes impossible, or EOF with nothing pending. */
+static void
+check_eof(struct stream *s)
+{
+	if (!s->eof || s->closed)
+		return;
+	if (s->read_kind != READ_NONE && read_satisfiable(s) > 0)
+		return;
+	if (s->closed)
+		return;
+	if (s->read_kind == READ_NONE && buffer_len(&s->rbuf) > 0)
+		return;	/* the owner will still read these */
+	if (s->eof_cb != NULL) {
+		if (!s->eof_reported) {
+			s->eof_reported = 1;
+			s->eof_cb(s, s->arg);
+		}
+		if (!s->closed && s->write_shut)
+			stream_close(s, STREAM_CLOSE_EOF);
+		return;
+	}
+	stream_close(s, STREAM_CLOSE_EOF);
+}
+
+/* Serves pending reads from the buffer in a loop (never by recursion). */
+static void
+run_reads(struct stream *s)
+{
+	if (s->in_dispatch)
+		return;
+	s->in_dispatch = 1;
+	while (!s->closed && s->read_kind != READ_NONE) {
+		size_t n = read_satisfiable(s);
+		if (n == 0)
+			break;
+		stream_read_cb cb = s->read_cb;
+		s->read_kind = READ_NONE;
+		s->read_cb = NULL;
+		cb(s, buffer_data(&s->rbuf), n, s->arg);
+		buffer_consume(&s->rbuf, n);
+		s->read_scan_from = 0;
+	}
+	s->in_dispatch = 0;
+	check_eof(s);
+}
+
+/* Called with read_kind and its parameters set; NULL cb refuses. */
+static int
+arm_read(struct stream *s, stream_read_cb cb)
+{
+	if (cb == NULL) {
+		errno = s->closed ? EPIPE : EBUSY;
+		return -1;
+	}
+	s->read_cb = cb;
+	s->read_scan_from = 0;
+	activate(s);
+	/* Inside the dispatch loop the loop itself picks the read up. */
+	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 || s->eof))
+		queue_work(s, W_DISPATCH);
+	if (!s->in_dispatch)
+		update_interest(s);
+	return 0;
+}
+
+int
+stream_read_bytes(struct stream *s, size_t n, bool partial, stream_read_cb cb)
+{
+	if (n == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (s->read_kind != READ_NONE || s->closed || cb == NULL)
+		return arm_read(s, NULL);
+	s->read_kind = READ_BYTES;
+	s->read_n = n;
+	s->read_partial = partial;
+	if (!partial && n > s->opts.max_buffer_size) {
+		s->read_kind = READ_NONE;
+		stream_set_error(s, "read of %zu bytes exceeds the %zu byte "
+		    "buffer limit", n, s->opts.max_buffer_size);
+		stream_close(s, STREAM_CLOSE_LIMIT);
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if (arm_read(s, cb) < 0) {
+		s->read_kind = READ_NONE;
+		return -1;
+	}
+	return 0;
+}
+
+int
+stream_read_until(struct stream *s, const char *delim, size_t dlen,
+    size_t max_bytes, stream_read_cb cb)
+{
+	if (dlen == 0 || dlen > sizeof(s->read_delim)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (s->read_kind != READ_NONE || s->closed || cb == NULL)
+		return arm_read(s, NULL);
+	s->read_kind = READ_UNTIL;
+	memcpy(s->read_delim, delim, dlen);
+	s->read_delim_len = dlen;
+	s->read_n = max_bytes ? max_bytes : s->opts.max_buffer_size;
+	if (arm_read(s, cb) < 0) {
+		s->read_kind = READ_NONE;
+		return -1;
+	}
+	return 0;
+}
+
+bool
+stream_reading(const struct stream *s)
+{
+	return s->read_kind != READ_NONE;
+}
+
+void
+stream_pause_reading(struct stream *s)
+{
+	if (s->paused || s->closed)
+		return;
+	s->paused = 1;
+	update_interest(s);
+}
+
+void
+stream_resume_reading(struct stream *s)
+{
+	if (!s->paused || s->closed)
+		return;
+	s->paused = 0;
+	activate(s);
+	update_interest(s);
+}
+
+/* ---- writing ---- */
+
+static void
+handle_write(struct stream *s)
+{
+	while (buffer_len(&s->wbuf) > 0) {
+		size_t put = 0;
+
+		switch (s->tp->write(s, buffer_data(&s->wbuf),
+		    buffer_len(&s->wbuf), &put)) {
+		case IO_DONE:
+			buffer_consume(&s->wbuf, put);
+			s->bytes_out += put;
+			s->last_io = ev_now(s->sl->loop);
+			continue;
+		case IO_WANT_READ:
+			s->write_wants = EV_READ;
+			break;
+		case IO_WANT_WRITE:
+			s->write_wants = EV_WRITE;
+			break;
+		case IO_EOF:
+			stream_set_error(s, "peer closed while we wrote");
+			stream_close(s, STREAM_CLOSE_RESET);
+			return;
+		case IO_FAIL:
+			stream_close(s, s->tp_fail);
+			return;
+		}
+		update_interest(s);
+		return;
+	}
+	/* Drained. */
+	buffer_shrink(&s->wbuf, 0);
+	if (s->ending) {
+		stream_close(s, STREAM_CLOSE_LOCAL);
+		return;
+	}
+	if (s->want_shutdown && !s->write_shut) {
+		s->write_shut = 1;
+		s->tp->shutdown(s);
+		if (s->eof && s->eof_reported) {
+			stream_close(s, STREAM_CLOSE_EOF);
+			return;
+		}
+	}
+	if (s->write_cb != NULL) {
+		stream_cb cb = s->write_cb;
+		s->write_cb = NULL;
+		cb(s, s->arg);
+	}
+	if (!s->closed)
+		update_interest(s);
+}
+
+int
+stream_write(struct stream *s, const void *data, size_t len,
+    stream_cb on_done)
+{
+	size_t queued = buffer_len(&s->wbuf);
+
+	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
+		errno = EPIPE;
+		return -1;
+	}
+	if (s->opts.max_write_buffer_size > 0 &&
+	    (queued > s->opts.max_write_buffer_size ||
+	    len > s->opts.max_write_buffer_size - queued)) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	activate(s);
+	if (on_done != NULL)
+		s->write_cb = on_done;
+	/* Large write, nothing queued: straight to the socket, no copy. */
+	if (queued == 0 && len >= STREAM_DIRECT_WRITE && !s->connecting &&
+	    !s->handshaking && !s->in_dispatch) {
+		size_t put = 0;
+		switch (s->tp->write(s, data, len, &put)) {
+		case IO_DONE:
+			s->bytes_out += put;
+			s->last_io = ev_now(s->sl->loop);
+			data = (const char *)data + put;
+			len -= put;
+			break;
+		case IO_WANT_READ:
+			s->write_wants = EV_READ;
+			break;
+		case IO_WANT_WRITE:
+			s->write_wants = EV_WRITE;
+			break;
+		case IO_EOF:
+		case IO_FAIL:
+			/* Reported from the loop, like any other failure. */
+			stream_close(s, s->tp_fail ? s->tp_fail :
+			    STREAM_CLOSE_RESET);
+			return 0;
+		}
+	}
+	if (len > 0 && buffer_append(&s->wbuf, data, len) < 0) {
+		stream_set_error(s, "no memory to queue %zu bytes", len);
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		errno = ENOMEM;
+		return -1;
+	}
+	queue_work(s, W_FLUSH);
+	return 0;
+}
+
+size_t
+stream_write_pending(const struct stream *s)
+{
+	return buffer_len(&s->wbuf);
+}
+
+void
+stream_flush(struct stream *s)
+{
+	if (s->closed || s->connecting || s->handshaking)
+		return;
+	handle_write(s);
+}
+
+/* ---- closing ---- */
+
+void
+stream_shutdown_write(struct stream *s)
+{
+	if (s->closed || s->want_shutdown)
+		return;
+	activate(s);
+	s->want_shutdown = 1;
+	queue_work(s, W_FLUSH);
+}
+
+void
+stream_end(struct stream *s)
+{
+	if (s->closed || s->ending)
+		return;
+	s->ending = 1;
+	if (buffer_len(&s->wbuf) == 0) {
+		stream_close(s, STREAM_CLOSE_LOCAL);
+		return;
+	}
+	if (s->opts.linger_timeout > 0) {
+		ev_tstamp d = ev_now(s->sl->loop) + s->opts.linger_timeout;
+		if (s->deadline == 0 || d < s->deadline)
+			s->deadline = d;
+		timer_arm(s);
+	}
+	queue_work(s, W_FLUSH);
+	update_interest(s);
+}
+
+void
+stream_close(struct stream *s, enum stream_close_reason why)
+{
+	if (s->closed)
+		return;
+	s->closed = 1;
+	s->close_reason = why;
+	ev_io_stop(s->sl->loop, &s->io);
+	ev_timer_stop(s->sl->loop, &s->timer);
+	s->interest = 0;
+	s->tp->close(s, why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF);
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	s->read_kind = READ_NONE;
+	s->read_cb = NULL;
+	s->write_cb = NULL;
+	s->handshake_cb = NULL;
+	queue_work(s, 0);
+}
+
+/* ---- events ---- */
+
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct stream *s = w->data;
+
+	(void)loop;
+	if (s->connecting) {
+		finish_connect(s);
+		if (s->closed || s->connecting || s->handshaking)
+			return;
+	} else if (s->handshaking) {
+		if (revents & s->hs_wants)
+			advance_handshake(s);
+		/* handshake_done() queued the follow-up work. */
+		return;
+	}
+	if ((revents & s->write_wants) && buffer_len(&s->wbuf) > 0 &&
+	    !s->write_shut)
+		handle_write(s);
+	if (!s->closed && (revents & s->read_wants) && can_read(s)) {
+		read_from_transport(s);
+		if (!s->closed)
+			run_reads(s);
+	}
+	if (!s->closed)
+		update_interest(s);
+}

@@ -1,0 +1,294 @@
+/*
+ * stream: a non-blocking buffered byte stream on one socket (Tornado's
+ * IOStream), transport-agnostic.
+ *
+ * A stream owns an fd, a libev io watcher, a read buffer and a write buffer.
+ * The bytes themselves move through a transport (plain sockets here, TLS in
+ * tls.c) that reports "would block" together with the readiness it is
+ * waiting for, so a TLS read that needs the socket writable (or a write that
+ * needs it readable) is just another interest bit.  Protocol code never sees
+ * the fd or the SSL object.
+ *
+ * Reading: one pending read at a time.  The callback gets a pointer into the
+ * read buffer, valid only during the callback; the bytes are consumed when it
+ * returns.  A callback may arm the next read: if it can be satisfied from
+ * the buffer it is served by the same loop, not by recursion.
+ *
+ * Writing: stream_write() appends to the write buffer and the buffer is
+ * flushed once per loop iteration (before the loop sleeps), so the many small
+ * frames written while handling one read leave in one syscall.  A write made
+ * while nothing is buffered and at least STREAM_DIRECT_WRITE bytes long goes
+ * to the socket at once, without the copy.
+ *
+ * Closing: stream_close() stops I/O and closes the fd at once, but the close
+ * callback runs later, from the loop, never from inside the caller: a
+ * protocol may close any stream (its own, a peer's) from any callback.  The
+ * close callback is the last call a stream makes; the stream is freed right
+ * after it returns.
+ *
+ * Backpressure: reading stops (the kernel then pushes back on the sender)
+ * while the read buffer holds max_buffer_size bytes or more, or while the
+ * owner has paused reading.  stream_write_pending() tells how much is still
+ * queued for the peer.
+ *
+ * All streams of one libev loop share a struct stream_loop, which holds the
+ * list of streams with deferred work (flushes, buffered reads, closes).
+ */
+#ifndef FERRY_STREAM_H
+#define FERRY_STREAM_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "buffer.h"
+
+struct stream;
+
+enum stream_close_reason {
+	STREAM_CLOSE_LOCAL = 0,	/* the owner called stream_close() */
+	STREAM_CLOSE_EOF,	/* the peer closed cleanly */
+	STREAM_CLOSE_RESET,	/* ECONNRESET / EPIPE */
+	STREAM_CLOSE_ERROR,	/* another socket error (see stream_error) */
+	STREAM_CLOSE_TLS,	/* TLS handshake or record failure */
+	STREAM_CLOSE_LIMIT,	/* a buffer limit: read larger than allowed */
+	STREAM_CLOSE_TIMEOUT,	/* handshake, connect or idle timeout */
+	STREAM_CLOSE_CONNECT,	/* outgoing connect failed */
+	STREAM_CLOSE_NOMEM,	/* memory could not be had */
+};
+
+const char *stream_close_reason_str(enum stream_close_reason why);
+
+typedef void (*stream_read_cb)(struct stream *s, const char *data,
+    size_t len, void *arg);
+typedef void (*stream_cb)(struct stream *s, void *arg);
+typedef void (*stream_close_cb)(struct stream *s,
+    enum stream_close_reason why, void *arg);
+
+/* What a transport reports for one call. */
+enum io_result {
+	IO_DONE = 0,		/* bytes moved (count returned separately) */
+	IO_WANT_READ,		/* would block until the socket is readable */
+	IO_WANT_WRITE,		/* would block until the socket is writable */
+	IO_EOF,			/* clean end of stream */
+	IO_FAIL,		/* error; the transport set the stream's error */
+};
+
+/*
+ * The transport vtable.  `handshake` may be NULL (nothing to negotiate).
+ * `pending` says how many bytes the transport holds that the socket will
+ * not signal again (TLS records already read from the kernel).
+ */
+struct stream_transport {
+	const char *name;
+	enum io_result (*handshake)(struct stream *s);
+	enum io_result (*read)(struct stream *s, char *buf, size_t len,
+	    size_t *got);
+	enum io_result (*write)(struct stream *s, const char *buf, size_t len,
+	    size_t *put);
+	size_t (*pending)(struct stream *s);
+	/* Half-close the sending direction (close_notify / SHUT_WR). */
+	void (*shutdown)(struct stream *s);
+	/* Best-effort goodbye before the fd is closed; frees transport state. */
+	void (*close)(struct stream *s, bool clean);
+};
+
+extern const struct stream_transport stream_plain_transport;
+
+struct stream_opts {
+	size_t max_buffer_size;		/* read buffer limit (bytes) */
+	size_t max_write_buffer_size;	/* write buffer limit; 0 = none */
+	size_t read_chunk_size;		/* bytes asked of one read() */
+	double handshake_timeout;	/* seconds for connect + handshake; 0 = none */
+	double idle_timeout;		/* seconds without I/O; 0 = none */
+	double linger_timeout;		/* seconds stream_end() waits to flush */
+};
+
+#define STREAM_DEFAULT_MAX_BUFFER	(1024 * 1024)
+#define STREAM_DEFAULT_CHUNK		(64 * 1024)
+#define STREAM_DIRECT_WRITE		(16 * 1024)
+
+void stream_opts_default(struct stream_opts *o);
+
+/* Per-loop state shared by the streams on it. */
+struct stream_loop {
+	struct ev_loop *loop;
+	ev_prepare prepare;
+	ev_idle idle;			/* keeps the loop from sleeping on work */
+	struct stream *work_head;	/* streams with deferred work (FIFO) */
+	struct stream *work_tail;
+	size_t live;			/* streams not yet freed */
+};
+
+void stream_loop_init(struct stream_loop *sl, struct ev_loop *loop);
+/* Runs the deferred work now (tests, shutdown); also done before each poll. */
+void stream_loop_run_pending(struct stream_loop *sl);
+void stream_loop_destroy(struct stream_loop *sl);
+
+struct stream {
+	struct stream_loop *sl;
+	const struct stream_transport *tp;
+	void *tp_data;			/* transport state (SSL *) */
+	int fd;
+	ev_io io;
+	ev_timer timer;
+	int interest;			/* EV_READ|EV_WRITE currently armed */
+
+	struct buffer rbuf;
+	struct buffer wbuf;
+	struct stream_opts opts;
+
+	/* the one pending read */
+	enum { READ_NONE, READ_BYTES, READ_UNTIL } read_kind;
+	size_t read_n;			/* bytes wanted / max_bytes */
+	bool read_partial;
+	char read_delim[16];
+	size_t read_delim_len;
+	size_t read_scan_from;		/* where the delimiter search resumes */
+	stream_read_cb read_cb;
+
+	stream_cb write_cb;		/* when the write buffer drains */
+	stream_cb handshake_cb;		/* when the transport is ready */
+	stream_close_cb close_cb;
+	stream_cb eof_cb;
+	void *arg;
+
+	int read_wants;			/* EV_READ, or EV_WRITE for TLS */
+	int write_wants;		/* EV_WRITE, or EV_READ for TLS */
+	int hs_wants;
+
+	unsigned connecting:1;		/* outgoing connect in progress */
+	unsigned handshaking:1;		/* transport handshake not done */
+	unsigned handshake_started:1;
+	unsigned paused:1;		/* owner paused reading */
+	unsigned eof:1;			/* the peer will send no more */
+	unsigned write_shut:1;		/* our sending side is closed */
+	unsigned want_shutdown:1;	/* shut the sending side once flushed */
+	unsigned ending:1;		/* close once flushed (stream_end) */
+	unsigned closed:1;
+	unsigned in_dispatch:1;		/* inside the read loop */
+	unsigned work_queued:1;		/* on the loop's work list */
+
+	unsigned active:1;		/* the owner asked for I/O: start */
+	unsigned eof_reported:1;
+	unsigned work;			/* deferred work bits (stream.c) */
+
+	enum stream_close_reason close_reason;
+	enum stream_close_reason tp_fail;	/* set by a transport with IO_FAIL */
+	char error[128];		/* detail for ERROR/TLS/CONNECT */
+	char peer[64];			/* "1.2.3.4:5678" / "[::1]:5678" */
+
+	ev_tstamp last_io;
+	ev_tstamp deadline;		/* connect/handshake/linger deadline */
+
+	uint64_t bytes_in, bytes_out;
+	struct stream *work_next;
+};
+
+/*
+ * Wraps a connected (accepted) non-blocking fd.  `tp` NULL means plain.
+ * The transport state, if any, is installed by the transport's constructor
+ * (tls_stream_new) after this returns.  Returns NULL (fd untouched) when
+ * memory cannot be had.
+ */
+struct stream *stream_new(struct stream_loop *sl, int fd,
+    const struct stream_transport *tp, const struct stream_opts *opts);
+
+/*
+ * Starts a non-blocking connect to `addr` and returns the stream at once;
+ * reads and writes may be queued immediately.  on_connect (may be NULL)
+ * runs once connected and any handshake is done.  A failure or the
+ * handshake_timeout closes the stream with STREAM_CLOSE_CONNECT / TIMEOUT.
+ * Returns NULL with errno set if no socket could be made.
+ */
+struct stream *stream_connect(struct stream_loop *sl,
+    const struct sockaddr *addr, socklen_t addrlen,
+    const struct stream_opts *opts);
+
+/* Callbacks get `arg`; the close callback is the stream's last call. */
+void stream_set_callbacks(struct stream *s, stream_close_cb on_close,
+    void *arg);
+static inline void *stream_arg(const struct stream *s) { return s->arg; }
+
+/* Sets the peer label used in logs (done by tcpserver/stream_connect). */
+void stream_set_peer(struct stream *s, const struct sockaddr *sa);
+static inline const char *stream_peer(const struct stream *s) { return s->peer; }
+static inline const char *stream_error(const struct stream *s) { return s->error; }
+/* Records an error detail (transports; protocol layers explaining a close). */
+void stream_set_error(struct stream *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * Reads exactly `n` bytes, or with `partial` whatever is available (at
+ * least 1, at most n).  n must not exceed max_buffer_size: such a read fails
+ * with STREAM_CLOSE_LIMIT.  Returns -1 if a read is already pending or the
+ * stream is closed.
+ */
+int stream_read_bytes(struct stream *s, size_t n, bool partial,
+    stream_read_cb cb);
+
+/*
+ * Reads up to and including `delim` (1..16 bytes).  If max_bytes bytes
+ * arrive without it (or max_buffer_size, whichever is smaller), the stream
+ * is closed with STREAM_CLOSE_LIMIT.
+ */
+int stream_read_until(struct stream *s, const char *delim, size_t dlen,
+    size_t max_bytes, stream_read_cb cb);
+
+bool stream_reading(const struct stream *s);
+
+/*
+ * Queues `len` bytes.  on_done, if not NULL, replaces any earlier one and
+ * runs when the write buffer has drained to the kernel.  Returns -1 with
+ * errno EPIPE on a closed stream, or ENOBUFS when max_write_buffer_size
+ * would be exceeded (nothing is queued then; the stream stays open).
+ */
+int stream_write(struct stream *s, const void *data, size_t len,
+    stream_cb on_done);
+
+/* Bytes accepted by stream_write() but not yet handed to the kernel. */
+size_t stream_write_pending(const struct stream *s);
+
+/* Writes the buffer out now rather than at the end of the loop iteration. */
+void stream_flush(struct stream *s);
+
+void stream_pause_reading(struct stream *s);
+void stream_resume_reading(struct stream *s);
+
+/*
+ * Advances the handshake now (it otherwise starts with the first read or
+ * write) and calls on_done when it completes; a failure closes the stream.
+ * For a plain stream on_done runs on the next loop iteration.
+ */
+void stream_wait_for_handshake(struct stream *s, stream_cb on_done);
+bool stream_handshake_done(const struct stream *s);
+
+/* Sends a half-close (FIN / close_notify) once the write buffer is flushed. */
+void stream_shutdown_write(struct stream *s);
+/*
+ * Half-close support.  By default a peer's EOF closes the stream (with
+ * STREAM_CLOSE_EOF) once the buffered bytes can no longer satisfy a read.
+ * With an EOF callback the stream stays open for writing instead and the
+ * callback runs once, when the buffered bytes have been read; the stream
+ * closes by itself once both directions are shut.
+ */
+void stream_set_eof_cb(struct stream *s, stream_cb on_eof);
+static inline bool stream_peer_eof(const struct stream *s) { return s->eof; }
+
+/* Closes once everything queued is written (or linger_timeout passes). */
+void stream_end(struct stream *s);
+void stream_close(struct stream *s, enum stream_close_reason why);
+static inline bool stream_closed(const struct stream *s) { return s->closed; }
+
+void stream_set_idle_timeout(struct stream *s, double seconds);
+
+/*
+ * For transports: the connection must be established (handshake done)
+ * within `seconds` from now, or it is closed with STREAM_CLOSE_TIMEOUT.
+ */
+void stream_start_deadline(struct stream *s, double seconds);
+
+#endif

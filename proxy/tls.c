@@ -1,0 +1,699 @@
+/* tls: see tls.h. */
+#define _GNU_SOURCE
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+
+/* Mozilla's "intermediate" TLS 1.2 list: forward secrecy, AEAD only. */
+#define DEFAULT_CIPHERS \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define DEFAULT_GROUPS "X25519:P-256:P-384"
+
+struct sni_entry {
+	SSL_CTX *ctx;
+	char **names;		/* DNS names (SAN, else CN); "*.x" wildcards */
+	size_t nnames;
+};
+
+struct tls_ctx {
+	int refs;
+	bool server;
+	struct sni_entry *certs;	/* certs[0].ctx is the default */
+	size_t ncerts;
+	SSL_CTX *client;		/* client contexts have just this */
+	unsigned char alpn[256];	/* wire format */
+	size_t alpn_len;
+};
+
+/* ---- errors ---- */
+
+/* OpenSSL's queued errors as text (the last, most specific, wins). */
+static void
+ssl_errors(char *out, size_t len)
+{
+	unsigned long e, last = 0;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last == 0) {
+		snprintf(out, len, "unknown OpenSSL error");
+		return;
+	}
+	ERR_error_string_n(last, out, len);
+}
+
+static void
+ctx_err(char *err, size_t errlen, const char *what, const char *file)
+{
+	char reason[200];
+
+	ssl_errors(reason, sizeof(reason));
+	snprintf(err, errlen, "%s%s%s: %s", what, file ? " " : "",
+	    file ? file : "", reason);
+}
+
+/* ---- contexts ---- */
+
+static int
+alpn_wire(const char *list, unsigned char *out, size_t outlen, size_t *len)
+{
+	size_t n = 0;
+	const char *p = list;
+
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t l = comma ? (size_t)(comma - p) : strlen(p);
+		if (l == 0 || l > 255 || n + 1 + l > outlen)
+			return -1;
+		out[n++] = (unsigned char)l;
+		memcpy(out + n, p, l);
+		n += l;
+		p += l;
+		if (*p == ',')
+			p++;
+	}
+	*len = n;
+	return 0;
+}
+
+static int
+alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	struct tls_ctx *c = arg;
+	unsigned char *sel;
+
+	(void)ssl;
+	if (SSL_select_next_proto(&sel, outlen, c->alpn,
+	    (unsigned)c->alpn_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static bool
+name_matches(const char *pattern, const char *name)
+{
+	if (strcasecmp(pattern, name) == 0)
+		return true;
+	/* "*.example.com" covers exactly one label. */
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		const char *dot = strchr(name, '.');
+		return dot != NULL && dot != name &&
+		    strcasecmp(pattern + 1, dot) == 0;
+	}
+	return false;
+}
+
+static int
+servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_ctx *c = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	(void)alert;
+	if (name == NULL || c->ncerts < 2)
+		return SSL_TLSEXT_ERR_OK;
+	for (size_t i = 0; i < c->ncerts; i++)
+		for (size_t j = 0; j < c->certs[i].nnames; j++)
+			if (name_matches(c->certs[i].names[j], name)) {
+				if (i > 0)
+					SSL_set_SSL_CTX(ssl, c->certs[i].ctx);
+				return SSL_TLSEXT_ERR_OK;
+			}
+	/* Unknown name: the default certificate, as browsers expect. */
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static int
+add_name(struct sni_entry *e, const char *name, size_t len)
+{
+	char **names = realloc(e->names, (e->nnames + 1) * sizeof(*names));
+	if (names == NULL)
+		return -1;
+	e->names = names;
+	names[e->nnames] = strndup(name, len);
+	if (names[e->nnames] == NULL)
+		return -1;
+	e->nnames++;
+	return 0;
+}
+
+/* The DNS names a certificate serves: its SANs, else its CN. */
+static int
+collect_names(struct sni_entry *e)
+{
+	X509 *x = SSL_CTX_get0_certificate(e->ctx);
+	GENERAL_NAMES *sans;
+	int rc = 0;
+
+	if (x == NULL)
+		return 0;
+	sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	if (sans != NULL) {
+		for (int i = 0; i < sk_GENERAL_NAME_num(sans) && rc == 0; i++) {
+			GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+			if (g->type != GEN_DNS)
+				continue;
+			rc = add_name(e, (const char *)ASN1_STRING_get0_data(
+			    g->d.dNSName), (size_t)ASN1_STRING_length(
+			    g->d.dNSName));
+		}
+		GENERAL_NAMES_free(sans);
+	}
+	if (e->nnames == 0 && rc == 0) {
+		char cn[256];
+		int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+		    NID_commonName, cn, sizeof(cn));
+		if (n > 0)
+			rc = add_name(e, cn, (size_t)n);
+	}
+	return rc;
+}
+
+static void
+common_options(SSL_CTX *ctx)
+{
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
+	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/*
+	 * Partial writes and a moving buffer fit the stream's write buffer;
+	 * released buffers keep idle connections to a few hundred bytes.
+	 */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+}
+
+static SSL_CTX *
+server_ctx(struct tls_ctx *c, const struct tls_server_opts *o,
+    const struct tls_cert_pair *pair, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	int minv = o->min_version ? o->min_version : TLS1_2_VERSION;
+
+	if (ctx == NULL) {
+		ctx_err(err, errlen, "SSL_CTX_new", NULL);
+		return NULL;
+	}
+	common_options(ctx);
+	if (minv < TLS1_2_VERSION)
+		minv = TLS1_2_VERSION;
+	if (!SSL_CTX_set_min_proto_version(ctx, minv)) {
+		ctx_err(err, errlen, "minimum TLS version", NULL);
+		goto fail;
+	}
+	if (!SSL_CTX_set_cipher_list(ctx, o->ciphers ? o->ciphers :
+	    DEFAULT_CIPHERS)) {
+		ctx_err(err, errlen, "cipher list", o->ciphers);
+		goto fail;
+	}
+	if (o->ciphersuites && !SSL_CTX_set_ciphersuites(ctx,
+	    o->ciphersuites)) {
+		ctx_err(err, errlen, "TLS 1.3 ciphersuites", o->ciphersuites);
+		goto fail;
+	}
+	if (!SSL_CTX_set1_groups_list(ctx, DEFAULT_GROUPS)) {
+		ctx_err(err, errlen, "groups", DEFAULT_GROUPS);
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, pair->cert) != 1) {
+		ctx_err(err, errlen, "certificate", pair->cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, pair->key, SSL_FILETYPE_PEM)
+	    != 1) {
+		ctx_err(err, errlen, "private key", pair->key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ctx_err(err, errlen, "key does not match certificate",
+		    pair->key);
+		goto fail;
+	}
+	/* Resumed sessions must keep the verification context. */
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
+	if (o->verify != TLS_VERIFY_NONE) {
+		int mode = SSL_VERIFY_PEER;
+		if (o->verify == TLS_VERIFY_REQUIRED)
+			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+		if (o->client_ca == NULL) {
+			snprintf(err, errlen, "client certificate "
+			    "verification needs a CA file");
+			goto fail;
+		}
+		if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL)
+		    != 1) {
+			ctx_err(err, errlen, "client CA", o->client_ca);
+			goto fail;
+		}
+		STACK_OF(X509_NAME) *names =
+		    SSL_load_client_CA_file(o->client_ca);
+		if (names == NULL) {
+			ctx_err(err, errlen, "client CA names", o->client_ca);
+			goto fail;
+		}
+		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx, mode, NULL);
+	}
+	if (c->alpn_len > 0)
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, c);
+	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+	SSL_CTX_set_tlsext_servername_arg(ctx, c);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static void
+ctx_free(struct tls_ctx *c)
+{
+	for (size_t i = 0; i < c->ncerts; i++) {
+		SSL_CTX_free(c->certs[i].ctx);
+		for (size_t j = 0; j < c->certs[i].nnames; j++)
+			free(c->certs[i].names[j]);
+		free(c->certs[i].names);
+	}
+	free(c->certs);
+	SSL_CTX_free(c->client);
+	free(c);
+}
+
+struct tls_ctx *
+tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
+{
+	struct tls_ctx *c;
+
+	if (o->ncerts == 0 || o->ncerts > TLS_MAX_CERTS) {
+		snprintf(err, errlen, "a TLS listener needs 1 to %d "
+		    "certificate/key pairs", TLS_MAX_CERTS);
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->certs = calloc(o->ncerts,
+	    sizeof(*c->certs))) == NULL) {
+		free(c);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->refs = 1;
+	c->server = true;
+	ERR_clear_error();
+	if (o->alpn && alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
+	    &c->alpn_len) < 0) {
+		snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
+		goto fail;
+	}
+	for (size_t i = 0; i < o->ncerts; i++) {
+		c->certs[i].ctx = server_ctx(c, o, &o->certs[i], err, errlen);
+		if (c->certs[i].ctx == NULL)
+			goto fail;
+		c->ncerts++;
+		if (collect_names(&c->certs[i]) < 0) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
+	return c;
+fail:
+	ctx_free(c);
+	return NULL;
+}
+
+struct tls_ctx *
+tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
+{
+	struct tls_ctx *c = calloc(1, sizeof(*c));
+	SSL_CTX *ctx;
+
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->refs = 1;
+	ERR_clear_error();
+	ctx = c->client = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		ctx_err(err, errlen, "SSL_CTX_new", NULL);
+		goto fail;
+	}
+	common_options(ctx);
+	SSL_CTX_set_min_proto_version(ctx, o->min_version ? o->min_version :
+	    TLS1_2_VERSION);
+	if (o->verify) {
+		int ok = o->ca_file ?
+		    SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) :
+		    SSL_CTX_set_default_verify_paths(ctx);
+		if (ok != 1) {
+			ctx_err(err, errlen, "CA file", o->ca_file);
+			goto fail;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
+	if (o->cert != NULL) {
+		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
+			ctx_err(err, errlen, "client certificate", o->cert);
+			goto fail;
+		}
+		if (SSL_CTX_use_PrivateKey_file(ctx, o->key ? o->key :
+		    o->cert, SSL_FILETYPE_PEM) != 1) {
+			ctx_err(err, errlen, "client key", o->key);
+			goto fail;
+		}
+	}
+	if (o->alpn) {
+		if (alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
+		    &c->alpn_len) < 0 || SSL_CTX_set_alpn_protos(ctx, c->alpn,
+		    (unsigned)c->alpn_len) != 0) {
+			snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
+			goto fail;
+		}
+	}
+	return c;
+fail:
+	ctx_free(c);
+	return NULL;
+}
+
+struct tls_ctx *
+tls_ctx_ref(struct tls_ctx *c)
+{
+	c->refs++;
+	return c;
+}
+
+void
+tls_ctx_unref(struct tls_ctx *c)
+{
+	if (c != NULL && --c->refs == 0)
+		ctx_free(c);
+}
+
+int
+tls_version_parse(const char *s)
+{
+	if (strcmp(s, "1.2") == 0 || strcasecmp(s, "TLSv1.2") == 0)
+		return TLS1_2_VERSION;
+	if (strcmp(s, "1.3") == 0 || strcasecmp(s, "TLSv1.3") == 0)
+		return TLS1_3_VERSION;
+	return -1;
+}
+
+/* ---- the transport ---- */
+
+static SSL *
+ssl_of(const struct stream *s)
+{
+	return s->tp_data;
+}
+
+/*
+ * The one place OpenSSL results are interpreted.  `ret` is the return of
+ * an SSL_* I/O call that did not succeed.
+ */
+static enum io_result
+tls_result(struct stream *s, int ret, const char *op)
+{
+	SSL *ssl = ssl_of(s);
+	int e = SSL_get_error(ssl, ret);
+	char reason[200];
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		return IO_WANT_READ;
+	case SSL_ERROR_WANT_WRITE:
+		return IO_WANT_WRITE;
+	case SSL_ERROR_ZERO_RETURN:
+		return IO_EOF;
+	case SSL_ERROR_SYSCALL:
+		if (ERR_peek_error() == 0) {
+			if (errno == 0)
+				return IO_EOF;
+			s->tp_fail = (errno == ECONNRESET || errno == EPIPE) ?
+			    STREAM_CLOSE_RESET : STREAM_CLOSE_ERROR;
+			stream_set_error(s, "%s: %s", op, strerror(errno));
+			return IO_FAIL;
+		}
+		/* The error queue says more than errno. */
+		__attribute__((fallthrough));
+	default:
+		ssl_errors(reason, sizeof(reason));
+		stream_set_error(s, "%s: %s", op, reason);
+		s->tp_fail = STREAM_CLOSE_TLS;
+		return IO_FAIL;
+	}
+}
+
+static enum io_result
+tls_handshake(struct stream *s)
+{
+	SSL *ssl = ssl_of(s);
+	enum io_result r;
+	int ret;
+
+	ERR_clear_error();
+	errno = 0;
+	ret = SSL_do_handshake(ssl);
+	if (ret == 1)
+		return IO_DONE;
+	r = tls_result(s, ret, "handshake");
+	if (r == IO_EOF || r == IO_FAIL) {
+		long v = SSL_get_verify_result(ssl);
+		if (r == IO_EOF)
+			stream_set_error(s, "handshake: peer closed");
+		if (v != X509_V_OK)
+			stream_set_error(s, "handshake: certificate: %s",
+			    X509_verify_cert_error_string(v));
+		log_limited(LOG_INFO, "tls handshake failed: peer %s: %s",
+		    s->peer, s->error);
+	}
+	return r;
+}
+
+static enum io_result
+tls_read(struct stream *s, char *buf, size_t len, size_t *got)
+{
+	ERR_clear_error();
+	errno = 0;
+	int ret = SSL_read_ex(ssl_of(s), buf, len, got);
+	return ret == 1 ? IO_DONE : tls_result(s, ret, "read");
+}
+
+static enum io_result
+tls_write(struct stream *s, const char *buf, size_t len, size_t *put)
+{
+	ERR_clear_error();
+	errno = 0;
+	int ret = SSL_write_ex(ssl_of(s), buf, len, put);
+	return ret == 1 ? IO_DONE : tls_result(s, ret, "write");
+}
+
+static size_t
+tls_pending(struct stream *s)
+{
+	return (size_t)SSL_pending(ssl_of(s));
+}
+
+static void
+tls_shutdown(struct stream *s)
+{
+	ERR_clear_error();
+	/* close_notify, then FIN: the peer sees a clean end either way. */
+	if (SSL_is_init_finished(ssl_of(s)))
+		(void)SSL_shutdown(ssl_of(s));
+	ERR_clear_error();
+	(void)shutdown(s->fd, SHUT_WR);
+}
+
+static void
+tls_close(struct stream *s, bool clean)
+{
+	SSL *ssl = ssl_of(s);
+
+	if (ssl == NULL)
+		return;
+	/* One best-effort close_notify; a close never waits for the peer. */
+	if (clean && !s->handshaking && !(SSL_get_shutdown(ssl) &
+	    SSL_SENT_SHUTDOWN)) {
+		ERR_clear_error();
+		(void)SSL_shutdown(ssl);
+	}
+	ERR_clear_error();
+	tls_ctx_unref(SSL_get_app_data(ssl));
+	SSL_free(ssl);
+	s->tp_data = NULL;
+}
+
+static const struct stream_transport tls_transport = {
+	.name = "tls",
+	.handshake = tls_handshake,
+	.read = tls_read,
+	.write = tls_write,
+	.pending = tls_pending,
+	.shutdown = tls_shutdown,
+	.close = tls_close,
+};
+
+static SSL *
+new_ssl(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
+{
+	SSL *ssl;
+
+	ERR_clear_error();
+	ssl = SSL_new(ctx);
+	if (ssl == NULL)
+		return NULL;
+	if (SSL_set_fd(ssl, s->fd) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_app_data(ssl, tls_ctx_ref(c));
+	return ssl;
+}
+
+static void
+install(struct stream *s, SSL *ssl)
+{
+	s->tp = &tls_transport;
+	s->tp_data = ssl;
+	s->handshaking = 1;
+}
+
+int
+tls_stream_accept(struct stream *s, struct tls_ctx *c)
+{
+	SSL *ssl;
+
+	if (!c->server)
+		return -1;
+	ssl = new_ssl(s, c, c->certs[0].ctx);
+	if (ssl == NULL)
+		return -1;
+	SSL_set_accept_state(ssl);
+	install(s, ssl);
+	s->hs_wants = EV_READ;
+	/* Silent clients (port scans, slowloris) must not hold a slot. */
+	stream_start_deadline(s, s->opts.handshake_timeout);
+	return 0;
+}
+
+static bool
+is_ip_literal(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, buf) == 1 ||
+	    inet_pton(AF_INET6, host, buf) == 1;
+}
+
+int
+tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
+{
+	SSL *ssl;
+
+	if (c->server || c->client == NULL)
+		return -1;
+	ssl = new_ssl(s, c, c->client);
+	if (ssl == NULL)
+		return -1;
+	SSL_set_connect_state(ssl);
+	if (host != NULL && *host) {
+		int ok;
+		if (is_ip_literal(host)) {
+			ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+			    host);
+		} else {
+			ok = SSL_set_tlsext_host_name(ssl, host) &&
+			    SSL_set1_host(ssl, host);
+		}
+		if (!ok) {
+			tls_ctx_unref(SSL_get_app_data(ssl));
+			SSL_free(ssl);
+			return -1;
+		}
+	}
+	install(s, ssl);
+	s->hs_wants = EV_WRITE;
+	/* The client speaks first: start as soon as the connect is done. */
+	s->handshake_started = 1;
+	return 0;
+}
+
+bool
+tls_stream_is_tls(const struct stream *s)
+{
+	return s->tp == &tls_transport && s->tp_data != NULL;
+}
+
+const char *
+tls_stream_version(const struct stream *s)
+{
+	return tls_stream_is_tls(s) ? SSL_get_version(ssl_of(s)) : "";
+}
+
+const char *
+tls_stream_cipher(const struct stream *s)
+{
+	return tls_stream_is_tls(s) ? SSL_get_cipher_name(ssl_of(s)) : "";
+}
+
+const char *
+tls_stream_sni(const struct stream *s)
+{
+	return tls_stream_is_tls(s) ?
+	    SSL_get_servername(ssl_of(s), TLSEXT_NAMETYPE_host_name) : NULL;
+}
+
+const unsigned char *
+tls_stream_alpn(const struct stream *s, unsigned *len)
+{
+	const unsigned char *p = NULL;
+
+	*len = 0;
+	if (tls_stream_is_tls(s))
+		SSL_get0_alpn_selected(ssl_of(s), &p, len);
+	return *len ? p : NULL;
+}
+
+bool
+tls_stream_peer_verified(const struct stream *s)
+{
+	X509 *x;
+	bool ok;
+
+	if (!tls_stream_is_tls(s))
+		return false;
+	x = SSL_get1_peer_certificate(ssl_of(s));
+	ok = x != NULL && SSL_get_verify_result(ssl_of(s)) == X509_V_OK;
+	X509_free(x);
+	return ok;
+}
+
+bool
+tls_stream_peer_subject(const struct stream *s, char *out, size_t len)
+{
+	X509 *x;
+
+	if (!tls_stream_is_tls(s) || len == 0)
+		return false;
+	x = SSL_get1_peer_certificate(ssl_of(s));
+	if (x == NULL)
+		return false;
+	X509_NAME_oneline(X509_get_subject_name(x), out, (int)len);
+	X509_free(x);
+	return true;
+}

@@ -1,0 +1,102 @@
+/*
+ * tls: SSL_CTX construction from options, and the TLS transport for
+ * streams.
+ *
+ * A struct tls_ctx holds one SSL_CTX per certificate (the first is the
+ * default, the others are chosen by SNI against their DNS names), the ALPN
+ * list and the verification policy.  It is reference counted: every TLS
+ * stream holds a reference until it closes, so a reload (SIGHUP) can swap a
+ * listener's context for a new one while handshakes on the old one finish.
+ *
+ * The transport maps OpenSSL's results onto the stream's would-block model
+ * in one function: WANT_READ/WANT_WRITE become the readiness the stream
+ * waits for, in either direction (an SSL_read may need the socket writable,
+ * an SSL_write readable); a clean close_notify (or a bare EOF) is EOF;
+ * anything else is an error with OpenSSL's reason text.  Decrypted bytes
+ * OpenSSL still holds are reported through the `pending` hook so the stream
+ * reads them without waiting for a readiness event that will not come.
+ *
+ * The handshake is deferred to the stream's first I/O (or
+ * stream_wait_for_handshake) and bounded by the stream's handshake_timeout.
+ * A failed handshake is logged here, once, rate-limited, with the peer.
+ */
+#ifndef FERRY_TLS_H
+#define FERRY_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "stream.h"
+
+enum tls_verify {
+	TLS_VERIFY_NONE = 0,
+	TLS_VERIFY_OPTIONAL,	/* ask; check a certificate if one is sent */
+	TLS_VERIFY_REQUIRED,	/* no valid client certificate, no service */
+};
+
+struct tls_cert_pair {
+	const char *cert;	/* PEM chain: leaf first */
+	const char *key;	/* PEM private key */
+};
+
+#define TLS_MAX_CERTS 32
+
+struct tls_server_opts {
+	const struct tls_cert_pair *certs;	/* first = default */
+	size_t ncerts;
+	const char *client_ca;		/* CA file for client certificates */
+	enum tls_verify verify;
+	int min_version;		/* TLS1_2_VERSION (default) or 1_3 */
+	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
+	const char *ciphersuites;	/* TLS 1.3; NULL = OpenSSL's */
+	const char *alpn;		/* "h2,http/1.1"; NULL = none */
+};
+
+struct tls_client_opts {
+	const char *ca_file;		/* NULL: the system's store */
+	bool verify;			/* check chain and host name */
+	const char *cert, *key;		/* client certificate (optional) */
+	int min_version;
+	const char *alpn;
+};
+
+struct tls_ctx;
+
+/* NULL on failure, with the file and OpenSSL's reason in err. */
+struct tls_ctx *tls_ctx_new_server(const struct tls_server_opts *o,
+    char *err, size_t errlen);
+struct tls_ctx *tls_ctx_new_client(const struct tls_client_opts *o,
+    char *err, size_t errlen);
+struct tls_ctx *tls_ctx_ref(struct tls_ctx *c);
+void tls_ctx_unref(struct tls_ctx *c);
+
+/* Parses "1.2" / "1.3" into a protocol version; -1 if unknown. */
+int tls_version_parse(const char *s);
+
+/*
+ * Turns a freshly made stream into the server side of a TLS connection,
+ * handshake deferred.  Returns 0, or -1 (the stream is untouched).
+ */
+int tls_stream_accept(struct stream *s, struct tls_ctx *c);
+
+/*
+ * Client side, on a stream from stream_connect().  `host` is sent as SNI
+ * (unless it is an IP literal) and checked against the certificate when
+ * the context verifies.  NULL host: no SNI, no name check.
+ */
+int tls_stream_connect(struct stream *s, struct tls_ctx *c,
+    const char *host);
+
+bool tls_stream_is_tls(const struct stream *s);
+/* After the handshake; NULL/"" when not applicable. */
+const char *tls_stream_version(const struct stream *s);
+const char *tls_stream_cipher(const struct stream *s);
+const char *tls_stream_sni(const struct stream *s);
+/* Selected ALPN protocol, or NULL; *len gets its length. */
+const unsigned char *tls_stream_alpn(const struct stream *s, unsigned *len);
+/* Whether the peer presented a certificate that verified. */
+bool tls_stream_peer_verified(const struct stream *s);
+/* The peer certificate's subject as a one-line string; false if none. */
+bool tls_stream_peer_subject(const struct stream *s, char *out, size_t len);
+
+#endif

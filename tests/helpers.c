@@ -1,0 +1,322 @@
+/* Test helpers: see helpers.h. */
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <openssl/err.h>
+
+#include "netutil.h"
+
+const char *
+transport_name(int t)
+{
+	return t == T_TLS ? "tls" : "plain";
+}
+
+void
+tloop_init(struct tloop *t)
+{
+	t->loop = ev_loop_new(EVFLAG_AUTO);
+	cr_assert_not_null(t->loop);
+	stream_loop_init(&t->sl, t->loop);
+}
+
+void
+tloop_destroy(struct tloop *t)
+{
+	stream_loop_destroy(&t->sl);
+	ev_loop_destroy(t->loop);
+}
+
+static void
+timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	*(bool *)w->data = true;
+}
+
+bool
+tloop_run_pred(struct tloop *t, bool (*pred)(void *), void *arg,
+    double timeout)
+{
+	bool expired = false;
+	ev_timer timer;
+
+	ev_timer_init(&timer, timeout_cb, timeout, 0.);
+	timer.data = &expired;
+	ev_timer_start(t->loop, &timer);
+	for (;;) {
+		/* What the prepare watcher would do before the next poll. */
+		stream_loop_run_pending(&t->sl);
+		if (pred(arg) || expired)
+			break;
+		ev_run(t->loop, EVRUN_ONCE);
+	}
+	ev_timer_stop(t->loop, &timer);
+	stream_loop_run_pending(&t->sl);
+	return pred(arg);
+}
+
+static bool
+flag_pred(void *arg)
+{
+	return *(volatile bool *)arg;
+}
+
+bool
+tloop_run_until(struct tloop *t, volatile bool *flag, double timeout)
+{
+	return tloop_run_pred(t, flag_pred, (void *)flag, timeout);
+}
+
+static bool
+never(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
+void
+tloop_run_for(struct tloop *t, double seconds)
+{
+	tloop_run_pred(t, never, NULL, seconds);
+}
+
+int
+listen_loopback(bool v6, int *port)
+{
+	int fds[2];
+	char err[256];
+	int n = netutil_bind_sockets(v6 ? "::1" : "127.0.0.1", 0,
+	    v6 ? AF_INET6 : AF_INET, 128, false, fds, 2, err, sizeof(err));
+
+	cr_assert_eq(n, 1, "bind: %s", err);
+	*port = netutil_local_port(fds[0]);
+	return fds[0];
+}
+
+static void
+set_timeouts(int fd, double secs)
+{
+	struct timeval tv = { (time_t)secs, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+int
+connect_loopback(bool v6, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	memset(&ss, 0, sizeof(ss));
+	if (v6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		in6->sin6_addr = in6addr_loopback;
+		len = sizeof(*in6);
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)port);
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*in);
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+	set_timeouts(fd, 10);
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+int
+accept_timeout(int lfd, double timeout)
+{
+	struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+
+	if (poll(&pfd, 1, (int)(timeout * 1000)) <= 0)
+		return -1;
+	return accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+struct tls_ctx *
+test_server_ctx(enum tls_verify verify)
+{
+	struct tls_cert_pair pairs[2] = {
+		{ CERT("server.pem"), CERT("server.key") },
+		{ CERT("other.pem"), CERT("other.key") },
+	};
+	struct tls_server_opts o = {
+		.certs = pairs, .ncerts = 2,
+		.client_ca = CERT("ca.pem"), .verify = verify,
+		.alpn = "ferry/1,http/1.1",
+	};
+	char err[256];
+	struct tls_ctx *c = tls_ctx_new_server(&o, err, sizeof(err));
+
+	cr_assert_not_null(c, "server TLS context: %s", err);
+	return c;
+}
+
+void
+peer_plain(struct peer *p, int fd)
+{
+	memset(p, 0, sizeof(*p));
+	p->fd = fd;
+}
+
+void
+peer_tls(struct peer *p, int fd, const char *sni, const char *cert,
+    const char *key)
+{
+	memset(p, 0, sizeof(*p));
+	p->fd = fd;
+	p->ctx = SSL_CTX_new(TLS_client_method());
+	cr_assert_not_null(p->ctx);
+	SSL_CTX_set_verify(p->ctx, SSL_VERIFY_PEER, NULL);
+	cr_assert_eq(SSL_CTX_load_verify_locations(p->ctx, CERT("ca.pem"),
+	    NULL), 1);
+	if (cert != NULL) {
+		cr_assert_eq(SSL_CTX_use_certificate_chain_file(p->ctx, cert),
+		    1);
+		cr_assert_eq(SSL_CTX_use_PrivateKey_file(p->ctx, key,
+		    SSL_FILETYPE_PEM), 1);
+	}
+	p->ssl = SSL_new(p->ctx);
+	SSL_set_fd(p->ssl, fd);
+	if (sni != NULL) {
+		SSL_set_tlsext_host_name(p->ssl, sni);
+		SSL_set1_host(p->ssl, sni);
+	}
+}
+
+int
+peer_tls_handshake(struct peer *p)
+{
+	int rc = SSL_connect(p->ssl);
+
+	if (rc != 1) {
+		unsigned long e = ERR_peek_last_error();
+		char buf[256];
+		ERR_error_string_n(e, buf, sizeof(buf));
+		cr_log_info("peer handshake failed: %s", buf);
+		ERR_clear_error();
+		return 0;
+	}
+	return 1;
+}
+
+size_t
+peer_write(struct peer *p, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		if (p->ssl != NULL) {
+			size_t w = 0;
+			if (SSL_write_ex(p->ssl, (const char *)buf + done,
+			    len - done, &w) != 1)
+				break;
+			done += w;
+		} else {
+			ssize_t w = send(p->fd, (const char *)buf + done,
+			    len - done, MSG_NOSIGNAL);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break;
+			done += (size_t)w;
+		}
+	}
+	return done;
+}
+
+long
+peer_read(struct peer *p, void *buf, size_t len)
+{
+	if (p->ssl != NULL) {
+		size_t got = 0;
+		if (SSL_read_ex(p->ssl, buf, len, &got) == 1)
+			return (long)got;
+		int e = SSL_get_error(p->ssl, 0);
+		ERR_clear_error();
+		return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+	}
+	ssize_t n;
+	do
+		n = recv(p->fd, buf, len, 0);
+	while (n < 0 && errno == EINTR);
+	return (long)n;
+}
+
+size_t
+peer_read_exact(struct peer *p, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		long n = peer_read(p, (char *)buf + done, len - done);
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	return done;
+}
+
+void
+peer_close(struct peer *p)
+{
+	if (p->ssl != NULL) {
+		SSL_shutdown(p->ssl);
+		SSL_free(p->ssl);
+		p->ssl = NULL;
+	}
+	if (p->ctx != NULL) {
+		SSL_CTX_free(p->ctx);
+		p->ctx = NULL;
+	}
+	if (p->fd >= 0) {
+		close(p->fd);
+		p->fd = -1;
+	}
+}
+
+void
+fill_pattern(uint8_t *buf, size_t len, size_t offset, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++) {
+		size_t k = offset + i;
+		buf[i] = (uint8_t)((k * 2654435761u) >> 13 ^ seed ^ (k >> 8));
+	}
+}
+
+bool
+check_pattern(const uint8_t *buf, size_t len, size_t offset, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++) {
+		size_t k = offset + i;
+		if (buf[i] != (uint8_t)((k * 2654435761u) >> 13 ^ seed ^
+		    (k >> 8)))
+			return false;
+	}
+	return true;
+}

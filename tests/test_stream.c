@@ -1,0 +1,767 @@
+/*
+ * The stream suite, written once and run over both transports (plain TCP
+ * and TLS), as Tornado's TestReadWriteMixin does: a stream on the event loop
+ * in this thread, a blocking peer in another thread.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include "helpers.h"
+
+struct pair;
+typedef void (*peer_fn)(struct pair *pr);
+
+struct pair {
+	int transport;
+	struct tloop t;
+	int lfd, port;
+	struct stream *s;
+	struct tls_ctx *tls;
+	struct peer peer;
+	pthread_t th;
+	peer_fn fn;
+	volatile bool peer_done;
+	volatile bool peer_ok;
+
+	/* what the server side saw */
+	volatile bool closed;
+	enum stream_close_reason why;
+	char error[128];
+	size_t got;
+	int calls;
+	int depth, max_depth;
+	bool ok;
+	uint8_t *buf;
+	size_t buflen;
+	volatile bool flag;
+};
+
+static void *
+peer_main(void *arg)
+{
+	struct pair *pr = arg;
+
+	if (pr->transport == T_TLS && !peer_tls_handshake(&pr->peer)) {
+		pr->peer_ok = false;
+		pr->peer_done = true;
+		return NULL;
+	}
+	pr->fn(pr);
+	pr->peer_done = true;
+	return NULL;
+}
+
+static void
+on_close(struct stream *s, enum stream_close_reason why, void *arg)
+{
+	struct pair *pr = arg;
+
+	pr->closed = true;
+	pr->why = why;
+	snprintf(pr->error, sizeof(pr->error), "%s", stream_error(s));
+	pr->s = NULL;
+}
+
+/* A connected pair: pr->s on the loop, the peer running fn in a thread. */
+static void
+pair_open(struct pair *pr, int transport, const struct stream_opts *opts,
+    peer_fn fn)
+{
+	memset(pr, 0, sizeof(*pr));
+	pr->transport = transport;
+	pr->peer_ok = true;
+	tloop_init(&pr->t);
+	pr->lfd = listen_loopback(false, &pr->port);
+	int cfd = connect_loopback(false, pr->port);
+	cr_assert_geq(cfd, 0);
+	int sfd = accept_timeout(pr->lfd, 5);
+	cr_assert_geq(sfd, 0);
+	pr->s = stream_new(&pr->t.sl, sfd, NULL, opts);
+	cr_assert_not_null(pr->s);
+	stream_set_callbacks(pr->s, on_close, pr);
+	if (transport == T_TLS) {
+		pr->tls = test_server_ctx(TLS_VERIFY_NONE);
+		cr_assert_eq(tls_stream_accept(pr->s, pr->tls), 0);
+		peer_tls(&pr->peer, cfd, "localhost", NULL, NULL);
+	} else {
+		peer_plain(&pr->peer, cfd);
+	}
+	pr->fn = fn;
+	cr_assert_eq(pthread_create(&pr->th, NULL, peer_main, pr), 0);
+}
+
+static bool
+peer_finished(void *arg)
+{
+	return ((struct pair *)arg)->peer_done;
+}
+
+static void
+pair_close(struct pair *pr)
+{
+	/* The peer must end by itself: a hung peer fails the test. */
+	cr_assert(tloop_run_pred(&pr->t, peer_finished, pr, 20),
+	    "peer thread did not finish");
+	pthread_join(pr->th, NULL);
+	if (pr->s != NULL)
+		stream_close(pr->s, STREAM_CLOSE_LOCAL);
+	stream_loop_run_pending(&pr->t.sl);
+	cr_assert_eq(pr->t.sl.live, 0, "a stream was not freed");
+	peer_close(&pr->peer);
+	close(pr->lfd);
+	tls_ctx_unref(pr->tls);
+	tloop_destroy(&pr->t);
+	free(pr->buf);
+}
+
+static struct stream_opts
+opts_default(void)
+{
+	struct stream_opts o;
+
+	stream_opts_default(&o);
+	return o;
+}
+
+ParameterizedTestParameters(stream, one_byte_at_a_time)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+#define LINES 100
+
+static void
+peer_trickle(struct pair *pr)
+{
+	char line[32];
+
+	for (int i = 0; i < LINES; i++) {
+		int n = snprintf(line, sizeof(line), "line %d\n", i);
+		for (int k = 0; k < n; k++)
+			if (peer_write(&pr->peer, line + k, 1) != 1)
+				return;
+	}
+	for (int k = 0; k < 5; k++)
+		peer_write(&pr->peer, "12345" + k, 1);
+	char c;
+	peer_read(&pr->peer, &c, 1);	/* wait for the server's verdict */
+}
+
+static void trickle_line(struct stream *s, const char *d, size_t n, void *a);
+
+static void
+trickle_tail(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	pr->ok = pr->ok && n == 5 && memcmp(d, "12345", 5) == 0;
+	stream_write(s, "k", 1, NULL);
+	pr->flag = true;
+}
+
+static void
+trickle_line(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+	char want[32];
+	int wn = snprintf(want, sizeof(want), "line %d\n", pr->calls);
+
+	pr->ok = pr->ok && (size_t)wn == n && memcmp(d, want, n) == 0;
+	if (++pr->calls < LINES)
+		stream_read_until(s, "\n", 1, 64, trickle_line);
+	else
+		stream_read_bytes(s, 5, false, trickle_tail);
+}
+
+ParameterizedTest(int *transport, stream, one_byte_at_a_time, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_trickle);
+	pr.ok = true;
+	stream_read_until(pr.s, "\n", 1, 64, trickle_line);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 20), "no tail seen (%d "
+	    "lines)", pr.calls);
+	cr_assert(pr.ok, "a line or the tail arrived damaged");
+	cr_assert_eq(pr.calls, LINES);
+	cr_assert_not(pr.closed);
+	pair_close(&pr);
+}
+
+/* ---- several MB each way, beyond the socket buffers ---- */
+
+#define BIG (8u << 20)
+
+static void
+peer_bulk(struct pair *pr)
+{
+	uint8_t *buf = malloc(BIG);
+	size_t got = peer_read_exact(&pr->peer, buf, BIG);
+
+	pr->peer_ok = got == BIG && check_pattern(buf, BIG, 0, 1);
+	fill_pattern(buf, BIG, 0, 2);
+	/* TLS 1.3: ask for a key update mid-stream, so the server must
+	 * answer a post-handshake message while it reads. */
+	size_t half = BIG / 2;
+	peer_write(&pr->peer, buf, half);
+	if (pr->peer.ssl != NULL)
+		SSL_key_update(pr->peer.ssl, SSL_KEY_UPDATE_REQUESTED);
+	peer_write(&pr->peer, buf + half, BIG - half);
+	free(buf);
+	char c;
+	peer_read(&pr->peer, &c, 1);
+}
+
+static void
+bulk_written(struct stream *s, void *arg)
+{
+	struct pair *pr = arg;
+
+	(void)s;
+	pr->calls++;
+}
+
+static void
+bulk_read(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	pr->ok = pr->ok && check_pattern((const uint8_t *)d, n, pr->got, 2);
+	pr->got += n;
+	if (pr->got < BIG) {
+		stream_read_bytes(s, 65536, true, bulk_read);
+	} else {
+		stream_write(s, "k", 1, NULL);
+		pr->flag = true;
+	}
+}
+
+ParameterizedTestParameters(stream, bulk_both_ways)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, bulk_both_ways, .timeout = 60)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+	uint8_t *out = malloc(BIG);
+
+	pair_open(&pr, *transport, &o, peer_bulk);
+	pr.ok = true;
+	fill_pattern(out, BIG, 0, 1);
+	cr_assert_eq(stream_write(pr.s, out, BIG, bulk_written), 0);
+	free(out);	/* the stream owns its copy */
+	stream_read_bytes(pr.s, 65536, true, bulk_read);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 40), "received %zu of %u",
+	    pr.got, BIG);
+	cr_assert(pr.ok, "server received damaged bytes");
+	cr_assert_eq(pr.calls, 1, "write callback ran %d times", pr.calls);
+	cr_assert_eq(pr.s->bytes_out, BIG + 1);	/* and the 'k' */
+	pair_close(&pr);
+	cr_assert(pr.peer_ok, "peer received damaged or short data");
+}
+
+/* ---- read_until beyond max_bytes ---- */
+
+static void
+peer_no_delim(struct pair *pr)
+{
+	char buf[4096];
+
+	memset(buf, 'a', sizeof(buf));
+	peer_write(&pr->peer, buf, sizeof(buf));
+	/* Then wait to be closed. */
+	while (peer_read(&pr->peer, buf, sizeof(buf)) > 0)
+		;
+}
+
+static void
+never_called(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	(void)s;
+	(void)d;
+	(void)n;
+	pr->calls++;
+}
+
+ParameterizedTestParameters(stream, read_until_max_bytes)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, read_until_max_bytes,
+    .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_no_delim);
+	stream_read_until(pr.s, "\r\n", 2, 1024, never_called);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 20));
+	cr_assert_eq(pr.why, STREAM_CLOSE_LIMIT, "closed for %s",
+	    stream_close_reason_str(pr.why));
+	cr_assert_eq(pr.calls, 0);
+	cr_assert(strstr(pr.error, "delimiter") != NULL, "error: %s",
+	    pr.error);
+	pair_close(&pr);
+}
+
+/* ---- the peer goes away during a pending read ---- */
+
+static void
+peer_short_then_close(struct pair *pr)
+{
+	peer_write(&pr->peer, "0123456789", 10);
+	peer_close(&pr->peer);
+}
+
+static void
+peer_short_then_reset(struct pair *pr)
+{
+	struct linger lg = { 1, 0 };
+
+	peer_write(&pr->peer, "0123456789", 10);
+	usleep(100 * 1000);
+	setsockopt(pr->peer.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(pr->peer.fd);	/* RST, no close_notify */
+	pr->peer.fd = -1;
+}
+
+ParameterizedTestParameters(stream, close_during_read)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, close_during_read, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_short_then_close);
+	stream_read_bytes(pr.s, 100, false, never_called);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 20));
+	cr_assert_eq(pr.why, STREAM_CLOSE_EOF, "closed for %s (%s)",
+	    stream_close_reason_str(pr.why), pr.error);
+	cr_assert_eq(pr.calls, 0, "a short read was delivered as complete");
+	pair_close(&pr);
+}
+
+ParameterizedTestParameters(stream, reset_during_read)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, reset_during_read, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_short_then_reset);
+	stream_read_bytes(pr.s, 100, false, never_called);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 20));
+	cr_assert_eq(pr.why, STREAM_CLOSE_RESET, "closed for %s (%s)",
+	    stream_close_reason_str(pr.why), pr.error);
+	cr_assert_eq(pr.calls, 0);
+	pair_close(&pr);
+}
+
+/* ---- backpressure: a full read buffer stops reading the socket ---- */
+
+#define FLOOD (4u << 20)
+#define SMALL_MAX (64u * 1024)
+
+static void
+peer_flood(struct pair *pr)
+{
+	uint8_t *buf = malloc(FLOOD);
+
+	fill_pattern(buf, FLOOD, 0, 3);
+	pr->peer_ok = peer_write(&pr->peer, buf, FLOOD) == FLOOD;
+	free(buf);
+	char c;
+	peer_read(&pr->peer, &c, 1);
+}
+
+static void
+flood_read(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	if (buffer_len(&s->rbuf) > SMALL_MAX)
+		pr->ok = false;
+	pr->ok = pr->ok && check_pattern((const uint8_t *)d, n, pr->got, 3);
+	pr->got += n;
+	if (pr->got < FLOOD) {
+		stream_read_bytes(s, 4096, true, flood_read);
+	} else {
+		stream_write(s, "k", 1, NULL);
+		pr->flag = true;
+	}
+}
+
+ParameterizedTestParameters(stream, flow_control)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, flow_control, .timeout = 60)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	o.max_buffer_size = SMALL_MAX;
+	pair_open(&pr, *transport, &o, peer_flood);
+	pr.ok = true;
+	/* Start the stream (and the handshake) without consuming. */
+	stream_wait_for_handshake(pr.s, NULL);
+	tloop_run_for(&pr.t, 1.0);
+	cr_assert_not(pr.closed);
+	cr_assert_leq(buffer_len(&pr.s->rbuf), SMALL_MAX,
+	    "read buffer grew to %zu", buffer_len(&pr.s->rbuf));
+	cr_assert_leq(pr.s->bytes_in, SMALL_MAX,
+	    "read %llu bytes from the socket with nobody consuming",
+	    (unsigned long long)pr.s->bytes_in);
+	cr_assert_gt(pr.s->bytes_in, 0);
+	stream_read_bytes(pr.s, 4096, true, flood_read);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 40));
+	cr_assert(pr.ok);
+	pair_close(&pr);
+	cr_assert(pr.peer_ok);
+}
+
+/* ---- buffered data is served by a loop, not by recursion ---- */
+
+#define MANY 20000
+
+static void
+peer_burst(struct pair *pr)
+{
+	uint8_t *buf = malloc(MANY);
+
+	fill_pattern(buf, MANY, 0, 4);
+	peer_write(&pr->peer, buf, MANY);
+	free(buf);
+	char c;
+	peer_read(&pr->peer, &c, 1);
+}
+
+static void
+one_byte(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	if (++pr->depth > pr->max_depth)
+		pr->max_depth = pr->depth;
+	pr->ok = pr->ok && n == 1 &&
+	    check_pattern((const uint8_t *)d, 1, pr->got, 4);
+	pr->got++;
+	if (pr->got < MANY) {
+		stream_read_bytes(s, 1, false, one_byte);
+	} else {
+		stream_write(s, "k", 1, NULL);
+		pr->flag = true;
+	}
+	pr->depth--;
+}
+
+ParameterizedTestParameters(stream, no_recursion)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, no_recursion, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_burst);
+	pr.ok = true;
+	stream_read_bytes(pr.s, 1, false, one_byte);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 20));
+	cr_assert(pr.ok);
+	cr_assert_eq(pr.max_depth, 1, "callbacks nested %d deep",
+	    pr.max_depth);
+	pair_close(&pr);
+}
+
+/* ---- exact and partial reads, one pending read ---- */
+
+static void
+peer_hello(struct pair *pr)
+{
+	peer_write(&pr->peer, "hello world", 11);
+	char c;
+	peer_read(&pr->peer, &c, 1);
+}
+
+static void
+partial_got(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	(void)s;
+	memcpy(pr->error, d, n);
+	pr->got = n;
+	pr->flag = true;
+}
+
+ParameterizedTestParameters(stream, read_semantics)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, read_semantics, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_hello);
+	/* Partial: whatever is there, at most n. */
+	stream_read_bytes(pr.s, 5, true, partial_got);
+	cr_assert_eq(stream_read_bytes(pr.s, 5, true, partial_got), -1,
+	    "a second pending read was accepted");
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 20));
+	cr_assert_leq(pr.got, 5);
+	cr_assert_geq(pr.got, 1);
+	size_t first = pr.got;
+	char seen[16] = { 0 };
+	memcpy(seen, pr.error, first);
+	/* Exact: the rest, in one piece. */
+	pr.flag = false;
+	stream_read_bytes(pr.s, 11 - first, false, partial_got);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 20));
+	cr_assert_eq(pr.got, 11 - first);
+	memcpy(seen + first, pr.error, pr.got);
+	cr_assert_str_eq(seen, "hello world");
+	stream_write(pr.s, "k", 1, NULL);
+	pair_close(&pr);
+}
+
+/* ---- the write side: limits and the pending query ---- */
+
+static void
+peer_slow_reader(struct pair *pr)
+{
+	/* Read nothing until the server has seen its limit, then drain. */
+	char buf[65536];
+
+	for (int i = 0; i < 2000 && !pr->flag; i++)
+		usleep(10 * 1000);
+	while (peer_read(&pr->peer, buf, sizeof(buf)) > 0)
+		;
+}
+
+ParameterizedTestParameters(stream, write_limits)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, write_limits, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+	size_t chunk = 256 * 1024;
+	char *data = calloc(1, 2 * chunk);
+	bool refused = false;
+
+	o.max_write_buffer_size = 1024 * 1024;
+	pair_open(&pr, *transport, &o, peer_slow_reader);
+	cr_assert_eq(stream_write(pr.s, data, 2 * o.max_write_buffer_size,
+	    NULL), -1);
+	cr_assert_eq(errno, ENOBUFS);
+	cr_assert_not(pr.closed, "a refused write closed the stream");
+	/* Fill until the limit refuses: the peer does not read. */
+	for (int i = 0; i < 400 && !refused; i++) {
+		if (stream_write(pr.s, data, chunk, NULL) < 0) {
+			cr_assert_eq(errno, ENOBUFS);
+			refused = true;
+		}
+		tloop_run_for(&pr.t, 0.01);
+	}
+	free(data);
+	cr_assert(refused, "the write buffer limit never applied");
+	cr_assert_gt(stream_write_pending(pr.s), 0);
+	cr_assert_leq(stream_write_pending(pr.s), o.max_write_buffer_size);
+	pr.flag = true;
+	stream_close(pr.s, STREAM_CLOSE_LOCAL);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10));
+	cr_assert_eq(pr.why, STREAM_CLOSE_LOCAL);
+	pair_close(&pr);
+}
+
+/* ---- pause and resume ---- */
+
+static void
+peer_two_parts(struct pair *pr)
+{
+	peer_write(&pr->peer, "abc", 3);
+	char c;
+	peer_read(&pr->peer, &c, 1);
+}
+
+ParameterizedTestParameters(stream, pause_resume)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, pause_resume, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_two_parts);
+	stream_wait_for_handshake(pr.s, NULL);
+	stream_pause_reading(pr.s);
+	stream_read_bytes(pr.s, 3, false, partial_got);
+	tloop_run_for(&pr.t, 0.5);
+	cr_assert_not(pr.flag, "data delivered while paused");
+	cr_assert_eq(pr.s->bytes_in, 0, "socket read while paused");
+	stream_resume_reading(pr.s);
+	cr_assert(tloop_run_until(&pr.t, &pr.flag, 10));
+	cr_assert_eq(pr.got, 3);
+	stream_write(pr.s, "k", 1, NULL);
+	pair_close(&pr);
+}
+
+/* ---- a clean end flushes, then closes ---- */
+
+static void
+peer_expect_bye(struct pair *pr)
+{
+	char buf[8] = { 0 };
+
+	pr->peer_ok = peer_read_exact(&pr->peer, buf, 3) == 3 &&
+	    memcmp(buf, "bye", 3) == 0 && peer_read(&pr->peer, buf, 1) == 0;
+	if (pr->peer.ssl != NULL)
+		pr->peer_ok = pr->peer_ok && (SSL_get_shutdown(pr->peer.ssl) &
+		    SSL_RECEIVED_SHUTDOWN);
+}
+
+ParameterizedTestParameters(stream, end_flushes)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, end_flushes, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_expect_bye);
+	stream_write(pr.s, "bye", 3, NULL);
+	stream_end(pr.s);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10));
+	cr_assert_eq(pr.why, STREAM_CLOSE_LOCAL);
+	pair_close(&pr);
+	cr_assert(pr.peer_ok, "peer did not see bye and a clean close%s",
+	    *transport == T_TLS ? " (close_notify)" : "");
+}
+
+/* ---- half-close: EOF callback, the write side stays open ---- */
+
+static void
+peer_half_close(struct pair *pr)
+{
+	char buf[8] = { 0 };
+
+	peer_write(&pr->peer, "ping", 4);
+	if (pr->peer.ssl != NULL)
+		SSL_shutdown(pr->peer.ssl);	/* close_notify */
+	else
+		shutdown(pr->peer.fd, SHUT_WR);
+	pr->peer_ok = peer_read_exact(&pr->peer, buf, 4) == 4 &&
+	    memcmp(buf, "pong", 4) == 0;
+}
+
+static void
+on_eof(struct stream *s, void *arg)
+{
+	struct pair *pr = arg;
+
+	pr->calls++;
+	stream_write(s, "pong", 4, NULL);
+	stream_shutdown_write(s);
+}
+
+static void
+ping_read(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct pair *pr = arg;
+
+	pr->ok = n == 4 && memcmp(d, "ping", 4) == 0;
+	stream_read_bytes(s, 1, true, never_called);
+}
+
+ParameterizedTestParameters(stream, half_close)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, half_close, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_half_close);
+	stream_set_eof_cb(pr.s, on_eof);
+	stream_read_bytes(pr.s, 4, false, ping_read);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10));
+	cr_assert(pr.ok);
+	cr_assert_eq(pr.calls, 1, "eof callback ran %d times", pr.calls);
+	cr_assert_eq(pr.why, STREAM_CLOSE_EOF);
+	pair_close(&pr);
+	cr_assert(pr.peer_ok, "the reply after the half-close was lost");
+}
+
+/* ---- idle timeout ---- */
+
+static void
+peer_silent(struct pair *pr)
+{
+	char c;
+
+	peer_read(&pr->peer, &c, 1);	/* until closed */
+}
+
+ParameterizedTestParameters(stream, idle_timeout)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+ParameterizedTest(int *transport, stream, idle_timeout, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	pair_open(&pr, *transport, &o, peer_silent);
+	stream_set_idle_timeout(pr.s, 0.3);
+	stream_read_bytes(pr.s, 1, false, never_called);
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10));
+	cr_assert_eq(pr.why, STREAM_CLOSE_TIMEOUT);
+	pair_close(&pr);
+}
