@@ -604,11 +604,7 @@ read_from_transport(struct stream *s)
 			stream_close(s, STREAM_CLOSE_NOMEM);
 			return;
 		}
-		/* Use whatever room the buffer has anyway (fewer syscalls). */
-		size_t room = buffer_tail_room(&s->rbuf);
-		if (room > s->opts.max_buffer_size - len)
-			room = s->opts.max_buffer_size - len;
-		switch (s->tp->read(s, buffer_tail(&s->rbuf), room, &got)) {
+		switch (s->tp->read(s, buffer_tail(&s->rbuf), want, &got)) {
 		case IO_DONE:
 			buffer_commit(&s->rbuf, got);
 			s->bytes_in += got;

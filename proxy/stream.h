@@ -31,6 +31,9 @@
  * owner has paused reading.  stream_write_pending() tells how much is still
  * queued for the peer.
  *
+ * The process must ignore SIGPIPE: OpenSSL writes to its socket with
+ * write(), which cannot ask for MSG_NOSIGNAL.
+ *
  * All streams of one libev loop share a struct stream_loop, which holds the
  * list of streams with deferred work (flushes, buffered reads, closes).
  */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +27,8 @@ transport_name(int t)
 void
 tloop_init(struct tloop *t)
 {
+	/* As in ferry itself: OpenSSL writes with write(), not MSG_NOSIGNAL. */
+	signal(SIGPIPE, SIG_IGN);
 	t->loop = ev_loop_new(EVFLAG_AUTO);
 	cr_assert_not_null(t->loop);
 	stream_loop_init(&t->sl, t->loop);
@@ -46,16 +49,27 @@ timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	*(bool *)w->data = true;
 }
 
+static void
+tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+}
+
 bool
 tloop_run_pred(struct tloop *t, bool (*pred)(void *), void *arg,
     double timeout)
 {
 	bool expired = false;
-	ev_timer timer;
+	ev_timer timer, tick;
 
 	ev_timer_init(&timer, timeout_cb, timeout, 0.);
 	timer.data = &expired;
 	ev_timer_start(t->loop, &timer);
+	/* Peers in other threads set flags without waking the loop. */
+	ev_timer_init(&tick, tick_cb, 0.01, 0.01);
+	ev_timer_start(t->loop, &tick);
 	for (;;) {
 		/* What the prepare watcher would do before the next poll. */
 		stream_loop_run_pending(&t->sl);
@@ -64,6 +78,7 @@ tloop_run_pred(struct tloop *t, bool (*pred)(void *), void *arg,
 		ev_run(t->loop, EVRUN_ONCE);
 	}
 	ev_timer_stop(t->loop, &timer);
+	ev_timer_stop(t->loop, &tick);
 	stream_loop_run_pending(&t->sl);
 	return pred(arg);
 }
