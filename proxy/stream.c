@@ -24,8 +24,6 @@ enum {
 #define READS_PER_EVENT 16
 /* Passes over the work list per loop iteration before yielding to I/O. */
 #define WORK_PASSES 16
-/* A read buffer larger than this is returned to malloc when it drains. */
-#define RBUF_KEEP (2 * STREAM_DEFAULT_CHUNK)
 
 static void update_interest(struct stream *s);
 static void handle_write(struct stream *s);
@@ -625,8 +623,6 @@ read_from_transport(struct stream *s)
 		}
 		break;
 	}
-	if (buffer_len(&s->rbuf) == 0)
-		buffer_shrink(&s->rbuf, RBUF_KEEP);
 }
 
 /*
@@ -713,6 +709,9 @@ run_reads(struct stream *s)
 		s->read_scan_from = 0;
 	}
 	s->in_dispatch = 0;
+	/* An idle connection keeps no read buffer (a few hundred bytes). */
+	if (buffer_len(&s->rbuf) == 0)
+		buffer_free(&s->rbuf);
 	check_eof(s);
 }
 
