@@ -89,7 +89,8 @@ test: deps
 
 # Criterion runs the suites in parallel, each test in its own process.
 test-c: $(BUILD)/test_ferry certs
-	FERRY_BIN=$(BUILD)/ferry $(BUILD)/test_ferry --jobs 2 $(TEST_ARGS)
+	FERRY_BIN=$(BUILD)/ferry LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	    $(BUILD)/test_ferry --jobs 2 $(TEST_ARGS)
 
 test-py: $(BUILD)/ferry certs
 	$(PYTHON) tests/run_py_tests.py $(BUILD)/ferry

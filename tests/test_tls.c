@@ -179,7 +179,7 @@ client_main(void *arg)
 		const unsigned char *a;
 		unsigned alen;
 		SSL_get0_alpn_selected(p.ssl, &a, &alen);
-		if (alen < sizeof(c->alpn_got)) {
+		if (alen > 0 && alen < sizeof(c->alpn_got)) {
 			memcpy(c->alpn_got, a, alen);
 			c->alpn_got[alen] = '\0';
 		}
