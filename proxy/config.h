@@ -1,0 +1,120 @@
+/*
+ * config: the INI file (parsed with inih) and the embedded default ->
+ * struct config.
+ *
+ * One section per listener plus [ferry] for the process.  Every value is
+ * checked here, with the file, line, key and reason in the error, so that
+ * `ferry --check` catches a bad file before it is deployed.  The structs
+ * below are plain data: main.c turns them into SSL contexts, relay options
+ * and forward options.  See ferry.conf.example for every key.
+ */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_MAX_LISTENERS 32
+#define CONFIG_MAX_BINDS 8
+#define CONFIG_MAX_CERTS 16
+#define CONFIG_MAX_BACKENDS 16
+#define CONFIG_NAME_LEN 64
+#define CONFIG_PATH_LEN 512
+#define CONFIG_ADDR_LEN 300
+
+enum config_mode { CONFIG_RELAY = 0, CONFIG_FORWARD };
+enum config_verify { CONFIG_VERIFY_NONE = 0, CONFIG_VERIFY_OPTIONAL,
+    CONFIG_VERIFY_REQUIRED };
+enum config_slow { CONFIG_SLOW_DROP = 0, CONFIG_SLOW_DISCONNECT,
+    CONFIG_SLOW_BLOCK };
+enum config_takeover { CONFIG_TAKEOVER_REPLACE = 0, CONFIG_TAKEOVER_REFUSE };
+enum config_proxy { CONFIG_PROXY_OFF = 0, CONFIG_PROXY_V1, CONFIG_PROXY_V2 };
+
+struct config_addr {
+	char host[CONFIG_ADDR_LEN];	/* "" = every interface */
+	int port;
+};
+
+struct config_listener {
+	char name[CONFIG_NAME_LEN];
+	int line;			/* where the section starts */
+	enum config_mode mode;
+	bool mode_set;
+	struct config_addr bind[CONFIG_MAX_BINDS];
+	size_t nbind;
+
+	/* TLS towards clients: on when at least one cert is given */
+	char cert[CONFIG_MAX_CERTS][CONFIG_PATH_LEN];
+	char key[CONFIG_MAX_CERTS][CONFIG_PATH_LEN];
+	size_t ncert, nkey;
+	char client_ca[CONFIG_PATH_LEN];
+	enum config_verify verify;
+	int tls_min_version;		/* 0x0303 / 0x0304 */
+	char ciphers[512];
+	char ciphersuites[512];
+	char alpn[256];
+
+	double handshake_timeout;	/* TLS handshake (and relay header) */
+	double idle_timeout;		/* 0 = none */
+	size_t max_connections;		/* 0 = unlimited */
+	size_t max_per_source;		/* 0 = unlimited */
+
+	/* relay */
+	enum config_slow slow_consumer;
+	size_t queue_bytes;
+	size_t max_consumers;
+	double grace;
+	enum config_takeover takeover;
+	bool last_value;
+	size_t max_uuid;
+	size_t max_keys_bytes;
+	size_t max_keys;
+
+	/* forward */
+	struct config_addr backend[CONFIG_MAX_BACKENDS];
+	size_t nbackend;
+	double connect_timeout;
+	bool backend_tls;
+	char backend_ca[CONFIG_PATH_LEN];
+	char backend_sni[256];
+	enum config_proxy proxy_protocol;
+	size_t high_water;
+};
+
+struct config {
+	char path[CONFIG_PATH_LEN];	/* "" for the embedded default */
+	int workers;			/* 0 = one per core */
+	int max_restarts;
+	struct config_addr admin;
+	bool admin_set;
+	int log_level;			/* enum log_level */
+	char user[64];
+	char group[64];
+	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
+
+	struct config_listener listeners[CONFIG_MAX_LISTENERS];
+	size_t nlisteners;
+};
+
+/* Defaults for the process and a listener (as documented). */
+void config_init(struct config *c);
+void config_listener_init(struct config_listener *l, const char *name);
+
+/*
+ * Loads `path` into c (config_init first).  Returns 0, or -1 with
+ * "FILE:LINE: [section] key: reason" in err.
+ */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Same, from a string (the embedded default, tests); `label` names it. */
+int config_load_string(struct config *c, const char *text, const char *label,
+    char *err, size_t errlen);
+
+/*
+ * The embedded default: relay on :8888 (plain) and :8443 (TLS with the
+ * development certificate found under `certdir`).
+ */
+int config_default(struct config *c, const char *certdir, char *err,
+    size_t errlen);
+
+#endif
