@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "netutil.h"
 
 /* Deferred work, run from the loop's prepare watcher. */
@@ -156,6 +157,8 @@ finalize(struct stream *s)
 
 	if (s->close_cb != NULL)
 		s->close_cb(s, s->close_reason, s->arg);
+	if (s->stats != NULL)
+		s->stats->closed++;
 	buffer_free(&s->rbuf);
 	buffer_free(&s->wbuf);
 	sl->live--;
@@ -496,6 +499,8 @@ static void
 handshake_done(struct stream *s)
 {
 	s->handshaking = 0;
+	if (s->stats != NULL)
+		s->stats->handshakes_ok++;
 	if (!s->ending)
 		s->deadline = 0;
 	timer_arm(s);
@@ -606,6 +611,8 @@ read_from_transport(struct stream *s)
 		case IO_DONE:
 			buffer_commit(&s->rbuf, got);
 			s->bytes_in += got;
+			if (s->stats != NULL)
+				s->stats->bytes_in += got;
 			s->last_io = ev_now(s->sl->loop);
 			continue;
 		case IO_WANT_READ:
@@ -820,6 +827,8 @@ handle_write(struct stream *s)
 		case IO_DONE:
 			buffer_consume(&s->wbuf, put);
 			s->bytes_out += put;
+			if (s->stats != NULL)
+				s->stats->bytes_out += put;
 			s->last_io = ev_now(s->sl->loop);
 			continue;
 		case IO_WANT_READ:
@@ -888,6 +897,8 @@ stream_write(struct stream *s, const void *data, size_t len,
 		switch (s->tp->write(s, data, len, &put)) {
 		case IO_DONE:
 			s->bytes_out += put;
+			if (s->stats != NULL)
+				s->stats->bytes_out += put;
 			s->last_io = ev_now(s->sl->loop);
 			data = (const char *)data + put;
 			len -= put;
@@ -969,6 +980,8 @@ stream_close(struct stream *s, enum stream_close_reason why)
 		return;
 	s->closed = 1;
 	s->close_reason = why;
+	if (s->handshaking && s->stats != NULL)
+		s->stats->handshakes_failed++;
 	ev_io_stop(s->sl->loop, &s->io);
 	ev_timer_stop(s->sl->loop, &s->timer);
 	s->interest = 0;

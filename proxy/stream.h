@@ -50,6 +50,7 @@
 #include "buffer.h"
 
 struct stream;
+struct metrics_conn;
 
 enum stream_close_reason {
 	STREAM_CLOSE_LOCAL = 0,	/* the owner called stream_close() */
@@ -188,6 +189,7 @@ struct stream {
 	ev_tstamp deadline;		/* connect/handshake/linger deadline */
 
 	uint64_t bytes_in, bytes_out;
+	struct metrics_conn *stats;	/* listener counters, or NULL */
 	struct stream *work_next;
 };
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "process.h"
 
 void
@@ -48,6 +49,9 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 		return;
 	}
 	srv->accepted++;
+	s->stats = srv->stats;
+	if (srv->stats != NULL)
+		srv->stats->accepted++;
 	srv->handle_stream(s, sa, salen, srv->arg);
 	return;
 fail:
@@ -129,6 +133,12 @@ tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls)
 
 	srv->tls = tls ? tls_ctx_ref(tls) : NULL;
 	tls_ctx_unref(old);
+}
+
+void
+tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats)
+{
+	srv->stats = stats;
 }
 
 void

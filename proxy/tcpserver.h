@@ -37,6 +37,7 @@ struct tcpserver {
 	struct accept_handler acc[TCPSERVER_MAX_SOCKETS];
 	size_t nacc;
 
+	struct metrics_conn *stats;	/* counters for this listener */
 	uint64_t accepted;		/* connections handed out */
 	uint64_t failed;		/* accepted but could not be set up */
 };
@@ -70,6 +71,9 @@ int tcpserver_port(const struct tcpserver *srv);
 
 /* New connections use `tls` from now on (reload); live ones keep theirs. */
 void tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls);
+
+/* Counts this listener's connections (and their streams) into `stats`. */
+void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
 
 /* Stops accepting and closes the listening sockets; streams carry on. */
 void tcpserver_stop(struct tcpserver *srv);

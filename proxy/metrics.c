@@ -1,0 +1,215 @@
+/* metrics: see metrics.h. */
+#define _GNU_SOURCE
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define MAX_SOURCES 8
+
+static struct metrics_slot private_slot;
+static struct metrics_slot *slots = &private_slot;
+static int nslots = 1;
+static int my_slot;
+
+static struct {
+	char name[64];
+	char mode[16];
+} listeners[METRICS_MAX_LISTENERS];
+static int nlisteners;
+
+static struct {
+	metrics_source_fn fn;
+	void *arg;
+} sources[MAX_SOURCES];
+static int nsources;
+
+int
+metrics_init(int workers)
+{
+	void *p;
+
+	if (workers < 1)
+		workers = 1;
+	if (workers > METRICS_MAX_WORKERS)
+		workers = METRICS_MAX_WORKERS;
+	p = mmap(NULL, sizeof(struct metrics_slot) * (size_t)workers,
+	    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	slots = p;
+	nslots = workers;
+	my_slot = 0;
+	return 0;
+}
+
+void
+metrics_set_worker(int id)
+{
+	if (id >= 0 && id < nslots)
+		my_slot = id;
+}
+
+int
+metrics_listener(const char *name, const char *mode)
+{
+	for (int i = 0; i < nlisteners; i++)
+		if (strcmp(listeners[i].name, name) == 0)
+			return i;
+	if (nlisteners >= METRICS_MAX_LISTENERS)
+		return -1;
+	snprintf(listeners[nlisteners].name, sizeof(listeners[0].name), "%s",
+	    name);
+	snprintf(listeners[nlisteners].mode, sizeof(listeners[0].mode), "%s",
+	    mode);
+	return nlisteners++;
+}
+
+struct metrics_conn *
+metrics_conn(int id)
+{
+	if (id < 0 || id >= METRICS_MAX_LISTENERS)
+		id = METRICS_MAX_LISTENERS - 1;
+	return &slots[my_slot].listener[id];
+}
+
+int
+metrics_add_source(metrics_source_fn fn, void *arg)
+{
+	if (nsources >= MAX_SOURCES)
+		return -1;
+	sources[nsources].fn = fn;
+	sources[nsources].arg = arg;
+	nsources++;
+	return 0;
+}
+
+void
+metrics_printf(struct buffer *out, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (buffer_reserve(out, 256) < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buffer_tail(out), buffer_tail_room(out), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= buffer_tail_room(out)) {
+		if (buffer_reserve(out, (size_t)n + 1) < 0)
+			return;
+		va_start(ap, fmt);
+		vsnprintf(buffer_tail(out), buffer_tail_room(out), fmt, ap);
+		va_end(ap);
+	}
+	buffer_commit(out, (size_t)n);
+}
+
+void
+metrics_family(struct buffer *out, const char *name, const char *type,
+    const char *help)
+{
+	metrics_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	    type);
+}
+
+/* Sum of one field over every worker's slot. */
+static uint64_t
+sum(int id, size_t offset)
+{
+	uint64_t total = 0;
+
+	for (int w = 0; w < nslots; w++)
+		total += *(const uint64_t *)((const char *)
+		    &slots[w].listener[id] + offset);
+	return total;
+}
+
+static void
+listener_family(struct buffer *out, const char *name, const char *type,
+    const char *help, size_t offset)
+{
+	metrics_family(out, name, type, help);
+	for (int i = 0; i < nlisteners; i++)
+		metrics_printf(out, "%s{listener=\"%s\",mode=\"%s\"} %llu\n",
+		    name, listeners[i].name, listeners[i].mode,
+		    (unsigned long long)sum(i, offset));
+}
+
+static void
+active_family(struct buffer *out)
+{
+	metrics_family(out, "ferry_connections_active", "gauge",
+	    "Connections open now.");
+	for (int i = 0; i < nlisteners; i++) {
+		uint64_t a = sum(i, offsetof(struct metrics_conn, accepted));
+		uint64_t c = sum(i, offsetof(struct metrics_conn, closed));
+		metrics_printf(out, "ferry_connections_active{listener=\"%s\","
+		    "mode=\"%s\"} %llu\n", listeners[i].name,
+		    listeners[i].mode, (unsigned long long)(a > c ? a - c : 0));
+	}
+}
+
+static void
+process_family(struct buffer *out)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	struct rusage ru;
+
+	if (f != NULL) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	metrics_family(out, "ferry_process_resident_memory_bytes", "gauge",
+	    "Resident memory of the process serving this page.");
+	metrics_printf(out, "ferry_process_resident_memory_bytes %ld\n",
+	    rss * sysconf(_SC_PAGESIZE));
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		metrics_family(out, "ferry_process_cpu_seconds_total",
+		    "counter", "CPU time of the process serving this page.");
+		metrics_printf(out, "ferry_process_cpu_seconds_total %.3f\n",
+		    (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+		    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+	}
+	metrics_family(out, "ferry_workers", "gauge",
+	    "Worker processes sharing these counters.");
+	metrics_printf(out, "ferry_workers %d\n", nslots);
+}
+
+#define F(field) offsetof(struct metrics_conn, field)
+
+void
+metrics_render(struct buffer *out)
+{
+	listener_family(out, "ferry_connections_accepted_total", "counter",
+	    "Connections accepted.", F(accepted));
+	active_family(out);
+	listener_family(out, "ferry_connections_refused_total", "counter",
+	    "Connections refused by a connection limit.", F(refused));
+	listener_family(out, "ferry_tls_handshakes_total", "counter",
+	    "TLS handshakes completed.", F(handshakes_ok));
+	listener_family(out, "ferry_tls_handshake_failures_total", "counter",
+	    "TLS handshakes that failed or timed out.", F(handshakes_failed));
+	listener_family(out, "ferry_client_received_bytes_total", "counter",
+	    "Bytes received from clients.", F(bytes_in));
+	listener_family(out, "ferry_client_sent_bytes_total", "counter",
+	    "Bytes sent to clients.", F(bytes_out));
+	listener_family(out, "ferry_backend_connect_failures_total",
+	    "counter", "Backend connections that failed or timed out.",
+	    F(backend_failures));
+	listener_family(out, "ferry_backend_received_bytes_total", "counter",
+	    "Bytes received from backends.", F(backend_bytes_in));
+	listener_family(out, "ferry_backend_sent_bytes_total", "counter",
+	    "Bytes sent to backends.", F(backend_bytes_out));
+	for (int i = 0; i < nsources; i++)
+		sources[i].fn(out, sources[i].arg);
+	process_family(out);
+}

@@ -1,0 +1,72 @@
+/*
+ * metrics: the process's counters, and their rendering in the Prometheus
+ * text format for the admin listener.
+ *
+ * Counters live in a shared anonymous mapping made before workers fork: one
+ * slot per worker, so the admin page (served by one process) shows the sum
+ * over all workers, and a restarted worker's counts are not lost.  Each
+ * process writes only its own slot; a reader may see a value a few
+ * increments old, which is what counters allow.
+ *
+ * These counters, like the log level, are the module's global state: every
+ * layer may count into them without being handed a pointer.
+ */
+#ifndef FERRY_METRICS_H
+#define FERRY_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+
+#define METRICS_MAX_LISTENERS 32
+#define METRICS_MAX_WORKERS 64
+
+/* Per listener, per worker.  Connections: accepted = active + closed. */
+struct metrics_conn {
+	uint64_t accepted;
+	uint64_t closed;
+	uint64_t refused;		/* over a connection limit */
+	uint64_t handshakes_ok;
+	uint64_t handshakes_failed;
+	uint64_t bytes_in;		/* from clients */
+	uint64_t bytes_out;		/* to clients */
+	uint64_t backend_failures;	/* forward: could not reach a backend */
+	uint64_t backend_bytes_in;
+	uint64_t backend_bytes_out;
+};
+
+struct metrics_slot {
+	struct metrics_conn listener[METRICS_MAX_LISTENERS];
+};
+
+/*
+ * Maps the shared counters for `workers` processes (call before forking;
+ * without it one private slot is used).  0 or -1.
+ */
+int metrics_init(int workers);
+/* The slot this process writes (its worker id). */
+void metrics_set_worker(int id);
+
+/* Registers a listener name; returns its id (or -1 when full). */
+int metrics_listener(const char *name, const char *mode);
+/* This process's counters for a listener id (never NULL for a valid id). */
+struct metrics_conn *metrics_conn(int id);
+
+/*
+ * A source adds whole metric families (with # HELP / # TYPE) to the page:
+ * the relay registry and the forward listeners register theirs.
+ */
+typedef void (*metrics_source_fn)(struct buffer *out, void *arg);
+int metrics_add_source(metrics_source_fn fn, void *arg);
+
+/* The whole page. */
+void metrics_render(struct buffer *out);
+
+/* Helpers for sources. */
+void metrics_printf(struct buffer *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void metrics_family(struct buffer *out, const char *name, const char *type,
+    const char *help);
+
+#endif
