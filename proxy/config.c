@@ -444,10 +444,6 @@ check_listener(struct parse *p, struct config_listener *l)
 	    l->backend_sni[0]))
 		return fail(p, "backend_tls", "backend_ca/backend_sni given "
 		    "but backend_tls is off");
-	for (size_t i = 0; i < l->nbind; i++)
-		if (l->bind[i].port == 0)
-			return fail(p, "bind", "port 0 is only for tests; "
-			    "give a port");
 	return 1;
 }
 

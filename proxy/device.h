@@ -1,0 +1,93 @@
+/*
+ * device: the device protocol, version 1, on one stream.
+ *
+ * Two parts.  The parser is pure (no I/O, no registry): bytes in, events
+ * out, fed in chunks of any size, so it can be tested with every split and
+ * fuzzed.  Lengths are checked against the limits before anything is
+ * buffered, so a claimed 4 GB never allocates.  Runs of whole frames are
+ * reported as pointers into the fed chunk (no copy); only a frame split
+ * across two chunks is assembled in a frame-sized scratch buffer.
+ *
+ * The glue (device_handle_stream) reads a stream with partial reads, feeds
+ * the parser, answers each step (0x00 / 0x01 / the keys) and hands frames
+ * to the registry.
+ *
+ * Producer: 0x0a -> 0x00; uuid (BE32 len + bytes) -> 0x00;
+ *           keys (BE32 len + names joined by ',') -> 0x00; frames of 4N.
+ * Consumer: 0x0b -> 0x00; uuid -> 0x00 if a producer holds it, else 0x01;
+ *           then the keys (BE32 len + bytes); 0x00 accepts; then frames.
+ */
+#ifndef FERRY_DEVICE_H
+#define FERRY_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry.h"
+#include "tcpserver.h"
+
+#define DEVICE_PRODUCER 0x0a
+#define DEVICE_CONSUMER 0x0b
+
+enum device_ev {
+	DEV_ROLE,	/* role: DEVICE_PRODUCER / DEVICE_CONSUMER */
+	DEV_UUID,	/* data, len */
+	DEV_KEYS,	/* data, len; nkeys */
+	DEV_ACCEPT,	/* role byte = the consumer's answer */
+	DEV_FRAMES,	/* data, count whole frames */
+	DEV_ERROR,	/* error: reason; `limit` when a limit was broken */
+};
+
+struct device_event {
+	enum device_ev type;
+	int role;
+	const char *data;
+	size_t len;
+	size_t count;		/* frames (DEV_FRAMES) or keys (DEV_KEYS) */
+	const char *error;
+	bool limit;
+};
+
+/* Return non-zero to stop the feed. */
+typedef int (*device_event_cb)(void *arg, const struct device_event *ev);
+
+struct device_parser {
+	enum { DP_ROLE, DP_LEN, DP_BODY, DP_ACCEPT, DP_FRAMES, DP_IGNORE,
+	    DP_DEAD } state;
+	int role;
+	int field;			/* 0 = uuid, 1 = keys */
+	uint8_t lenbuf[4];
+	size_t lenhave;
+	size_t need;
+	char *body;			/* uuid / keys being assembled */
+	size_t bodyhave;
+	size_t frame_size;
+	char *scratch;			/* a frame split across chunks */
+	size_t scratch_have;
+	size_t max_uuid, max_keys_bytes, max_keys;
+};
+
+void device_parser_init(struct device_parser *p, const struct relay_opts *o);
+void device_parser_free(struct device_parser *p);
+/* After DEV_KEYS was accepted: frames of `size` bytes follow.  0 or -1. */
+int device_parser_set_frame_size(struct device_parser *p, size_t size);
+/*
+ * Feeds bytes; returns how many were consumed (all, unless the callback
+ * stopped the feed or an error ended the parser).
+ */
+size_t device_parser_feed(struct device_parser *p, const char *data,
+    size_t len, device_event_cb cb, void *arg);
+
+/* A relay listener: what its connections share. */
+struct relay_listener {
+	char name[64];
+	struct registry *reg;
+	uint64_t protocol_errors;
+};
+
+/* tcpserver_handler; arg is a struct relay_listener. */
+void device_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg);
+
+#endif
