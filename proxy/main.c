@@ -285,11 +285,11 @@ bind_listener(struct app *app, struct listener *ls, struct tls_ctx *tls,
 	return 0;
 }
 
+/* The bound addresses (port 0 resolved): operators and tests read these. */
 static void
-log_listening(const struct listener *ls)
+log_listening(const char *mode, const char *transport,
+    const struct tcpserver *srv)
 {
-	const struct tcpserver *srv = &ls->srv;
-
 	for (size_t i = 0; i < srv->nacc; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -298,9 +298,8 @@ log_listening(const struct listener *ls)
 		    &len) < 0)
 			continue;
 		netutil_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
-		LOGI("%s listening on %s (%s) [%s]",
-		    ls->cfg->mode == CONFIG_RELAY ? "relay" : "forward", addr,
-		    ls->tls ? "tls" : "tcp", ls->cfg->name);
+		LOGI("%s listening on %s (%s) [%s]", mode, addr, transport,
+		    srv->name);
 	}
 }
 
@@ -404,21 +403,22 @@ start(struct app *app)
 		tcpserver_add_sockets(&ls->srv, ls->srv.pending,
 		    ls->srv.npending);
 		ls->srv.npending = 0;
-		log_listening(ls);
+		log_listening(ls->cfg->mode == CONFIG_RELAY ? "relay" :
+		    "forward", ls->tls ? "tls" : "tcp", &ls->srv);
 	}
 	if (app->admin_on) {
 		if (app->worker == 0) {
 			tcpserver_add_sockets(&app->admin, app->admin.pending,
 			    app->admin.npending);
 			app->admin.npending = 0;
-			LOGI("admin listening on %s:%d (/metrics)",
-			    app->cfg.admin.host, app->cfg.admin.port);
+			log_listening("admin", "http", &app->admin);
 		} else {
 			tcpserver_stop(&app->admin);
 			app->admin_on = false;
 		}
 	}
 	metrics_add_source(relay_metrics, app);
+	LOGI("ready: worker %d (pid %ld)", app->worker, (long)getpid());
 }
 
 static void

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,10 +40,15 @@ supervised_signals(sigset_t *set)
 static pid_t
 spawn(const sigset_t *oldmask)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 
-	if (pid == 0)
+	if (pid == 0) {
+		/* A worker outliving its supervisor would hold the ports. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+			_exit(1);
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
+	}
 	return pid;
 }
 
@@ -92,6 +98,7 @@ process_fork(int num_processes, int max_restarts)
 		}
 		pids[id] = pid;
 		live++;
+		LOGI("worker %d started (pid %ld)", id, (long)pid);
 	}
 
 	while (live > 0) {
@@ -150,6 +157,7 @@ process_fork(int num_processes, int max_restarts)
 			}
 			pids[id] = npid;
 			live++;
+			LOGI("worker %d restarted (pid %ld)", id, (long)npid);
 		}
 	}
 	exit(0);

@@ -11,6 +11,8 @@
  *    exits 0;
  *  - SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the parent are
  *    passed on to every child; after SIGTERM/SIGINT nothing is restarted.
+ *  - a child whose supervisor dies gets SIGTERM (PR_SET_PDEATHSIG), so no
+ *    orphaned worker keeps serving the ports.
  * The supervisor waits with sigwaitinfo(), so it needs no handlers and no
  * global state.  Listening sockets bound before the call are shared by
  * the children (the kernel spreads the accepts).

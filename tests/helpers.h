@@ -18,7 +18,7 @@
 #include "stream.h"
 #include "tls.h"
 
-#define CERT(name) (FERRY_SRCDIR "/certs/" name)
+#define CERT(name) FERRY_SRCDIR "/certs/" name
 
 /* Transports the shared stream suite runs over. */
 enum transport { T_PLAIN = 0, T_TLS = 1 };
