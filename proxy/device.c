@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include "device.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -462,4 +464,79 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 		ev_timer_start(reg->loop, &dc->header);
 	}
 	stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+/* ---- listeners and their metrics ---- */
+
+struct relay_listener *
+relay_listener_new(const char *name, struct ev_loop *loop,
+    const struct relay_opts *opts)
+{
+	struct relay_listener *rl = calloc(1, sizeof(*rl));
+
+	if (rl == NULL)
+		return NULL;
+	rl->reg = calloc(1, sizeof(*rl->reg));
+	if (rl->reg == NULL) {
+		free(rl);
+		return NULL;
+	}
+	registry_init(rl->reg, loop, opts);
+	snprintf(rl->name, sizeof(rl->name), "%s", name);
+	return rl;
+}
+
+void
+relay_listener_free(struct relay_listener *rl)
+{
+	if (rl == NULL)
+		return;
+	registry_destroy(rl->reg);
+	free(rl->reg);
+	free(rl);
+}
+
+void
+relay_render_metrics(struct relay_listener *const *ls, size_t n,
+    struct buffer *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+		size_t off;
+	} fam[] = {
+#define C(f) offsetof(struct relay_counters, f)
+		{ "ferry_relay_frames_in_total", "counter",
+		    "Frames received from producers.", C(frames_in) },
+		{ "ferry_relay_bytes_in_total", "counter",
+		    "Frame bytes received from producers.", C(bytes_in) },
+		{ "ferry_relay_frames_out_total", "counter",
+		    "Frames sent to consumers.", C(frames_out) },
+		{ "ferry_relay_bytes_out_total", "counter",
+		    "Frame bytes sent to consumers.", C(bytes_out) },
+		{ "ferry_relay_frames_dropped_total", "counter",
+		    "Frames dropped for slow consumers.", C(frames_dropped) },
+		{ "ferry_relay_refused_total", "counter",
+		    "Registrations answered with 0x01.", C(refused) },
+		{ "ferry_relay_producers", "gauge",
+		    "Producers connected.", C(producers) },
+		{ "ferry_relay_consumers", "gauge",
+		    "Consumers connected.", C(consumers) },
+#undef C
+	};
+
+	if (n == 0)
+		return;
+	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_family(out, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < n; i++)
+			metrics_printf(out, "%s{listener=\"%s\"} %llu\n",
+			    fam[f].name, ls[i]->name, (unsigned long long)
+			    *(const uint64_t *)((const char *)&ls[i]->reg->total +
+			    fam[f].off));
+	}
+	metrics_family(out, "ferry_relay_devices", "gauge",
+	    "UUIDs with a producer or waiting consumers.");
+	for (size_t i = 0; i < n; i++)
+		metrics_printf(out, "ferry_relay_devices{listener=\"%s\"} %zu\n",
+		    ls[i]->name, ls[i]->reg->entries);
 }

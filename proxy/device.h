@@ -86,6 +86,19 @@ struct relay_listener {
 	uint64_t protocol_errors;
 };
 
+/* A listener's registry; NULL when memory cannot be had. */
+struct relay_listener *relay_listener_new(const char *name,
+    struct ev_loop *loop, const struct relay_opts *opts);
+/* After its streams are closed; NULL is ignored. */
+void relay_listener_free(struct relay_listener *rl);
+
+/*
+ * The relay metric families (Prometheus text) for the given listeners,
+ * each family's header once: main.c registers this as a metrics source.
+ */
+void relay_render_metrics(struct relay_listener *const *ls, size_t n,
+    struct buffer *out);
+
 /* tcpserver_handler; arg is a struct relay_listener. */
 void device_handle_stream(struct stream *s, const struct sockaddr *sa,
     socklen_t salen, void *arg);

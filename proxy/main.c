@@ -250,19 +250,14 @@ bind_listener(struct app *app, struct listener *ls, struct tls_ctx *tls,
 	ls->metrics_id = metrics_listener(l->name,
 	    l->mode == CONFIG_RELAY ? "relay" : "forward");
 	if (l->mode == CONFIG_RELAY) {
-		struct relay_listener *rl = calloc(1, sizeof(*rl));
-		struct registry *reg = calloc(1, sizeof(*reg));
 		struct relay_opts ro;
-		if (rl == NULL || reg == NULL) {
-			free(rl);
-			free(reg);
+		struct relay_listener *rl;
+		relay_opts_from(l, &ro);
+		rl = relay_listener_new(l->name, app->loop, &ro);
+		if (rl == NULL) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		relay_opts_from(l, &ro);
-		registry_init(reg, app->loop, &ro);
-		snprintf(rl->name, sizeof(rl->name), "%s", l->name);
-		rl->reg = reg;
 		ls->proto = rl;
 		tcpserver_init(&ls->srv, &app->sl, l->name, &so, tls,
 		    device_handle_stream, rl);
@@ -340,54 +335,19 @@ setup(struct app *app, char *err, size_t errlen)
 	return 0;
 }
 
+/* The relay listeners' families, rendered together (one header each). */
 static void
 relay_metrics(struct buffer *out, void *arg)
 {
 	struct app *app = arg;
-	static const struct {
-		const char *name, *type, *help;
-		size_t off;
-	} fam[] = {
-#define C(f) offsetof(struct relay_counters, f)
-		{ "ferry_relay_frames_in_total", "counter",
-		    "Frames received from producers.", C(frames_in) },
-		{ "ferry_relay_bytes_in_total", "counter",
-		    "Frame bytes received from producers.", C(bytes_in) },
-		{ "ferry_relay_frames_out_total", "counter",
-		    "Frames sent to consumers.", C(frames_out) },
-		{ "ferry_relay_bytes_out_total", "counter",
-		    "Frame bytes sent to consumers.", C(bytes_out) },
-		{ "ferry_relay_frames_dropped_total", "counter",
-		    "Frames dropped for slow consumers.", C(frames_dropped) },
-		{ "ferry_relay_refused_total", "counter",
-		    "Registrations answered with 0x01.", C(refused) },
-		{ "ferry_relay_producers", "gauge",
-		    "Producers connected.", C(producers) },
-		{ "ferry_relay_consumers", "gauge",
-		    "Consumers connected.", C(consumers) },
-#undef C
-	};
+	struct relay_listener *rls[CONFIG_MAX_LISTENERS];
+	size_t n = 0;
 
-	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-		metrics_family(out, fam[f].name, fam[f].type, fam[f].help);
-		for (size_t i = 0; i < app->nls; i++) {
-			struct relay_listener *rl = app->ls[i].proto;
-			if (app->ls[i].cfg->mode != CONFIG_RELAY || rl == NULL)
-				continue;
-			metrics_printf(out, "%s{listener=\"%s\"} %llu\n",
-			    fam[f].name, rl->name, (unsigned long long)
-			    *(const uint64_t *)((const char *)&rl->reg->total +
-			    fam[f].off));
-		}
-	}
-	metrics_family(out, "ferry_relay_devices", "gauge",
-	    "UUIDs with a producer or waiting consumers.");
-	for (size_t i = 0; i < app->nls; i++) {
-		struct relay_listener *rl = app->ls[i].proto;
-		if (app->ls[i].cfg->mode == CONFIG_RELAY && rl != NULL)
-			metrics_printf(out, "ferry_relay_devices{listener=\"%s\"}"
-			    " %zu\n", rl->name, rl->reg->entries);
-	}
+	for (size_t i = 0; i < app->nls; i++)
+		if (app->ls[i].cfg->mode == CONFIG_RELAY &&
+		    app->ls[i].proto != NULL)
+			rls[n++] = app->ls[i].proto;
+	relay_render_metrics(rls, n, out);
 }
 
 static void
@@ -428,12 +388,8 @@ teardown(struct app *app)
 		struct listener *ls = &app->ls[i];
 		tcpserver_destroy(&ls->srv);
 		tls_ctx_unref(ls->tls);
-		if (ls->cfg->mode == CONFIG_RELAY && ls->proto != NULL) {
-			struct relay_listener *rl = ls->proto;
-			registry_destroy(rl->reg);
-			free(rl->reg);
-			free(rl);
-		}
+		if (ls->cfg->mode == CONFIG_RELAY)
+			relay_listener_free(ls->proto);
 	}
 	if (app->admin_on)
 		tcpserver_destroy(&app->admin);
