@@ -36,7 +36,8 @@ LDFLAGS ?=
 LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) -lm
 
 ifeq ($(SANITIZE),1)
-BUILD   := build/sanitize
+# Sanitized objects never mix with plain ones, whatever BUILD is.
+override BUILD := $(BUILD)/sanitize
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer \
 	   -fno-sanitize-recover=undefined -O1
 LDFLAGS += -fsanitize=address,undefined
