@@ -453,6 +453,18 @@ stream_set_peer(struct stream *s, const struct sockaddr *sa)
 	netutil_format_addr(sa, s->peer, sizeof(s->peer));
 }
 
+int
+stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
+    socklen_t *len)
+{
+	*len = sizeof(*ss);
+	if (s->fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	return getsockname(s->fd, (struct sockaddr *)ss, len);
+}
+
 void
 stream_set_error(struct stream *s, const char *fmt, ...)
 {
@@ -478,6 +490,22 @@ stream_start_deadline(struct stream *s, double seconds)
 		return;
 	s->deadline = ev_now(s->sl->loop) + seconds;
 	timer_arm(s);
+}
+
+void
+stream_begin_handshake(struct stream *s)
+{
+	if (s->closed)
+		return;
+	s->handshaking = 1;
+	s->handshake_started = 1;
+	s->active = 1;
+	/* A connect in progress is under its deadline; finish_connect goes on. */
+	if (!s->connecting) {
+		stream_start_deadline(s, s->opts.handshake_timeout);
+		queue_work(s, W_HANDSHAKE);
+	}
+	update_interest(s);
 }
 
 /* The owner asked for I/O: a deferred handshake starts now. */
@@ -704,7 +732,8 @@ run_reads(struct stream *s)
 	if (s->in_dispatch)
 		return;
 	s->in_dispatch = 1;
-	while (!s->closed && s->read_kind != READ_NONE) {
+	/* Paused means paused: buffered bytes wait too (backpressure). */
+	while (!s->closed && !s->paused && s->read_kind != READ_NONE) {
 		size_t n = read_satisfiable(s);
 		if (n == 0)
 			break;
@@ -811,6 +840,8 @@ stream_resume_reading(struct stream *s)
 		return;
 	s->paused = 0;
 	activate(s);
+	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 || s->eof))
+		queue_work(s, W_DISPATCH);
 	update_interest(s);
 }
 

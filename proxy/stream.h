@@ -28,8 +28,9 @@
  *
  * Backpressure: reading stops (the kernel then pushes back on the sender)
  * while the read buffer holds max_buffer_size bytes or more, or while the
- * owner has paused reading.  stream_write_pending() tells how much is still
- * queued for the peer.
+ * owner has paused reading.  While paused no read callback runs either:
+ * bytes already buffered wait for stream_resume_reading().
+ * stream_write_pending() tells how much is still queued for the peer.
  *
  * The process must ignore SIGPIPE: OpenSSL writes to its socket with
  * write(), which cannot ask for MSG_NOSIGNAL.
@@ -221,6 +222,20 @@ static inline void *stream_arg(const struct stream *s) { return s->arg; }
 /* Sets the peer label used in logs (done by tcpserver/stream_connect). */
 void stream_set_peer(struct stream *s, const struct sockaddr *sa);
 static inline const char *stream_peer(const struct stream *s) { return s->peer; }
+/*
+ * The local end of the connection (getsockname): for an accepted stream,
+ * the address the client connected to (PROXY protocol headers need it).
+ * 0, or -1 with errno (closed stream: EBADF).
+ */
+int stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
+    socklen_t *len);
+/* Bytes moved through the transport so far (plaintext for TLS). */
+static inline uint64_t stream_bytes_in(const struct stream *s) { return s->bytes_in; }
+static inline uint64_t stream_bytes_out(const struct stream *s) { return s->bytes_out; }
+/* When bytes last moved either way (loop time). */
+static inline ev_tstamp stream_last_io(const struct stream *s) { return s->last_io; }
+/* The listener counters the stream counts into, or NULL. */
+static inline struct metrics_conn *stream_stats(const struct stream *s) { return s->stats; }
 static inline const char *stream_error(const struct stream *s) { return s->error; }
 /* Records an error detail (transports; protocol layers explaining a close). */
 void stream_set_error(struct stream *s, const char *fmt, ...)
@@ -295,5 +310,14 @@ void stream_set_idle_timeout(struct stream *s, double seconds);
  * within `seconds` from now, or it is closed with STREAM_CLOSE_TIMEOUT.
  */
 void stream_start_deadline(struct stream *s, double seconds);
+
+/*
+ * For transports that speak first (a TLS client), once installed: the
+ * handshake starts as soon as the connect completes or, on a stream that
+ * is already connected (after bytes sent in the clear, like a PROXY
+ * header), right away, bounded by handshake_timeout from now.  Bytes still
+ * queued go through the new transport after the handshake.
+ */
+void stream_begin_handshake(struct stream *s);
 
 #endif
