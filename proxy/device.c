@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "device.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,10 @@
 #include "log.h"
 #include "metrics.h"
 
+/* Bytes handed to the parser per callback; bounds a blocked overshoot. */
 #define READ_CHUNK (64 * 1024)
+/* How long a refused client has to read its 0x01 and close. */
+#define LINGER_SECONDS 2.0
 
 /* ---- the parser ---- */
 
@@ -32,23 +36,63 @@ device_parser_free(struct device_parser *p)
 	p->body = p->scratch = NULL;
 }
 
-int
-device_parser_set_frame_size(struct device_parser *p, size_t size)
+bool
+device_utf8_valid(const char *s, size_t len)
 {
-	free(p->scratch);
-	p->scratch = malloc(size);
-	p->scratch_have = 0;
-	p->frame_size = p->scratch ? size : 0;
-	return p->scratch ? 0 : -1;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned c = u[i], cp, min;
+		size_t more;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			more = 1, cp = c & 0x1f, min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			more = 2, cp = c & 0x0f, min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			more = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if (len - i - 1 < more)
+			return false;
+		for (size_t k = 1; k <= more; k++) {
+			if ((u[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (u[i + k] & 0x3f);
+		}
+		/* Overlong forms, surrogates and beyond U+10FFFF. */
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += more + 1;
+	}
+	return true;
 }
 
+enum fail_kind { F_PROTOCOL, F_LIMIT, F_NOMEM };
+
+static int fail(struct device_parser *p, device_event_cb cb, void *arg,
+    enum fail_kind kind, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* Ends the parser with an error event; returns 1 (stop). */
 static int
-emit_error(struct device_parser *p, device_event_cb cb, void *arg,
-    const char *why, bool limit)
+fail(struct device_parser *p, device_event_cb cb, void *arg,
+    enum fail_kind kind, const char *fmt, ...)
 {
 	struct device_event ev = { .type = DEV_ERROR, .role = p->role,
-	    .error = why, .limit = limit };
+	    .error = p->err, .limit = kind == F_LIMIT,
+	    .nomem = kind == F_NOMEM };
+	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(p->err, sizeof(p->err), fmt, ap);
+	va_end(ap);
 	p->state = DP_DEAD;
 	cb(arg, &ev);
 	return 1;
@@ -73,7 +117,7 @@ count_keys(const char *k, size_t len)
 	return cur == 0 ? 0 : n;
 }
 
-/* A complete uuid or key list. */
+/* A complete uuid or key list of p->need bytes. */
 static int
 field_done(struct device_parser *p, const char *body, device_event_cb cb,
     void *arg)
@@ -82,18 +126,24 @@ field_done(struct device_parser *p, const char *body, device_event_cb cb,
 	    .len = p->need };
 
 	if (p->field == 0) {
+		if (!device_utf8_valid(body, p->need))
+			return fail(p, cb, arg, F_LIMIT, "uuid is not UTF-8");
 		ev.type = DEV_UUID;
 		p->state = p->role == DEVICE_PRODUCER ? DP_LEN : DP_ACCEPT;
 		p->field = 1;
 		p->lenhave = 0;
 		return cb(arg, &ev);
 	}
+	if (!device_utf8_valid(body, p->need))
+		return fail(p, cb, arg, F_LIMIT, "keys are not UTF-8");
 	ev.count = count_keys(body, p->need);
 	if (ev.count == 0)
-		return emit_error(p, cb, arg, "empty key name", true);
+		return fail(p, cb, arg, F_LIMIT, "empty key name");
 	if (ev.count > p->max_keys)
-		return emit_error(p, cb, arg, "too many keys", true);
+		return fail(p, cb, arg, F_LIMIT, "%zu keys, more than %zu",
+		    ev.count, p->max_keys);
 	ev.type = DEV_KEYS;
+	p->frame_size = ev.count * 4;
 	p->state = DP_FRAMES;
 	return cb(arg, &ev);
 }
@@ -101,15 +151,16 @@ field_done(struct device_parser *p, const char *body, device_event_cb cb,
 static int
 length_done(struct device_parser *p, device_event_cb cb, void *arg)
 {
-	size_t need = (size_t)p->lenbuf[0] << 24 | (size_t)p->lenbuf[1] << 16 |
-	    (size_t)p->lenbuf[2] << 8 | p->lenbuf[3];
+	uint32_t need = (uint32_t)p->lenbuf[0] << 24 |
+	    (uint32_t)p->lenbuf[1] << 16 | (uint32_t)p->lenbuf[2] << 8 |
+	    p->lenbuf[3];
 	size_t max = p->field == 0 ? p->max_uuid : p->max_keys_bytes;
 
 	/* Checked before anything is allocated: 4 GB claims cost nothing. */
 	if (need == 0 || need > max)
-		return emit_error(p, cb, arg, p->field == 0 ?
-		    "uuid length out of range" : "keys length out of range",
-		    true);
+		return fail(p, cb, arg, F_LIMIT, "%s length %lu out of range "
+		    "1..%zu", p->field == 0 ? "uuid" : "keys",
+		    (unsigned long)need, max);
 	p->need = need;
 	p->bodyhave = 0;
 	p->state = DP_BODY;
@@ -117,49 +168,75 @@ length_done(struct device_parser *p, device_event_cb cb, void *arg)
 }
 
 static int
+feed_body(struct device_parser *p, const char *data, size_t len,
+    size_t *used, device_event_cb cb, void *arg)
+{
+	size_t n = p->need - p->bodyhave;
+	int stop;
+
+	if (p->bodyhave == 0 && len >= n) {
+		/* Whole in this chunk: no copy. */
+		*used = n;
+		return field_done(p, data, cb, arg);
+	}
+	if (p->body == NULL && (p->body = malloc(p->need)) == NULL) {
+		*used = 0;
+		return fail(p, cb, arg, F_NOMEM, "out of memory");
+	}
+	if (n > len)
+		n = len;
+	memcpy(p->body + p->bodyhave, data, n);
+	p->bodyhave += n;
+	*used = n;
+	if (p->bodyhave < p->need)
+		return 0;
+	stop = field_done(p, p->body, cb, arg);
+	free(p->body);
+	p->body = NULL;
+	return stop;
+}
+
+static int
 feed_frames(struct device_parser *p, const char *data, size_t len,
     size_t *used, device_event_cb cb, void *arg)
 {
-	size_t fs = p->frame_size, i = 0;
 	struct device_event ev = { .type = DEV_FRAMES, .role = p->role };
+	size_t fs = p->frame_size, i = 0;
 
-	if (fs == 0)
-		return emit_error(p, cb, arg, "frames before keys were "
-		    "accepted", false);
+	*used = 0;
 	if (p->scratch_have > 0) {
 		size_t n = fs - p->scratch_have;
 		if (n > len)
 			n = len;
 		memcpy(p->scratch + p->scratch_have, data, n);
 		p->scratch_have += n;
-		i = n;
-		if (p->scratch_have < fs) {
-			*used = i;
+		i = *used = n;
+		if (p->scratch_have < fs)
 			return 0;
-		}
 		p->scratch_have = 0;
 		ev.data = p->scratch;
 		ev.count = 1;
 		ev.len = fs;
-		if (cb(arg, &ev)) {
-			*used = i;
+		if (cb(arg, &ev))
 			return 1;
-		}
 	}
-	size_t whole = (len - i) / fs;
-	if (whole > 0) {
+	if (len - i >= fs) {
+		ev.count = (len - i) / fs;
 		ev.data = data + i;
-		ev.count = whole;
-		ev.len = whole * fs;
-		i += whole * fs;
-		if (cb(arg, &ev)) {
-			*used = i;
+		ev.len = ev.count * fs;
+		i += ev.len;
+		*used = i;
+		if (cb(arg, &ev))
 			return 1;
-		}
 	}
-	memcpy(p->scratch, data + i, len - i);
-	p->scratch_have = len - i;
-	*used = len;
+	if (i < len) {
+		/* The head of a frame: kept until its tail arrives. */
+		if (p->scratch == NULL && (p->scratch = malloc(fs)) == NULL)
+			return fail(p, cb, arg, F_NOMEM, "out of memory");
+		memcpy(p->scratch, data + i, len - i);
+		p->scratch_have = len - i;
+		*used = len;
+	}
 	return 0;
 }
 
@@ -167,7 +244,7 @@ size_t
 device_parser_feed(struct device_parser *p, const char *data, size_t len,
     device_event_cb cb, void *arg)
 {
-	size_t i = 0;
+	size_t i = 0, used;
 	int stop = 0;
 
 	while (i < len && !stop) {
@@ -175,8 +252,8 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 		case DP_ROLE: {
 			unsigned char b = (unsigned char)data[i++];
 			if (b != DEVICE_PRODUCER && b != DEVICE_CONSUMER) {
-				emit_error(p, cb, arg, "unknown first byte",
-				    false);
+				fail(p, cb, arg, F_PROTOCOL,
+				    "unknown first byte 0x%02x", b);
 				return i;
 			}
 			struct device_event ev = { .type = DEV_ROLE,
@@ -194,31 +271,10 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 			if (p->lenhave == 4)
 				stop = length_done(p, cb, arg);
 			break;
-		case DP_BODY: {
-			size_t n = p->need - p->bodyhave;
-			if (p->bodyhave == 0 && len - i >= n) {
-				/* Whole in this chunk: no copy. */
-				i += n;
-				stop = field_done(p, data + i - n, cb, arg);
-				break;
-			}
-			if (p->body == NULL && (p->body = malloc(p->need)) ==
-			    NULL) {
-				emit_error(p, cb, arg, "out of memory", false);
-				return i;
-			}
-			if (n > len - i)
-				n = len - i;
-			memcpy(p->body + p->bodyhave, data + i, n);
-			p->bodyhave += n;
-			i += n;
-			if (p->bodyhave == p->need) {
-				stop = field_done(p, p->body, cb, arg);
-				free(p->body);
-				p->body = NULL;
-			}
+		case DP_BODY:
+			stop = feed_body(p, data + i, len - i, &used, cb, arg);
+			i += used;
 			break;
-		}
 		case DP_ACCEPT: {
 			struct device_event ev = { .type = DEV_ACCEPT,
 			    .role = (unsigned char)data[i++] };
@@ -226,14 +282,14 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 			stop = cb(arg, &ev);
 			break;
 		}
-		case DP_FRAMES: {
-			size_t used = 0;
-			stop = feed_frames(p, data + i, len - i, &used, cb, arg);
+		case DP_FRAMES:
+			stop = feed_frames(p, data + i, len - i, &used, cb,
+			    arg);
 			i += used;
 			break;
-		}
 		case DP_IGNORE:
 			/* A consumer has nothing more to say; ignore it. */
+			p->ignored += len - i;
 			i = len;
 			break;
 		case DP_DEAD:
@@ -246,15 +302,17 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 /* ---- the glue ---- */
 
 struct device_conn {
-	struct relay_conn rc;
+	struct relay_conn rc;		/* first: the stream's callback arg */
 	struct relay_listener *lst;
 	struct device_parser p;
-	ev_timer header;
-	bool registered;
-	bool stopped;		/* answered 0x01 or closed: read no more */
+	ev_timer timer;			/* registration deadline, then linger */
+	bool registered;		/* producer registered / consumer in */
+	bool lingering;			/* refused: reading until the close */
+	bool done;			/* closing: read no more */
 	char uuid[256];
 	size_t ulen;
 	size_t nkeys;
+	char reason[160];		/* why it ended, when we decided */
 };
 
 static const char ACK = 0x00, NAK = 0x01;
@@ -266,19 +324,70 @@ role_name(const struct device_conn *dc)
 	    dc->p.role == DEVICE_CONSUMER ? "consumer" : "client";
 }
 
+static void set_reason(struct device_conn *dc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The first reason given is the one logged. */
+static void
+set_reason(struct device_conn *dc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (dc->reason[0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(dc->reason, sizeof(dc->reason), fmt, ap);
+	va_end(ap);
+}
+
+static void
+arm_timer(struct device_conn *dc, double seconds)
+{
+	struct ev_loop *loop = dc->lst->reg->loop;
+
+	ev_timer_stop(loop, &dc->timer);
+	if (seconds <= 0)
+		return;
+	ev_timer_set(&dc->timer, seconds, 0.);
+	ev_timer_start(loop, &dc->timer);
+}
+
+/* Queues a reply; a stream that cannot take it is closing already. */
+static int
+reply(struct device_conn *dc, const void *p, size_t len)
+{
+	if (stream_write(dc->rc.s, p, len, NULL) == 0)
+		return 0;
+	dc->done = true;
+	return 1;
+}
+
+static void
+linger_eof(struct stream *s, void *arg)
+{
+	/* Both directions are shut now: the stream closes by itself. */
+	(void)s;
+	(void)arg;
+}
+
+/*
+ * 0x01, then our FIN, then read until the client's: closing with its
+ * unread bytes in our socket would send a reset that can overtake the
+ * 0x01.  The timer bounds the wait.
+ */
 static int
 refuse(struct device_conn *dc, const char *why)
 {
-	char u[1100];
+	struct stream *s = dc->rc.s;
 
-	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
-	log_limited(LOG_INFO, "relay %s: %s %s refused (uuid '%s'): %s",
-	    dc->lst->name, role_name(dc), stream_peer(dc->rc.s), u, why);
+	set_reason(dc, "refused: %s", why);
 	dc->lst->reg->total.refused++;
-	stream_set_error(dc->rc.s, "refused: %s", why);
-	stream_write(dc->rc.s, &NAK, 1, NULL);
-	stream_end(dc->rc.s);
-	dc->stopped = true;
+	dc->lingering = true;
+	if (reply(dc, &NAK, 1) != 0)
+		return 1;
+	stream_set_eof_cb(s, linger_eof);
+	stream_shutdown_write(s);
+	arm_timer(dc, LINGER_SECONDS);
 	return 1;
 }
 
@@ -288,7 +397,7 @@ registered(struct device_conn *dc)
 	const struct relay_opts *o = &dc->lst->reg->opts;
 
 	dc->registered = true;
-	ev_timer_stop(dc->lst->reg->loop, &dc->header);
+	ev_timer_stop(dc->lst->reg->loop, &dc->timer);
 	if (o->idle_timeout > 0)
 		stream_set_idle_timeout(dc->rc.s, o->idle_timeout);
 }
@@ -297,52 +406,73 @@ static int
 on_uuid(struct device_conn *dc, const struct device_event *ev)
 {
 	struct registry *reg = dc->lst->reg;
+	struct device_entry *e;
+	const char *why = NULL;
 
 	memcpy(dc->uuid, ev->data, ev->len);
 	dc->ulen = ev->len;
 	if (dc->p.role == DEVICE_PRODUCER) {
+		/* Refused at the uuid, as soon as it can be known. */
 		if (reg->opts.takeover == RELAY_REFUSE &&
 		    registry_live(registry_find(reg, ev->data, ev->len)))
 			return refuse(dc, "uuid held by a live producer");
-		stream_write(dc->rc.s, &ACK, 1, NULL);
-		return 0;
+		return reply(dc, &ACK, 1);
 	}
-	const char *why = NULL;
-	struct device_entry *e = registry_add_consumer(reg, &dc->rc, ev->data,
-	    ev->len, &why);
+	e = registry_add_consumer(reg, &dc->rc, ev->data, ev->len, &why);
 	if (e == NULL)
 		return refuse(dc, why);
 	uint8_t hdr[5] = { 0x00, (uint8_t)(e->keys_len >> 24),
 	    (uint8_t)(e->keys_len >> 16), (uint8_t)(e->keys_len >> 8),
 	    (uint8_t)e->keys_len };
-	stream_write(dc->rc.s, hdr, sizeof(hdr), NULL);
-	stream_write(dc->rc.s, e->keys, e->keys_len, NULL);
 	dc->nkeys = e->nkeys;
-	return 0;
+	if (reply(dc, hdr, sizeof(hdr)) != 0)
+		return 1;
+	return reply(dc, e->keys, e->keys_len);
 }
 
 static int
 on_keys(struct device_conn *dc, const struct device_event *ev)
 {
 	struct registry *reg = dc->lst->reg;
-	char u[1100];
+	const char *why = NULL;
+	char u[REGISTRY_UUID_STR];
 
 	if (registry_add_producer(reg, &dc->rc, dc->uuid, dc->ulen, ev->data,
-	    ev->len, ev->count) < 0)
-		return refuse(dc, "uuid held by a live producer");
-	if (device_parser_set_frame_size(&dc->p, ev->count * 4) < 0) {
-		stream_set_error(dc->rc.s, "no memory for a frame");
-		stream_close(dc->rc.s, STREAM_CLOSE_NOMEM);
-		dc->stopped = true;
-		return 1;
-	}
+	    ev->len, ev->count, &why) < 0)
+		return refuse(dc, why);
 	dc->nkeys = ev->count;
-	stream_write(dc->rc.s, &ACK, 1, NULL);
+	if (reply(dc, &ACK, 1) != 0)
+		return 1;
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
-	LOGI("relay %s: producer %s registered uuid '%s' (%zu keys, %zu "
-	    "consumers waiting)", dc->lst->name, stream_peer(dc->rc.s), u,
-	    ev->count, dc->rc.entry ? dc->rc.entry->nconsumers : 0);
+	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
+	    "(%zu consumers attached)", dc->lst->name, stream_peer(dc->rc.s),
+	    u, ev->count, dc->rc.entry->nconsumers);
+	return 0;
+}
+
+static int
+on_accept(struct device_conn *dc, const struct device_event *ev)
+{
+	char u[REGISTRY_UUID_STR];
+
+	if (ev->role != 0x00) {
+		set_reason(dc, "declined the keys (0x%02x)",
+		    (unsigned)ev->role);
+		dc->done = true;
+		stream_end(dc->rc.s);
+		return 1;
+	}
+	if (dc->rc.entry == NULL) {
+		/* Detached meanwhile (other keys): its stream is closing. */
+		dc->done = true;
+		return 1;
+	}
+	registry_accept(&dc->rc);
+	registered(dc);
+	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
+	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)",
+	    dc->lst->name, stream_peer(dc->rc.s), u, dc->nkeys);
 	return 0;
 }
 
@@ -350,40 +480,34 @@ static int
 on_event(void *arg, const struct device_event *ev)
 {
 	struct device_conn *dc = arg;
+	struct stream *s = dc->rc.s;
 
-	if (stream_closed(dc->rc.s))
+	if (dc->done || dc->lingering || stream_closed(s))
 		return 1;
 	switch (ev->type) {
 	case DEV_ROLE:
-		stream_write(dc->rc.s, &ACK, 1, NULL);
-		return 0;
+		return reply(dc, &ACK, 1);
 	case DEV_UUID:
 		return on_uuid(dc, ev);
 	case DEV_KEYS:
 		return on_keys(dc, ev);
 	case DEV_ACCEPT:
-		if (ev->role != 0x00) {
-			stream_set_error(dc->rc.s, "consumer declined (0x%02x)",
-			    ev->role);
-			stream_end(dc->rc.s);
-			dc->stopped = true;
-			return 1;
-		}
-		registry_accept(&dc->rc);
-		registered(dc);
-		return 0;
+		return on_accept(dc, ev);
 	case DEV_FRAMES:
 		registry_publish(&dc->rc, ev->data, ev->count);
 		return 0;
 	case DEV_ERROR:
-		dc->lst->protocol_errors++;
 		if (ev->limit)
 			return refuse(dc, ev->error);
-		log_limited(LOG_INFO, "relay %s: protocol error from %s: %s",
-		    dc->lst->name, stream_peer(dc->rc.s), ev->error);
-		stream_set_error(dc->rc.s, "protocol error: %s", ev->error);
-		stream_close(dc->rc.s, STREAM_CLOSE_LOCAL);
-		dc->stopped = true;
+		dc->done = true;
+		if (ev->nomem) {
+			set_reason(dc, "%s", ev->error);
+			stream_close(s, STREAM_CLOSE_NOMEM);
+			return 1;
+		}
+		dc->lst->protocol_errors++;
+		set_reason(dc, "protocol error: %s", ev->error);
+		stream_close(s, STREAM_CLOSE_LOCAL);
 		return 1;
 	}
 	return 0;
@@ -394,19 +518,26 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 {
 	struct device_conn *dc = arg;
 
-	device_parser_feed(&dc->p, data, len, on_event, dc);
-	if (!dc->stopped && !stream_closed(s))
-		stream_read_bytes(s, READ_CHUNK, true, on_data);
+	/* Once refused, bytes are read only to see the client close. */
+	if (!dc->lingering && !dc->done)
+		(void)device_parser_feed(&dc->p, data, len, on_event, dc);
+	if (!dc->done && !stream_closed(s))
+		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
 }
 
 static void
-header_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct device_conn *dc = w->data;
 
 	(void)loop;
 	(void)revents;
-	stream_set_error(dc->rc.s, "no registration within %.1f s",
+	dc->done = true;
+	if (dc->lingering) {
+		stream_close(dc->rc.s, STREAM_CLOSE_LOCAL);
+		return;
+	}
+	set_reason(dc, "no registration within %.1f s",
 	    dc->lst->reg->opts.header_timeout);
 	stream_close(dc->rc.s, STREAM_CLOSE_TIMEOUT);
 }
@@ -416,24 +547,35 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 {
 	struct device_conn *dc = arg;
 	struct registry *reg = dc->lst->reg;
+	double secs = ev_now(reg->loop) - dc->rc.since;
+	char u[REGISTRY_UUID_STR], reason[320];
 
-	if (dc->registered) {
-		char u[1100];
-		registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
-		LOGI("relay %s: %s %s left uuid '%s' (%zu keys) after %.1f s, "
-		    "%llu frames%s%llu dropped: %s%s%s", dc->lst->name,
-		    role_name(dc), stream_peer(s), u, dc->nkeys,
-		    ev_now(reg->loop) - dc->rc.since,
-		    (unsigned long long)dc->rc.frames, ", ",
+	if (dc->reason[0] != '\0')
+		snprintf(reason, sizeof(reason), "%s", dc->reason);
+	else if (stream_error(s)[0] != '\0')
+		snprintf(reason, sizeof(reason), "%s: %s",
+		    stream_close_reason_str(why), stream_error(s));
+	else
+		snprintf(reason, sizeof(reason), "%s",
+		    stream_close_reason_str(why));
+	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
+	if (dc->registered)
+		LOGI("relay %s: %s %s left uuid '%s' (%zu keys) after %.1f s: "
+		    "%llu frames, %llu dropped, %llu bytes in, %llu bytes out: "
+		    "%s", dc->lst->name, role_name(dc), stream_peer(s), u,
+		    dc->nkeys, secs, (unsigned long long)dc->rc.frames,
 		    (unsigned long long)dc->rc.dropped,
-		    stream_close_reason_str(why), stream_error(s)[0] ? ", " : "",
-		    stream_error(s));
-	} else if (why == STREAM_CLOSE_TIMEOUT) {
-		log_limited(LOG_INFO, "relay %s: %s closed: %s", dc->lst->name,
-		    stream_peer(s), stream_error(s));
-	}
+		    (unsigned long long)stream_bytes_in(s),
+		    (unsigned long long)stream_bytes_out(s), reason);
+	else
+		log_limited(LOG_INFO, "relay %s: %s %s%s%s%s closed after "
+		    "%.1f s, %llu bytes in, %llu bytes out: %s", dc->lst->name,
+		    role_name(dc), stream_peer(s), dc->ulen ? " (uuid '" : "",
+		    u, dc->ulen ? "')" : "", secs,
+		    (unsigned long long)stream_bytes_in(s),
+		    (unsigned long long)stream_bytes_out(s), reason);
 	registry_remove(&dc->rc);
-	ev_timer_stop(reg->loop, &dc->header);
+	ev_timer_stop(reg->loop, &dc->timer);
 	device_parser_free(&dc->p);
 	free(dc);
 }
@@ -449,6 +591,8 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 	(void)sa;
 	(void)salen;
 	if (dc == NULL) {
+		LOGW("relay %s: no memory for a connection from %s", lst->name,
+		    stream_peer(s));
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		return;
 	}
@@ -457,13 +601,10 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 	dc->rc.since = ev_now(reg->loop);
 	device_parser_init(&dc->p, &reg->opts);
 	stream_set_callbacks(s, on_close, dc);
-	if (reg->opts.header_timeout > 0) {
-		ev_timer_init(&dc->header, header_timeout,
-		    reg->opts.header_timeout, 0.);
-		dc->header.data = dc;
-		ev_timer_start(reg->loop, &dc->header);
-	}
-	stream_read_bytes(s, READ_CHUNK, true, on_data);
+	ev_timer_init(&dc->timer, on_timer, 0., 0.);
+	dc->timer.data = dc;
+	arm_timer(dc, reg->opts.header_timeout);
+	(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
 }
 
 /* ---- listeners and their metrics ---- */
@@ -481,8 +622,8 @@ relay_listener_new(const char *name, struct ev_loop *loop,
 		free(rl);
 		return NULL;
 	}
-	registry_init(rl->reg, loop, opts);
 	snprintf(rl->name, sizeof(rl->name), "%s", name);
+	registry_init(rl->reg, rl->name, loop, opts);
 	return rl;
 }
 
@@ -496,47 +637,123 @@ relay_listener_free(struct relay_listener *rl)
 	free(rl);
 }
 
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void
+label_escape(const char *s, size_t len, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 3 <= outlen; i++) {
+		if (s[i] == '\\' || s[i] == '"') {
+			out[o++] = '\\';
+			out[o++] = s[i];
+		} else if (s[i] == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else {
+			out[o++] = s[i];
+		}
+	}
+	out[o] = '\0';
+}
+
+#define C(f) offsetof(struct relay_counters, f)
+static const struct {
+	const char *name, *type, *help;
+	size_t off;
+	bool per_device;
+} relay_families[] = {
+	{ "frames_in_total", "counter", "Frames received from producers.",
+	    C(frames_in), true },
+	{ "bytes_in_total", "counter", "Frame bytes received from producers.",
+	    C(bytes_in), true },
+	{ "frames_out_total", "counter", "Frames queued to consumers.",
+	    C(frames_out), true },
+	{ "bytes_out_total", "counter", "Frame bytes queued to consumers.",
+	    C(bytes_out), true },
+	{ "frames_dropped_total", "counter",
+	    "Frames dropped for slow consumers.", C(frames_dropped), true },
+	{ "bytes_dropped_total", "counter",
+	    "Frame bytes dropped for slow consumers.", C(bytes_dropped), true },
+	{ "refused_total", "counter", "Requests answered with 0x01.",
+	    C(refused), false },
+	{ "producers", "gauge", "Producers connected.", C(producers), true },
+	{ "consumers", "gauge", "Consumers connected.", C(consumers), true },
+};
+#undef C
+
+static uint64_t
+counter(const struct relay_counters *c, size_t off)
+{
+	uint64_t v;
+
+	memcpy(&v, (const char *)c + off, sizeof(v));
+	return v;
+}
+
+static void
+render_devices(struct relay_listener *const *ls, size_t n,
+    struct buffer *out, size_t f)
+{
+	char name[96], help[128], lst[160], uuid[512];
+
+	snprintf(name, sizeof(name), "ferry_relay_device_%s",
+	    relay_families[f].name);
+	snprintf(help, sizeof(help), "%s Per uuid.", relay_families[f].help);
+	metrics_family(out, name, relay_families[f].type, help);
+	for (size_t i = 0; i < n; i++) {
+		size_t shown = 0;
+		label_escape(ls[i]->name, strlen(ls[i]->name), lst,
+		    sizeof(lst));
+		for (struct device_entry *e = registry_next(ls[i]->reg, NULL);
+		    e != NULL && shown < RELAY_METRICS_MAX_DEVICES;
+		    e = registry_next(ls[i]->reg, e), shown++) {
+			label_escape(e->uuid, e->uuid_len, uuid, sizeof(uuid));
+			metrics_printf(out, "%s{listener=\"%s\",uuid=\"%s\"} "
+			    "%llu\n", name, lst, uuid, (unsigned long long)
+			    counter(&e->c, relay_families[f].off));
+		}
+	}
+}
+
 void
 relay_render_metrics(struct relay_listener *const *ls, size_t n,
     struct buffer *out)
 {
-	static const struct {
-		const char *name, *type, *help;
-		size_t off;
-	} fam[] = {
-#define C(f) offsetof(struct relay_counters, f)
-		{ "ferry_relay_frames_in_total", "counter",
-		    "Frames received from producers.", C(frames_in) },
-		{ "ferry_relay_bytes_in_total", "counter",
-		    "Frame bytes received from producers.", C(bytes_in) },
-		{ "ferry_relay_frames_out_total", "counter",
-		    "Frames sent to consumers.", C(frames_out) },
-		{ "ferry_relay_bytes_out_total", "counter",
-		    "Frame bytes sent to consumers.", C(bytes_out) },
-		{ "ferry_relay_frames_dropped_total", "counter",
-		    "Frames dropped for slow consumers.", C(frames_dropped) },
-		{ "ferry_relay_refused_total", "counter",
-		    "Registrations answered with 0x01.", C(refused) },
-		{ "ferry_relay_producers", "gauge",
-		    "Producers connected.", C(producers) },
-		{ "ferry_relay_consumers", "gauge",
-		    "Consumers connected.", C(consumers) },
-#undef C
-	};
+	const size_t nf = sizeof(relay_families) / sizeof(relay_families[0]);
+	char name[96], lst[160];
 
 	if (n == 0)
 		return;
-	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-		metrics_family(out, fam[f].name, fam[f].type, fam[f].help);
-		for (size_t i = 0; i < n; i++)
-			metrics_printf(out, "%s{listener=\"%s\"} %llu\n",
-			    fam[f].name, ls[i]->name, (unsigned long long)
-			    *(const uint64_t *)((const char *)&ls[i]->reg->total +
-			    fam[f].off));
+	for (size_t f = 0; f < nf; f++) {
+		snprintf(name, sizeof(name), "ferry_relay_%s",
+		    relay_families[f].name);
+		metrics_family(out, name, relay_families[f].type,
+		    relay_families[f].help);
+		for (size_t i = 0; i < n; i++) {
+			label_escape(ls[i]->name, strlen(ls[i]->name), lst,
+			    sizeof(lst));
+			metrics_printf(out, "%s{listener=\"%s\"} %llu\n", name,
+			    lst, (unsigned long long)counter(&ls[i]->reg->total,
+			    relay_families[f].off));
+		}
+	}
+	metrics_family(out, "ferry_relay_protocol_errors_total", "counter",
+	    "Connections closed for a protocol error.");
+	for (size_t i = 0; i < n; i++) {
+		label_escape(ls[i]->name, strlen(ls[i]->name), lst, sizeof(lst));
+		metrics_printf(out, "ferry_relay_protocol_errors_total"
+		    "{listener=\"%s\"} %llu\n", lst,
+		    (unsigned long long)ls[i]->protocol_errors);
 	}
 	metrics_family(out, "ferry_relay_devices", "gauge",
 	    "UUIDs with a producer or waiting consumers.");
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		label_escape(ls[i]->name, strlen(ls[i]->name), lst, sizeof(lst));
 		metrics_printf(out, "ferry_relay_devices{listener=\"%s\"} %zu\n",
-		    ls[i]->name, ls[i]->reg->entries);
+		    lst, ls[i]->reg->entries);
+	}
+	for (size_t f = 0; f < nf; f++)
+		if (relay_families[f].per_device)
+			render_devices(ls, n, out, f);
 }

@@ -6,7 +6,7 @@
  * fuzzed.  Lengths are checked against the limits before anything is
  * buffered, so a claimed 4 GB never allocates.  Runs of whole frames are
  * reported as pointers into the fed chunk (no copy); only a frame split
- * across two chunks is assembled in a frame-sized scratch buffer.
+ * across two chunks is assembled, in a frame-sized scratch buffer.
  *
  * The glue (device_handle_stream) reads a stream with partial reads, feeds
  * the parser, answers each step (0x00 / 0x01 / the keys) and hands frames
@@ -16,6 +16,19 @@
  *           keys (BE32 len + names joined by ',') -> 0x00; frames of 4N.
  * Consumer: 0x0b -> 0x00; uuid -> 0x00 if a producer holds it, else 0x01;
  *           then the keys (BE32 len + bytes); 0x00 accepts; then frames.
+ *
+ * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
+ * 1..max_keys_bytes bytes naming 1..max_keys keys, no empty name; uuid and
+ * keys must be UTF-8.  A broken limit is answered 0x01; the server then
+ * sends its FIN and reads (discarding) until the client closes, or a
+ * couple of seconds pass, so that the 0x01 is not lost to a reset.  Any
+ * other first byte than 0x0a / 0x0b closes the connection.  Bytes a
+ * consumer sends after its accept byte are read and ignored.
+ *
+ * Logging: one line when a producer registers or a consumer is accepted,
+ * one when such a device leaves (uuid, keys, peer, duration, frames,
+ * drops, bytes each way, why); every other connection gets one line
+ * when it closes (peer, duration, bytes each way, why), rate-limited.
  */
 #ifndef FERRY_DEVICE_H
 #define FERRY_DEVICE_H
@@ -33,10 +46,11 @@
 enum device_ev {
 	DEV_ROLE,	/* role: DEVICE_PRODUCER / DEVICE_CONSUMER */
 	DEV_UUID,	/* data, len */
-	DEV_KEYS,	/* data, len; nkeys */
-	DEV_ACCEPT,	/* role byte = the consumer's answer */
-	DEV_FRAMES,	/* data, count whole frames */
-	DEV_ERROR,	/* error: reason; `limit` when a limit was broken */
+	DEV_KEYS,	/* data, len; count = number of keys */
+	DEV_ACCEPT,	/* role = the consumer's answer byte */
+	DEV_FRAMES,	/* data, len = count * frame size */
+	DEV_ERROR,	/* error: reason; `limit` when a limit was broken,
+			 * `nomem` when memory could not be had */
 };
 
 struct device_event {
@@ -47,31 +61,38 @@ struct device_event {
 	size_t count;		/* frames (DEV_FRAMES) or keys (DEV_KEYS) */
 	const char *error;
 	bool limit;
+	bool nomem;
 };
 
-/* Return non-zero to stop the feed. */
+/*
+ * Return non-zero to stop the feed: device_parser_feed() returns at once
+ * and the parser must not be fed again (the connection is done with it).
+ */
 typedef int (*device_event_cb)(void *arg, const struct device_event *ev);
 
+enum device_parser_state {
+	DP_ROLE, DP_LEN, DP_BODY, DP_ACCEPT, DP_FRAMES, DP_IGNORE, DP_DEAD
+};
+
 struct device_parser {
-	enum { DP_ROLE, DP_LEN, DP_BODY, DP_ACCEPT, DP_FRAMES, DP_IGNORE,
-	    DP_DEAD } state;
+	enum device_parser_state state;
 	int role;
 	int field;			/* 0 = uuid, 1 = keys */
 	uint8_t lenbuf[4];
 	size_t lenhave;
 	size_t need;
-	char *body;			/* uuid / keys being assembled */
+	char *body;			/* uuid / keys split across chunks */
 	size_t bodyhave;
-	size_t frame_size;
+	size_t frame_size;		/* 4 * keys, once the keys are read */
 	char *scratch;			/* a frame split across chunks */
 	size_t scratch_have;
 	size_t max_uuid, max_keys_bytes, max_keys;
+	uint64_t ignored;		/* consumer bytes after its accept */
+	char err[96];
 };
 
 void device_parser_init(struct device_parser *p, const struct relay_opts *o);
 void device_parser_free(struct device_parser *p);
-/* After DEV_KEYS was accepted: frames of `size` bytes follow.  0 or -1. */
-int device_parser_set_frame_size(struct device_parser *p, size_t size);
 /*
  * Feeds bytes; returns how many were consumed (all, unless the callback
  * stopped the feed or an error ended the parser).
@@ -79,11 +100,14 @@ int device_parser_set_frame_size(struct device_parser *p, size_t size);
 size_t device_parser_feed(struct device_parser *p, const char *data,
     size_t len, device_event_cb cb, void *arg);
 
+/* Whether uuid / key bytes are well-formed UTF-8. */
+bool device_utf8_valid(const char *s, size_t len);
+
 /* A relay listener: what its connections share. */
 struct relay_listener {
 	char name[64];
 	struct registry *reg;
-	uint64_t protocol_errors;
+	uint64_t protocol_errors;	/* unknown first byte, bad accept */
 };
 
 /* A listener's registry; NULL when memory cannot be had. */
@@ -92,9 +116,15 @@ struct relay_listener *relay_listener_new(const char *name,
 /* After its streams are closed; NULL is ignored. */
 void relay_listener_free(struct relay_listener *rl);
 
+/* At most this many uuids per listener get their own series. */
+#define RELAY_METRICS_MAX_DEVICES 1000
+
 /*
  * The relay metric families (Prometheus text) for the given listeners,
- * each family's header once: main.c registers this as a metrics source.
+ * each family's header once: totals per listener (ferry_relay_*), and per
+ * uuid (ferry_relay_device_*{listener,uuid}) for the uuids an entry exists
+ * for now, at most RELAY_METRICS_MAX_DEVICES per listener.  main.c
+ * registers this as a metrics source.
  */
 void relay_render_metrics(struct relay_listener *const *ls, size_t n,
     struct buffer *out);

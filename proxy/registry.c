@@ -28,15 +28,16 @@ registry_uuid_str(const char *uuid, size_t len, char *out, size_t outlen)
 {
 	size_t o = 0;
 
-	for (size_t i = 0; i < len && o + 5 < outlen; i++) {
+	if (outlen == 0)
+		return;
+	for (size_t i = 0; i < len && o + 5 <= outlen - 1; i++) {
 		unsigned char c = (unsigned char)uuid[i];
 		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'')
 			out[o++] = (char)c;
 		else
 			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
 	}
-	if (outlen > 0)
-		out[o < outlen ? o : outlen - 1] = '\0';
+	out[o] = '\0';
 }
 
 static size_t
@@ -52,11 +53,12 @@ hash(const char *p, size_t len)
 }
 
 void
-registry_init(struct registry *reg, struct ev_loop *loop,
+registry_init(struct registry *reg, const char *name, struct ev_loop *loop,
     const struct relay_opts *opts)
 {
 	memset(reg, 0, sizeof(*reg));
 	reg->loop = loop;
+	snprintf(reg->name, sizeof(reg->name), "%s", name ? name : "relay");
 	if (opts != NULL)
 		reg->opts = *opts;
 	else
@@ -73,11 +75,27 @@ registry_find(struct registry *reg, const char *uuid, size_t len)
 	return NULL;
 }
 
+struct device_entry *
+registry_next(struct registry *reg, struct device_entry *e)
+{
+	size_t b = 0;
+
+	if (e != NULL) {
+		if (e->hnext != NULL)
+			return e->hnext;
+		b = e->bucket + 1;
+	}
+	for (; b < REGISTRY_BUCKETS; b++)
+		if (reg->buckets[b] != NULL)
+			return reg->buckets[b];
+	return NULL;
+}
+
 static void
 entry_free(struct device_entry *e)
 {
 	struct registry *reg = e->reg;
-	struct device_entry **pp = &reg->buckets[hash(e->uuid, e->uuid_len)];
+	struct device_entry **pp = &reg->buckets[e->bucket];
 
 	while (*pp != NULL && *pp != e)
 		pp = &(*pp)->hnext;
@@ -90,7 +108,7 @@ entry_free(struct device_entry *e)
 	free(e);
 }
 
-/* Frees the entry once nobody is attached. */
+/* Frees the entry once nobody is attached: the uuid is released. */
 static void
 entry_maybe_free(struct device_entry *e)
 {
@@ -99,98 +117,161 @@ entry_maybe_free(struct device_entry *e)
 }
 
 static void
+log_entry(const struct device_entry *e, const char *what, size_t n)
+{
+	char u[REGISTRY_UUID_STR];
+
+	registry_uuid_str(e->uuid, e->uuid_len, u, sizeof(u));
+	LOGI("relay %s: uuid '%s': %s (%zu consumers)", e->reg->name, u,
+	    what, n);
+}
+
+static void
+unlink_consumer(struct device_entry *e, struct relay_conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		e->consumers = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	c->entry = NULL;
+	e->nconsumers--;
+	e->c.consumers--;
+	e->reg->total.consumers--;
+}
+
+/*
+ * Detaches every consumer and closes it: after the queued frames with
+ * `flush`, at once otherwise (frames of another layout must not reach it).
+ * The entry may be left empty; the caller decides whether to free it.
+ */
+static void
+detach_consumers(struct device_entry *e, const char *why, bool flush)
+{
+	struct relay_conn *c, *next;
+
+	for (c = e->consumers; c != NULL; c = next) {
+		next = c->next;
+		unlink_consumer(e, c);
+		stream_set_error(c->s, "%s", why);
+		if (flush)
+			stream_end(c->s);
+		else
+			stream_close(c->s, STREAM_CLOSE_LOCAL);
+	}
+}
+
+static void
 grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct device_entry *e = w->data;
-	char u[1100];
 
 	(void)loop;
 	(void)revents;
 	if (e->producer != NULL)
 		return;
-	registry_uuid_str(e->uuid, e->uuid_len, u, sizeof(u));
-	LOGI("relay: uuid '%s': no producer within %.1f s, closing %zu "
-	    "consumers", u, e->reg->opts.grace, e->nconsumers);
-	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next) {
-		stream_set_error(c->s, "producer gone");
-		stream_end(c->s);
-	}
+	log_entry(e, "no producer within the grace period, closing",
+	    e->nconsumers);
+	detach_consumers(e, "producer gone, grace period over", true);
+	entry_maybe_free(e);
 }
 
 static struct device_entry *
 entry_new(struct registry *reg, const char *uuid, size_t ulen)
 {
 	struct device_entry *e = calloc(1, sizeof(*e));
-	size_t b = hash(uuid, ulen);
 
 	if (e == NULL)
 		return NULL;
 	e->reg = reg;
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
+	e->bucket = hash(uuid, ulen);
 	ev_timer_init(&e->grace, grace_expired, reg->opts.grace, 0.);
 	e->grace.data = e;
-	e->hnext = reg->buckets[b];
-	reg->buckets[b] = e;
+	e->hnext = reg->buckets[e->bucket];
+	reg->buckets[e->bucket] = e;
 	reg->entries++;
 	return e;
 }
 
+/* The producer slot is emptied; its consumers start waiting if `grace`. */
 static void
-close_consumers(struct device_entry *e, const char *why)
+unlink_producer(struct device_entry *e, bool grace)
 {
-	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next) {
-		stream_set_error(c->s, "%s", why);
-		stream_close(c->s, STREAM_CLOSE_LOCAL);
+	struct registry *reg = e->reg;
+
+	e->producer->entry = NULL;
+	e->producer = NULL;
+	e->producer_paused = false;
+	e->c.producers--;
+	reg->total.producers--;
+	if (grace && e->consumers != NULL) {
+		log_entry(e, "producer gone, consumers wait", e->nconsumers);
+		ev_timer_set(&e->grace, reg->opts.grace, 0.);
+		ev_timer_start(reg->loop, &e->grace);
 	}
 }
 
 int
 registry_add_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
-    size_t nkeys)
+    size_t nkeys, const char **why)
 {
 	struct device_entry *e = registry_find(reg, uuid, ulen);
-	char *kcopy;
+	size_t fs = nkeys * 4;
+	char *kcopy, *last = NULL;
+	bool same;
 
-	if (e != NULL && e->producer != NULL) {
-		if (reg->opts.takeover == RELAY_REFUSE)
-			return -1;
+	if (registry_live(e) && reg->opts.takeover == RELAY_REFUSE) {
+		*why = "uuid held by a live producer";
+		return -1;
+	}
+	/* Everything that can fail comes before anything changes. */
+	kcopy = malloc(klen);
+	if (reg->opts.last_value)
+		last = malloc(fs);
+	if (kcopy == NULL || (reg->opts.last_value && last == NULL) ||
+	    (e == NULL && (e = entry_new(reg, uuid, ulen)) == NULL)) {
+		free(kcopy);
+		free(last);
+		*why = "out of memory";
+		return -1;
+	}
+	memcpy(kcopy, keys, klen);
+	if (e->producer != NULL) {
 		/* A phone reconnecting: the new connection wins. */
 		struct relay_conn *old = e->producer;
 		stream_set_error(old->s, "replaced by a new producer from %s",
 		    stream_peer(conn->s));
-		registry_remove(old);
+		unlink_producer(e, false);
 		stream_close(old->s, STREAM_CLOSE_LOCAL);
-		e = registry_find(reg, uuid, ulen);
 	}
-	kcopy = malloc(klen);
-	if (kcopy == NULL)
-		return -1;
-	memcpy(kcopy, keys, klen);
-	if (e == NULL) {
-		e = entry_new(reg, uuid, ulen);
-		if (e == NULL) {
-			free(kcopy);
-			return -1;
-		}
-	} else if (e->keys_len != klen || memcmp(e->keys, keys, klen) != 0) {
+	same = e->keys != NULL && e->keys_len == klen &&
+	    memcmp(e->keys, keys, klen) == 0;
+	if (!same && e->consumers != NULL) {
 		/* Same uuid, other layout: the waiting consumers cannot use it. */
-		close_consumers(e, "producer came back with other keys");
-		e->has_last = false;
+		log_entry(e, "producer has other keys, closing",
+		    e->nconsumers);
+		detach_consumers(e, "producer came back with other keys",
+		    false);
 	}
+	/* A kept last frame is only good for the same layout. */
+	if (!same)
+		e->has_last = false;
+	if (last != NULL && (e->last == NULL || !same)) {
+		free(e->last);
+		e->last = last;
+		last = NULL;
+	}
+	free(last);
 	free(e->keys);
 	e->keys = kcopy;
 	e->keys_len = klen;
 	e->nkeys = nkeys;
-	if (e->frame_size != nkeys * 4) {
-		free(e->last);
-		e->last = NULL;
-		e->has_last = false;
-	}
-	e->frame_size = nkeys * 4;
-	if (reg->opts.last_value && e->last == NULL)
-		e->last = malloc(e->frame_size);
+	e->frame_size = fs;
 	ev_timer_stop(reg->loop, &e->grace);
 	e->producer = conn;
 	e->producer_paused = false;
@@ -217,6 +298,7 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 	}
 	conn->entry = e;
 	conn->producer = false;
+	conn->accepted = false;
 	conn->prev = NULL;
 	conn->next = e->consumers;
 	if (e->consumers != NULL)
@@ -243,16 +325,57 @@ count_out(struct device_entry *e, struct relay_conn *c, size_t frames)
 static void
 count_drop(struct device_entry *e, struct relay_conn *c, size_t frames)
 {
+	size_t bytes = frames * e->frame_size;
+
 	c->dropped += frames;
 	e->c.frames_dropped += frames;
+	e->c.bytes_dropped += bytes;
 	e->reg->total.frames_dropped += frames;
+	e->reg->total.bytes_dropped += bytes;
+}
+
+static bool
+over(const struct relay_conn *c, size_t limit)
+{
+	return c->accepted && !stream_closed(c->s) &&
+	    stream_write_pending(c->s) > limit;
+}
+
+/* Block policy: the producer reads again once no consumer is over. */
+static void
+maybe_unblock(struct device_entry *e)
+{
+	if (!e->producer_paused || e->producer == NULL)
+		return;
+	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next)
+		if (over(c, e->reg->opts.queue_bytes))
+			return;
+	e->producer_paused = false;
+	stream_resume_reading(e->producer->s);
 }
 
 static void
 consumer_drained(struct stream *s, void *arg)
 {
+	struct relay_conn *c = arg;	/* see registry.h: stream_arg */
+
 	(void)s;
-	registry_drained(arg);
+	if (c->entry != NULL)
+		maybe_unblock(c->entry);
+}
+
+/* Queues frames to one consumer; the drain callback matters to block. */
+static int
+queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
+    size_t n)
+{
+	stream_cb cb = e->reg->opts.slow == RELAY_BLOCK ? consumer_drained :
+	    NULL;
+
+	if (stream_write(c->s, p, n * e->frame_size, cb) < 0)
+		return -1;
+	count_out(e, c, n);
+	return 0;
 }
 
 void
@@ -260,11 +383,11 @@ registry_accept(struct relay_conn *conn)
 {
 	struct device_entry *e = conn->entry;
 
+	if (e == NULL || conn->accepted)
+		return;
 	conn->accepted = true;
-	if (e != NULL && e->has_last && e->producer != NULL &&
-	    stream_write(conn->s, e->last, e->frame_size,
-	    consumer_drained) == 0)
-		count_out(e, conn, 1);
+	if (e->has_last && e->producer != NULL)
+		(void)queue_frames(e, conn, e->last, 1);
 }
 
 /* Sends what the policy allows of `n` frames to one consumer. */
@@ -280,11 +403,9 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 	size_t fit = room / fs;
 
 	if (fit >= n || reg->opts.slow == RELAY_BLOCK) {
-		if (stream_write(c->s, frames, n * fs, consumer_drained) == 0)
-			count_out(e, c, n);
-		if (reg->opts.slow == RELAY_BLOCK &&
-		    stream_write_pending(c->s) > reg->opts.queue_bytes &&
-		    !e->producer_paused) {
+		(void)queue_frames(e, c, frames, n);
+		if (reg->opts.slow == RELAY_BLOCK && !e->producer_paused &&
+		    over(c, reg->opts.queue_bytes)) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
 			stream_pause_reading(e->producer->s);
@@ -292,17 +413,19 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 		return;
 	}
 	if (reg->opts.slow == RELAY_DISCONNECT) {
+		count_drop(e, c, n);
 		stream_set_error(c->s, "slow consumer: %zu bytes queued",
 		    queued);
-		count_drop(e, c, n);
+		unlink_consumer(e, c);
 		stream_close(c->s, STREAM_CLOSE_LIMIT);
 		return;
 	}
-	/* Drop: whole frames only, the newest are the ones that matter
-	 * least to keep order simple: send the first `fit`, drop the rest. */
-	if (fit > 0 && stream_write(c->s, frames, fit * fs,
-	    consumer_drained) == 0)
-		count_out(e, c, fit);
+	/*
+	 * Drop: the oldest frames that fit are queued, the rest of the run
+	 * is dropped whole; the consumer sees a gap, never half a frame.
+	 */
+	if (fit > 0 && queue_frames(e, c, frames, fit) < 0)
+		return;
 	count_drop(e, c, n - fit);
 }
 
@@ -310,6 +433,7 @@ void
 registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 {
 	struct device_entry *e = producer->entry;
+	struct relay_conn *c, *next;
 	size_t bytes;
 
 	if (e == NULL || e->producer != producer || n == 0)
@@ -320,9 +444,11 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 	e->c.bytes_in += bytes;
 	e->reg->total.frames_in += n;
 	e->reg->total.bytes_in += bytes;
-	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next)
+	for (c = e->consumers; c != NULL; c = next) {
+		next = c->next;		/* disconnect unlinks c */
 		if (c->accepted && !stream_closed(c->s))
 			send_to(e, c, frames, n);
+	}
 	if (e->last != NULL) {
 		memcpy(e->last, frames + bytes - e->frame_size, e->frame_size);
 		e->has_last = true;
@@ -330,56 +456,20 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 }
 
 void
-registry_drained(struct relay_conn *conn)
-{
-	struct device_entry *e = conn->entry;
-
-	if (e == NULL || !e->producer_paused || e->producer == NULL)
-		return;
-	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next)
-		if (c->accepted && !stream_closed(c->s) &&
-		    stream_write_pending(c->s) > e->reg->opts.queue_bytes)
-			return;
-	e->producer_paused = false;
-	stream_resume_reading(e->producer->s);
-}
-
-void
 registry_remove(struct relay_conn *conn)
 {
 	struct device_entry *e = conn->entry;
-	struct registry *reg;
 
 	if (e == NULL)
 		return;
-	reg = e->reg;
-	conn->entry = NULL;
 	if (conn->producer) {
-		if (e->producer == conn) {
-			e->producer = NULL;
-			e->c.producers--;
-			reg->total.producers--;
-			if (e->consumers != NULL) {
-				ev_timer_set(&e->grace, reg->opts.grace, 0.);
-				ev_timer_start(reg->loop, &e->grace);
-			}
-		}
+		if (e->producer == conn)
+			unlink_producer(e, true);
+		conn->entry = NULL;
 	} else {
-		if (conn->prev != NULL)
-			conn->prev->next = conn->next;
-		else
-			e->consumers = conn->next;
-		if (conn->next != NULL)
-			conn->next->prev = conn->prev;
-		conn->prev = conn->next = NULL;
-		e->nconsumers--;
-		e->c.consumers--;
-		reg->total.consumers--;
+		unlink_consumer(e, conn);
 		/* A slow consumer leaving may unblock the producer. */
-		if (e->producer_paused && e->producer != NULL) {
-			struct relay_conn probe = { .entry = e };
-			registry_drained(&probe);
-		}
+		maybe_unblock(e);
 	}
 	entry_maybe_free(e);
 }
