@@ -146,6 +146,8 @@ enum bres bconn_write(struct bconn *c, const void *buf, size_t len,
 size_t bconn_pending(const struct bconn *c);
 /* Sends close_notify (TLS) once; a no-op on plain connections. */
 void bconn_notify_close(struct bconn *c);
+/* libev priority of the watcher (EV_MINPRI..EV_MAXPRI). */
+void bconn_set_priority(struct bconn *c, int pri);
 /* Arms the watcher for `events` (0 stops it); cheap when unchanged. */
 void bconn_want(struct bconn *c, int events);
 /* Arms from a B_WANT_* result. */

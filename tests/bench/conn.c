@@ -258,6 +258,18 @@ bconn_notify_close(struct bconn *c)
 }
 
 void
+bconn_set_priority(struct bconn *c, int pri)
+{
+	bool active = ev_is_active(&c->io);
+
+	if (active)
+		ev_io_stop(c->loop, &c->io);
+	ev_set_priority(&c->io, pri);
+	if (active)
+		ev_io_start(c->loop, &c->io);
+}
+
+void
 bconn_want(struct bconn *c, int events)
 {
 	if (c->fd < 0 || events == c->armed)

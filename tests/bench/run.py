@@ -1,0 +1,1035 @@
+#!/usr/bin/env python3
+"""Ferry side by side with its peers, in one run (make bench).
+
+Runs, with the server pinned to core 0 and the load generator (and the sink
+backend) to core 1, the median of --runs runs per cell:
+
+  relay     Ferry against the Tornado reference (tests/bench/reference_relay.py)
+            for P = 1, 10, 100 pairs at full speed and 100 and 1000 pairs at
+            60 Hz, plain and TLS;
+  tls       Ferry's forward listener, hitch and HAProxy (one worker each, in
+            front of the same sink): TLS 1.3 and 1.2 handshakes/s and server
+            CPU per handshake, bulk TLS->plain MB/s and server CPU per GB;
+  limits    openssl speed (AES-128-GCM, ECDSA P-256 signatures) and loopback
+            TCP (ferry-bench bulk straight into the sink);
+  memory    RSS per idle connection at up to 10,000 connections, plain and TLS,
+            Ferry against hitch.
+
+Then prints the results as a Markdown table (also saved to
+BUILD/bench/results.md, and every run to BUILD/bench/results.json).
+
+Every process it starts is stopped by its PID (and dies with the runner);
+every port is on 127.0.0.1, either port 0 announced by the program or a
+free port picked here; every client run has a time limit.  Python 3
+standard library only; the Tornado reference runs under a python3 that has
+Debian's python3-tornado.
+"""
+
+import argparse
+import atexit
+import ctypes
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CERTS = os.path.join(REPO, "certs")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+RELAY_SCENARIOS = [
+    # (label, pairs, rate Hz; 0 = full speed)
+    ("P=1, full speed", 1, 0),
+    ("P=10, full speed", 10, 0),
+    ("P=100, full speed", 100, 0),
+    ("100 pairs x 60 Hz", 100, 60),
+    ("1000 pairs x 60 Hz", 1000, 60),
+]
+
+NA_FORWARD = "n/a (forward listener unavailable)"
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ---- processes ----------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    """In the child: die with the runner, and use every descriptor allowed."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _proc_stat(pid):
+    """Fields of /proc/PID/stat after the command name, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+
+
+def proc_tree(pid):
+    """pid and all its descendants (from the ppid field of /proc/*/stat)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        st = _proc_stat(int(d))
+        if st is not None:
+            children.setdefault(int(st[1]), []).append(int(d))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def cpu_seconds(pid):
+    """utime+stime of pid and its descendants, with reaped children."""
+    ticks = 0
+    for p in proc_tree(pid):
+        st = _proc_stat(p)
+        if st is not None:
+            # after the name: state=0 ppid=1 ... utime=11 stime=12
+            # cutime=13 cstime=14 (stat fields 14..17)
+            ticks += sum(int(x) for x in st[11:15])
+    return ticks / CLK_TCK
+
+
+def rss_kb(pid):
+    """Resident set of pid and its descendants, in KiB (from statm)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open("/proc/%d/statm" % p) as f:
+                total += int(f.read().split()[1]) * PAGE_KB
+        except OSError:
+            pass
+    return total
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """A process started here, stopped by its PID."""
+
+    def __init__(self, runner, name, argv, cpu=None, env=None):
+        self.name = name
+        self.out = os.path.join(runner.tmp, "%s-%d.out" % (name, len(runner.procs)))
+        self.err = self.out[:-4] + ".err"
+        if cpu is not None and runner.pin:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        with open(self.out, "w") as o, open(self.err, "w") as e:
+            self.p = subprocess.Popen(argv, stdout=o, stderr=e,
+                                      stdin=subprocess.DEVNULL,
+                                      preexec_fn=_child_setup, env=env)
+        self.pid = self.p.pid
+        runner.procs.append(self)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def text(self, which="out"):
+        try:
+            with open(self.out if which == "out" else self.err) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_line(self, pattern, timeout=15.0, which="out"):
+        """The first match of pattern in the output, or None."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = re.search(pattern, self.text(which))
+            if m:
+                return m
+            if not self.alive():
+                return None
+            time.sleep(0.05)
+        return None
+
+    def wait_port(self, port, timeout=15.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.alive():
+                return False
+            if port_open(port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def signal(self, sig):
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout=10.0):
+        self.signal(signal.SIGTERM)
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.p.wait()
+
+    def why(self):
+        """A short reason for a failed start."""
+        lines = (self.text("err") + self.text("out")).strip().splitlines()
+        return lines[-1][:160] if lines else "exited %s" % self.p.poll()
+
+
+def parse_result(text):
+    """The key=value pairs of the last RESULT line (numbers as floats)."""
+    res = None
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            res = {}
+            for kv in line.split()[1:]:
+                k, _, v = kv.partition("=")
+                try:
+                    res[k] = float(v)
+                except ValueError:
+                    res[k] = v
+    return res
+
+
+# ---- the runner ------------------------------------------------------------
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.ferry = os.path.join(self.build, "ferry")
+        self.bench = os.path.join(self.build, "ferry-bench")
+        self.procs = []
+        self.tmp = tempfile.mkdtemp(prefix="ferry-bench-")
+        self.pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+        self.results = {"runs": []}
+        self.notes = []
+        atexit.register(self.cleanup)
+
+    def cleanup(self):
+        for p in self.procs:
+            p.stop()
+        self.procs = []
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def write(self, name, text):
+        with open(self.path(name), "w") as f:
+            f.write(text)
+        return self.path(name)
+
+    # -- clients --
+
+    def client(self, mode, *opts, timeout=120.0):
+        """Runs ferry-bench on the load core; returns its RESULT or None."""
+        argv = [self.bench, mode, "--quiet"] + [str(o) for o in opts]
+        if self.pin:
+            argv = ["taskset", "-c", "1"] + argv
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=timeout, preexec_fn=_child_setup)
+        except subprocess.TimeoutExpired:
+            log("  ferry-bench %s: no result within %.0f s" % (mode, timeout))
+            return None
+        res = parse_result(r.stdout)
+        if res is None:
+            log("  ferry-bench %s failed (%d): %s" % (mode, r.returncode,
+                r.stderr.strip()[-300:]))
+        elif r.stderr.strip():
+            log("  ferry-bench %s: %s" % (mode, r.stderr.strip()[-300:]))
+        return res
+
+    # -- servers --
+
+    def sink(self, cpu=1):
+        p = Proc(self, "sink", [self.bench, "sink", "--port", "0"], cpu=cpu)
+        m = p.wait_line(r"LISTEN port=(\d+)")
+        if m is None:
+            raise RuntimeError("sink did not start: " + p.why())
+        p.port = int(m.group(1))
+        return p
+
+    def ferry_proc(self, name, conf, ports):
+        """Ferry on conf; ports: listener name -> port.  (proc, reason)."""
+        path = self.write(name + ".conf", conf)
+        chk = subprocess.run([self.ferry, "--check", "-c", path],
+                             capture_output=True, text=True, timeout=30)
+        if chk.returncode != 0:
+            return None, (chk.stderr.strip() or chk.stdout.strip())[:200]
+        p = Proc(self, name, [self.ferry, "-c", path], cpu=0)
+        for port in ports.values():
+            if not p.wait_port(port):
+                return None, p.why()
+        p.ports = ports
+        return p, None
+
+    def ferry_relay(self):
+        ports = {"devices": free_port(), "devices-tls": free_port()}
+        # block: lossless like the seed (its producer waits for each
+        # consumer write); at 60 Hz nothing queues, so it changes nothing.
+        # warn: the per-connection info lines stay out of the figures.
+        conf = """[ferry]
+workers = 1
+log_level = warn
+
+[devices]
+mode = relay
+bind = 127.0.0.1:{devices}
+slow_consumer = block
+handshake_timeout = 600
+
+[devices-tls]
+mode = relay
+bind = 127.0.0.1:{tls}
+slow_consumer = block
+handshake_timeout = 600
+cert = {certs}/server.pem
+key = {certs}/server.key
+""".format(devices=ports["devices"], tls=ports["devices-tls"], certs=CERTS)
+        p, why = self.ferry_proc("ferry-relay", conf, ports)
+        if p is None:
+            raise RuntimeError("ferry (relay) did not start: " + why)
+        return p
+
+    def ferry_forward(self, sink_port):
+        ports = {"fwd": free_port(), "fwd-plain": free_port()}
+        conf = """[ferry]
+workers = 1
+log_level = warn
+
+[fwd]
+mode = forward
+bind = 127.0.0.1:{fwd}
+cert = {certs}/server.pem
+key = {certs}/server.key
+backend = 127.0.0.1:{sink}
+
+[fwd-plain]
+mode = forward
+bind = 127.0.0.1:{plain}
+backend = 127.0.0.1:{sink}
+""".format(fwd=ports["fwd"], plain=ports["fwd-plain"], sink=sink_port,
+           certs=CERTS)
+        p, why = self.ferry_proc("ferry-forward", conf, ports)
+        if p is None:
+            log("  ferry forward listener unavailable: %s" % why)
+        return p
+
+    def reference(self, tls):
+        argv = [self.tornado_python, os.path.join(REPO, "tests", "bench",
+                "reference_relay.py"), "--port", "0"]
+        if tls:
+            argv += ["--tls", "--cert", os.path.join(CERTS, "server.pem"),
+                     "--key", os.path.join(CERTS, "server.key")]
+        p = Proc(self, "tornado-tls" if tls else "tornado", argv, cpu=0)
+        m = p.wait_line(r"LISTEN port=(\d+)")
+        if m is None:
+            raise RuntimeError("the Tornado reference did not start: " + p.why())
+        p.port = int(m.group(1))
+        return p
+
+    def combined_pem(self):
+        path = self.path("server-combined.pem")
+        if not os.path.exists(path):
+            with open(path, "w") as out:
+                for f in ("server.pem", "server.key"):
+                    with open(os.path.join(CERTS, f)) as src:
+                        out.write(src.read())
+            os.chmod(path, 0o644)
+        return path
+
+    def hitch(self, sink_port):
+        exe = shutil.which("hitch") or "/usr/sbin/hitch"
+        if not os.path.exists(exe):
+            return None
+        port = free_port()
+        conf = ['frontend = "[127.0.0.1]:%d"' % port,
+                'backend = "[127.0.0.1]:%d"' % sink_port,
+                'pem-file = "%s"' % self.combined_pem(),
+                "workers = 1", "daemon = off", "log-level = 1",
+                'ocsp-dir = "%s"' % self.tmp,
+                "tls-protos = TLSv1.2 TLSv1.3", "backlog = 1024"]
+        if os.getuid() == 0:
+            # hitch refuses to run its workers as root.
+            conf.append('user = "%s"' % ("_hitch" if _user_exists("_hitch")
+                                         else "nobody"))
+        path = self.write("hitch.conf", "\n".join(conf) + "\n")
+        p = Proc(self, "hitch", [exe, "--config=" + path], cpu=0)
+        if not p.wait_port(port):
+            log("  hitch did not start: " + p.why())
+            return None
+        p.port = port
+        return p
+
+    def haproxy(self, sink_port):
+        exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not os.path.exists(exe):
+            return None
+        port = free_port()
+        conf = """global
+    nbthread 1
+    maxconn 4000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {pem}
+    default_backend be
+
+backend be
+    server sink 127.0.0.1:{sink}
+""".format(port=port, pem=self.combined_pem(), sink=sink_port)
+        path = self.write("haproxy.cfg", conf)
+        p = Proc(self, "haproxy", [exe, "-f", path, "-db"], cpu=0)
+        if not p.wait_port(port):
+            log("  haproxy did not start: " + p.why())
+            return None
+        p.port = port
+        return p
+
+    # -- sections --
+
+    def record(self, section, cell, server, res, **extra):
+        row = {"section": section, "cell": cell, "server": server,
+               "result": res}
+        row.update(extra)
+        self.results["runs"].append(row)
+
+    def run_relay(self):
+        a = self.args
+        ferry = self.ferry_relay()
+        refs = {False: self.reference(False), True: self.reference(True)}
+        targets = {
+            ("ferry", False): ferry.ports["devices"],
+            ("ferry", True): ferry.ports["devices-tls"],
+            ("tornado", False): refs[False].port,
+            ("tornado", True): refs[True].port,
+        }
+        for run in range(a.runs):
+            for label, pairs, rate in RELAY_SCENARIOS:
+                for tls in (False, True):
+                    for server in ("ferry", "tornado"):
+                        opts = ["--port", targets[(server, tls)],
+                                "--pairs", pairs, "--keys", 52,
+                                "--duration", a.duration,
+                                "--warmup", a.warmup, "--parallel", 64]
+                        if rate:
+                            opts += ["--rate", rate]
+                        if tls:
+                            opts += ["--tls", "--cafile",
+                                     os.path.join(CERTS, "ca.pem")]
+                        res = self.client("relay", *opts, timeout=180)
+                        self.record("relay", (label, tls), server, res)
+                        log("relay %-20s %-5s %-7s run %d: %s" % (
+                            label, "tls" if tls else "plain", server, run + 1,
+                            _brief(res, "frames_per_s", "p99_us", "lost")))
+        ferry.stop()
+        for p in refs.values():
+            p.stop()
+
+    def run_tls(self):
+        a = self.args
+        sink = self.sink(cpu=1)
+        servers = {"ferry": self.ferry_forward(sink.port),
+                   "hitch": self.hitch(sink.port),
+                   "haproxy": self.haproxy(sink.port)}
+        if servers["ferry"] is None:
+            self.notes.append("Ferry: " + NA_FORWARD + ".")
+        ports = {k: (v.ports["fwd"] if k == "ferry" else v.port)
+                 for k, v in servers.items() if v is not None}
+        cells = [("hs13", ["--tls13"]), ("hs12", ["--tls12"]),
+                 ("bulk", ["--tls13", "--ciphersuites",
+                           "TLS_AES_128_GCM_SHA256"])]
+        for run in range(a.runs):
+            for cell, extra in cells:
+                for name in ("ferry", "hitch", "haproxy"):
+                    p = servers[name]
+                    if p is None or not p.alive():
+                        continue
+                    mode = "bulk" if cell == "bulk" else "handshake"
+                    opts = ["--port", ports[name], "--tls",
+                            "--duration", a.duration, "--warmup", 0.5,
+                            "--conns", a.bulk_conns if cell == "bulk"
+                            else a.hs_conns] + extra
+                    cpu0 = cpu_seconds(p.pid)
+                    res = self.client(mode, *opts, timeout=60)
+                    time.sleep(0.3)     # let the server finish closing
+                    cpu = cpu_seconds(p.pid) - cpu0
+                    self.record("tls", cell, name, res, server_cpu_s=cpu)
+                    log("tls   %-5s %-8s run %d: %s cpu %.2f s" % (
+                        cell, name, run + 1,
+                        _brief(res, "handshakes_per_s", "mb_per_s",
+                               "failures", "errors"), cpu))
+        for p in servers.values():
+            if p is not None:
+                p.stop()
+        sink.stop()
+
+    def run_limits(self):
+        a = self.args
+        core = ["taskset", "-c", "0"] if self.pin else []
+        try:
+            out = subprocess.run(core + ["openssl", "speed", "-elapsed",
+                                 "-seconds", "2", "-bytes", "16384", "-evp",
+                                 "aes-128-gcm"], capture_output=True,
+                                 text=True, timeout=60).stdout
+            m = re.search(r"AES-128-GCM\s+([\d.]+)k", out)
+            self.results["aes_gcm_mb_s"] = float(m.group(1)) * 1000 / 1e6 \
+                if m else None
+            out = subprocess.run(core + ["openssl", "speed", "-elapsed",
+                                 "-seconds", "2", "ecdsap256"],
+                                 capture_output=True, text=True,
+                                 timeout=60).stdout
+            m = re.search(r"256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+"
+                          r"([\d.]+)\s+([\d.]+)", out)
+            self.results["ecdsa_sign_s"] = float(m.group(1)) if m else None
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log("  openssl speed: %s" % e)
+        log("limits: AES-128-GCM %s MB/s, ECDSA P-256 %s signs/s" % (
+            _fmt(self.results.get("aes_gcm_mb_s")),
+            _fmt(self.results.get("ecdsa_sign_s"))))
+        # The sink stands where the server would: core 0.
+        sink = self.sink(cpu=0)
+        for run in range(a.runs):
+            res = self.client("bulk", "--port", sink.port, "--duration",
+                              a.duration, "--warmup", 0.5, "--conns",
+                              a.bulk_conns, timeout=60)
+            self.record("limits", "loopback", "sink", res)
+            log("limits loopback run %d: %s" % (run + 1,
+                _brief(res, "mb_per_s")))
+        sink.stop()
+
+    def idle_conns(self, per_conn_fds):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 30
+        n = min(self.args.idle, (hard - 200) // per_conn_fds)
+        return n, hard
+
+    def memory_one(self, name, start, port_of, tls, per_conn_fds):
+        """One run: fresh server, N idle connections, RSS growth / N."""
+        n, hard = self.idle_conns(per_conn_fds)
+        p = start()
+        if p is None:
+            return None
+        try:
+            time.sleep(0.3)
+            before = rss_kb(p.pid)
+            argv = [self.bench, "idle", "--quiet", "--port",
+                    str(port_of(p)), "--conns", str(n), "--parallel", "256",
+                    "--timeout", "120"]
+            if tls:
+                argv.append("--tls")
+            if self.pin:
+                argv = ["taskset", "-c", "1"] + argv
+            out = self.path("idle.out")
+            with open(out, "w") as f:
+                idle = subprocess.Popen(argv, stdout=f,
+                                        stderr=subprocess.DEVNULL,
+                                        preexec_fn=_child_setup)
+            try:
+                ready = _wait_file(out, r"READY established=(\d+)", 150,
+                                   idle)
+                if ready is None:
+                    log("  idle %s: connections not established" % name)
+                    return None
+                # TLS 1.3 servers finish after the client: let them settle.
+                after, last = rss_kb(p.pid), -1
+                for _ in range(20):
+                    if after == last:
+                        break
+                    time.sleep(0.5)
+                    last, after = after, rss_kb(p.pid)
+                est = int(ready.group(1))
+            finally:
+                idle.send_signal(signal.SIGTERM)
+                try:
+                    idle.wait(30)
+                except subprocess.TimeoutExpired:
+                    idle.kill()
+                    idle.wait()
+            res = parse_result(open(out).read()) or {}
+            if est == 0:
+                return None
+            return {"conns": est, "rss_before_kb": before,
+                    "rss_after_kb": after,
+                    "kb_per_conn": (after - before) / est,
+                    "closed": res.get("closed"), "nofile_hard": hard}
+        finally:
+            p.stop()
+
+    def run_memory(self):
+        a = self.args
+        sink = self.sink(cpu=1)
+        fwd_ok = True
+
+        def ferry_relay():
+            return self.ferry_relay()
+
+        def ferry_fwd():
+            return self.ferry_forward(sink.port)
+
+        def hitch():
+            return self.hitch(sink.port)
+
+        cells = [
+            ("tls", "ferry-forward", ferry_fwd, lambda p: p.ports["fwd"], True, 2),
+            ("tls", "hitch", hitch, lambda p: p.port, True, 2),
+            ("tls", "ferry-relay", ferry_relay,
+             lambda p: p.ports["devices-tls"], True, 1),
+            ("plain", "ferry-forward", ferry_fwd,
+             lambda p: p.ports["fwd-plain"], False, 2),
+            ("plain", "ferry-relay", ferry_relay,
+             lambda p: p.ports["devices"], False, 1),
+        ]
+        for run in range(a.mem_runs):
+            for kind, name, start, port_of, tls, fds in cells:
+                if name == "ferry-forward" and not fwd_ok:
+                    continue
+                res = self.memory_one(name, start, port_of, tls, fds)
+                if res is None and name == "ferry-forward":
+                    fwd_ok = False
+                self.record("memory", kind, name, res)
+                log("memory %-5s %-13s run %d: %s" % (kind, name, run + 1,
+                    "%.1f KiB/conn over %d connections" % (
+                        res["kb_per_conn"], res["conns"]) if res else "n/a"))
+        sink.stop()
+
+    # -- report --
+
+    def runs(self, section, cell, server):
+        return [r for r in self.results["runs"] if r["section"] == section
+                and r["cell"] == cell and r["server"] == server]
+
+    def med(self, section, cell, server, key, fn=None):
+        vals = []
+        for r in self.runs(section, cell, server):
+            res = r["result"]
+            if res is None:
+                continue
+            v = fn(r) if fn else res.get(key)
+            if isinstance(v, (int, float)):
+                vals.append(v)
+        return statistics.median(vals) if vals else None
+
+    def report(self):
+        a = self.args
+        R = self.results
+        lines = []
+        cpu_model = "unknown"
+        try:
+            with open("/proc/cpuinfo") as f:
+                m = re.search(r"model name\s*:\s*(.*)", f.read())
+                cpu_model = m.group(1).strip() if m else cpu_model
+        except OSError:
+            pass
+        ossl = subprocess.run(["openssl", "version"], capture_output=True,
+                              text=True).stdout.strip()
+        date = datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC")
+        cmd = "make bench" + (" BENCH_ARGS='%s'" % " ".join(a.passed)
+                              if a.passed else "")
+        lines.append("Measured %s with `%s` on %d cores (%s), Linux %s, %s; "
+                     "%s; median of %d runs per cell (memory: %d)." % (
+                         date, cmd, os.cpu_count() or 1, cpu_model,
+                         platform.release(), ossl,
+                         "server pinned to core 0, load generator and sink "
+                         "to core 1" if self.pin else "no pinning (one core)",
+                         a.runs, a.mem_runs))
+        lines.append("")
+        if "relay" in a.sections:
+            lines += self.report_relay()
+        if "tls" in a.sections or "limits" in a.sections:
+            lines += self.report_tls()
+        if "memory" in a.sections:
+            lines += self.report_memory()
+        lines += self.report_targets()
+        for n in self.notes:
+            lines.append("- " + n)
+        return "\n".join(lines) + "\n"
+
+    def report_relay(self):
+        a = self.args
+        out = ["**Device relay**: Ferry against the Tornado reference; "
+               "K = 52 floats (208-byte frames); frames/s received by the "
+               "consumers in a %g s window after %g s of warm-up; latency "
+               "from the producer's send to the consumer's receive." % (
+                   a.duration, a.warmup), "",
+               "| pairs | transport | Ferry frames/s | Tornado frames/s | "
+               "Ferry / Tornado | Ferry p50 / p99 / p99.9 (µs) | "
+               "Tornado p50 / p99 / p99.9 (µs) | p99 Tornado / Ferry | "
+               "lost (Ferry, Tornado) |",
+               "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+        for label, pairs, rate in RELAY_SCENARIOS:
+            for tls in (False, True):
+                cell = (label, tls)
+                f = {k: self.med("relay", cell, "ferry", k) for k in
+                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
+                t = {k: self.med("relay", cell, "tornado", k) for k in
+                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
+                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |" % (
+                    label, "TLS" if tls else "plain",
+                    _int(f["frames_per_s"]), _int(t["frames_per_s"]),
+                    _ratio(f["frames_per_s"], t["frames_per_s"]),
+                    _lat(f), _lat(t), _ratio(t["p99_us"], f["p99_us"]),
+                    _int(f["lost"]), _int(t["lost"])))
+        out.append("")
+        return out
+
+    def tls_med(self, cell, server, what):
+        def cpu_per_hs(r):
+            tot = r["result"].get("total")
+            return r["server_cpu_s"] / tot * 1e6 if tot else None
+
+        def cpu_per_gb(r):
+            tot = r["result"].get("total")
+            return r["server_cpu_s"] / (tot / 1e9) if tot else None
+        fn = {"cpu_hs": cpu_per_hs, "cpu_gb": cpu_per_gb}.get(what)
+        return self.med("tls", cell, server, what, fn)
+
+    def report_tls(self):
+        R = self.results
+        out = []
+        if "tls" in self.args.sections:
+            fwd = any(r["server"] == "ferry" and r["result"] is not None
+                      for r in R["runs"] if r["section"] == "tls")
+            out += ["**TLS termination**: one worker each, in front of the "
+                    "same sink; ECDSA P-256 certificate; full handshakes "
+                    "(no resumption) from %d clients, each closed after its "
+                    "handshake; bulk: %d connections writing 16 KiB records "
+                    "(TLS 1.3, AES-128-GCM) through to the sink.  Server CPU "
+                    "is utime+stime of the server's processes over the run "
+                    "(/proc), divided by the handshakes or bytes." % (
+                        self.args.hs_conns, self.args.bulk_conns), "",
+                    "| measure | Ferry | hitch | HAProxy | Ferry / best peer |",
+                    "|---|--:|--:|--:|--:|"]
+            rows = [
+                ("TLS 1.3 handshakes/s", "hs13", "handshakes_per_s", _int, max),
+                ("TLS 1.3 server CPU per handshake (µs)", "hs13", "cpu_hs", _int, min),
+                ("TLS 1.2 handshakes/s", "hs12", "handshakes_per_s", _int, max),
+                ("TLS 1.2 server CPU per handshake (µs)", "hs12", "cpu_hs", _int, min),
+                ("bulk TLS→plain (MB/s)", "bulk", "mb_per_s", _int, max),
+                ("bulk server CPU per GB (s)", "bulk", "cpu_gb", _f2, min),
+            ]
+            for label, cell, what, fmt, best in rows:
+                v = {s: self.tls_med(cell, s, what)
+                     for s in ("ferry", "hitch", "haproxy")}
+                peers = [x for x in (v["hitch"], v["haproxy"]) if x]
+                out.append("| %s | %s | %s | %s | %s |" % (
+                    label, fmt(v["ferry"]) if fwd else NA_FORWARD,
+                    fmt(v["hitch"]), fmt(v["haproxy"]),
+                    _ratio(v["ferry"], best(peers)) if peers and fwd
+                    else "n/a"))
+            out.append("")
+        if "limits" in self.args.sections:
+            loop = self.med("limits", "loopback", "sink", "mb_per_s")
+            bulk = self.tls_med("bulk", "ferry", "mb_per_s")
+            hs = self.tls_med("hs13", "ferry", "cpu_hs")
+            sign = R.get("ecdsa_sign_s")
+            out += ["**Machine limits** (same run, core 0): what one core "
+                    "can do at best.", "",
+                    "| limit | value | Ferry / limit |", "|---|--:|--:|",
+                    "| AES-128-GCM, 16 KiB blocks (openssl speed) | %s MB/s "
+                    "| bulk %s |" % (_int(R.get("aes_gcm_mb_s")),
+                                    _ratio(bulk, R.get("aes_gcm_mb_s"))),
+                    "| ECDSA P-256 signatures (openssl speed) | %s /s (%s µs "
+                    "each) | TLS 1.3 CPU per handshake = %s signatures |" % (
+                        _int(sign), _f1(1e6 / sign) if sign else "n/a",
+                        _f1(hs / (1e6 / sign)) if hs and sign else "n/a"),
+                    "| loopback TCP (ferry-bench bulk → sink, plain) | %s "
+                    "MB/s | bulk %s |" % (_int(loop), _ratio(bulk, loop)),
+                    ""]
+        return out
+
+    def report_memory(self):
+        out = ["**Memory per idle connection**: the growth of the server "
+               "processes' RSS (/proc) with N idle connections open "
+               "(TLS handshakes completed), divided by N.", "",
+               "| connections | listener | N | Ferry KiB/conn | hitch KiB/conn "
+               "| Ferry / hitch |", "|---|---|--:|--:|--:|--:|"]
+
+        def n_of(kind, server):
+            v = self.med("memory", kind, server, None,
+                         lambda r: r["result"]["conns"])
+            return _int(v)
+
+        def kb(kind, server):
+            return self.med("memory", kind, server, None,
+                            lambda r: r["result"]["kb_per_conn"])
+        hitch = kb("tls", "hitch")
+        for kind, server, label in (("tls", "ferry-forward", "forward"),
+                                    ("tls", "ferry-relay", "relay"),
+                                    ("plain", "ferry-forward", "forward"),
+                                    ("plain", "ferry-relay", "relay")):
+            v = kb(kind, server)
+            is_tls = kind == "tls"
+            na = NA_FORWARD if server == "ferry-forward" and v is None \
+                else "n/a"
+            out.append("| %s | %s | %s | %s | %s | %s |" % (
+                "TLS" if is_tls else "plain", label, n_of(kind, server),
+                _f1(v) if v is not None else na,
+                _f1(hitch) if is_tls and server == "ferry-forward" else "",
+                _ratio(v, hitch) if is_tls and server == "ferry-forward"
+                and v else ""))
+        out.append("")
+        n, hard = self.idle_conns(2)
+        if n < self.args.idle:
+            out.append("N is %d where each connection costs the server two "
+                       "descriptors (client and backend): RLIMIT_NOFILE's "
+                       "hard limit here is %d." % (n, hard))
+            out.append("")
+        return out
+
+    def report_targets(self):
+        out = ["**Targets** (from issue 5, as ratios in this run):", "",
+               "| target | measured | met |", "|---|--:|:-:|"]
+
+        def row(label, value, ok):
+            out.append("| %s | %s | %s |" % (label, value,
+                       "n/a" if ok is None else ("yes" if ok else "**no**")))
+        if "relay" in self.args.sections:
+            f = self.med("relay", ("P=10, full speed", False), "ferry",
+                         "frames_per_s")
+            t = self.med("relay", ("P=10, full speed", False), "tornado",
+                         "frames_per_s")
+            r = f / t if f and t else None
+            row("relay P=10 throughput ≥ 30× Tornado", _x(r),
+                None if r is None else r >= 30)
+            f = self.med("relay", ("100 pairs x 60 Hz", False), "ferry",
+                         "p99_us")
+            t = self.med("relay", ("100 pairs x 60 Hz", False), "tornado",
+                         "p99_us")
+            r = t / f if f and t else None
+            row("relay p99 at 100 × 60 Hz ≥ 10× lower than Tornado",
+                _x(r), None if r is None else r >= 10)
+            f = self.med("relay", ("1000 pairs x 60 Hz", False), "ferry",
+                         "p99_us")
+            row("relay p99 at 1000 × 60 Hz < 1 ms",
+                "%s µs" % _f1(f) if f else "n/a",
+                None if f is None else f < 1000)
+        if "tls" in self.args.sections:
+            for cell, label in (("hs13", "TLS 1.3"), ("hs12", "TLS 1.2")):
+                f = self.tls_med(cell, "ferry", "cpu_hs")
+                peers = [x for x in (self.tls_med(cell, "hitch", "cpu_hs"),
+                                     self.tls_med(cell, "haproxy", "cpu_hs"))
+                         if x]
+                r = f / min(peers) if f and peers else None
+                row("%s server CPU per handshake ≤ 0.8× best peer" % label,
+                    _x(r), None if r is None else r <= 0.8)
+            f = self.tls_med("bulk", "ferry", "mb_per_s")
+            peers = [x for x in (self.tls_med("bulk", "hitch", "mb_per_s"),
+                                 self.tls_med("bulk", "haproxy", "mb_per_s"))
+                     if x]
+            r = f / max(peers) if f and peers else None
+            fc = self.tls_med("bulk", "ferry", "cpu_gb")
+            pc = [x for x in (self.tls_med("bulk", "hitch", "cpu_gb"),
+                              self.tls_med("bulk", "haproxy", "cpu_gb")) if x]
+            rc = fc / min(pc) if fc and pc else None
+            row("bulk ≥ 1.2× best peer's MB/s (or ≤ 0.8× its CPU per GB)",
+                "%s MB/s, %s CPU/GB" % (_x(r), _x(rc)),
+                None if r is None else (r >= 1.2 or
+                                        (rc is not None and rc <= 0.8)))
+        if "memory" in self.args.sections:
+            f = self.med("memory", "tls", "ferry-forward", None,
+                         lambda r: r["result"]["kb_per_conn"])
+            h = self.med("memory", "tls", "hitch", None,
+                         lambda r: r["result"]["kb_per_conn"])
+            r = f / h if f is not None and h else None
+            row("idle TLS connection memory ≤ ¼ of hitch's", _x(r),
+                None if r is None else r <= 0.25)
+        out.append("")
+        return out
+
+
+# ---- formatting -----------------------------------------------------------
+
+def _user_exists(name):
+    try:
+        import pwd
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _wait_file(path, pattern, timeout, proc):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(path) as f:
+                m = re.search(pattern, f.read())
+        except OSError:
+            m = None
+        if m:
+            return m
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.1)
+    return None
+
+
+def _fmt(v):
+    return "n/a" if v is None else "%.0f" % v
+
+
+def _int(v):
+    return "n/a" if v is None else "{:,}".format(int(round(v)))
+
+
+def _f1(v):
+    return "n/a" if v is None else "%.1f" % v
+
+
+def _f2(v):
+    return "n/a" if v is None else "%.2f" % v
+
+
+def _x(r):
+    return "n/a" if r is None else "%.2f×" % r
+
+
+def _ratio(a, b):
+    return _x(a / b) if a is not None and b else "n/a"
+
+
+def _lat(d):
+    if d["p50_us"] is None:
+        return "n/a"
+    return "%s / %s / %s" % (_lat1(d["p50_us"]), _lat1(d["p99_us"]),
+                             _lat1(d["p999_us"]))
+
+
+def _lat1(v):
+    return "{:,}".format(int(round(v))) if v >= 100 else "%.1f" % v
+
+
+def _brief(res, *keys):
+    if res is None:
+        return "no result"
+    return " ".join("%s=%s" % (k, _fmt(res[k]) if isinstance(res[k], float)
+                               else res[k]) for k in keys if k in res)
+
+
+def find_tornado_python():
+    for py in ("/usr/bin/python3", sys.executable, shutil.which("python3")):
+        if py and os.path.exists(py) and subprocess.run(
+                [py, "-c", "import tornado"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default="build", help="where ferry and "
+                    "ferry-bench are (the Makefile's BUILD)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per cell (3)")
+    ap.add_argument("--mem-runs", type=int, default=3,
+                    help="runs per memory cell (3)")
+    ap.add_argument("--duration", type=float, default=3.0,
+                    help="measured seconds per run (3)")
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="relay warm-up seconds per run (1)")
+    ap.add_argument("--hs-conns", type=int, default=32,
+                    help="concurrent handshake clients (32)")
+    ap.add_argument("--bulk-conns", type=int, default=4,
+                    help="bulk connections (4)")
+    ap.add_argument("--idle", type=int, default=10000,
+                    help="idle connections for the memory cells (10000)")
+    ap.add_argument("--only", default="relay,tls,limits,memory",
+                    help="sections to run (relay,tls,limits,memory)")
+    ap.add_argument("--quick", action="store_true",
+                    help="one short run per cell, 1000 idle connections")
+    args = ap.parse_args()
+    # The command line as make passes it, less the build directory.
+    args.passed, skip = [], False
+    for x in sys.argv[1:]:
+        if skip or x.startswith("--build="):
+            skip = False
+            continue
+        if x == "--build":
+            skip = True
+            continue
+        args.passed.append(x)
+    if args.quick:
+        args.runs, args.mem_runs = 1, 1
+        args.duration, args.warmup, args.idle = 1.0, 0.5, 1000
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+
+    signal.signal(signal.SIGTERM, lambda s, f: sys.exit(1))
+    r = Runner(args)
+    for exe in (r.ferry, r.bench):
+        if not os.access(exe, os.X_OK):
+            sys.exit("run.py: %s is missing: run make first" % exe)
+    r.tornado_python = find_tornado_python()
+    if "relay" in args.sections and r.tornado_python is None:
+        sys.exit("run.py: no python3 with tornado (apt-get install "
+                 "python3-tornado)")
+    if not r.pin:
+        r.notes.append("Fewer than two cores (or no taskset): nothing "
+                       "was pinned.")
+    log("ferry-bench runner: sections %s, %d run(s) per cell, temp %s" % (
+        ",".join(args.sections), args.runs, r.tmp))
+    started = time.monotonic()
+    try:
+        for s in ("limits", "relay", "tls", "memory"):
+            if s in args.sections:
+                getattr(r, "run_" + s)()
+    except KeyboardInterrupt:
+        sys.exit("run.py: interrupted")
+    except RuntimeError as e:
+        sys.exit("run.py: %s" % e)
+    text = r.report()
+    log("ferry-bench runner: done in %.0f s" % (time.monotonic() - started))
+    outdir = os.path.join(r.build, "bench")
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(r.results, f, indent=1, default=str)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
