@@ -65,6 +65,15 @@ ctx_err(char *err, size_t errlen, const char *what, const char *file)
 	    file ? file : "", reason);
 }
 
+static void
+fault(struct tls_fault *f, enum tls_opt opt, size_t index)
+{
+	if (f != NULL) {
+		f->opt = opt;
+		f->index = index;
+	}
+}
+
 /* ---- contexts ---- */
 
 static int
@@ -199,9 +208,10 @@ common_options(SSL_CTX *ctx)
 }
 
 static SSL_CTX *
-server_ctx(struct tls_ctx *c, const struct tls_server_opts *o,
-    const struct tls_cert_pair *pair, char *err, size_t errlen)
+server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
+    char *err, size_t errlen)
 {
+	const struct tls_cert_pair *pair = &o->certs[i];
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	int minv = o->min_version ? o->min_version : TLS1_2_VERSION;
 
@@ -214,16 +224,19 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o,
 		minv = TLS1_2_VERSION;
 	if (!SSL_CTX_set_min_proto_version(ctx, minv)) {
 		ctx_err(err, errlen, "minimum TLS version", NULL);
+		fault(o->fault, TLS_OPT_VERSION, 0);
 		goto fail;
 	}
 	if (!SSL_CTX_set_cipher_list(ctx, o->ciphers ? o->ciphers :
 	    DEFAULT_CIPHERS)) {
 		ctx_err(err, errlen, "cipher list", o->ciphers);
+		fault(o->fault, TLS_OPT_CIPHERS, 0);
 		goto fail;
 	}
 	if (o->ciphersuites && !SSL_CTX_set_ciphersuites(ctx,
 	    o->ciphersuites)) {
 		ctx_err(err, errlen, "TLS 1.3 ciphersuites", o->ciphersuites);
+		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
 		goto fail;
 	}
 	if (!SSL_CTX_set1_groups_list(ctx, DEFAULT_GROUPS)) {
@@ -232,16 +245,19 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o,
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, pair->cert) != 1) {
 		ctx_err(err, errlen, "certificate", pair->cert);
+		fault(o->fault, TLS_OPT_CERT, i);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, pair->key, SSL_FILETYPE_PEM)
 	    != 1) {
 		ctx_err(err, errlen, "private key", pair->key);
+		fault(o->fault, TLS_OPT_KEY, i);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ctx_err(err, errlen, "key does not match certificate",
 		    pair->key);
+		fault(o->fault, TLS_OPT_KEY, i);
 		goto fail;
 	}
 	/* Resumed sessions must keep the verification context. */
@@ -253,17 +269,20 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o,
 		if (o->client_ca == NULL) {
 			snprintf(err, errlen, "client certificate "
 			    "verification needs a CA file");
+			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
 			goto fail;
 		}
 		if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL)
 		    != 1) {
 			ctx_err(err, errlen, "client CA", o->client_ca);
+			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
 			goto fail;
 		}
 		STACK_OF(X509_NAME) *names =
 		    SSL_load_client_CA_file(o->client_ca);
 		if (names == NULL) {
 			ctx_err(err, errlen, "client CA names", o->client_ca);
+			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
 			goto fail;
 		}
 		SSL_CTX_set_client_CA_list(ctx, names);
@@ -316,10 +335,11 @@ tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
 	if (o->alpn && alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
 	    &c->alpn_len) < 0) {
 		snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
+		fault(o->fault, TLS_OPT_ALPN, 0);
 		goto fail;
 	}
 	for (size_t i = 0; i < o->ncerts; i++) {
-		c->certs[i].ctx = server_ctx(c, o, &o->certs[i], err, errlen);
+		c->certs[i].ctx = server_ctx(c, o, i, err, errlen);
 		if (c->certs[i].ctx == NULL)
 			goto fail;
 		c->ncerts++;
@@ -352,14 +372,19 @@ tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
 		goto fail;
 	}
 	common_options(ctx);
-	SSL_CTX_set_min_proto_version(ctx, o->min_version ? o->min_version :
-	    TLS1_2_VERSION);
+	if (!SSL_CTX_set_min_proto_version(ctx, o->min_version ?
+	    o->min_version : TLS1_2_VERSION)) {
+		ctx_err(err, errlen, "minimum TLS version", NULL);
+		fault(o->fault, TLS_OPT_VERSION, 0);
+		goto fail;
+	}
 	if (o->verify) {
 		int ok = o->ca_file ?
 		    SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) :
 		    SSL_CTX_set_default_verify_paths(ctx);
 		if (ok != 1) {
 			ctx_err(err, errlen, "CA file", o->ca_file);
+			fault(o->fault, TLS_OPT_CA_FILE, 0);
 			goto fail;
 		}
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -367,11 +392,13 @@ tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
 	if (o->cert != NULL) {
 		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
 			ctx_err(err, errlen, "client certificate", o->cert);
+			fault(o->fault, TLS_OPT_CERT, 0);
 			goto fail;
 		}
 		if (SSL_CTX_use_PrivateKey_file(ctx, o->key ? o->key :
 		    o->cert, SSL_FILETYPE_PEM) != 1) {
 			ctx_err(err, errlen, "client key", o->key);
+			fault(o->fault, TLS_OPT_KEY, 0);
 			goto fail;
 		}
 	}
@@ -380,6 +407,7 @@ tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
 		    &c->alpn_len) < 0 || SSL_CTX_set_alpn_protos(ctx, c->alpn,
 		    (unsigned)c->alpn_len) != 0) {
 			snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
+			fault(o->fault, TLS_OPT_ALPN, 0);
 			goto fail;
 		}
 	}
@@ -607,6 +635,13 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 
 	if (c->server || c->client == NULL)
 		return -1;
+	/*
+	 * Bytes already read in the clear would pass for TLS plaintext (the
+	 * STARTTLS injection); a closed stream would never free the SSL.
+	 */
+	if (s->closed || s->tp != &stream_plain_transport ||
+	    buffer_len(&s->rbuf) > 0)
+		return -1;
 	ssl = new_ssl(s, c, c->client);
 	if (ssl == NULL)
 		return -1;
@@ -628,8 +663,8 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 	}
 	install(s, ssl);
 	s->hs_wants = EV_WRITE;
-	/* The client speaks first: start as soon as the connect is done. */
-	s->handshake_started = 1;
+	/* The client speaks first: once connected, or now if it is. */
+	stream_begin_handshake(s);
 	return 0;
 }
 

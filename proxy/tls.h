@@ -41,6 +41,24 @@ struct tls_cert_pair {
 
 #define TLS_MAX_CERTS 32
 
+/* The option a context could not be built from, for error messages. */
+enum tls_opt {
+	TLS_OPT_OTHER = 0,
+	TLS_OPT_CERT,		/* certs[index].cert, or the client cert */
+	TLS_OPT_KEY,		/* certs[index].key (or it does not match) */
+	TLS_OPT_CLIENT_CA,
+	TLS_OPT_VERSION,
+	TLS_OPT_CIPHERS,
+	TLS_OPT_CIPHERSUITES,
+	TLS_OPT_ALPN,
+	TLS_OPT_CA_FILE,	/* client contexts: ca_file */
+};
+
+struct tls_fault {
+	enum tls_opt opt;
+	size_t index;
+};
+
 struct tls_server_opts {
 	const struct tls_cert_pair *certs;	/* first = default */
 	size_t ncerts;
@@ -50,6 +68,7 @@ struct tls_server_opts {
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
 	const char *ciphersuites;	/* TLS 1.3; NULL = OpenSSL's */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
+	struct tls_fault *fault;	/* optional: set when building fails */
 };
 
 struct tls_client_opts {
@@ -58,11 +77,15 @@ struct tls_client_opts {
 	const char *cert, *key;		/* client certificate (optional) */
 	int min_version;
 	const char *alpn;
+	struct tls_fault *fault;	/* optional: set when building fails */
 };
 
 struct tls_ctx;
 
-/* NULL on failure, with the file and OpenSSL's reason in err. */
+/*
+ * NULL on failure, with the file and OpenSSL's reason in err (and, when
+ * the options ask for it, the option at fault in *fault).
+ */
 struct tls_ctx *tls_ctx_new_server(const struct tls_server_opts *o,
     char *err, size_t errlen);
 struct tls_ctx *tls_ctx_new_client(const struct tls_client_opts *o,
@@ -83,6 +106,11 @@ int tls_stream_accept(struct stream *s, struct tls_ctx *c);
  * Client side, on a stream from stream_connect().  `host` is sent as SNI
  * (unless it is an IP literal) and checked against the certificate when
  * the context verifies.  NULL host: no SNI, no name check.
+ * The stream may still be connecting, or already connected with bytes
+ * sent in the clear (a PROXY header: wait for its write callback, since
+ * bytes still queued are sent encrypted after the handshake).  Returns -1
+ * (the stream is untouched) on a closed or TLS stream, or one holding
+ * bytes it read in the clear.
  */
 int tls_stream_connect(struct stream *s, struct tls_ctx *c,
     const char *host);
