@@ -74,6 +74,13 @@ describe_exit(int status, char *out, size_t len)
 int
 process_fork(int num_processes, int max_restarts)
 {
+	return process_fork_hooks(num_processes, max_restarts, NULL);
+}
+
+int
+process_fork_hooks(int num_processes, int max_restarts,
+    const struct process_hooks *hooks)
+{
 	pid_t pids[MAX_CHILDREN];
 	sigset_t set, oldmask;
 	int live = 0, restarts = 0;
@@ -110,6 +117,8 @@ process_fork(int num_processes, int max_restarts)
 		if (sig != SIGCHLD) {
 			if (sig == SIGTERM || sig == SIGINT)
 				stopping = true;
+			if (hooks != NULL && hooks->on_signal != NULL)
+				hooks->on_signal(sig, hooks->arg);
 			signal_all(pids, num_processes, sig);
 			continue;
 		}

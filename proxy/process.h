@@ -11,6 +11,10 @@
  *    exits 0;
  *  - SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the parent are
  *    passed on to every child; after SIGTERM/SIGINT nothing is restarted.
+ *    A hook may act on them in the parent first: a worker restarted later
+ *    is a copy of the parent, so the parent must reload what the workers
+ *    reload on SIGHUP (certificates), or a restart would bring back the
+ *    old ones.
  *  - a child whose supervisor dies gets SIGTERM (PR_SET_PDEATHSIG), so no
  *    orphaned worker keeps serving the ports.
  * The supervisor waits with sigwaitinfo(), so it needs no handlers and no
@@ -25,5 +29,15 @@ int process_cpu_count(void);
 
 /* num_processes <= 0: one per CPU.  Never returns in the parent. */
 int process_fork(int num_processes, int max_restarts);
+
+struct process_hooks {
+	/* In the parent, for each signal above before it is passed on. */
+	void (*on_signal)(int sig, void *arg);
+	void *arg;
+};
+
+/* process_fork with hooks (NULL: none). */
+int process_fork_hooks(int num_processes, int max_restarts,
+    const struct process_hooks *hooks);
 
 #endif
