@@ -18,6 +18,7 @@ struct parse {
 	struct config *c;
 	const char *label;		/* file name for messages */
 	int line;			/* current line (counted by the reader) */
+	int header_line;		/* of the last [section] header */
 	struct config_listener *cur;
 	char section[CONFIG_NAME_LEN];
 	char *err;
@@ -27,6 +28,95 @@ struct parse {
 	const char *text;
 	FILE *fp;
 };
+
+static int fail(struct parse *p, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+const struct config_key config_keys[] = {
+	{ "workers", CONFIG_SCOPE_PROCESS },
+	{ "max_restarts", CONFIG_SCOPE_PROCESS },
+	{ "admin", CONFIG_SCOPE_PROCESS },
+	{ "log_level", CONFIG_SCOPE_PROCESS },
+	{ "user", CONFIG_SCOPE_PROCESS },
+	{ "group", CONFIG_SCOPE_PROCESS },
+	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
+	{ "mode", CONFIG_SCOPE_LISTENER },
+	{ "bind", CONFIG_SCOPE_LISTENER },
+	{ "cert", CONFIG_SCOPE_LISTENER },
+	{ "key", CONFIG_SCOPE_LISTENER },
+	{ "client_ca", CONFIG_SCOPE_LISTENER },
+	{ "verify_client", CONFIG_SCOPE_LISTENER },
+	{ "tls_min_version", CONFIG_SCOPE_LISTENER },
+	{ "ciphers", CONFIG_SCOPE_LISTENER },
+	{ "ciphersuites", CONFIG_SCOPE_LISTENER },
+	{ "alpn", CONFIG_SCOPE_LISTENER },
+	{ "handshake_timeout", CONFIG_SCOPE_LISTENER },
+	{ "idle_timeout", CONFIG_SCOPE_LISTENER },
+	{ "max_connections", CONFIG_SCOPE_LISTENER },
+	{ "max_connections_per_source", CONFIG_SCOPE_LISTENER },
+	{ "slow_consumer", CONFIG_SCOPE_RELAY },
+	{ "queue_bytes", CONFIG_SCOPE_RELAY },
+	{ "max_consumers", CONFIG_SCOPE_RELAY },
+	{ "grace", CONFIG_SCOPE_RELAY },
+	{ "takeover", CONFIG_SCOPE_RELAY },
+	{ "last_value", CONFIG_SCOPE_RELAY },
+	{ "max_uuid_bytes", CONFIG_SCOPE_RELAY },
+	{ "max_keys_bytes", CONFIG_SCOPE_RELAY },
+	{ "max_keys", CONFIG_SCOPE_RELAY },
+	{ "backend", CONFIG_SCOPE_FORWARD },
+	{ "connect_timeout", CONFIG_SCOPE_FORWARD },
+	{ "backend_tls", CONFIG_SCOPE_FORWARD },
+	{ "backend_ca", CONFIG_SCOPE_FORWARD },
+	{ "backend_sni", CONFIG_SCOPE_FORWARD },
+	{ "proxy_protocol", CONFIG_SCOPE_FORWARD },
+	{ "high_water", CONFIG_SCOPE_FORWARD },
+	{ NULL, 0 },
+};
+
+static const struct config_key *
+find_key(const char *name)
+{
+	for (const struct config_key *k = config_keys; k->name != NULL; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+static void
+record_line(struct config_keyline *lines, size_t *n, const char *key,
+    int line)
+{
+	/* Past the table, errors fall back to the section's line. */
+	if (*n >= CONFIG_MAX_KEYLINES)
+		return;
+	snprintf(lines[*n].key, sizeof(lines[0].key), "%s", key);
+	lines[*n].line = line;
+	(*n)++;
+}
+
+static int
+find_line(const struct config_keyline *lines, size_t n, const char *key,
+    size_t index)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(lines[i].key, key) == 0 && index-- == 0)
+			return lines[i].line;
+	return -1;
+}
+
+void
+config_error(const struct config *c, const struct config_listener *l,
+    const char *key, size_t index, const char *why, char *err,
+    size_t errlen)
+{
+	int line = l != NULL ? find_line(l->lines, l->nlines, key, index) :
+	    find_line(c->lines, c->nlines, key, index);
+
+	if (line < 0)
+		line = l != NULL ? l->line : 1;
+	snprintf(err, errlen, "%s:%d: [%s] %s: %s", c->label, line,
+	    l != NULL ? l->name : "ferry", key, why);
+}
 
 static int
 fail(struct parse *p, const char *key, const char *fmt, ...)
@@ -389,7 +479,7 @@ find_or_add(struct parse *p, const char *section)
 	}
 	struct config_listener *l = &c->listeners[c->nlisteners++];
 	config_listener_init(l, section);
-	l->line = p->line;
+	l->line = p->header_line > 0 ? p->header_line : p->line;
 	return l;
 }
 
@@ -399,6 +489,8 @@ on_value(void *user, const char *section, const char *name,
 {
 	struct parse *p = user;
 
+	const struct config_key *k;
+
 	if (p->failed)
 		return 1;	/* keep the first error */
 	snprintf(p->section, sizeof(p->section), "%s", section);
@@ -406,13 +498,27 @@ on_value(void *user, const char *section, const char *name,
 		return fail(p, name, "key outside any [section]");
 	if (strlen(section) >= CONFIG_NAME_LEN)
 		return fail(p, name, "section name too long");
-	if (!strcmp(section, "ferry"))
+	/* Names go into logs and metric labels as they are. */
+	if (strspn(section, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.") != strlen(section))
+		return fail(p, name, "section name: use letters, digits, "
+		    "'-', '_' and '.'");
+	k = find_key(name);
+	if (!strcmp(section, "ferry")) {
+		if (k == NULL || k->scope != CONFIG_SCOPE_PROCESS)
+			return fail(p, name, "unknown key");
+		record_line(p->c->lines, &p->c->nlines, name, p->line);
 		return ferry_key(p, name, value);
+	}
+	if (k == NULL || k->scope == CONFIG_SCOPE_PROCESS)
+		return fail(p, name, k == NULL ? "unknown key" :
+		    "belongs in [ferry]");
 	if (p->cur == NULL || strcmp(p->cur->name, section) != 0) {
 		p->cur = find_or_add(p, section);
 		if (p->cur == NULL)
 			return 0;
 	}
+	record_line(p->cur->lines, &p->cur->nlines, name, p->line);
 	return listener_key(p, name, value);
 }
 
@@ -425,6 +531,17 @@ check_listener(struct parse *p, struct config_listener *l)
 	snprintf(p->section, sizeof(p->section), "%s", l->name);
 	if (!l->mode_set)
 		return fail(p, "mode", "missing (relay or forward)");
+	for (size_t i = 0; i < l->nlines; i++) {
+		const struct config_key *k = find_key(l->lines[i].key);
+		if ((k->scope == CONFIG_SCOPE_RELAY && l->mode != CONFIG_RELAY) ||
+		    (k->scope == CONFIG_SCOPE_FORWARD &&
+		    l->mode != CONFIG_FORWARD)) {
+			p->line = l->lines[i].line;
+			return fail(p, k->name, "only for %s listeners",
+			    k->scope == CONFIG_SCOPE_RELAY ? "relay" :
+			    "forward");
+		}
+	}
 	if (l->nbind == 0)
 		return fail(p, "bind", "missing");
 	if (l->ncert != l->nkey)
@@ -437,6 +554,14 @@ check_listener(struct parse *p, struct config_listener *l)
 		    "the CA file");
 	if (l->mode == CONFIG_FORWARD && l->nbackend == 0)
 		return fail(p, "backend", "missing for a forward listener");
+	for (size_t i = 0; i < l->nbackend; i++)
+		if (l->backend[i].host[0] == '\0') {
+			int line = find_line(l->lines, l->nlines, "backend", 0);
+			if (line > 0)
+				p->line = line;
+			return fail(p, "backend", "':%d' needs a host to "
+			    "connect to", l->backend[i].port);
+		}
 	if (l->mode == CONFIG_RELAY && l->nbackend > 0)
 		return fail(p, "backend", "only forward listeners have "
 		    "backends");
@@ -478,7 +603,19 @@ finish(struct parse *p, int rc)
 	return 0;
 }
 
-/* Readers that count lines, since inih's handler does not get them. */
+/*
+ * Readers that count lines, since inih's handler does not get them (nor
+ * section headers: those are noted here too).
+ */
+static void
+note_line(struct parse *p, const char *line)
+{
+	p->line++;
+	line += strspn(line, " \t");
+	if (*line == '[')
+		p->header_line = p->line;
+}
+
 static char *
 read_file_line(char *str, int num, void *stream)
 {
@@ -486,7 +623,7 @@ read_file_line(char *str, int num, void *stream)
 	char *r = fgets(str, num, p->fp);
 
 	if (r != NULL)
-		p->line++;
+		note_line(p, r);
 	return r;
 }
 
@@ -506,7 +643,7 @@ read_string_line(char *str, int num, void *stream)
 	memcpy(str, p->text, n);
 	str[n] = '\0';
 	p->text += n;
-	p->line++;
+	note_line(p, str);
 	return str;
 }
 
@@ -518,6 +655,7 @@ config_load(struct config *c, const char *path, char *err, size_t errlen)
 	int rc;
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
+	snprintf(c->label, sizeof(c->label), "%s", path);
 	/* Long cipher lists and paths: inih's default line is 200 bytes. */
 	ini_use_stack = false;
 	ini_max_line = 4096;
@@ -539,6 +677,7 @@ config_load_string(struct config *c, const char *text, const char *label,
 	struct parse p = { .c = c, .label = label, .err = err,
 	    .errlen = errlen, .text = text };
 
+	snprintf(c->label, sizeof(c->label), "%s", label);
 	ini_use_stack = false;
 	ini_max_line = 4096;
 	ini_initial_alloc = 4096;

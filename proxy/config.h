@@ -21,6 +21,32 @@
 #define CONFIG_NAME_LEN 64
 #define CONFIG_PATH_LEN 512
 #define CONFIG_ADDR_LEN 300
+#define CONFIG_MAX_KEYLINES 96
+
+/*
+ * Every key, and where it may appear.  The parser refuses a key that is
+ * not here; ferry.conf.example and the README document exactly these.
+ */
+enum config_scope {
+	CONFIG_SCOPE_PROCESS,		/* [ferry] */
+	CONFIG_SCOPE_LISTENER,		/* any listener */
+	CONFIG_SCOPE_RELAY,		/* mode = relay only */
+	CONFIG_SCOPE_FORWARD,		/* mode = forward only */
+};
+
+struct config_key {
+	const char *name;
+	enum config_scope scope;
+};
+
+extern const struct config_key config_keys[];	/* ends with a NULL name */
+
+/* Where a key was given, so that later errors (a certificate that does
+ * not load, a backend that does not resolve) can name file and line. */
+struct config_keyline {
+	char key[32];
+	int line;
+};
 
 enum config_mode { CONFIG_RELAY = 0, CONFIG_FORWARD };
 enum config_verify { CONFIG_VERIFY_NONE = 0, CONFIG_VERIFY_OPTIONAL,
@@ -36,8 +62,10 @@ struct config_addr {
 };
 
 struct config_listener {
-	char name[CONFIG_NAME_LEN];
+	char name[CONFIG_NAME_LEN];	/* letters, digits, '-', '_', '.' */
 	int line;			/* where the section starts */
+	struct config_keyline lines[CONFIG_MAX_KEYLINES];
+	size_t nlines;
 	enum config_mode mode;
 	bool mode_set;
 	struct config_addr bind[CONFIG_MAX_BINDS];
@@ -83,6 +111,9 @@ struct config_listener {
 
 struct config {
 	char path[CONFIG_PATH_LEN];	/* "" for the embedded default */
+	char label[CONFIG_PATH_LEN];	/* the file (or text) in messages */
+	struct config_keyline lines[CONFIG_MAX_KEYLINES];	/* [ferry] */
+	size_t nlines;
 	int workers;			/* 0 = one per core */
 	int max_restarts;
 	struct config_addr admin;
@@ -115,6 +146,16 @@ int config_load_string(struct config *c, const char *text, const char *label,
  * development certificate found under `certdir`).
  */
 int config_default(struct config *c, const char *certdir, char *err,
+    size_t errlen);
+
+/*
+ * For errors found after parsing (certificates, backends, binds): writes
+ * "FILE:LINE: [section] key: why" into err, LINE being where the index-th
+ * `key` of listener l (NULL: [ferry]) was given, else where its section
+ * starts.
+ */
+void config_error(const struct config *c, const struct config_listener *l,
+    const char *key, size_t index, const char *why, char *err,
     size_t errlen);
 
 #endif
