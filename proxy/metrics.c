@@ -52,6 +52,7 @@ metrics_set_worker(int id)
 {
 	if (id >= 0 && id < nslots)
 		my_slot = id;
+	slots[my_slot].pid = (int64_t)getpid();
 }
 
 int
@@ -119,6 +120,40 @@ metrics_family(struct buffer *out, const char *name, const char *type,
 	    type);
 }
 
+void
+metrics_escape(const char *in, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	if (outlen == 0)
+		return;
+	for (; *in != '\0'; in++) {
+		const char *rep = *in == '\\' ? "\\\\" : *in == '"' ? "\\\"" :
+		    *in == '\n' ? "\\n" : NULL;
+		size_t need = rep ? 2 : 1;
+		if (n + need >= outlen)
+			break;
+		if (rep != NULL)
+			memcpy(out + n, rep, 2);
+		else
+			out[n] = *in;
+		n += need;
+	}
+	out[n] = '\0';
+}
+
+/* Label values for listener i: name and mode, escaped. */
+static void
+listener_labels(int i, char *out, size_t outlen)
+{
+	char name[2 * sizeof(listeners[0].name)];
+	char mode[2 * sizeof(listeners[0].mode)];
+
+	metrics_escape(listeners[i].name, name, sizeof(name));
+	metrics_escape(listeners[i].mode, mode, sizeof(mode));
+	snprintf(out, outlen, "listener=\"%s\",mode=\"%s\"", name, mode);
+}
+
 /* Sum of one field over every worker's slot. */
 static uint64_t
 sum(int id, size_t offset)
@@ -135,11 +170,14 @@ static void
 listener_family(struct buffer *out, const char *name, const char *type,
     const char *help, size_t offset)
 {
+	char labels[300];
+
 	metrics_family(out, name, type, help);
-	for (int i = 0; i < nlisteners; i++)
-		metrics_printf(out, "%s{listener=\"%s\",mode=\"%s\"} %llu\n",
-		    name, listeners[i].name, listeners[i].mode,
+	for (int i = 0; i < nlisteners; i++) {
+		listener_labels(i, labels, sizeof(labels));
+		metrics_printf(out, "%s{%s} %llu\n", name, labels,
 		    (unsigned long long)sum(i, offset));
+	}
 }
 
 static void
@@ -150,28 +188,52 @@ active_family(struct buffer *out)
 	for (int i = 0; i < nlisteners; i++) {
 		uint64_t a = sum(i, offsetof(struct metrics_conn, accepted));
 		uint64_t c = sum(i, offsetof(struct metrics_conn, closed));
-		metrics_printf(out, "ferry_connections_active{listener=\"%s\","
-		    "mode=\"%s\"} %llu\n", listeners[i].name,
-		    listeners[i].mode, (unsigned long long)(a > c ? a - c : 0));
+		char labels[300];
+		listener_labels(i, labels, sizeof(labels));
+		metrics_printf(out, "ferry_connections_active{%s} %llu\n",
+		    labels, (unsigned long long)(a > c ? a - c : 0));
 	}
+}
+
+/* Resident bytes of a process (/proc/PID/statm), or -1. */
+static long
+rss_of(const char *statm)
+{
+	long pages = 0, rss = -1;
+	FILE *f = fopen(statm, "r");
+
+	if (f != NULL) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = -1;
+		fclose(f);
+	}
+	return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
 }
 
 static void
 process_family(struct buffer *out)
 {
-	long pages = 0, rss = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
+	long rss = rss_of("/proc/self/statm");
 	struct rusage ru;
 
-	if (f != NULL) {
-		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-			rss = 0;
-		fclose(f);
-	}
 	metrics_family(out, "ferry_process_resident_memory_bytes", "gauge",
 	    "Resident memory of the process serving this page.");
 	metrics_printf(out, "ferry_process_resident_memory_bytes %ld\n",
-	    rss * sysconf(_SC_PAGESIZE));
+	    rss < 0 ? 0 : rss);
+	/* Every worker writes its pid into its slot: its memory is readable. */
+	metrics_family(out, "ferry_worker_resident_memory_bytes", "gauge",
+	    "Resident memory of each worker process.");
+	for (int w = 0; w < nslots; w++) {
+		char path[64];
+		if (slots[w].pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%lld/statm",
+		    (long long)slots[w].pid);
+		rss = rss_of(path);
+		if (rss >= 0)
+			metrics_printf(out, "ferry_worker_resident_memory_bytes"
+			    "{worker=\"%d\"} %ld\n", w, rss);
+	}
 	if (getrusage(RUSAGE_SELF, &ru) == 0) {
 		metrics_family(out, "ferry_process_cpu_seconds_total",
 		    "counter", "CPU time of the process serving this page.");

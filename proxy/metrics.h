@@ -38,6 +38,7 @@ struct metrics_conn {
 
 struct metrics_slot {
 	struct metrics_conn listener[METRICS_MAX_LISTENERS];
+	int64_t pid;			/* the worker writing it (for its RSS) */
 };
 
 /*
@@ -45,7 +46,7 @@ struct metrics_slot {
  * without it one private slot is used).  0 or -1.
  */
 int metrics_init(int workers);
-/* The slot this process writes (its worker id). */
+/* The slot this process writes (its worker id), from now on. */
 void metrics_set_worker(int id);
 
 /* Registers a listener name; returns its id (or -1 when full). */
@@ -68,5 +69,10 @@ void metrics_printf(struct buffer *out, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void metrics_family(struct buffer *out, const char *name, const char *type,
     const char *help);
+/*
+ * A label value escaped for the text format (backslash, double quote and
+ * newline); always NUL-terminated, cut short rather than overflowing.
+ */
+void metrics_escape(const char *in, char *out, size_t outlen);
 
 #endif
