@@ -3,7 +3,7 @@
  * fork workers -> loop -> signals.
  *
  * The only global state is here: the running app, reached from signal
- * watchers through their data pointers.
+ * watchers (and the supervisor's hook) through their data pointers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,23 +19,25 @@
 
 #include "admin.h"
 #include "config.h"
+#include "device.h"
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
+#include "netutil.h"
 #include "process.h"
+#include "registry.h"
 #include "stream.h"
 #include "tcpserver.h"
 #include "tls.h"
-#include "device.h"
-#include "netutil.h"
-#include "registry.h"
 
 struct listener {
 	const struct config_listener *cfg;
 	struct tcpserver srv;
-	struct tls_ctx *tls;
+	struct tls_ctx *tls;		/* towards clients, or NULL */
+	struct tls_ctx *backend_tls;	/* forward: towards backends, or NULL */
 	int metrics_id;
-	bool serving;		/* this process accepts on it */
-	void *proto;		/* relay or forward state */
+	struct relay_listener *relay;	/* mode = relay */
+	struct forward_listener *fwd;	/* mode = forward */
 };
 
 struct app {
@@ -53,6 +55,12 @@ struct app {
 	int worker;
 };
 
+/* Every listener's TLS contexts, built together so a reload is atomic. */
+struct tls_set {
+	struct tls_ctx *server[CONFIG_MAX_LISTENERS];
+	struct tls_ctx *backend[CONFIG_MAX_LISTENERS];
+};
+
 static void
 usage(FILE *f)
 {
@@ -62,25 +70,54 @@ usage(FILE *f)
 	    "  -c, --config FILE   run the listeners of FILE (INI; see\n"
 	    "                      ferry.conf.example); without it, the embedded\n"
 	    "                      default: relay on :8888 and TLS relay on :8443\n"
-	    "      --check         validate the configuration and exit\n"
+	    "      --check         validate the configuration (certificates and\n"
+	    "                      backends included) and exit: 0 if good, else 2\n"
+	    "                      with FILE:LINE: [section] key: reason\n"
 	    "      --certs DIR     certificates of the embedded default (certs)\n"
 	    "      --log-level L   error, warn, info, debug (overrides the file)\n"
 	    "  -h, --help          this text\n"
 	    "  -V, --version       the version\n"
 	    "\n"
-	    "Signals: TERM/INT drain and exit, HUP reloads certificates.\n");
+	    "Development shortcuts, instead of a file (port 0 picks a free port):\n"
+	    "      --relay ADDR      a relay listener on ADDR (e.g. :8888)\n"
+	    "      --relay-tls ADDR  a TLS relay listener on ADDR (e.g. :8443)\n"
+	    "      --cert FILE       its certificate (certs/server.pem)\n"
+	    "      --key FILE        its private key (certs/server.key)\n"
+	    "\n"
+	    "Signals: TERM/INT stop accepting, let live connections finish (up\n"
+	    "to drain_timeout) and exit; HUP reloads certificates and keys for\n"
+	    "new connections (the old ones stay if the new files are bad).\n");
 }
 
 /* ---- TLS contexts ---- */
 
+static const char *
+tls_opt_key(enum tls_opt opt)
+{
+	switch (opt) {
+	case TLS_OPT_CERT: return "cert";
+	case TLS_OPT_KEY: return "key";
+	case TLS_OPT_CLIENT_CA: return "client_ca";
+	case TLS_OPT_VERSION: return "tls_min_version";
+	case TLS_OPT_CIPHERS: return "ciphers";
+	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
+	case TLS_OPT_ALPN: return "alpn";
+	case TLS_OPT_CA_FILE: return "backend_ca";
+	case TLS_OPT_OTHER: break;
+	}
+	return "cert";
+}
+
 static struct tls_ctx *
-listener_tls(const struct config_listener *l, char *err, size_t errlen)
+listener_tls(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
 {
 	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
 	struct tls_server_opts o = { 0 };
+	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
+	struct tls_ctx *c;
+	char why[384];
 
-	if (l->ncert == 0)
-		return NULL;
 	for (size_t i = 0; i < l->ncert; i++) {
 		pairs[i].cert = l->cert[i];
 		pairs[i].key = l->key[i];
@@ -93,24 +130,81 @@ listener_tls(const struct config_listener *l, char *err, size_t errlen)
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
 	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
 	o.alpn = l->alpn[0] ? l->alpn : NULL;
-	return tls_ctx_new_server(&o, err, errlen);
+	o.fault = &fault;
+	c = tls_ctx_new_server(&o, why, sizeof(why));
+	if (c == NULL)
+		config_error(cfg, l, tls_opt_key(fault.opt), fault.index, why,
+		    err, errlen);
+	return c;
+}
+
+/* TLS towards a forward listener's backends: verified, always. */
+static struct tls_ctx *
+backend_tls(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	struct tls_client_opts o = { 0 };
+	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
+	struct tls_ctx *c;
+	char why[384];
+
+	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
+	o.verify = true;
+	o.fault = &fault;
+	c = tls_ctx_new_client(&o, why, sizeof(why));
+	if (c == NULL)
+		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
+		    "backend_ca" : "backend_tls", 0, why, err, errlen);
+	return c;
+}
+
+static void
+tls_set_free(struct tls_set *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		tls_ctx_unref(t->server[i]);
+		tls_ctx_unref(t->backend[i]);
+	}
 }
 
 /* Builds every TLS context; on failure nothing is kept. */
 static int
-build_tls(struct app *app, struct tls_ctx **out, char *err, size_t errlen)
+build_tls(const struct config *cfg, struct tls_set *t, char *err,
+    size_t errlen)
 {
-	for (size_t i = 0; i < app->cfg.nlisteners; i++) {
-		const struct config_listener *l = &app->cfg.listeners[i];
-		char why[384];
-		out[i] = NULL;
-		if (l->ncert == 0)
-			continue;
-		out[i] = listener_tls(l, why, sizeof(why));
-		if (out[i] == NULL) {
-			snprintf(err, errlen, "[%s] %s", l->name, why);
-			while (i-- > 0)
-				tls_ctx_unref(out[i]);
+	memset(t, 0, sizeof(*t));
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		if (l->ncert > 0 &&
+		    (t->server[i] = listener_tls(cfg, l, err, errlen)) == NULL)
+			goto fail;
+		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
+		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
+			goto fail;
+	}
+	return 0;
+fail:
+	tls_set_free(t, cfg->nlisteners);
+	return -1;
+}
+
+/* Resolves a forward listener's backends (once, at start-up). */
+static int
+resolve_backends(const struct config *cfg, const struct config_listener *l,
+    struct forward_backend *out, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < l->nbackend; i++) {
+		const struct config_addr *a = &l->backend[i];
+		struct forward_backend *b = &out[i];
+		char why[256];
+
+		memset(b, 0, sizeof(*b));
+		snprintf(b->host, sizeof(b->host), "%s", a->host);
+		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
+		    "[%s]:%d" : "%s:%d", a->host, a->port);
+		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
+		    why, sizeof(why)) < 0) {
+			config_error(cfg, l, "backend", i, why, err, errlen);
 			return -1;
 		}
 	}
@@ -119,24 +213,62 @@ build_tls(struct app *app, struct tls_ctx **out, char *err, size_t errlen)
 
 /* ---- signals ---- */
 
+/*
+ * SIGHUP: new certificates (and backend CAs) for new connections; live
+ * connections keep the contexts they hold.  All or nothing.
+ */
 static void
-reload(struct app *app)
+reload(struct app *app, const char *who)
 {
-	struct tls_ctx *fresh[CONFIG_MAX_LISTENERS];
-	char err[512];
+	struct tls_set fresh;
+	char err[1024];
 
-	if (build_tls(app, fresh, err, sizeof(err)) < 0) {
-		LOGE("reload: %s; keeping the current certificates", err);
+	if (build_tls(&app->cfg, &fresh, err, sizeof(err)) < 0) {
+		LOGE("%sreload: %s; keeping the current certificates", who,
+		    err);
 		return;
 	}
 	for (size_t i = 0; i < app->nls; i++) {
-		if (fresh[i] == NULL)
-			continue;
-		tcpserver_set_tls(&app->ls[i].srv, fresh[i]);
-		tls_ctx_unref(app->ls[i].tls);
-		app->ls[i].tls = fresh[i];
+		struct listener *ls = &app->ls[i];
+		if (fresh.server[i] != NULL) {
+			tcpserver_set_tls(&ls->srv, fresh.server[i]);
+			tls_ctx_unref(ls->tls);
+			ls->tls = fresh.server[i];
+		}
+		if (fresh.backend[i] != NULL) {
+			forward_listener_set_backend_tls(ls->fwd,
+			    fresh.backend[i]);
+			tls_ctx_unref(ls->backend_tls);
+			ls->backend_tls = fresh.backend[i];
+		}
 	}
-	LOGI("reload: certificates reloaded for new connections");
+	LOGI("%sreload: certificates reloaded for new connections", who);
+}
+
+static void
+stop_listening(struct app *app)
+{
+	for (size_t i = 0; i < app->nls; i++)
+		tcpserver_stop(&app->ls[i].srv);
+	if (app->admin_on)
+		tcpserver_stop(&app->admin);
+}
+
+/*
+ * The supervisor's part of a signal, before the workers get it: a worker
+ * it restarts is a copy of it, so it reloads too; and once stopping, its
+ * copies of the listening sockets must not keep accepting into a queue
+ * nobody serves.
+ */
+static void
+supervisor_signal(int sig, void *arg)
+{
+	struct app *app = arg;
+
+	if (sig == SIGHUP)
+		reload(app, "supervisor: ");
+	else if (sig == SIGTERM || sig == SIGINT)
+		stop_listening(app);
 }
 
 static void
@@ -160,7 +292,7 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	(void)revents;
 	if (w->signum == SIGHUP) {
-		reload(app);
+		reload(app, "");
 		return;
 	}
 	if (app->draining) {
@@ -171,10 +303,7 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	app->draining = true;
 	LOGI("signal %d: no new connections; draining %zu for up to %.0f s",
 	    w->signum, app->sl.live, app->cfg.drain_timeout);
-	for (size_t i = 0; i < app->nls; i++)
-		tcpserver_stop(&app->ls[i].srv);
-	if (app->admin_on)
-		tcpserver_stop(&app->admin);
+	stop_listening(app);
 	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
 	ev_timer_init(&app->drain, drain_check, 0., 0.1);
 	app->drain.data = app;
@@ -205,6 +334,14 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 		}
 		gid = gr->gr_gid;
 	}
+	/* Started as that user already (systemd User=): nothing to drop. */
+	if (geteuid() != 0) {
+		if (geteuid() == pw->pw_uid && getegid() == gid)
+			return 0;
+		snprintf(err, errlen, "not started as root: cannot become %s",
+		    c->user);
+		return -1;
+	}
 	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 ||
 	    setuid(pw->pw_uid) < 0) {
 		snprintf(err, errlen, "cannot become %s: %s", c->user,
@@ -215,6 +352,8 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "privileges could be regained");
 		return -1;
 	}
+	LOGI("running as user %s (uid %ld, gid %ld)", c->user,
+	    (long)pw->pw_uid, (long)gid);
 	return 0;
 }
 
@@ -237,43 +376,68 @@ relay_opts_from(const struct config_listener *l, struct relay_opts *o)
 	o->idle_timeout = l->idle_timeout;
 }
 
+static struct forward_listener *
+forward_from(struct app *app, struct listener *ls, char *err, size_t errlen)
+{
+	const struct config_listener *l = ls->cfg;
+	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct forward_opts fo = { 0 };
+	struct forward_listener *fl;
+	char why[256];
+
+	if (resolve_backends(&app->cfg, l, backends, err, errlen) < 0)
+		return NULL;
+	fo.backends = backends;
+	fo.nbackends = l->nbackend;
+	fo.connect_timeout = l->connect_timeout;
+	fo.idle_timeout = l->idle_timeout;
+	fo.high_water = l->high_water;
+	fo.proxy = l->proxy_protocol == CONFIG_PROXY_V1 ? FORWARD_PROXY_V1 :
+	    l->proxy_protocol == CONFIG_PROXY_V2 ? FORWARD_PROXY_V2 :
+	    FORWARD_PROXY_OFF;
+	fo.backend_tls = ls->backend_tls;
+	fo.backend_sni = l->backend_sni;
+	fl = forward_listener_new(l->name, &app->sl, &fo, why, sizeof(why));
+	if (fl == NULL)
+		config_error(&app->cfg, l, "backend", 0, why, err, errlen);
+	return fl;
+}
+
 static int
-bind_listener(struct app *app, struct listener *ls, struct tls_ctx *tls,
-    char *err, size_t errlen)
+bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 {
 	const struct config_listener *l = ls->cfg;
 	struct stream_opts so;
 
 	stream_opts_default(&so);
 	so.handshake_timeout = l->handshake_timeout;
-	ls->tls = tls;
 	ls->metrics_id = metrics_listener(l->name,
 	    l->mode == CONFIG_RELAY ? "relay" : "forward");
 	if (l->mode == CONFIG_RELAY) {
 		struct relay_opts ro;
-		struct relay_listener *rl;
 		relay_opts_from(l, &ro);
-		rl = relay_listener_new(l->name, app->loop, &ro);
-		if (rl == NULL) {
-			snprintf(err, errlen, "out of memory");
+		ls->relay = relay_listener_new(l->name, app->loop, &ro);
+		if (ls->relay == NULL) {
+			snprintf(err, errlen, "[%s] out of memory", l->name);
 			return -1;
 		}
-		ls->proto = rl;
-		tcpserver_init(&ls->srv, &app->sl, l->name, &so, tls,
-		    device_handle_stream, rl);
+		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
+		    device_handle_stream, ls->relay);
 	} else {
-		/* FORWARD_SETUP */
-		snprintf(err, errlen, "[%s] forward listeners are not "
-		    "available in this build yet", l->name);
-		return -1;
+		ls->fwd = forward_from(app, ls, err, errlen);
+		if (ls->fwd == NULL)
+			return -1;
+		/* A client's side reads at most high_water ahead. */
+		so.max_buffer_size = l->high_water;
+		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
+		    forward_handle_stream, ls->fwd);
 	}
 	for (size_t i = 0; i < l->nbind; i++) {
 		char why[256];
 		if (tcpserver_bind(&ls->srv, l->bind[i].host[0] ?
 		    l->bind[i].host : NULL, l->bind[i].port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			snprintf(err, errlen, "[%s] bind %s:%d: %s", l->name,
-			    l->bind[i].host, l->bind[i].port, why);
+			config_error(&app->cfg, l, "bind", i, why, err, errlen);
 			return -1;
 		}
 	}
@@ -298,7 +462,10 @@ log_listening(const char *mode, const char *transport,
 	}
 }
 
-/* Relay listeners need one registry: only worker 0 serves them. */
+/*
+ * Relay listeners need one registry: only worker 0 serves them.  Forward
+ * listeners are served by every worker (the kernel spreads the accepts).
+ */
 static bool
 serves(const struct app *app, const struct listener *ls)
 {
@@ -308,29 +475,32 @@ serves(const struct app *app, const struct listener *ls)
 static int
 setup(struct app *app, char *err, size_t errlen)
 {
-	struct tls_ctx *tls[CONFIG_MAX_LISTENERS];
+	struct tls_set tls;
 
-	if (build_tls(app, tls, err, errlen) < 0)
+	if (build_tls(&app->cfg, &tls, err, errlen) < 0)
 		return -1;
+	/* From here on each listener owns its contexts (teardown frees). */
 	for (size_t i = 0; i < app->cfg.nlisteners; i++) {
 		struct listener *ls = &app->ls[app->nls++];
 		ls->cfg = &app->cfg.listeners[i];
-		if (bind_listener(app, ls, tls[i], err, errlen) < 0)
-			return -1;
-		tcpserver_set_stats(&ls->srv, NULL);
+		ls->tls = tls.server[i];
+		ls->backend_tls = tls.backend[i];
 	}
+	for (size_t i = 0; i < app->nls; i++)
+		if (bind_listener(app, &app->ls[i], err, errlen) < 0)
+			return -1;
 	if (app->cfg.admin_set) {
 		char why[256];
 		tcpserver_init(&app->admin, &app->sl, "admin", NULL, NULL,
 		    admin_handle_stream, NULL);
+		app->admin_on = true;
 		if (tcpserver_bind(&app->admin, app->cfg.admin.host[0] ?
 		    app->cfg.admin.host : NULL, app->cfg.admin.port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			snprintf(err, errlen, "admin %s:%d: %s",
-			    app->cfg.admin.host, app->cfg.admin.port, why);
+			config_error(&app->cfg, NULL, "admin", 0, why, err,
+			    errlen);
 			return -1;
 		}
-		app->admin_on = true;
 	}
 	return 0;
 }
@@ -344,9 +514,8 @@ relay_metrics(struct buffer *out, void *arg)
 	size_t n = 0;
 
 	for (size_t i = 0; i < app->nls; i++)
-		if (app->ls[i].cfg->mode == CONFIG_RELAY &&
-		    app->ls[i].proto != NULL)
-			rls[n++] = app->ls[i].proto;
+		if (app->ls[i].relay != NULL)
+			rls[n++] = app->ls[i].relay;
 	relay_render_metrics(rls, n, out);
 }
 
@@ -387,12 +556,20 @@ teardown(struct app *app)
 	for (size_t i = 0; i < app->nls; i++) {
 		struct listener *ls = &app->ls[i];
 		tcpserver_destroy(&ls->srv);
-		tls_ctx_unref(ls->tls);
-		if (ls->cfg->mode == CONFIG_RELAY)
-			relay_listener_free(ls->proto);
+		if (ls->fwd != NULL)
+			forward_listener_close_all(ls->fwd);
 	}
 	if (app->admin_on)
 		tcpserver_destroy(&app->admin);
+	/* Connections closed above finish here, before what they use goes. */
+	stream_loop_run_pending(&app->sl);
+	for (size_t i = 0; i < app->nls; i++) {
+		struct listener *ls = &app->ls[i];
+		relay_listener_free(ls->relay);
+		forward_listener_free(ls->fwd);
+		tls_ctx_unref(ls->tls);
+		tls_ctx_unref(ls->backend_tls);
+	}
 }
 
 /* ---- command line ---- */
@@ -449,6 +626,11 @@ parse_cli(int argc, char **argv, struct cli *cli)
 		    argv[optind]);
 		return -1;
 	}
+	if (cli->config != NULL && (cli->relay || cli->relay_tls)) {
+		fprintf(stderr, "ferry: -c and --relay/--relay-tls do not "
+		    "mix\n");
+		return -1;
+	}
 	return 0;
 }
 
@@ -469,8 +651,67 @@ cli_listeners(struct config *c, const struct cli *cli, char *err,
 		    "key = %s\n", cli->relay_tls,
 		    cli->cert ? cli->cert : "certs/server.pem",
 		    cli->key ? cli->key : "certs/server.key");
+	if (n < 0 || (size_t)n >= sizeof(text)) {
+		snprintf(err, errlen, "command line listeners too long");
+		return -1;
+	}
 	config_init(c);
 	return config_load_string(c, text, "(command line)", err, errlen);
+}
+
+/* --check: everything but binding, so a bad file never reaches a reload. */
+static int
+check(struct app *app)
+{
+	struct tls_set tls;
+	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	char err[1024];
+
+	if (build_tls(&app->cfg, &tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 2;
+	}
+	tls_set_free(&tls, app->cfg.nlisteners);
+	for (size_t i = 0; i < app->cfg.nlisteners; i++) {
+		const struct config_listener *l = &app->cfg.listeners[i];
+		if (l->mode == CONFIG_FORWARD && resolve_backends(&app->cfg, l,
+		    backends, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ferry: %s\n", err);
+			return 2;
+		}
+	}
+	printf("%s: OK (%zu listeners)\n", app->cfg.label,
+	    app->cfg.nlisteners);
+	return 0;
+}
+
+static int
+load_config(struct config *c, const struct cli *cli)
+{
+	char err[1024];
+	int rc;
+
+	config_init(c);
+	if (cli->relay || cli->relay_tls)
+		rc = cli_listeners(c, cli, err, sizeof(err));
+	else if (cli->config != NULL)
+		rc = config_load(c, cli->config, err, sizeof(err));
+	else
+		rc = config_default(c, cli->certs, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return -1;
+	}
+	if (cli->log_level != NULL) {
+		int l = log_level_parse(cli->log_level);
+		if (l < 0) {
+			fprintf(stderr, "ferry: bad --log-level '%s'\n",
+			    cli->log_level);
+			return -1;
+		}
+		c->log_level = l;
+	}
+	return 0;
 }
 
 int
@@ -479,55 +720,18 @@ main(int argc, char **argv)
 	static struct app app;
 	struct cli cli;
 	char err[1024];
+	int workers;
 
-	if (parse_cli(argc, argv, &cli) < 0)
+	if (parse_cli(argc, argv, &cli) < 0 || load_config(&app.cfg, &cli) < 0)
 		return 2;
-	if (cli.relay || cli.relay_tls) {
-		if (cli_listeners(&app.cfg, &cli, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s\n", err);
-			return 2;
-		}
-	} else if (cli.config != NULL) {
-		config_init(&app.cfg);
-		if (config_load(&app.cfg, cli.config, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s\n", err);
-			return 2;
-		}
-	} else {
-		config_init(&app.cfg);
-		if (config_default(&app.cfg, cli.certs, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s\n", err);
-			return 2;
-		}
-	}
-	if (cli.log_level != NULL) {
-		int l = log_level_parse(cli.log_level);
-		if (l < 0) {
-			fprintf(stderr, "ferry: bad --log-level '%s'\n",
-			    cli.log_level);
-			return 2;
-		}
-		app.cfg.log_level = l;
-	}
 	log_set_level((enum log_level)app.cfg.log_level);
-	if (cli.check) {
-		struct tls_ctx *tls[CONFIG_MAX_LISTENERS];
-		if (build_tls(&app, tls, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s: %s\n", cli.config ?
-			    cli.config : "(default)", err);
-			return 2;
-		}
-		for (size_t i = 0; i < app.cfg.nlisteners; i++)
-			tls_ctx_unref(tls[i]);
-		printf("%s: OK (%zu listeners)\n", cli.config ? cli.config :
-		    "(embedded default)", app.cfg.nlisteners);
-		return 0;
-	}
+	if (cli.check)
+		return check(&app);
 
 	signal(SIGPIPE, SIG_IGN);
 	app.loop = ev_default_loop(EVFLAG_AUTO);
 	stream_loop_init(&app.sl, app.loop);
-	int workers = app.cfg.workers <= 0 ? process_cpu_count() :
+	workers = app.cfg.workers <= 0 ? process_cpu_count() :
 	    app.cfg.workers;
 	if (metrics_init(workers) < 0)
 		LOGW("shared metrics unavailable: counting per process");
@@ -540,10 +744,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (workers > 1) {
-		app.worker = process_fork(workers, app.cfg.max_restarts);
+		struct process_hooks hooks = { supervisor_signal, &app };
+		app.worker = process_fork_hooks(workers, app.cfg.max_restarts,
+		    &hooks);
 		ev_loop_fork(app.loop);
-		metrics_set_worker(app.worker);
 	}
+	metrics_set_worker(app.worker);
 	start(&app);
 
 	ev_signal_init(&app.sig_term, on_signal, SIGTERM);

@@ -132,7 +132,8 @@ parse_ports(struct ferry_proc *fp)
 		line[n] = '\0';
 		p += n;
 		sp = strstr(line, " (");
-		br = strstr(line, " [");
+		/* The name follows the transport: "[::1]:80" has a " [" too. */
+		br = sp != NULL ? strstr(sp, " [") : NULL;
 		if (sp == NULL || br == NULL)
 			continue;
 		colon = sp;
@@ -416,4 +417,26 @@ http_get(int port, const char *path, int *status)
 	}
 	memmove(buf, body + 4, strlen(body + 4) + 1);
 	return buf;
+}
+
+double
+ferry_metric(const struct ferry_proc *fp, const char *series)
+{
+	int status;
+	char *body = http_get(ferry_port(fp, "admin"), "/metrics", &status);
+	size_t n = strlen(series);
+	double v = -1;
+
+	if (body == NULL)
+		return -1;
+	for (const char *p = body; p != NULL && *p; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+			v = strtod(p + n + 1, NULL);
+			break;
+		}
+	}
+	free(body);
+	return status == 200 ? v : -1;
 }

@@ -15,6 +15,7 @@
 
 #include <criterion/criterion.h>
 #include <openssl/err.h>
+#include <stdlib.h>
 
 #include "netutil.h"
 
@@ -313,6 +314,93 @@ peer_close(struct peer *p)
 		close(p->fd);
 		p->fd = -1;
 	}
+}
+
+struct backend_conn {
+	struct backend *b;
+	int fd;
+};
+
+static void *
+backend_conn_main(void *arg)
+{
+	struct backend_conn *bc = arg;
+	struct backend *b = bc->b;
+
+	bc->b->serve(bc->fd, b->arg);
+	close(bc->fd);
+	free(bc);
+	__atomic_sub_fetch(&b->active, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static void *
+backend_main(void *arg)
+{
+	struct backend *b = arg;
+
+	while (!b->stop) {
+		struct pollfd pfd = { .fd = b->lfd, .events = POLLIN };
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		int fd = accept4(b->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct backend_conn *bc = malloc(sizeof(*bc));
+		pthread_t t;
+		if (bc == NULL) {
+			close(fd);
+			continue;
+		}
+		set_timeouts(fd, 10);
+		bc->b = b;
+		bc->fd = fd;
+		__atomic_add_fetch(&b->active, 1, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(&b->accepted, 1, __ATOMIC_SEQ_CST);
+		if (pthread_create(&t, NULL, backend_conn_main, bc) != 0) {
+			__atomic_sub_fetch(&b->active, 1, __ATOMIC_SEQ_CST);
+			close(fd);
+			free(bc);
+			continue;
+		}
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+void
+backend_start(struct backend *b, bool v6, backend_serve serve, void *arg)
+{
+	memset(b, 0, sizeof(*b));
+	b->lfd = listen_loopback(v6, &b->port);
+	/* The listener is non-blocking (netutil); accepted fds are not. */
+	b->serve = serve;
+	b->arg = arg;
+	cr_assert_eq(pthread_create(&b->thread, NULL, backend_main, b), 0);
+}
+
+void
+backend_stop(struct backend *b)
+{
+	b->stop = true;
+	pthread_join(b->thread, NULL);
+	close(b->lfd);
+	/* Connections end by themselves (their peers close, or timeouts). */
+	for (int i = 0; i < 1000 && b->active > 0; i++)
+		usleep(10 * 1000);
+}
+
+void
+backend_echo(int fd, void *arg)
+{
+	char buf[65536];
+	ssize_t n;
+
+	(void)arg;
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
+			return;
+	shutdown(fd, SHUT_WR);
 }
 
 void

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include <openssl/ssl.h>
 
 #include "stream.h"
@@ -75,6 +77,32 @@ long peer_read(struct peer *p, void *buf, size_t len);
 /* Reads exactly len (or until EOF/error); returns bytes read. */
 size_t peer_read_exact(struct peer *p, void *buf, size_t len);
 void peer_close(struct peer *p);
+
+/*
+ * A backend on loopback for end-to-end tests: a thread accepts, and each
+ * connection is served by `serve(fd, arg)` in a thread of its own (the fd
+ * is blocking, with 10 s timeouts, and is closed when serve returns).
+ * backend_stop() stops accepting and waits (bounded) for the connections
+ * still being served.
+ */
+typedef void (*backend_serve)(int fd, void *arg);
+
+struct backend {
+	int lfd;
+	int port;
+	pthread_t thread;
+	backend_serve serve;
+	void *arg;
+	volatile int active;		/* connections being served */
+	volatile int accepted;
+	volatile bool stop;
+};
+
+void backend_start(struct backend *b, bool v6, backend_serve serve,
+    void *arg);
+void backend_stop(struct backend *b);
+/* serve functions: echo until EOF, then FIN. */
+void backend_echo(int fd, void *arg);
 
 /* Deterministic test data: byte i of a stream seeded with `seed`. */
 void fill_pattern(uint8_t *buf, size_t len, size_t offset, unsigned seed);

@@ -1,0 +1,618 @@
+/* forward: see forward.h. */
+#define _GNU_SOURCE
+#include "forward.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define CONN_MAGIC 0x66776463u	/* "fwdc" */
+
+enum { CLIENT = 0, BACKEND = 1 };
+
+enum conn_state {
+	ST_HANDSHAKE,		/* waiting for the client's TLS handshake */
+	ST_CONNECTING,		/* backend connect (+ PROXY header, TLS) */
+	ST_PUMP,		/* bytes flow both ways */
+};
+
+struct forward_conn {
+	uint32_t magic;
+	struct forward_listener *fl;
+	struct forward_conn *prev, *next;	/* the listener's list */
+	struct stream *s[2];			/* NULL once closed */
+	struct metrics_conn *stats;		/* the listener's, or NULL */
+	enum conn_state state;
+	struct sockaddr_storage src, dst;	/* client, and what it reached */
+	socklen_t srclen, dstlen;
+	bool have_dst;
+	size_t backend;				/* index being tried / used */
+	size_t tries;
+	bool paused[2];				/* we paused reading this side */
+	bool eof[2];				/* this side sent its last byte */
+	ev_timer idle;
+	ev_tstamp started;			/* accepted */
+	char peer[64];				/* the client, for logs */
+	uint64_t up, down;			/* client bytes, kept at close */
+	uint64_t counted_in, counted_out;	/* backend bytes in metrics */
+	char reason[200];			/* the first thing that ended it */
+};
+
+static void pump_start(struct forward_conn *c);
+static void connect_backend(struct forward_conn *c);
+
+/* ---- the PROXY protocol header ---- */
+
+static const unsigned char proxy_v2_sig[12] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+};
+
+static int
+proxy_v1(const struct sockaddr *src, const struct sockaddr *dst,
+    unsigned char *out, size_t outlen)
+{
+	char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+	int n;
+
+	if (src->sa_family == AF_INET && dst->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)src;
+		const struct sockaddr_in *d4 = (const void *)dst;
+		inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+		inet_ntop(AF_INET, &d4->sin_addr, b, sizeof(b));
+		n = snprintf((char *)out, outlen, "PROXY TCP4 %s %s %u %u\r\n",
+		    a, b, ntohs(s4->sin_port), ntohs(d4->sin_port));
+	} else if (src->sa_family == AF_INET6 && dst->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)src;
+		const struct sockaddr_in6 *d6 = (const void *)dst;
+		inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+		inet_ntop(AF_INET6, &d6->sin6_addr, b, sizeof(b));
+		n = snprintf((char *)out, outlen, "PROXY TCP6 %s %s %u %u\r\n",
+		    a, b, ntohs(s6->sin6_port), ntohs(d6->sin6_port));
+	} else {
+		n = snprintf((char *)out, outlen, "PROXY UNKNOWN\r\n");
+	}
+	return n < 0 || (size_t)n >= outlen ? -1 : n;
+}
+
+static int
+proxy_v2(const struct sockaddr *src, const struct sockaddr *dst,
+    unsigned char *out, size_t outlen)
+{
+	unsigned char fam = 0x00;	/* UNSPEC: the receiver ignores it */
+	size_t alen = 0;
+	unsigned char *p = out + 16;
+
+	if (src->sa_family == AF_INET && dst->sa_family == AF_INET) {
+		fam = 0x11;
+		alen = 12;
+	} else if (src->sa_family == AF_INET6 &&
+	    dst->sa_family == AF_INET6) {
+		fam = 0x21;
+		alen = 36;
+	}
+	if (outlen < 16 + alen)
+		return -1;
+	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
+	out[12] = 0x21;			/* version 2, command PROXY */
+	out[13] = fam;
+	out[14] = (unsigned char)(alen >> 8);
+	out[15] = (unsigned char)(alen & 0xff);
+	if (fam == 0x11) {
+		const struct sockaddr_in *s4 = (const void *)src;
+		const struct sockaddr_in *d4 = (const void *)dst;
+		memcpy(p, &s4->sin_addr, 4);
+		memcpy(p + 4, &d4->sin_addr, 4);
+		memcpy(p + 8, &s4->sin_port, 2);	/* already big-endian */
+		memcpy(p + 10, &d4->sin_port, 2);
+	} else if (fam == 0x21) {
+		const struct sockaddr_in6 *s6 = (const void *)src;
+		const struct sockaddr_in6 *d6 = (const void *)dst;
+		memcpy(p, &s6->sin6_addr, 16);
+		memcpy(p + 16, &d6->sin6_addr, 16);
+		memcpy(p + 32, &s6->sin6_port, 2);
+		memcpy(p + 34, &d6->sin6_port, 2);
+	}
+	return (int)(16 + alen);
+}
+
+int
+forward_proxy_header(enum forward_proxy version, const struct sockaddr *src,
+    const struct sockaddr *dst, unsigned char *out, size_t outlen)
+{
+	switch (version) {
+	case FORWARD_PROXY_V1:
+		return proxy_v1(src, dst, out, outlen);
+	case FORWARD_PROXY_V2:
+		return proxy_v2(src, dst, out, outlen);
+	case FORWARD_PROXY_OFF:
+		break;
+	}
+	return -1;
+}
+
+/* ---- connection bookkeeping ---- */
+
+static struct forward_conn *
+conn_of(void *arg)
+{
+	struct forward_conn *c = arg;
+
+	/* A stale pointer shows up here in tests, not as silent corruption. */
+	if (c == NULL || c->magic != CONN_MAGIC)
+		abort();
+	return c;
+}
+
+static int
+side_of(const struct forward_conn *c, const struct stream *s)
+{
+	return s == c->s[CLIENT] ? CLIENT : BACKEND;
+}
+
+/* Keeps the first reason only: what ended a connection, not the echo. */
+static void set_reason(struct forward_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+set_reason(struct forward_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->reason[0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	va_end(ap);
+}
+
+/* Closing streams stay in s[] until their close callback has run. */
+static bool
+client_alive(const struct forward_conn *c)
+{
+	return c->s[CLIENT] != NULL && !stream_closed(c->s[CLIENT]);
+}
+
+static const char *
+backend_label(const struct forward_conn *c)
+{
+	return c->state == ST_HANDSHAKE ? "-" :
+	    c->fl->backends[c->backend].label;
+}
+
+/* Backend bytes into the listener's counters, as they move. */
+static void
+count_backend(struct forward_conn *c)
+{
+	struct stream *b = c->s[BACKEND];
+	uint64_t in, out;
+
+	if (b == NULL)
+		return;
+	in = stream_bytes_in(b);
+	out = stream_bytes_out(b);
+	if (c->stats != NULL) {
+		c->stats->backend_bytes_in += in - c->counted_in;
+		c->stats->backend_bytes_out += out - c->counted_out;
+	}
+	c->counted_in = in;
+	c->counted_out = out;
+}
+
+static void
+conn_free(struct forward_conn *c)
+{
+	struct forward_listener *fl = c->fl;
+	ev_tstamp now = ev_now(fl->sl->loop);
+
+	ev_timer_stop(fl->sl->loop, &c->idle);
+	if (c->state != ST_HANDSHAKE) {
+		LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, "
+		    "%llu bytes down: %s", fl->name, c->peer,
+		    backend_label(c), now - c->started,
+		    (unsigned long long)c->up, (unsigned long long)c->down,
+		    c->reason[0] ? c->reason : "done");
+	} else {
+		/* tls.c has logged the failed handshake (rate-limited). */
+		LOGD("%s: %s: closed during the handshake: %s", fl->name,
+		    c->peer, c->reason[0] ? c->reason : "done");
+	}
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		fl->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	fl->nconns--;
+	c->magic = 0;
+	free(c);
+}
+
+/* ---- the pump ---- */
+
+static void on_data(struct stream *s, const char *data, size_t len,
+    void *arg);
+
+static void
+arm_read(struct forward_conn *c, int side)
+{
+	struct stream *s = c->s[side];
+
+	if (s != NULL && !stream_reading(s))
+		(void)stream_read_bytes(s, c->fl->high_water, true, on_data);
+}
+
+/* The other side's queue is below the mark again: read on. */
+static void
+on_drained(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int from = 1 - side_of(c, s);
+
+	if (c->paused[from] && c->s[from] != NULL) {
+		c->paused[from] = false;
+		stream_resume_reading(c->s[from]);
+		arm_read(c, from);
+	}
+}
+
+/* Bytes from one side go straight to the other. */
+static void
+on_data(struct stream *s, const char *data, size_t len, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int from = side_of(c, s);
+	struct stream *to = c->s[1 - from];
+
+	/* A gone or failing peer closes us from its close callback. */
+	if (to == NULL || stream_write(to, data, len, on_drained) < 0)
+		return;
+	count_backend(c);
+	if (stream_write_pending(to) > c->fl->high_water) {
+		c->paused[from] = true;
+		stream_pause_reading(s);
+		return;
+	}
+	arm_read(c, from);
+}
+
+/* One direction has ended: pass the half-close on. */
+static void
+on_eof(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int from = side_of(c, s);
+
+	c->eof[from] = true;
+	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
+		stream_shutdown_write(c->s[1 - from]);
+}
+
+static void
+close_both(struct forward_conn *c, enum stream_close_reason why)
+{
+	for (int i = 0; i < 2; i++)
+		if (c->s[i] != NULL)
+			stream_close(c->s[i], why);
+}
+
+/* The pair's idle timeout: traffic either way keeps it open. */
+static void
+idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct forward_conn *c = conn_of(w->data);
+	ev_tstamp last = 0, now = ev_now(loop);
+	double idle = c->fl->idle_timeout;
+
+	(void)revents;
+	for (int i = 0; i < 2; i++)
+		if (c->s[i] != NULL && stream_last_io(c->s[i]) > last)
+			last = stream_last_io(c->s[i]);
+	if (now - last >= idle) {
+		/* Nothing is cut mid-flight: a clean close_notify and FIN. */
+		set_reason(c, "idle for %.0f s", idle);
+		close_both(c, STREAM_CLOSE_LOCAL);
+		return;
+	}
+	ev_timer_set(w, last + idle - now, 0.);
+	ev_timer_start(loop, w);
+}
+
+static void
+pump_start(struct forward_conn *c)
+{
+	struct forward_listener *fl = c->fl;
+
+	c->state = ST_PUMP;
+	LOGD("%s: %s -> %s: connected", fl->name, c->peer,
+	    backend_label(c));
+	if (fl->idle_timeout > 0) {
+		ev_timer_init(&c->idle, idle_cb, fl->idle_timeout, 0.);
+		c->idle.data = c;
+		ev_timer_start(fl->sl->loop, &c->idle);
+	}
+	/* A side that ended while the backend was being reached. */
+	for (int i = 0; i < 2; i++)
+		if (c->eof[i] && c->s[1 - i] != NULL)
+			stream_shutdown_write(c->s[1 - i]);
+	arm_read(c, CLIENT);
+	arm_read(c, BACKEND);
+}
+
+/* ---- the backend ---- */
+
+static void
+on_backend_ready(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+
+	(void)s;
+	pump_start(c);
+}
+
+/* The PROXY header is on the wire, in the clear: now TLS, if any. */
+static void
+on_header_sent(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	struct forward_listener *fl = c->fl;
+	const char *sni = fl->backend_sni[0] ? fl->backend_sni :
+	    fl->backends[c->backend].host;
+
+	if (fl->backend_tls == NULL) {
+		stream_wait_for_handshake(s, on_backend_ready);
+		return;
+	}
+	if (tls_stream_connect(s, fl->backend_tls, sni) < 0) {
+		stream_set_error(s, "cannot set up TLS");
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	stream_wait_for_handshake(s, on_backend_ready);
+}
+
+static void on_close(struct stream *s, enum stream_close_reason why,
+    void *arg);
+
+static bool
+write_proxy_header(struct forward_conn *c, struct stream *b)
+{
+	unsigned char hdr[FORWARD_PROXY_MAX];
+	struct sockaddr_storage none;
+	const struct sockaddr *dst = (const struct sockaddr *)&c->dst;
+	int n;
+
+	if (!c->have_dst) {
+		/* Mixed families make the header say UNKNOWN / UNSPEC. */
+		memset(&none, 0, sizeof(none));
+		dst = (const struct sockaddr *)&none;
+	}
+	n = forward_proxy_header(c->fl->proxy,
+	    (const struct sockaddr *)&c->src, dst, hdr, sizeof(hdr));
+	return n > 0 && stream_write(b, hdr, (size_t)n, on_header_sent) == 0;
+}
+
+static void
+connect_backend(struct forward_conn *c)
+{
+	struct forward_listener *fl = c->fl;
+	const struct forward_backend *be;
+	struct stream_opts so;
+	struct stream *b;
+
+	c->state = ST_CONNECTING;
+	c->backend = fl->next++ % fl->nbackends;
+	c->tries++;
+	be = &fl->backends[c->backend];
+	stream_opts_default(&so);
+	so.handshake_timeout = fl->connect_timeout;
+	so.max_buffer_size = fl->high_water;
+	b = stream_connect(fl->sl, (const struct sockaddr *)&be->addr,
+	    be->addrlen, &so);
+	if (b == NULL) {
+		/* No socket (EMFILE): no other backend would do better. */
+		if (c->stats != NULL)
+			c->stats->backend_failures++;
+		log_limited(LOG_WARN, "%s: %s -> %s: cannot connect: %s",
+		    fl->name, c->peer, be->label, strerror(errno));
+		set_reason(c, "backend %s: socket: %s", be->label,
+		    strerror(errno));
+		stream_close(c->s[CLIENT], STREAM_CLOSE_LOCAL);
+		return;
+	}
+	c->s[BACKEND] = b;
+	c->counted_in = c->counted_out = 0;
+	stream_set_callbacks(b, on_close, c);
+	stream_set_eof_cb(b, on_eof);
+	if (stream_closed(b))
+		return;		/* refused at once: on_close tries the next */
+	if (fl->proxy != FORWARD_PROXY_OFF) {
+		if (!write_proxy_header(c, b)) {
+			stream_set_error(b, "cannot queue the PROXY header");
+			stream_close(b, STREAM_CLOSE_NOMEM);
+		}
+		return;
+	}
+	on_header_sent(b, c);
+}
+
+/* A backend connection ended before it was ready: try the next one. */
+static void
+backend_failed(struct forward_conn *c, struct stream *b,
+    enum stream_close_reason why)
+{
+	struct forward_listener *fl = c->fl;
+	const char *label = fl->backends[c->backend].label;
+
+	if (!client_alive(c))
+		return;		/* the client is gone: nothing to retry for */
+	if (c->stats != NULL)
+		c->stats->backend_failures++;
+	log_limited(LOG_WARN, "%s: %s -> %s: backend failed: %s: %s",
+	    fl->name, c->peer, label, stream_close_reason_str(why),
+	    stream_error(b));
+	if (c->tries < fl->nbackends) {
+		connect_backend(c);
+		return;
+	}
+	set_reason(c, "no backend answered (%zu tried; last %s: %s)",
+	    c->tries, label, stream_error(b));
+	stream_close(c->s[CLIENT], STREAM_CLOSE_LOCAL);
+}
+
+/* ---- closing ---- */
+
+static void
+on_close(struct stream *s, enum stream_close_reason why, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int side = side_of(c, s);
+	struct stream *other = c->s[1 - side];
+
+	if (side == CLIENT) {
+		c->up = stream_bytes_in(s);
+		c->down = stream_bytes_out(s);
+	} else {
+		count_backend(c);
+	}
+	c->s[side] = NULL;
+	if (side == BACKEND && c->state == ST_CONNECTING) {
+		backend_failed(c, s, why);
+	} else if (why != STREAM_CLOSE_EOF) {
+		/*
+		 * EOF means this side is done both ways; anything else
+		 * (error, reset, timeout, us) ends the other side too.
+		 */
+		set_reason(c, "%s %s%s%s", side == CLIENT ? "client" :
+		    "backend", stream_close_reason_str(why),
+		    stream_error(s)[0] ? ": " : "", stream_error(s));
+		if (other != NULL)
+			stream_close(other, STREAM_CLOSE_ERROR);
+	}
+	if (c->s[CLIENT] == NULL && c->s[BACKEND] == NULL)
+		conn_free(c);
+}
+
+/* ---- the client ---- */
+
+static void
+on_client_ready(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+
+	(void)s;
+	connect_backend(c);
+}
+
+void
+forward_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg)
+{
+	struct forward_listener *fl = arg;
+	struct forward_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL || salen > sizeof(c->src)) {
+		free(c);
+		LOGW("%s: no memory for a connection from %s", fl->name,
+		    stream_peer(s));
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	c->magic = CONN_MAGIC;
+	c->fl = fl;
+	c->s[CLIENT] = s;
+	c->stats = stream_stats(s);
+	c->started = ev_now(fl->sl->loop);
+	memcpy(&c->src, sa, salen);
+	c->srclen = salen;
+	snprintf(c->peer, sizeof(c->peer), "%s", stream_peer(s));
+	ev_init(&c->idle, idle_cb);
+	c->idle.data = c;
+	if (fl->proxy != FORWARD_PROXY_OFF) {
+		/* Where the client connected to, while the fd is known open. */
+		c->have_dst = stream_local_address(s, &c->dst,
+		    &c->dstlen) == 0 && c->dst.ss_family == sa->sa_family;
+	}
+	c->next = fl->conns;
+	if (fl->conns != NULL)
+		fl->conns->prev = c;
+	fl->conns = c;
+	fl->nconns++;
+	stream_set_callbacks(s, on_close, c);
+	stream_set_eof_cb(s, on_eof);
+	stream_wait_for_handshake(s, on_client_ready);
+}
+
+/* ---- the listener ---- */
+
+struct forward_listener *
+forward_listener_new(const char *name, struct stream_loop *sl,
+    const struct forward_opts *o, char *err, size_t errlen)
+{
+	struct forward_listener *fl;
+
+	if (o->nbackends == 0 || o->nbackends > FORWARD_MAX_BACKENDS) {
+		snprintf(err, errlen, "a forward listener needs 1 to %d "
+		    "backends", FORWARD_MAX_BACKENDS);
+		return NULL;
+	}
+	if (o->high_water == 0 || o->connect_timeout <= 0) {
+		snprintf(err, errlen, "high_water and connect_timeout must "
+		    "be positive");
+		return NULL;
+	}
+	fl = calloc(1, sizeof(*fl));
+	if (fl == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(fl->name, sizeof(fl->name), "%s", name);
+	fl->sl = sl;
+	memcpy(fl->backends, o->backends, o->nbackends * sizeof(*o->backends));
+	fl->nbackends = o->nbackends;
+	fl->connect_timeout = o->connect_timeout;
+	fl->idle_timeout = o->idle_timeout;
+	fl->high_water = o->high_water;
+	fl->proxy = o->proxy;
+	fl->backend_tls = o->backend_tls ? tls_ctx_ref(o->backend_tls) : NULL;
+	snprintf(fl->backend_sni, sizeof(fl->backend_sni), "%s",
+	    o->backend_sni ? o->backend_sni : "");
+	return fl;
+}
+
+void
+forward_listener_set_backend_tls(struct forward_listener *fl,
+    struct tls_ctx *tls)
+{
+	struct tls_ctx *old = fl->backend_tls;
+
+	fl->backend_tls = tls ? tls_ctx_ref(tls) : NULL;
+	tls_ctx_unref(old);
+}
+
+void
+forward_listener_close_all(struct forward_listener *fl)
+{
+	for (struct forward_conn *c = fl->conns; c != NULL; c = c->next) {
+		set_reason(c, "shutting down");
+		close_both(c, STREAM_CLOSE_LOCAL);
+	}
+}
+
+void
+forward_listener_free(struct forward_listener *fl)
+{
+	if (fl == NULL)
+		return;
+	if (fl->nconns > 0)
+		LOGW("%s: freed with %zu connections open", fl->name,
+		    fl->nconns);
+	tls_ctx_unref(fl->backend_tls);
+	free(fl);
+}

@@ -1,0 +1,129 @@
+/*
+ * forward: TLS termination, on accepted streams (a tcpserver handler).
+ *
+ * For each client: wait for its handshake (hitch connects to the backend
+ * only then, so a client that never finishes costs no backend connection),
+ * connect to a backend without blocking, optionally write a PROXY protocol
+ * header (in the clear, first thing on the connection), optionally run TLS
+ * to the backend (verified, with SNI), then pump bytes both ways.
+ *
+ * Backends: round-robin over the listener's list, per process.  One that
+ * refuses, times out (connect_timeout covers the connect and the backend
+ * TLS handshake) or fails its TLS handshake is counted in
+ * backend_failures and the next is tried, each at most once per client;
+ * when none answers the client is closed at once.
+ *
+ * The pump: each side is read with partial reads straight into the other
+ * side's stream_write (large chunks go to the socket without a copy).
+ * Reading one side pauses while the other's write queue is above
+ * high_water and resumes when it has drained.  EOF from one side becomes a
+ * half-close of the other (FIN, or close_notify then FIN); the connection
+ * ends when both directions are done.  An error on either side closes
+ * both.  The idle timeout is for the pair: only when no byte has moved
+ * either way for idle_timeout seconds is it closed, so a long one-way
+ * download is never cut.
+ *
+ * Counting: client bytes and handshakes are counted by the client stream
+ * (the listener's counters); backend_failures, backend_bytes_in/out here.
+ * One log line per connection that got past its handshake: listener,
+ * peer, backend, duration, bytes each way and the reason it ended.
+ */
+#ifndef FERRY_FORWARD_H
+#define FERRY_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "stream.h"
+#include "tcpserver.h"
+#include "tls.h"
+
+#define FORWARD_MAX_BACKENDS 16
+
+enum forward_proxy { FORWARD_PROXY_OFF = 0, FORWARD_PROXY_V1,
+    FORWARD_PROXY_V2 };
+
+/* A v1 header is at most 107 bytes; a v2 header for TCP6 is 52. */
+#define FORWARD_PROXY_MAX 108
+
+/*
+ * The PROXY protocol header (HAProxy's proxy-protocol.txt) for a TCP
+ * connection from `src` (the client) to `dst` (the address it reached).
+ * v1: "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" (TCP6 for IPv6), or
+ * "PROXY UNKNOWN\r\n" for other or mixed families.  v2: the 12-byte
+ * signature, 0x21 (version 2, PROXY), 0x11 (TCP over IPv4) or 0x21 (TCP
+ * over IPv6), the address block length (BE16), then source and
+ * destination addresses and ports in network order; other families get
+ * 0x00 (UNSPEC) and no addresses.  Pure: no I/O.  Returns the length
+ * written to out, or -1 if outlen is too small or the version unknown.
+ */
+int forward_proxy_header(enum forward_proxy version,
+    const struct sockaddr *src, const struct sockaddr *dst,
+    unsigned char *out, size_t outlen);
+
+struct forward_backend {
+	char label[320];		/* "host:port" for logs */
+	char host[300];			/* for SNI and the name check */
+	struct sockaddr_storage addr;	/* resolved once, at start */
+	socklen_t addrlen;
+};
+
+struct forward_opts {
+	const struct forward_backend *backends;
+	size_t nbackends;
+	double connect_timeout;		/* seconds; connect + backend TLS */
+	double idle_timeout;		/* seconds without traffic; 0 = none */
+	size_t high_water;		/* bytes queued before pausing */
+	enum forward_proxy proxy;
+	struct tls_ctx *backend_tls;	/* NULL: plain to the backend */
+	const char *backend_sni;	/* NULL/"": the backend's host */
+};
+
+struct forward_conn;
+
+/* One per forward listener and process: what its connections share. */
+struct forward_listener {
+	char name[64];
+	struct stream_loop *sl;
+	struct forward_backend backends[FORWARD_MAX_BACKENDS];
+	size_t nbackends;
+	size_t next;			/* round-robin position */
+	double connect_timeout;
+	double idle_timeout;
+	size_t high_water;
+	enum forward_proxy proxy;
+	struct tls_ctx *backend_tls;	/* referenced */
+	char backend_sni[256];
+	struct forward_conn *conns;	/* live connections */
+	size_t nconns;
+};
+
+/*
+ * A listener (the options are copied; backend_tls is referenced).
+ * NULL when memory cannot be had or the options make no sense (err).
+ */
+struct forward_listener *forward_listener_new(const char *name,
+    struct stream_loop *sl, const struct forward_opts *o, char *err,
+    size_t errlen);
+
+/* New connections use `tls` for their backends (reload); NULL = plain. */
+void forward_listener_set_backend_tls(struct forward_listener *fl,
+    struct tls_ctx *tls);
+
+/* Closes every live connection of the listener (shutdown). */
+void forward_listener_close_all(struct forward_listener *fl);
+
+/*
+ * Frees the listener; its connections must be gone (close them with
+ * forward_listener_close_all and let the loop finish them).  NULL is
+ * ignored.
+ */
+void forward_listener_free(struct forward_listener *fl);
+
+/* tcpserver_handler; arg is a struct forward_listener. */
+void forward_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg);
+
+#endif
