@@ -1,6 +1,8 @@
 /* The config file: every key parsed, every bad value refused with its
  * file, line, section and key. */
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -137,4 +139,127 @@ Test(config, long_lines, .timeout = 10)
 	    "ciphers = %.500s\n", ciphers);
 	cr_assert_eq(load(text), 0, "%s", err);
 	cr_assert_eq(strlen(cfg.listeners[0].ciphers), 500);
+}
+
+Test(config, scopes_and_names, .timeout = 10)
+{
+	expect_error("[a]\nmode = forward\nbind = :1\nbackend = h:1\n"
+	    "slow_consumer = drop\n",
+	    "test.conf:5: [a] slow_consumer: only for relay listeners");
+	expect_error("[a]\nbind = :1\nproxy_protocol = v1\nmode = relay\n",
+	    "test.conf:3: [a] proxy_protocol: only for forward listeners");
+	expect_error("[a]\nmode = relay\nbind = :1\nworkers = 2\n",
+	    "test.conf:4: [a] workers: belongs in [ferry]");
+	expect_error("[ferry]\nbind = :1\n[a]\nmode = relay\nbind = :1\n",
+	    "test.conf:2: [ferry] bind: unknown key");
+	expect_error("[a b]\nmode = relay\nbind = :1\n", "section name");
+	expect_error("[a\"b]\nmode = relay\nbind = :1\n", "section name");
+	expect_error("[a]\nmode = forward\nbind = :1\nbackend = :8080\n",
+	    "test.conf:4: [a] backend: ':8080' needs a host");
+	expect_error("[a]\nmode = forward\nbind = :1\nbackend = h:1\n"
+	    "backend_sni = x\n", "backend_tls");
+	cr_assert_eq(load("[web-1.a_b]\nmode = forward\nbind = :1\n"
+	    "backend = localhost:80\n"), 0, "%s", err);
+}
+
+/* Errors found later (a certificate, a bind) name the key's own line. */
+Test(config, lines_of_keys_for_later_errors, .timeout = 10)
+{
+	char msg[256];
+
+	cr_assert_eq(load("[ferry]\n"
+	    "admin = 127.0.0.1:0\n"
+	    "[web]\n"
+	    "mode = forward\n"
+	    "cert = a.pem\n"
+	    "key = a.key\n"
+	    "bind = :1\n"
+	    "cert = b.pem\n"
+	    "key = b.key\n"
+	    "backend = h:1, h:2\n"), 0, "%s", err);
+	struct config_listener *l = &cfg.listeners[0];
+	config_error(&cfg, l, "cert", 1, "bad", msg, sizeof(msg));
+	cr_assert_str_eq(msg, "test.conf:8: [web] cert: bad");
+	config_error(&cfg, l, "key", 0, "worse", msg, sizeof(msg));
+	cr_assert_str_eq(msg, "test.conf:6: [web] key: worse");
+	config_error(&cfg, l, "ciphers", 0, "unset", msg, sizeof(msg));
+	cr_assert_str_eq(msg, "test.conf:3: [web] ciphers: unset");
+	config_error(&cfg, NULL, "admin", 0, "in use", msg, sizeof(msg));
+	cr_assert_str_eq(msg, "test.conf:2: [ferry] admin: in use");
+}
+
+/* The keys of a config file as written, commented out or not. */
+static size_t
+file_keys(const char *path, char keys[][40], size_t max)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	size_t n = 0;
+
+	cr_assert_not_null(f, "%s", path);
+	while (fgets(line, sizeof(line), f) != NULL && n < max) {
+		char *p = line, key[40];
+		if (*p == ';')
+			p++;
+		while (*p == ' ')
+			p++;
+		if (sscanf(p, "%39[a-z_] =", key) != 1 ||
+		    strchr(p, '=') == NULL)
+			continue;
+		bool seen = false;
+		for (size_t i = 0; i < n; i++)
+			seen = seen || strcmp(keys[i], key) == 0;
+		if (!seen)
+			snprintf(keys[n++], 40, "%s", key);
+	}
+	fclose(f);
+	return n;
+}
+
+static bool
+in_table(const char *key)
+{
+	for (const struct config_key *k = config_keys; k->name; k++)
+		if (strcmp(k->name, key) == 0)
+			return true;
+	return false;
+}
+
+Test(config, example_and_readme_document_every_key, .timeout = 10)
+{
+	char keys[128][40];
+	size_t n = file_keys(FERRY_SRCDIR "/ferry.conf.example", keys, 128);
+	FILE *f;
+	char *readme;
+	long len;
+
+	/* None invented... */
+	for (size_t i = 0; i < n; i++)
+		cr_assert(in_table(keys[i]), "ferry.conf.example documents "
+		    "'%s', which ferry does not know", keys[i]);
+	/* ...none missing, and each in the README's reference table. */
+	f = fopen(FERRY_SRCDIR "/README.md", "r");
+	cr_assert_not_null(f);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	readme = malloc((size_t)len + 1);
+	cr_assert_eq(fread(readme, 1, (size_t)len, f), (size_t)len);
+	readme[len] = '\0';
+	fclose(f);
+	for (const struct config_key *k = config_keys; k->name; k++) {
+		bool found = false;
+		char cell[64];
+		for (size_t i = 0; i < n; i++)
+			found = found || strcmp(keys[i], k->name) == 0;
+		cr_assert(found, "ferry.conf.example lacks '%s'", k->name);
+		snprintf(cell, sizeof(cell), "| `%s` |", k->name);
+		cr_assert_not_null(strstr(readme, cell),
+		    "README.md's table lacks '%s'", k->name);
+	}
+	free(readme);
+	/* And the file as shipped is valid. */
+	config_init(&cfg);
+	cr_assert_eq(config_load(&cfg, FERRY_SRCDIR "/ferry.conf.example", err,
+	    sizeof(err)), 0, "%s", err);
 }
