@@ -23,6 +23,7 @@
 #include "ferryproc.h"
 #include "forward.h"
 #include "helpers.h"
+#include "netutil.h"
 
 static struct ferry_proc fp;
 
@@ -443,6 +444,22 @@ Test(forward, half_close_from_backend, .timeout = 60, .fini = cleanup)
 
 /* ---- failing backends ---- */
 
+struct watch {
+	volatile bool closed;
+};
+
+/* Reads until the connection ends, however it ends. */
+static void
+serve_watch(int fd, void *arg)
+{
+	struct watch *w = arg;
+	char buf[4096];
+
+	while (recv(fd, buf, sizeof(buf), 0) > 0)
+		;
+	w->closed = true;
+}
+
 Test(forward, backend_refusing, .timeout = 60, .fini = cleanup)
 {
 	struct backend be;
@@ -829,6 +846,34 @@ Test(forward, backend_tls_wrong_name_refused, .timeout = 30,
 	    "backend_sni = other.test\n");
 }
 
+/*
+ * A backend that takes the PROXY header and then never answers the TLS
+ * handshake: connect_timeout covers that handshake too.
+ */
+Test(forward, backend_tls_silent_after_header, .timeout = 30,
+    .fini = cleanup)
+{
+	struct backend be;
+	struct watch w = { 0 };
+	struct peer p;
+	char extra[512];
+
+	backend_start(&be, false, serve_watch, &w);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d\n"
+	    "backend_tls = on\nbackend_ca = " CERT("ca.pem") "\n"
+	    "proxy_protocol = v1\nconnect_timeout = 300ms\n", be.port);
+	start_web(false, extra);
+	tls_client(&p, false, ferry_port(&fp, "web"));
+	cr_assert(read_to_eof(&p), "the client was left hanging");
+	peer_close(&p);
+	cr_assert(ferry_log_wait(&fp, "no backend answered", 1, 10));
+	cr_assert_geq(ferry_log_count(&fp, "handshake timed out"), 1);
+	cr_assert(wait_flag(&w.closed, 10));
+	cr_assert_eq(ferry_metric(&fp, SERIES(
+	    "ferry_backend_connect_failures_total", "web")), 1);
+	backend_stop(&be);
+}
+
 /* ---- client certificates ---- */
 
 Test(forward, client_certificate_required, .timeout = 30, .fini = cleanup)
@@ -923,22 +968,6 @@ Test(forward, idle_timeout_spares_one_way_traffic, .timeout = 30,
 	peer_close(&p);
 	cr_assert(ferry_log_wait(&fp, "idle for 1 s", 1, 10));
 	backend_stop(&be);
-}
-
-struct watch {
-	volatile bool closed;
-};
-
-/* Reads until the connection ends, however it ends. */
-static void
-serve_watch(int fd, void *arg)
-{
-	struct watch *w = arg;
-	char buf[4096];
-
-	while (recv(fd, buf, sizeof(buf), 0) > 0)
-		;
-	w->closed = true;
 }
 
 Test(forward, client_reset_closes_backend, .timeout = 30, .fini = cleanup)
@@ -1038,4 +1067,108 @@ Test(forward, backpressure_holds_the_backend, .timeout = 60,
 	cr_assert(f.done);
 	peer_close(&p);
 	backend_stop(&be);
+}
+
+/* ---- the mechanism below: TLS on a stream already connected ---- */
+
+struct upgrade {
+	struct tls_ctx *ctx;
+	int second_try;			/* tls_stream_connect on a TLS stream */
+	volatile bool done, closed;
+	char got[8];
+};
+
+static void
+up_read(struct stream *s, const char *d, size_t n, void *arg)
+{
+	struct upgrade *u = arg;
+
+	memcpy(u->got, d, n);
+	u->done = true;
+	stream_close(s, STREAM_CLOSE_LOCAL);
+}
+
+static void
+up_ready(struct stream *s, void *arg)
+{
+	(void)arg;
+	stream_write(s, "ping", 4, NULL);
+	stream_read_bytes(s, 4, false, up_read);
+}
+
+/* The clear bytes are on the wire: from now on, TLS. */
+static void
+up_clear_sent(struct stream *s, void *arg)
+{
+	struct upgrade *u = arg;
+
+	cr_assert_eq(tls_stream_connect(s, u->ctx, "localhost"), 0);
+	u->second_try = tls_stream_connect(s, u->ctx, "localhost");
+	stream_wait_for_handshake(s, up_ready);
+}
+
+static void
+up_closed(struct stream *s, enum stream_close_reason why, void *arg)
+{
+	struct upgrade *u = arg;
+
+	(void)s;
+	(void)why;
+	u->closed = true;
+}
+
+Test(forward, tls_after_clear_bytes_on_a_connected_stream, .timeout = 30)
+{
+	struct tls_client_opts co = { .ca_file = CERT("ca.pem"),
+	    .verify = true };
+	struct backend be;
+	struct capture cap = { .tls = backend_ssl_ctx() };
+	struct upgrade u = { 0 };
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct tloop t;
+	char err[256];
+	const char *hdr = "PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n";
+
+	u.ctx = tls_ctx_new_client(&co, err, sizeof(err));
+	cr_assert_not_null(u.ctx, "%s", err);
+	backend_start(&be, false, serve_capture, &cap);
+	tloop_init(&t);
+	cr_assert_eq(netutil_resolve("127.0.0.1", be.port, &ss, &len, err,
+	    sizeof(err)), 0);
+	struct stream *s = stream_connect(&t.sl, (struct sockaddr *)&ss, len,
+	    NULL);
+	cr_assert_not_null(s);
+	stream_set_callbacks(s, up_closed, &u);
+	stream_write(s, hdr, strlen(hdr), up_clear_sent);
+	cr_assert(tloop_run_until(&t, &u.closed, 10));
+	cr_assert(u.done, "no echo over TLS after the clear bytes");
+	cr_assert_eq(memcmp(u.got, "ping", 4), 0);
+	cr_assert_eq(u.second_try, -1, "TLS installed twice");
+	cr_assert_eq(cap.len, strlen(hdr));
+	cr_assert_eq(memcmp(cap.hdr, hdr, cap.len), 0);
+
+	/* Bytes already read in the clear: refused (no injection). */
+	struct backend echo;
+	backend_start(&echo, false, backend_echo, NULL);
+	netutil_resolve("127.0.0.1", echo.port, &ss, &len, err, sizeof(err));
+	u.closed = false;
+	s = stream_connect(&t.sl, (struct sockaddr *)&ss, len, NULL);
+	stream_set_callbacks(s, up_closed, &u);
+	/* No read pending: the echo is buffered, not delivered. */
+	stream_write(s, "abc", 3, NULL);
+	for (int i = 0; i < 200 && stream_bytes_in(s) == 0; i++)
+		tloop_run_for(&t, 0.01);
+	cr_assert_gt(stream_bytes_in(s), 0);
+	cr_assert_eq(tls_stream_connect(s, u.ctx, "localhost"), -1);
+	/* A closed stream (not yet freed): refused, or its SSL would leak. */
+	stream_close(s, STREAM_CLOSE_LOCAL);
+	cr_assert_eq(tls_stream_connect(s, u.ctx, "localhost"), -1);
+	cr_assert(tloop_run_until(&t, &u.closed, 10));
+
+	tls_ctx_unref(u.ctx);
+	tloop_destroy(&t);
+	backend_stop(&echo);
+	backend_stop(&be);
+	SSL_CTX_free(cap.tls);
 }
