@@ -271,6 +271,18 @@ supervisor_signal(int sig, void *arg)
 		stop_listening(app);
 }
 
+/*
+ * Until the loop's watchers take over, SIGHUP's default action would kill
+ * a process that is starting (a reload racing a start, or a worker being
+ * restarted).  A handler, not SIG_IGN: the supervisor still receives it
+ * with sigwaitinfo, which an ignored signal never reaches.
+ */
+static void
+early_hup(int sig)
+{
+	(void)sig;
+}
+
 static void
 drain_check(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -728,7 +740,13 @@ main(int argc, char **argv)
 	if (cli.check)
 		return check(&app);
 
-	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = { .sa_handler = early_hup };
+	sigemptyset(&sa.sa_mask);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    sigaction(SIGHUP, &sa, NULL) < 0) {
+		LOGE("signals: %s", strerror(errno));
+		return 1;
+	}
 	app.loop = ev_default_loop(EVFLAG_AUTO);
 	stream_loop_init(&app.sl, app.loop);
 	workers = app.cfg.workers <= 0 ? process_cpu_count() :
