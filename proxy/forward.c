@@ -18,31 +18,34 @@
 enum { CLIENT = 0, BACKEND = 1 };
 
 enum conn_state {
-	ST_HANDSHAKE,		/* waiting for the client's TLS handshake */
-	ST_CONNECTING,		/* backend connect (+ PROXY header, TLS) */
-	ST_PUMP,		/* bytes flow both ways */
+	ST_HANDSHAKE,	/* waiting for the client's TLS handshake */
+	ST_CONNECTING,	/* backend connect (+ PROXY header, TLS) */
+	ST_PUMP,	/* bytes flow both ways */
 };
 
+/* One client and its backend: one allocation, freed with the last side. */
 struct forward_conn {
 	uint32_t magic;
 	struct forward_listener *fl;
 	struct forward_conn *prev, *next;	/* the listener's list */
-	struct stream *s[2];			/* NULL once closed */
-	struct metrics_conn *stats;		/* the listener's, or NULL */
+	struct stream *s[2];		/* NULL once closed */
+	struct metrics_conn *stats;	/* the listener's, or NULL */
 	enum conn_state state;
-	struct sockaddr_storage src, dst;	/* client, and what it reached */
+	/* the client, and the address it reached (PROXY headers) */
+	struct sockaddr_storage src, dst;
 	socklen_t srclen, dstlen;
 	bool have_dst;
-	size_t backend;				/* index being tried / used */
+	size_t backend;			/* index being tried / used */
 	size_t tries;
-	bool paused[2];				/* we paused reading this side */
-	bool eof[2];				/* this side sent its last byte */
+	bool paused[2];			/* we paused reading this side */
+	bool eof[2];			/* this side sent its last byte */
 	ev_timer idle;
-	ev_tstamp started;			/* accepted */
-	char peer[64];				/* the client, for logs */
-	uint64_t up, down;			/* client bytes, kept at close */
-	uint64_t counted_in, counted_out;	/* backend bytes in metrics */
-	char reason[200];			/* the first thing that ended it */
+	ev_tstamp started;		/* accepted */
+	char peer[64];			/* the client, for logs */
+	uint64_t up, down;		/* client bytes, kept at close */
+	uint64_t counted_in;		/* backend bytes in the metrics */
+	uint64_t counted_out;
+	char reason[200];		/* the first thing that ended it */
 };
 
 static void pump_start(struct forward_conn *c);
@@ -430,8 +433,9 @@ connect_backend(struct forward_conn *c)
 	c->counted_in = c->counted_out = 0;
 	stream_set_callbacks(b, on_close, c);
 	stream_set_eof_cb(b, on_eof);
+	/* Refused at once: on_close tries the next. */
 	if (stream_closed(b))
-		return;		/* refused at once: on_close tries the next */
+		return;
 	if (fl->proxy != FORWARD_PROXY_OFF) {
 		if (!write_proxy_header(c, b)) {
 			stream_set_error(b, "cannot queue the PROXY header");
@@ -450,8 +454,9 @@ backend_failed(struct forward_conn *c, struct stream *b,
 	struct forward_listener *fl = c->fl;
 	const char *label = fl->backends[c->backend].label;
 
+	/* The client is gone: nothing to retry for. */
 	if (!client_alive(c))
-		return;		/* the client is gone: nothing to retry for */
+		return;
 	if (c->stats != NULL)
 		c->stats->backend_failures++;
 	log_limited(LOG_WARN, "%s: %s -> %s: backend failed: %s: %s",
