@@ -25,6 +25,13 @@ enum {
 #define READS_PER_EVENT 16
 /* Passes over the work list per loop iteration before yielding to I/O. */
 #define WORK_PASSES 16
+/*
+ * Empty buffers go back to malloc once the stream has been idle this
+ * long: an idle connection costs a few hundred bytes, a busy one does not
+ * allocate per message (freeing on every drain cost a malloc and a free
+ * per small message, and at the top of the heap two brk calls).
+ */
+#define RECLAIM_IDLE 1.0
 
 static void update_interest(struct stream *s);
 static void handle_write(struct stream *s);
@@ -328,6 +335,12 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		stream_close(s, STREAM_CLOSE_TIMEOUT);
 		return;
 	}
+	if (now - s->last_io >= RECLAIM_IDLE) {
+		if (buffer_len(&s->rbuf) == 0)
+			buffer_free(&s->rbuf);
+		if (buffer_len(&s->wbuf) == 0)
+			buffer_free(&s->wbuf);
+	}
 	timer_arm(s);
 }
 
@@ -351,11 +364,24 @@ timer_arm(struct stream *s)
 		if (at == 0 || idle_at < at)
 			at = idle_at;
 	}
+	if (s->rbuf.data != NULL || s->wbuf.data != NULL) {
+		ev_tstamp reclaim_at = s->last_io + RECLAIM_IDLE;
+		if (at == 0 || reclaim_at < at)
+			at = reclaim_at;
+	}
 	ev_timer_stop(s->sl->loop, &s->timer);
 	if (at == 0)
 		return;
 	ev_timer_set(&s->timer, at > now ? at - now : 0., 0.);
 	ev_timer_start(s->sl->loop, &s->timer);
+}
+
+/* A buffer was just allocated: the timer will give it back when idle. */
+static void
+reclaim_later(struct stream *s)
+{
+	if (!ev_is_active(&s->timer))
+		timer_arm(s);
 }
 
 /* ---- construction ---- */
@@ -626,6 +652,7 @@ read_from_transport(struct stream *s)
 		size_t len = buffer_len(&s->rbuf);
 		size_t want = s->opts.read_chunk_size;
 		size_t got = 0;
+		bool had = s->rbuf.data != NULL;
 
 		/* Never read past the limit: that is the backpressure. */
 		if (want > s->opts.max_buffer_size - len)
@@ -635,6 +662,8 @@ read_from_transport(struct stream *s)
 			stream_close(s, STREAM_CLOSE_NOMEM);
 			return;
 		}
+		if (!had)
+			reclaim_later(s);
 		switch (s->tp->read(s, buffer_tail(&s->rbuf), want, &got)) {
 		case IO_DONE:
 			buffer_commit(&s->rbuf, got);
@@ -642,7 +671,16 @@ read_from_transport(struct stream *s)
 			if (s->stats != NULL)
 				s->stats->bytes_in += got;
 			s->last_io = ev_now(s->sl->loop);
-			continue;
+			/*
+			 * A short read from the kernel says it has no more:
+			 * the next readiness event brings the rest, without
+			 * a read() that would only say EAGAIN.  A transport
+			 * that buffers on its own (TLS) is read until it
+			 * would block.
+			 */
+			if (got == want || s->tp->pending != NULL)
+				continue;
+			break;
 		case IO_WANT_READ:
 			s->read_wants = EV_READ;
 			break;
@@ -745,9 +783,6 @@ run_reads(struct stream *s)
 		s->read_scan_from = 0;
 	}
 	s->in_dispatch = 0;
-	/* An idle connection keeps no read buffer (a few hundred bytes). */
-	if (buffer_len(&s->rbuf) == 0)
-		buffer_free(&s->rbuf);
 	check_eof(s);
 }
 
@@ -879,8 +914,7 @@ handle_write(struct stream *s)
 		update_interest(s);
 		return;
 	}
-	/* Drained. */
-	buffer_shrink(&s->wbuf, 0);
+	/* Drained; the buffer is kept while the stream is busy. */
 	if (s->ending) {
 		stream_close(s, STREAM_CLOSE_LOCAL);
 		return;
@@ -948,11 +982,17 @@ stream_write(struct stream *s, const void *data, size_t len,
 			return 0;
 		}
 	}
-	if (len > 0 && buffer_append(&s->wbuf, data, len) < 0) {
-		stream_set_error(s, "no memory to queue %zu bytes", len);
-		stream_close(s, STREAM_CLOSE_NOMEM);
-		errno = ENOMEM;
-		return -1;
+	if (len > 0) {
+		bool had = s->wbuf.data != NULL;
+		if (buffer_append(&s->wbuf, data, len) < 0) {
+			stream_set_error(s, "no memory to queue %zu bytes",
+			    len);
+			stream_close(s, STREAM_CLOSE_NOMEM);
+			errno = ENOMEM;
+			return -1;
+		}
+		if (!had)
+			reclaim_later(s);
 	}
 	queue_work(s, W_FLUSH);
 	return 0;
