@@ -128,6 +128,12 @@ field_done(struct device_parser *p, const char *body, device_event_cb cb,
 	if (p->field == 0) {
 		if (!device_utf8_valid(body, p->need))
 			return fail(p, cb, arg, F_LIMIT, "uuid is not UTF-8");
+		/* An identifier: shown in logs and metric labels as is. */
+		for (size_t i = 0; i < p->need; i++)
+			if ((unsigned char)body[i] < 0x20 || body[i] == 0x7f)
+				return fail(p, cb, arg, F_LIMIT, "uuid has a "
+				    "control character (0x%02x)",
+				    (unsigned)(unsigned char)body[i]);
 		ev.type = DEV_UUID;
 		p->state = p->role == DEVICE_PRODUCER ? DP_LEN : DP_ACCEPT;
 		p->field = 1;
@@ -637,26 +643,6 @@ relay_listener_free(struct relay_listener *rl)
 	free(rl);
 }
 
-/* A Prometheus label value: backslash, double quote and newline escaped. */
-static void
-label_escape(const char *s, size_t len, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len && o + 3 <= outlen; i++) {
-		if (s[i] == '\\' || s[i] == '"') {
-			out[o++] = '\\';
-			out[o++] = s[i];
-		} else if (s[i] == '\n') {
-			out[o++] = '\\';
-			out[o++] = 'n';
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-}
-
 #define C(f) offsetof(struct relay_counters, f)
 static const struct {
 	const char *name, *type, *help;
@@ -703,12 +689,12 @@ render_devices(struct relay_listener *const *ls, size_t n,
 	metrics_family(out, name, relay_families[f].type, help);
 	for (size_t i = 0; i < n; i++) {
 		size_t shown = 0;
-		label_escape(ls[i]->name, strlen(ls[i]->name), lst,
-		    sizeof(lst));
+		metrics_escape(ls[i]->name, lst, sizeof(lst));
 		for (struct device_entry *e = registry_next(ls[i]->reg, NULL);
 		    e != NULL && shown < RELAY_METRICS_MAX_DEVICES;
 		    e = registry_next(ls[i]->reg, e), shown++) {
-			label_escape(e->uuid, e->uuid_len, uuid, sizeof(uuid));
+			/* uuids hold no NUL (no control characters). */
+			metrics_escape(e->uuid, uuid, sizeof(uuid));
 			metrics_printf(out, "%s{listener=\"%s\",uuid=\"%s\"} "
 			    "%llu\n", name, lst, uuid, (unsigned long long)
 			    counter(&e->c, relay_families[f].off));
@@ -731,8 +717,7 @@ relay_render_metrics(struct relay_listener *const *ls, size_t n,
 		metrics_family(out, name, relay_families[f].type,
 		    relay_families[f].help);
 		for (size_t i = 0; i < n; i++) {
-			label_escape(ls[i]->name, strlen(ls[i]->name), lst,
-			    sizeof(lst));
+			metrics_escape(ls[i]->name, lst, sizeof(lst));
 			metrics_printf(out, "%s{listener=\"%s\"} %llu\n", name,
 			    lst, (unsigned long long)counter(&ls[i]->reg->total,
 			    relay_families[f].off));
@@ -741,7 +726,7 @@ relay_render_metrics(struct relay_listener *const *ls, size_t n,
 	metrics_family(out, "ferry_relay_protocol_errors_total", "counter",
 	    "Connections closed for a protocol error.");
 	for (size_t i = 0; i < n; i++) {
-		label_escape(ls[i]->name, strlen(ls[i]->name), lst, sizeof(lst));
+		metrics_escape(ls[i]->name, lst, sizeof(lst));
 		metrics_printf(out, "ferry_relay_protocol_errors_total"
 		    "{listener=\"%s\"} %llu\n", lst,
 		    (unsigned long long)ls[i]->protocol_errors);
@@ -749,7 +734,7 @@ relay_render_metrics(struct relay_listener *const *ls, size_t n,
 	metrics_family(out, "ferry_relay_devices", "gauge",
 	    "UUIDs with a producer or waiting consumers.");
 	for (size_t i = 0; i < n; i++) {
-		label_escape(ls[i]->name, strlen(ls[i]->name), lst, sizeof(lst));
+		metrics_escape(ls[i]->name, lst, sizeof(lst));
 		metrics_printf(out, "ferry_relay_devices{listener=\"%s\"} %zu\n",
 		    lst, ls[i]->reg->entries);
 	}

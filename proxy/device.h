@@ -19,7 +19,7 @@
  *
  * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
  * 1..max_keys_bytes bytes naming 1..max_keys keys, no empty name; uuid and
- * keys must be UTF-8.  A broken limit is answered 0x01; the server then
+ * keys must be UTF-8, and the uuid free of control characters.  A broken limit is answered 0x01; the server then
  * sends its FIN and reads (discarding) until the client closes, or a
  * couple of seconds pass, so that the 0x01 is not lost to a reset.  Any
  * other first byte than 0x0a / 0x0b closes the connection.  Bytes a
