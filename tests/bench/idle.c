@@ -33,7 +33,8 @@ struct idle_bench {
 	int next, inflight;
 	uint64_t established, failed, closed;
 	bool holding;
-	ev_timer deadline;
+	uint64_t t_start;
+	ev_timer deadline, progress;
 	ev_signal sigterm, sigint;
 };
 
@@ -126,6 +127,20 @@ idle_more(struct idle_bench *ib)
 }
 
 static void
+idle_progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct idle_bench *ib = w->data;
+
+	(void)loop;
+	(void)revents;
+	printf("idle: %6.1f s  %" PRIu64 " established  %" PRIu64
+	    " failed  %" PRIu64 " closed%s\n",
+	    (double)(bench_now_ns() - ib->t_start) / 1e9, ib->established,
+	    ib->failed, ib->closed, ib->holding ? "  (holding)" : "");
+	fflush(stdout);
+}
+
+static void
 idle_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)w;
@@ -175,6 +190,12 @@ bench_idle(const struct bench_opts *o)
 	ev_signal_start(ib->loop, &ib->sigterm);
 	ev_signal_init(&ib->sigint, idle_stop_cb, SIGINT);
 	ev_signal_start(ib->loop, &ib->sigint);
+	ib->t_start = bench_now_ns();
+	if (o->progress) {
+		ev_timer_init(&ib->progress, idle_progress_cb, 1., 1.);
+		ib->progress.data = ib;
+		ev_timer_start(ib->loop, &ib->progress);
+	}
 	idle_more(ib);
 	ev_run(ib->loop, 0);
 
@@ -189,6 +210,7 @@ out:
 			bconn_close(&ib->conns[i].bc);
 	if (ib->loop != NULL) {
 		ev_timer_stop(ib->loop, &ib->deadline);
+		ev_timer_stop(ib->loop, &ib->progress);
 		ev_signal_stop(ib->loop, &ib->sigterm);
 		ev_signal_stop(ib->loop, &ib->sigint);
 	}

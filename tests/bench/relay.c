@@ -473,8 +473,9 @@ cons_read(struct rpair *p)
 	int i;
 
 	for (i = 0; i < RELAY_READS; i++) {
-		r = bconn_read(&rc->bc, rc->in + rc->in_len,
-		    rc->in_cap - rc->in_len, &n);
+		size_t room = rc->in_cap - rc->in_len;
+
+		r = bconn_read(&rc->bc, rc->in + rc->in_len, room, &n);
 		if (r != B_DONE)
 			break;
 		rc->in_len += n;
@@ -484,6 +485,15 @@ cons_read(struct rpair *p)
 			size_t used = whole * rb->fsize;
 			memmove(rc->in, rc->in + used, rc->in_len - used);
 			rc->in_len -= used;
+		}
+		/*
+		 * A short plain read emptied the socket: asking again would
+		 * only hear EAGAIN (a syscall per frame at low rates).  TLS
+		 * cannot tell, one record at a time, so it reads on.
+		 */
+		if (n < room && rc->bc.ssl == NULL) {
+			r = B_WANT_READ;
+			break;
 		}
 	}
 	if (r == B_WANT_READ || r == B_WANT_WRITE) {

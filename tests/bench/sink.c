@@ -39,8 +39,9 @@ struct sink {
 	struct sink_conn *conns;
 	char *buf;
 	uint64_t bytes, accepted, open;
+	uint64_t sec_bytes;		/* progress */
 	ev_signal sigterm, sigint;
-	ev_timer stop;
+	ev_timer stop, progress;
 };
 
 static void
@@ -73,6 +74,9 @@ sink_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 		if (n > 0) {
 			sk->bytes += (uint64_t)n;
+			/* Short: the socket is empty; no EAGAIN read. */
+			if ((size_t)n < SINK_BUF)
+				return;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -106,6 +110,19 @@ sink_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 	sk->open++;
 	ev_io_init(&sc->io, sink_read_cb, fd, EV_READ);
 	ev_io_start(sk->loop, &sc->io);
+}
+
+static void
+sink_progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sink *sk = w->data;
+
+	(void)loop;
+	(void)revents;
+	printf("sink: %9.1f MB/s  %" PRIu64 " connections open\n",
+	    (double)(sk->bytes - sk->sec_bytes) / 1e6, sk->open);
+	fflush(stdout);
+	sk->sec_bytes = sk->bytes;
 }
 
 static void
@@ -159,6 +176,11 @@ bench_sink(const struct bench_opts *o)
 	}
 	printf("LISTEN port=%d\n", netutil_local_port(sk.fds[0]));
 	fflush(stdout);
+	if (o->progress) {
+		ev_timer_init(&sk.progress, sink_progress_cb, 1., 1.);
+		sk.progress.data = &sk;
+		ev_timer_start(sk.loop, &sk.progress);
+	}
 	ev_run(sk.loop, 0);
 
 	printf("RESULT mode=sink bytes=%" PRIu64 " connections=%" PRIu64
@@ -173,6 +195,7 @@ bench_sink(const struct bench_opts *o)
 	ev_signal_stop(sk.loop, &sk.sigterm);
 	ev_signal_stop(sk.loop, &sk.sigint);
 	ev_timer_stop(sk.loop, &sk.stop);
+	ev_timer_stop(sk.loop, &sk.progress);
 	free(sk.buf);
 	return 0;
 }
