@@ -160,6 +160,12 @@ def _encode_uuid(uuid):
     if not 1 <= len(raw) <= MAX_UUID_BYTES:
         raise ValueError("uuid must be 1 to %d bytes of UTF-8, got %d"
                          % (MAX_UUID_BYTES, len(raw)))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("uuid must be UTF-8: %r" % raw) from None
+    if any(b < 0x20 or b == 0x7F for b in raw):
+        raise ValueError("uuid must not contain control characters: %r" % raw)
     return raw
 
 

@@ -4,12 +4,16 @@
 If the ferry binary given on the command line can run a relay, it is
 started on loopback ports chosen by the kernel (port 0; the ports are read
 from its "relay listening on" log lines) and FERRY_RELAY / FERRY_RELAY_TLS
-tell the end-to-end tests where it is.  The server is stopped by its PID.
+tell the end-to-end tests where it is; FERRY_RELAY_GRACE and
+FERRY_RELAY_TAKEOVER say how it is configured (a short grace period and
+refused takeovers, so that "connection lost" and "refused" can be seen).
+The server is stopped by its PID.
 """
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -17,13 +21,33 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LISTEN_RE = re.compile(r"relay listening on (\S+):(\d+) \((tcp|tls)\)")
+GRACE = "1"
+CONFIG = """\
+[ferry]
+drain_timeout = 2
+
+[py-relay]
+mode = relay
+bind = 127.0.0.1:0
+grace = {grace}
+takeover = refuse
+
+[py-relay-tls]
+mode = relay
+bind = 127.0.0.1:0
+grace = {grace}
+takeover = refuse
+cert = {root}/certs/server.pem
+key = {root}/certs/server.key
+"""
 
 
-def start_relay(binary):
+def start_relay(binary, confdir):
     """Starts ferry with two relay listeners; returns (proc, env) or None."""
-    cmd = [binary, "--relay", "127.0.0.1:0", "--relay-tls", "127.0.0.1:0",
-           "--cert", os.path.join(ROOT, "certs/server.pem"),
-           "--key", os.path.join(ROOT, "certs/server.key")]
+    conf = os.path.join(confdir, "ferry.conf")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(grace=GRACE, root=ROOT))
+    cmd = [binary, "-c", conf]
     try:
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     except OSError as e:
@@ -51,17 +75,21 @@ def start_relay(binary):
         print("run_py_tests: ferry did not start a relay; end-to-end "
               "tests will be skipped\n" + "".join(log[-5:]))
         return None
+    proc.log = log
     return proc, {"FERRY_RELAY": found["tcp"], "FERRY_RELAY_TLS": found["tls"],
-                  "FERRY_CAFILE": os.path.join(ROOT, "certs/ca.pem")}
+                  "FERRY_CAFILE": os.path.join(ROOT, "certs/ca.pem"),
+                  "FERRY_RELAY_GRACE": GRACE, "FERRY_RELAY_TAKEOVER": "refuse"}
 
 
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build/ferry")
-    started = start_relay(binary) if os.path.exists(binary) else None
+    confdir = tempfile.TemporaryDirectory(prefix="ferry-py-")
+    started = start_relay(binary, confdir.name) if os.path.exists(binary) else None
     proc = None
     if started:
         proc, env = started
         os.environ.update(env)
+    result = None
     try:
         suite = unittest.defaultTestLoader.discover(HERE, pattern="test_*.py",
                                                     top_level_dir=HERE)
@@ -74,6 +102,9 @@ def main():
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        confdir.cleanup()
+        if proc is not None and (result is None or not result.wasSuccessful()):
+            print("run_py_tests: the relay's log (tail):\n" + "".join(proc.log[-30:]))
     failed = len(result.failures) + len(result.errors)
     print(f"python: {result.testsRun - failed} passed, {failed} failed, "
           f"{len(result.skipped)} skipped")

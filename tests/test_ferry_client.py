@@ -508,7 +508,8 @@ class LibraryTests(FakeRelayCase):
         self.assertEqual(self.relay.received("dev-n"), [frame_bytes(4.0, 5.0)])
 
     def test_arguments_are_checked_before_connecting(self):
-        bad = [("", "a"), ("u" * 256, "a"), ("u", ""), ("u", "a,,b"), ("u", []),
+        bad = [("", "a"), ("u" * 256, "a"), ("a\nb", "a"), (b"\xff", "a"),
+               ("u", ""), ("u", "a,,b"), ("u", []),
                ("u", ["a,b"]), ("u", ["k"] * (fc.MAX_KEYS + 1)),
                ("u", ["k" * 1000] * 66)]
         for uuid, keys in bad:
@@ -1000,16 +1001,126 @@ class RealRelayMixin:
     def test_cli_consume(self):
         uuid = unique("e2e-cli")
         self.producer(uuid)
-        args = ["consume", "--uuid", uuid, "--format", "json", "--count", "5",
-                "--host", self.host, "--port", str(self.port)]
-        if self.options.get("tls"):
-            args += ["--tls", "--cafile", self.options["cafile"]]
-        r = run_cli(args)
+        args = ["consume", "--uuid", uuid, "--format", "json", "--count", "5"]
+        r = run_cli(args + self.cli_options())
         self.assertEqual((r.returncode, r.stderr), (0, ""))
         self.check_frames([(d["k"], d["twice"], d["minus"])
                            for d in map(json.loads, r.stdout.splitlines())])
-        r = run_cli(args[:2] + [unique("nobody")] + args[3:])
+        r = run_cli(args[:2] + [unique("nobody")] + args[3:] + self.cli_options())
         self.assertEqual(r.returncode, 2)
+        self.assertIn("no producer holds uuid", r.stderr)
+
+    def cli_options(self):
+        args = ["--host", self.host, "--port", str(self.port)]
+        if self.options.get("tls"):
+            args += ["--tls", "--cafile", self.options["cafile"]]
+        return args
+
+    def consumer_when_live(self, uuid):
+        """A consumer of uuid, once a producer (started elsewhere) holds it."""
+        deadline = time.monotonic() + CLI_TIMEOUT
+        while True:
+            try:
+                return self.consumer(uuid)
+            except fc.RefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def test_cli_produce_from_stdin(self):
+        uuid = unique("e2e-produce")
+        proc = start_cli(["produce", "--uuid", uuid, "--keys", "x,y", "--input", "csv"]
+                         + self.cli_options(), stdin=subprocess.PIPE)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        proc.stdin.write("x,y\n")
+        proc.stdin.flush()
+        c = self.consumer_when_live(uuid)
+        self.assertEqual(c.keys, ("x", "y"))
+        # Lines written from now on reach the consumer as written (the
+        # protocol does not acknowledge its accept byte, so the first may
+        # go before the relay has read it).
+        stop = threading.Event()
+
+        def feed():
+            try:
+                for i in range(4000):
+                    if stop.is_set():
+                        break
+                    proc.stdin.write("%d.5,%d\n" % (i, -i))
+                    proc.stdin.flush()
+                    time.sleep(0.002)
+            except (BrokenPipeError, ValueError):
+                pass
+            finally:
+                proc.stdin.close()
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        try:
+            frames = [c.recv() for _ in range(5)]
+        finally:
+            stop.set()
+            writer.join(IO_TIMEOUT)
+        for x, y in frames:
+            self.assertEqual(y, -math.floor(x))
+        for a, b in zip(frames, frames[1:]):
+            self.assertEqual(b[0], a[0] + 1, "lines lost or reordered")
+        proc.wait(CLI_TIMEOUT)
+        self.assertEqual((proc.returncode, proc.stderr.read()), (0, ""))
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def test_cli_record_then_replay(self):
+        uuid, copy = unique("e2e-rec"), unique("e2e-replay")
+        self.producer(uuid)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "rec.jsonl")
+            r = run_cli(["record", "--uuid", uuid, "--output", path, "--count", "20"]
+                        + self.cli_options())
+            self.assertEqual((r.returncode, r.stderr), (0, ""))
+            with open(path) as f:
+                header = json.loads(f.readline())
+                recorded = [tuple(json.loads(line)["v"]) for line in f]
+            self.assertEqual(header["keys"], ["k", "twice", "minus"])
+            self.assertEqual(len(recorded), 20)
+            self.check_frames(recorded)
+            # Played back at its pace, looped, under another uuid.
+            proc = start_cli(["replay", "--input", path, "--uuid", copy, "--loop",
+                              "--count", "400"] + self.cli_options())
+            self.addCleanup(lambda: proc.poll() is None and proc.kill())
+            c = self.consumer_when_live(copy)
+            frames = [c.recv() for _ in range(10)]
+            for a, b in zip(frames, frames[1:]):
+                i = recorded.index(a)
+                self.assertEqual(b, recorded[(i + 1) % len(recorded)], "not in order")
+            out, err = finish(proc)
+            self.assertEqual((proc.returncode, err), (0, ""))
+
+    def test_cli_refused_producer_exits_2(self):
+        if os.environ.get("FERRY_RELAY_TAKEOVER") != "refuse":
+            self.skipTest("the relay takes over live uuids (takeover = replace)")
+        uuid = unique("e2e-taken")
+        self.producer(uuid)
+        r = run_cli(["produce", "--uuid", uuid, "--keys", "a", "--count", "1"]
+                    + self.cli_options())
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("producer refused", r.stderr)
+
+    def test_cli_connection_lost_exits_3(self):
+        grace = os.environ.get("FERRY_RELAY_GRACE")
+        if grace is None or float(grace) > 5:
+            self.skipTest("FERRY_RELAY_GRACE (a short grace period) is not set")
+        uuid = unique("e2e-lost")
+        counting = self.producer(uuid)
+        proc = start_cli(["consume", "--uuid", uuid, "--count", "100000"]
+                         + self.cli_options())
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.assertTrue(wait_until(lambda: proc.stdout.readline() != "", CLI_TIMEOUT))
+        # The producer goes; after the grace period the relay ends the stream.
+        counting.close()
+        out, err = finish(proc)
+        self.assertEqual(proc.returncode, 3, err)
+        self.assertIn("ended the stream of uuid", err)
 
 
 @unittest.skipUnless(_relay_address("FERRY_RELAY"),
