@@ -452,7 +452,7 @@ on_keys(struct device_conn *dc, const struct device_event *ev)
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
 	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
-	    "(%zu consumers attached)", dc->lst->name, stream_peer(dc->rc.s),
+	    "(consumers: %zu)", dc->lst->name, stream_peer(dc->rc.s),
 	    u, ev->count, dc->rc.entry->nconsumers);
 	return 0;
 }

@@ -122,7 +122,7 @@ log_entry(const struct device_entry *e, const char *what, size_t n)
 	char u[REGISTRY_UUID_STR];
 
 	registry_uuid_str(e->uuid, e->uuid_len, u, sizeof(u));
-	LOGI("relay %s: uuid '%s': %s (%zu consumers)", e->reg->name, u,
+	LOGI("relay %s: uuid '%s': %s (consumers: %zu)", e->reg->name, u,
 	    what, n);
 }
 

@@ -1,0 +1,521 @@
+/* relayclient: see relayclient.h. */
+#define _GNU_SOURCE
+#include "relayclient.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "ferryproc.h"
+#include "helpers.h"
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for `events` until `deadline`: 1 ready, 0 timed out, -1 error. */
+static int
+wait_fd(int fd, short events, double deadline)
+{
+	for (;;) {
+		double left = deadline - now_s();
+		struct pollfd p = { .fd = fd, .events = events };
+		int r;
+
+		if (left <= 0)
+			return 0;
+		r = poll(&p, 1, (int)(left * 1000) + 1);
+		if (r > 0)
+			return 1;
+		if (r == 0)
+			continue;	/* re-check the deadline */
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+static int
+tls_handshake(struct rclient *c, double deadline)
+{
+	for (;;) {
+		int r, e;
+
+		ERR_clear_error();
+		r = SSL_connect(c->ssl);
+		if (r == 1)
+			return 0;
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			r = wait_fd(c->fd, POLLIN, deadline);
+		else if (e == SSL_ERROR_WANT_WRITE)
+			r = wait_fd(c->fd, POLLOUT, deadline);
+		else
+			return -1;
+		if (r <= 0)
+			return -1;
+	}
+}
+
+static int
+tls_setup(struct rclient *c)
+{
+	c->ctx = SSL_CTX_new(TLS_client_method());
+	if (c->ctx == NULL)
+		return -1;
+	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+	if (SSL_CTX_load_verify_locations(c->ctx, CERT("ca.pem"), NULL) != 1)
+		return -1;
+	c->ssl = SSL_new(c->ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+	    SSL_set_tlsext_host_name(c->ssl, "localhost") != 1 ||
+	    SSL_set1_host(c->ssl, "localhost") != 1)
+		return -1;
+	/* Writes may stop half way (timeouts) and resume with the rest. */
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return tls_handshake(c, now_s() + c->timeout);
+}
+
+int
+rc_connect(struct rclient *c, bool tls, int port, int rcvbuf)
+{
+	struct sockaddr_in in;
+	int one = 1;
+
+	memset(c, 0, sizeof(*c));
+	c->timeout = RC_TIMEOUT;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return -1;
+	if (rcvbuf > 0)
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+		    sizeof(rcvbuf));
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	memset(&in, 0, sizeof(in));
+	in.sin_family = AF_INET;
+	in.sin_port = htons((uint16_t)port);
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(c->fd, (struct sockaddr *)&in, sizeof(in)) < 0 ||
+	    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0)
+		goto fail;
+	if (tls && tls_setup(c) < 0)
+		goto fail;
+	return 0;
+fail:
+	rc_free(c);
+	return -1;
+}
+
+void
+rc_free(struct rclient *c)
+{
+	if (c->ssl != NULL)
+		SSL_free(c->ssl);
+	if (c->ctx != NULL)
+		SSL_CTX_free(c->ctx);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->keys);
+	c->ssl = NULL;
+	c->ctx = NULL;
+	c->fd = -1;
+	c->keys = NULL;
+}
+
+void
+rc_close(struct rclient *c)
+{
+	if (c->ssl != NULL) {
+		ERR_clear_error();
+		(void)SSL_shutdown(c->ssl);	/* best effort, no wait */
+	}
+	rc_free(c);
+}
+
+void
+rc_reset(struct rclient *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (c->fd >= 0)
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg,
+		    sizeof(lg));
+	rc_free(c);
+}
+
+size_t
+rc_write(struct rclient *c, const void *buf, size_t len, double timeout)
+{
+	const char *p = buf;
+	double deadline = now_s() + timeout;
+	size_t done = 0;
+
+	while (done < len && c->fd >= 0) {
+		short ev = POLLOUT;
+
+		if (c->ssl != NULL) {
+			size_t w = 0;
+			ERR_clear_error();
+			if (SSL_write_ex(c->ssl, p + done, len - done, &w) == 1) {
+				done += w;
+				continue;
+			}
+			int e = SSL_get_error(c->ssl, 0);
+			if (e == SSL_ERROR_WANT_READ)
+				ev = POLLIN;
+			else if (e != SSL_ERROR_WANT_WRITE)
+				break;
+		} else {
+			ssize_t n = send(c->fd, p + done, len - done,
+			    MSG_NOSIGNAL);
+			if (n > 0) {
+				done += (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0 || errno != EAGAIN)
+				break;
+		}
+		if (wait_fd(c->fd, ev, deadline) <= 0)
+			break;
+	}
+	return done;
+}
+
+bool
+rc_send(struct rclient *c, const void *buf, size_t len)
+{
+	return rc_write(c, buf, len, c->timeout) == len;
+}
+
+bool
+rc_send_byte(struct rclient *c, int b)
+{
+	uint8_t v = (uint8_t)b;
+
+	return rc_send(c, &v, 1);
+}
+
+bool
+rc_send_u32(struct rclient *c, uint32_t v)
+{
+	uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16),
+	    (uint8_t)(v >> 8), (uint8_t)v };
+
+	return rc_send(c, b, 4);
+}
+
+bool
+rc_send_field(struct rclient *c, const void *p, size_t len)
+{
+	return rc_send_u32(c, (uint32_t)len) && rc_send(c, p, len);
+}
+
+long
+rc_read(struct rclient *c, void *buf, size_t len, double timeout)
+{
+	double deadline = now_s() + timeout;
+
+	if (c->fd < 0)
+		return -1;
+	for (;;) {
+		short ev = POLLIN;
+		int r;
+
+		if (c->ssl != NULL) {
+			size_t got = 0;
+			ERR_clear_error();
+			if (SSL_read_ex(c->ssl, buf, len, &got) == 1)
+				return (long)got;
+			int e = SSL_get_error(c->ssl, 0);
+			if (e == SSL_ERROR_ZERO_RETURN)
+				return 0;
+			if (e == SSL_ERROR_WANT_WRITE)
+				ev = POLLOUT;
+			else if (e != SSL_ERROR_WANT_READ)
+				return -1;
+		} else {
+			ssize_t n = recv(c->fd, buf, len, 0);
+			if (n >= 0)
+				return (long)n;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -1;
+		}
+		r = wait_fd(c->fd, ev, deadline);
+		if (r == 0)
+			return RC_TIMEDOUT;
+		if (r < 0)
+			return -1;
+	}
+}
+
+bool
+rc_read_exact(struct rclient *c, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		long n = rc_read(c, (char *)buf + done, len - done, c->timeout);
+		if (n <= 0)
+			return false;
+		done += (size_t)n;
+	}
+	return true;
+}
+
+int
+rc_byte(struct rclient *c, double timeout)
+{
+	uint8_t b;
+	long n = rc_read(c, &b, 1, timeout);
+
+	if (n == 1)
+		return b;
+	return n == RC_TIMEDOUT ? RC_TIMEDOUT : -1;
+}
+
+bool
+rc_closed(struct rclient *c, double timeout)
+{
+	uint8_t b;
+	long n = rc_read(c, &b, 1, timeout);
+
+	return n == 0 || n == -1;
+}
+
+bool
+rc_quiet(struct rclient *c, double timeout)
+{
+	uint8_t b;
+
+	return rc_read(c, &b, 1, timeout) == RC_TIMEDOUT;
+}
+
+static size_t
+count_keys(const char *k, size_t len)
+{
+	size_t n = 1;
+
+	for (size_t i = 0; i < len; i++)
+		n += k[i] == ',';
+	return n;
+}
+
+/* Sends one step and reads its answer: RC_OK, RC_REFUSED, RC_ERROR. */
+static int
+answer(struct rclient *c, int step)
+{
+	int b = rc_byte(c, c->timeout);
+
+	if (b == 0x00)
+		return RC_OK;
+	if (b == 0x01) {
+		c->refused_at = step;
+		return RC_REFUSED;
+	}
+	return RC_ERROR;
+}
+
+int
+rc_register(struct rclient *c, const char *uuid, size_t ulen,
+    const char *keys, size_t klen)
+{
+	int r;
+
+	c->refused_at = 0;
+	if (!rc_send_byte(c, 0x0a))
+		return RC_ERROR;
+	if ((r = answer(c, 1)) != RC_OK)
+		return r;
+	if (!rc_send_field(c, uuid, ulen))
+		return RC_ERROR;
+	if ((r = answer(c, 2)) != RC_OK)
+		return r;
+	if (!rc_send_field(c, keys, klen))
+		return RC_ERROR;
+	if ((r = answer(c, 3)) != RC_OK)
+		return r;
+	c->nkeys = count_keys(keys, klen);
+	return RC_OK;
+}
+
+int
+rc_producer(struct rclient *c, bool tls, int port, const char *uuid,
+    const char *keys)
+{
+	if (rc_connect(c, tls, port, 0) < 0)
+		return RC_ERROR;
+	return rc_register(c, uuid, strlen(uuid), keys, strlen(keys));
+}
+
+int
+rc_consumer(struct rclient *c, bool tls, int port, const char *uuid,
+    int rcvbuf)
+{
+	uint8_t len[4];
+	uint32_t n;
+	int r;
+
+	if (rc_connect(c, tls, port, rcvbuf) < 0)
+		return RC_ERROR;
+	if (!rc_send_byte(c, 0x0b))
+		return RC_ERROR;
+	if ((r = answer(c, 1)) != RC_OK)
+		return r;
+	if (!rc_send_field(c, uuid, strlen(uuid)))
+		return RC_ERROR;
+	if ((r = answer(c, 2)) != RC_OK)
+		return r;
+	if (!rc_read_exact(c, len, 4))
+		return RC_ERROR;
+	n = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 |
+	    (uint32_t)len[2] << 8 | len[3];
+	if (n == 0 || n > 65536 || (c->keys = malloc(n + 1)) == NULL ||
+	    !rc_read_exact(c, c->keys, n))
+		return RC_ERROR;
+	c->keys[n] = '\0';
+	c->keys_len = n;
+	c->nkeys = count_keys(c->keys, n);
+	return rc_send_byte(c, 0x00) ? RC_OK : RC_ERROR;
+}
+
+static void
+put_f32(uint8_t *out, float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	out[0] = (uint8_t)u;
+	out[1] = (uint8_t)(u >> 8);
+	out[2] = (uint8_t)(u >> 16);
+	out[3] = (uint8_t)(u >> 24);
+}
+
+static float
+get_f32(const uint8_t *in)
+{
+	uint32_t u = (uint32_t)in[0] | (uint32_t)in[1] << 8 |
+	    (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24;
+	float f;
+
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+void
+rc_frame(uint8_t *out, size_t nkeys, uint32_t seq)
+{
+	for (size_t j = 0; j < nkeys; j++)
+		put_f32(out + 4 * j, (float)(seq * 8u + (uint32_t)(j % 8)));
+}
+
+bool
+rc_frame_seq(const uint8_t *f, size_t nkeys, uint32_t *seq)
+{
+	float v0 = get_f32(f);
+	uint32_t base;
+
+	if (!(v0 >= 0 && v0 < 16777216.0f))
+		return false;
+	base = (uint32_t)v0;
+	if ((float)base != v0 || base % 8 != 0)
+		return false;
+	for (size_t j = 1; j < nkeys; j++)
+		if (get_f32(f + 4 * j) != (float)(base + (uint32_t)(j % 8)))
+			return false;
+	*seq = base / 8;
+	return true;
+}
+
+bool
+rc_send_frames(struct rclient *c, uint32_t first, size_t n)
+{
+	size_t fs = c->nkeys * 4, per = fs > 65536 ? 1 : 65536 / fs;
+	uint8_t *buf = malloc(per * fs);
+	bool ok = buf != NULL;
+
+	for (size_t i = 0; ok && i < n; i += per) {
+		size_t k = n - i < per ? n - i : per;
+		for (size_t j = 0; j < k; j++)
+			rc_frame(buf + j * fs, c->nkeys, first + (uint32_t)(i + j));
+		ok = rc_send(c, buf, k * fs);
+	}
+	free(buf);
+	return ok;
+}
+
+size_t
+rc_read_frames(struct rclient *c, size_t n, uint32_t *seqs, bool *torn)
+{
+	size_t fs = c->nkeys * 4, cap = fs > 65536 ? fs : 65536 / fs * fs;
+	uint8_t *buf = malloc(cap);
+	size_t got = 0, have = 0;
+
+	*torn = false;
+	while (buf != NULL && got < n) {
+		/* Never read past the n-th frame: later bytes stay queued. */
+		size_t want = (n - got) * fs - have;
+		if (want > cap - have)
+			want = cap - have;
+		long r = rc_read(c, buf + have, want, c->timeout);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		size_t off = 0;
+		for (; have - off >= fs; off += fs, got++) {
+			uint32_t seq;
+			if (!rc_frame_seq(buf + off, c->nkeys, &seq)) {
+				*torn = true;
+				free(buf);
+				return got;
+			}
+			if (seqs != NULL)
+				seqs[got] = seq;
+		}
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+	free(buf);
+	return got;
+}
+
+long long
+rc_metric(int admin_port, const char *series)
+{
+	int status;
+	char *body = http_get(admin_port, "/metrics", &status);
+	size_t sl = strlen(series);
+	long long v = -1;
+
+	if (body == NULL)
+		return -1;
+	for (const char *p = body; p != NULL && *p; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, series, sl) == 0 && p[sl] == ' ') {
+			v = atoll(p + sl + 1);
+			break;
+		}
+	}
+	free(body);
+	return status == 200 ? v : -1;
+}
