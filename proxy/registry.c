@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -40,10 +42,11 @@ registry_uuid_str(const char *uuid, size_t len, char *out, size_t outlen)
 	out[o] = '\0';
 }
 
+/* FNV-1a from a per-registry seed: uuids cannot be picked to collide. */
 static size_t
-hash(const char *p, size_t len)
+hash(const struct registry *reg, const char *p, size_t len)
 {
-	uint64_t h = 1469598103934665603ull;	/* FNV-1a */
+	uint64_t h = 1469598103934665603ull ^ reg->seed;
 
 	for (size_t i = 0; i < len; i++) {
 		h ^= (unsigned char)p[i];
@@ -59,6 +62,12 @@ registry_init(struct registry *reg, const char *name, struct ev_loop *loop,
 	memset(reg, 0, sizeof(*reg));
 	reg->loop = loop;
 	snprintf(reg->name, sizeof(reg->name), "%s", name ? name : "relay");
+	if (getrandom(&reg->seed, sizeof(reg->seed), GRND_NONBLOCK) !=
+	    (ssize_t)sizeof(reg->seed)) {
+		/* Early boot without entropy: weaker, still not fixed. */
+		reg->seed = (uint64_t)time(NULL) * 2654435761u ^
+		    (uint64_t)(uintptr_t)reg;
+	}
 	if (opts != NULL)
 		reg->opts = *opts;
 	else
@@ -68,7 +77,7 @@ registry_init(struct registry *reg, const char *name, struct ev_loop *loop,
 struct device_entry *
 registry_find(struct registry *reg, const char *uuid, size_t len)
 {
-	for (struct device_entry *e = reg->buckets[hash(uuid, len)]; e;
+	for (struct device_entry *e = reg->buckets[hash(reg, uuid, len)]; e;
 	    e = e->hnext)
 		if (e->uuid_len == len && memcmp(e->uuid, uuid, len) == 0)
 			return e;
@@ -188,7 +197,7 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 	e->reg = reg;
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
-	e->bucket = hash(uuid, ulen);
+	e->bucket = hash(reg, uuid, ulen);
 	ev_timer_init(&e->grace, grace_expired, reg->opts.grace, 0.);
 	e->grace.data = e;
 	e->hnext = reg->buckets[e->bucket];

@@ -110,6 +110,7 @@ struct registry {
 	struct ev_loop *loop;
 	struct relay_opts opts;
 	char name[64];			/* the listener, for logs */
+	uint64_t seed;			/* of the uuid hash */
 	struct device_entry *buckets[REGISTRY_BUCKETS];
 	size_t entries;
 	struct relay_counters total;

@@ -26,6 +26,10 @@
  * close callback is the last call a stream makes; the stream is freed right
  * after it returns.
  *
+ * Memory: the read and write buffers are kept while the stream is busy (no
+ * allocation per message) and returned to malloc once they are empty and
+ * the stream has been idle for a second.
+ *
  * Backpressure: reading stops (the kernel then pushes back on the sender)
  * while the read buffer holds max_buffer_size bytes or more, or while the
  * owner has paused reading.  While paused no read callback runs either:
