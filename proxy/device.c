@@ -43,22 +43,22 @@ device_utf8_valid(const char *s, size_t len)
 	size_t i = 0;
 
 	while (i < len) {
-		unsigned c = u[i], cp, min;
+		unsigned c = u[i], cp;
 		size_t more;
 
 		if (c < 0x80) {
 			i++;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			more = 1, cp = c & 0x1f, min = 0x80;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			more = 2, cp = c & 0x0f, min = 0x800;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			more = 3, cp = c & 0x07, min = 0x10000;
-		} else {
+		if (c >= 0xc2 && c <= 0xdf)
+			more = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			more = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			more = 3;
+		else
 			return false;
-		}
+		cp = c & (0x3fu >> more);
 		if (len - i - 1 < more)
 			return false;
 		for (size_t k = 1; k <= more; k++) {
@@ -67,7 +67,8 @@ device_utf8_valid(const char *s, size_t len)
 			cp = cp << 6 | (u[i + k] & 0x3f);
 		}
 		/* Overlong forms, surrogates and beyond U+10FFFF. */
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		if (cp < (more == 1 ? 0x80u : more == 2 ? 0x800u : 0x10000u) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 			return false;
 		i += more + 1;
 	}
