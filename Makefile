@@ -3,6 +3,8 @@
 #   make            build build/ferry (and development certificates)
 #   make run        install missing packages, build, run on the default
 #   make test       install missing packages, build, run every test
+#   make bench      install missing packages (and the peers), run the
+#                   side-by-side benchmarks (BENCH_ARGS=... for the runner)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 ...   AddressSanitizer + UndefinedBehaviorSanitizer
 
@@ -49,14 +51,18 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/proxy/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/helpers.o \
-	    $(BUILD)/tests/ferryproc.o
+	    $(BUILD)/tests/ferryproc.o $(BUILD)/tests/relayclient.o
+# The load generator: its own sources over the library's lower layers.
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 
 CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
-.PHONY: all deps certs run test test-c test-py check install uninstall clean
+.PHONY: all deps certs run test test-c test-py check install uninstall clean \
+	bench
 
-all: $(BUILD)/ferry certs
+all: $(BUILD)/ferry $(BUILD)/ferry-bench certs
 
 certs: $(CERTS)
 $(CERTS) &: scripts/gen-certs.sh
@@ -79,6 +85,9 @@ $(BUILD)/ferry: $(MAIN_OBJ) $(LIB_OBJ)
 $(BUILD)/test_ferry: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CRIT_LIBS)
 
+$(BUILD)/ferry-bench: $(BENCH_OBJ) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 # The two commands of the README.  The package check runs first, in its
 # own make, so that the flags above are computed with the packages present.
 run: deps
@@ -97,6 +106,13 @@ test-c: $(BUILD)/test_ferry certs
 test-py: $(BUILD)/ferry certs
 	$(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
 
+# Side by side with the Tornado reference, hitch and HAProxy (installed
+# here when missing); takes about 15 minutes.  See README "Benchmarks".
+bench:
+	@scripts/install-deps.sh hitch haproxy python3-tornado
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) tests/bench/run.py --build $(BUILD) $(BENCH_ARGS)
+
 install: $(BUILD)/ferry
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry
 	install -m 0755 $(BUILD)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
@@ -110,4 +126,5 @@ uninstall:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) \
+	$(BENCH_OBJ:.o=.d)
