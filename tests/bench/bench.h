@@ -142,8 +142,11 @@ enum bres bconn_read(struct bconn *c, void *buf, size_t len, size_t *got);
  */
 enum bres bconn_write(struct bconn *c, const void *buf, size_t len,
     size_t *put);
-/* Decrypted bytes OpenSSL holds that no readiness event will announce. */
-size_t bconn_pending(const struct bconn *c);
+/*
+ * Whether OpenSSL holds bytes (records read ahead, or decrypted) that no
+ * readiness event will announce.
+ */
+bool bconn_pending(const struct bconn *c);
 /* Sends close_notify (TLS) once; a no-op on plain connections. */
 void bconn_notify_close(struct bconn *c);
 /* libev priority of the watcher (EV_MINPRI..EV_MAXPRI). */

@@ -240,10 +240,10 @@ bconn_write(struct bconn *c, const void *buf, size_t len, size_t *put)
 	}
 }
 
-size_t
+bool
 bconn_pending(const struct bconn *c)
 {
-	return c->ssl != NULL ? (size_t)SSL_pending(c->ssl) : 0;
+	return c->ssl != NULL && SSL_has_pending(c->ssl) == 1;
 }
 
 void

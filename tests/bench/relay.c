@@ -487,11 +487,12 @@ cons_read(struct rpair *p)
 			rc->in_len -= used;
 		}
 		/*
-		 * A short plain read emptied the socket: asking again would
-		 * only hear EAGAIN (a syscall per frame at low rates).  TLS
-		 * cannot tell, one record at a time, so it reads on.
+		 * A short plain read emptied the socket, and a TLS connection
+		 * reading ahead with nothing left in OpenSSL took what the
+		 * socket had: asking again would only hear EAGAIN, a syscall
+		 * per frame at low rates.  epoll says when there is more.
 		 */
-		if (n < room && rc->bc.ssl == NULL) {
+		if (rc->bc.ssl == NULL ? n < room : !bconn_pending(&rc->bc)) {
 			r = B_WANT_READ;
 			break;
 		}
@@ -502,7 +503,7 @@ cons_read(struct rpair *p)
 	}
 	if (r == B_DONE) {
 		/* Out of turns: come back for what OpenSSL already holds. */
-		if (bconn_pending(&rc->bc) > 0)
+		if (bconn_pending(&rc->bc))
 			ev_feed_event(rb->loop, &rc->bc.io, EV_READ);
 		return;
 	}

@@ -258,8 +258,26 @@ class Runner:
 
     # -- clients --
 
+    def quiesce(self, limit=60.0):
+        """Waits until every server started here is idle.
+
+        A server that fell behind (the Tornado reference at full speed
+        holds seconds of frames in its buffers) goes on working after its
+        client has gone; the next cell must not share core 0 with that.
+        """
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            live = [p for p in self.procs if p.alive()]
+            before = sum(cpu_seconds(p.pid) for p in live)
+            time.sleep(0.25)
+            busy = sum(cpu_seconds(p.pid) for p in live) - before
+            if busy <= 0.01:
+                return
+        log("  servers still busy after %.0f s; going on" % limit)
+
     def client(self, mode, *opts, timeout=120.0):
         """Runs ferry-bench on the load core; returns its RESULT or None."""
+        self.quiesce()
         argv = [self.bench, mode, "--quiet"] + [str(o) for o in opts]
         if self.pin:
             argv = ["taskset", "-c", "1"] + argv
@@ -493,6 +511,7 @@ backend be
                             "--duration", a.duration, "--warmup", 0.5,
                             "--conns", a.bulk_conns if cell == "bulk"
                             else a.hs_conns] + extra
+                    self.quiesce()
                     cpu0 = cpu_seconds(p.pid)
                     res = self.client(mode, *opts, timeout=60)
                     time.sleep(0.3)     # let the server finish closing
@@ -555,7 +574,7 @@ backend be
         if p is None:
             return None
         try:
-            time.sleep(0.3)
+            self.quiesce()
             before = rss_kb(p.pid)
             argv = [self.bench, "idle", "--quiet", "--port",
                     str(port_of(p)), "--conns", str(n), "--parallel", "256",
