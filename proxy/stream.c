@@ -166,6 +166,8 @@ finalize(struct stream *s)
 		s->close_cb(s, s->close_reason, s->arg);
 	if (s->stats != NULL)
 		s->stats->closed++;
+	if (s->free_cb != NULL)
+		s->free_cb(s, s->free_arg);
 	buffer_free(&s->rbuf);
 	buffer_free(&s->wbuf);
 	sl->live--;
@@ -465,6 +467,13 @@ stream_set_callbacks(struct stream *s, stream_close_cb on_close, void *arg)
 {
 	s->close_cb = on_close;
 	s->arg = arg;
+}
+
+void
+stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg)
+{
+	s->free_cb = on_free;
+	s->free_arg = arg;
 }
 
 void

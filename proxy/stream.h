@@ -23,8 +23,8 @@
  * Closing: stream_close() stops I/O and closes the fd at once, but the close
  * callback runs later, from the loop, never from inside the caller: a
  * protocol may close any stream (its own, a peer's) from any callback.  The
- * close callback is the last call a stream makes; the stream is freed right
- * after it returns.
+ * close callback is the last call a stream makes to its protocol; the
+ * stream is freed right after it returns (and its server's free hook).
  *
  * Memory: the read and write buffers are kept while the stream is busy (no
  * allocation per message) and returned to malloc once they are empty and
@@ -164,6 +164,8 @@ struct stream {
 	stream_close_cb close_cb;
 	stream_cb eof_cb;
 	void *arg;
+	stream_cb free_cb;		/* the server's hook (stream_set_free_hook) */
+	void *free_arg;
 
 	int read_wants;			/* EV_READ, or EV_WRITE for TLS */
 	int write_wants;		/* EV_WRITE, or EV_READ for TLS */
@@ -218,10 +220,20 @@ struct stream *stream_connect(struct stream_loop *sl,
     const struct sockaddr *addr, socklen_t addrlen,
     const struct stream_opts *opts);
 
-/* Callbacks get `arg`; the close callback is the stream's last call. */
+/* Callbacks get `arg`; the close callback is the protocol's last call. */
 void stream_set_callbacks(struct stream *s, stream_close_cb on_close,
     void *arg);
 static inline void *stream_arg(const struct stream *s) { return s->arg; }
+
+/*
+ * For the server that made the stream (tcpserver counts its live
+ * connections with it): `on_free` runs once, when the stream is freed,
+ * whatever closed it, after the close callback and with the stream already
+ * closed; it is the stream's very last call and must not use the stream
+ * beyond reading its fields.  It is separate from stream_set_callbacks()
+ * so that the protocol, which owns those, can never displace it.
+ */
+void stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg);
 
 /* Sets the peer label used in logs (done by tcpserver/stream_connect). */
 void stream_set_peer(struct stream *s, const struct sockaddr *sa);

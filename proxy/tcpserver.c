@@ -3,13 +3,272 @@
 #include "tcpserver.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
 #include "process.h"
+
+/* ---- live connections, per source address ---- */
+
+#define TABLE_MIN_BUCKETS 16
+
+struct source_key {
+	uint8_t len;			/* 4, 16, or 0: no address (counted
+					 * globally only) */
+	uint8_t addr[16];
+};
+
+/* One source address and its live connections; freed at 0. */
+struct conn_source {
+	struct conn_source *next;	/* hash chain */
+	struct conn_table *tab;
+	size_t count;
+	struct source_key key;
+};
+
+struct conn_table {
+	size_t live;
+	bool orphaned;			/* its server was destroyed */
+	uint64_t seed;
+	struct conn_source **buckets;
+	size_t nbuckets;		/* a power of two */
+	size_t nsources;
+};
+
+/* IPv4-mapped IPv6 is the IPv4 address: one host, one count. */
+static void
+source_key(const struct sockaddr *sa, socklen_t salen, struct source_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	if (sa->sa_family == AF_INET &&
+	    salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+		memcpy(k->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		k->len = 4;
+	} else if (sa->sa_family == AF_INET6 &&
+	    salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		const struct in6_addr *a =
+		    &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			memcpy(k->addr, a->s6_addr + 12, 4);
+			k->len = 4;
+		} else {
+			memcpy(k->addr, a->s6_addr, 16);
+			k->len = 16;
+		}
+	}
+}
+
+/* FNV-1a from a per-table seed: addresses cannot be picked to collide. */
+static size_t
+source_bucket(const struct conn_table *t, const struct source_key *k)
+{
+	uint64_t h = 1469598103934665603ull ^ t->seed;
+
+	h ^= k->len;
+	h *= 1099511628211ull;
+	for (size_t i = 0; i < k->len; i++) {
+		h ^= k->addr[i];
+		h *= 1099511628211ull;
+	}
+	return (size_t)(h ^ h >> 32) & (t->nbuckets - 1);
+}
+
+static struct conn_table *
+table_new(void)
+{
+	struct conn_table *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->nbuckets = TABLE_MIN_BUCKETS;
+	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	if (t->buckets == NULL) {
+		free(t);
+		return NULL;
+	}
+	if (getrandom(&t->seed, sizeof(t->seed), GRND_NONBLOCK) !=
+	    (ssize_t)sizeof(t->seed))
+		t->seed = (uint64_t)time(NULL) * 2654435761u ^
+		    (uint64_t)(uintptr_t)t;
+	return t;
+}
+
+/* Only once nothing counts in it: sources are freed as they reach 0. */
+static void
+table_free(struct conn_table *t)
+{
+	free(t->buckets);
+	free(t);
+}
+
+static struct conn_source *
+source_find(const struct conn_table *t, const struct source_key *k)
+{
+	struct conn_source *src = t->buckets[source_bucket(t, k)];
+
+	while (src != NULL && (src->key.len != k->len ||
+	    memcmp(src->key.addr, k->addr, k->len) != 0))
+		src = src->next;
+	return src;
+}
+
+/* Doubles the buckets; without memory the chains just grow longer. */
+static void
+table_grow(struct conn_table *t)
+{
+	struct conn_source **old = t->buckets;
+	size_t n = t->nbuckets;
+
+	t->buckets = calloc(n * 2, sizeof(*t->buckets));
+	if (t->buckets == NULL) {
+		t->buckets = old;
+		return;
+	}
+	t->nbuckets = n * 2;
+	for (size_t i = 0; i < n; i++) {
+		while (old[i] != NULL) {
+			struct conn_source *src = old[i];
+			size_t b = source_bucket(t, &src->key);
+			old[i] = src->next;
+			src->next = t->buckets[b];
+			t->buckets[b] = src;
+		}
+	}
+	free(old);
+}
+
+static struct conn_source *
+source_add(struct conn_table *t, const struct source_key *k)
+{
+	struct conn_source *src = calloc(1, sizeof(*src));
+	size_t b;
+
+	if (src == NULL)
+		return NULL;
+	src->tab = t;
+	src->key = *k;
+	if (t->nsources >= t->nbuckets)
+		table_grow(t);
+	b = source_bucket(t, k);
+	src->next = t->buckets[b];
+	t->buckets[b] = src;
+	t->nsources++;
+	return src;
+}
+
+static void
+source_remove(struct conn_table *t, struct conn_source *src)
+{
+	struct conn_source **pp = &t->buckets[source_bucket(t, &src->key)];
+
+	while (*pp != src)
+		pp = &(*pp)->next;
+	*pp = src->next;
+	t->nsources--;
+	free(src);
+}
+
+static void
+table_release(struct conn_table *t)
+{
+	t->live--;
+	if (t->live == 0 && t->orphaned)
+		table_free(t);
+}
+
+/* Free hooks: a counted connection's stream is gone. */
+static void
+conn_freed(struct stream *s, void *arg)
+{
+	(void)s;
+	table_release(arg);
+}
+
+static void
+source_conn_freed(struct stream *s, void *arg)
+{
+	struct conn_source *src = arg;
+	struct conn_table *t = src->tab;
+
+	(void)s;
+	if (--src->count == 0)
+		source_remove(t, src);
+	table_release(t);
+}
+
+/* The limit a new connection would break (its config key), or NULL. */
+static const char *
+limit_broken(const struct tcpserver *srv, const struct source_key *k,
+    struct conn_source **src, size_t *limit)
+{
+	const struct conn_table *t = srv->conns;
+
+	*src = NULL;
+	if (srv->max_conns > 0 && t->live >= srv->max_conns) {
+		*limit = srv->max_conns;
+		return "max_connections";
+	}
+	if (srv->max_per_source > 0 && k->len > 0) {
+		*src = source_find(t, k);
+		if (*src != NULL && (*src)->count >= srv->max_per_source) {
+			*limit = srv->max_per_source;
+			return "max_connections_per_source";
+		}
+	}
+	return NULL;
+}
+
+/* Counts a new connection until its stream is freed.  0 or -1 (memory). */
+static int
+count_conn(struct tcpserver *srv, struct stream *s,
+    const struct source_key *k, struct conn_source *src)
+{
+	struct conn_table *t = srv->conns;
+
+	if (srv->max_per_source > 0 && k->len > 0) {
+		if (src == NULL && (src = source_add(t, k)) == NULL)
+			return -1;
+		src->count++;
+		t->live++;
+		stream_set_free_hook(s, source_conn_freed, src);
+		return 0;
+	}
+	t->live++;
+	stream_set_free_hook(s, conn_freed, t);
+	return 0;
+}
+
+int
+tcpserver_set_limits(struct tcpserver *srv, size_t max, size_t per_source)
+{
+	if (srv->conns == NULL && (max > 0 || per_source > 0) &&
+	    (srv->conns = table_new()) == NULL)
+		return -1;
+	srv->max_conns = max;
+	srv->max_per_source = per_source;
+	return 0;
+}
+
+size_t
+tcpserver_live(const struct tcpserver *srv)
+{
+	return srv->conns != NULL ? srv->conns->live : 0;
+}
+
+size_t
+tcpserver_sources(const struct tcpserver *srv)
+{
+	return srv->conns != NULL ? srv->conns->nsources : 0;
+}
+
+/* ---- accepting ---- */
 
 void
 tcpserver_init(struct tcpserver *srv, struct stream_loop *sl,
@@ -32,15 +291,42 @@ static void
 on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
 	struct tcpserver *srv = arg;
+	struct conn_source *src = NULL;
+	struct source_key key;
 	struct stream *s;
 	char peer[64];
 
+	if (srv->conns != NULL) {
+		size_t limit = 0;
+		const char *which;
+		source_key(sa, salen, &key);
+		which = limit_broken(srv, &key, &src, &limit);
+		if (which != NULL) {
+			/* Before any work: a flood costs an accept and a close. */
+			close(fd);
+			srv->refused++;
+			if (srv->stats != NULL)
+				srv->stats->refused++;
+			netutil_format_addr(sa, peer, sizeof(peer));
+			log_limited(LOG_WARN, "%s: refused a connection from "
+			    "%s: %s (%zu) reached", srv->name, peer, which,
+			    limit);
+			return;
+		}
+	}
 	/* Frames are small and latency matters more than packet count. */
 	(void)netutil_set_nodelay(fd);
 	s = stream_new(srv->sl, fd, NULL, &srv->opts);
 	if (s == NULL)
 		goto fail;
 	stream_set_peer(s, sa);
+	if (srv->conns != NULL && count_conn(srv, s, &key, src) < 0) {
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		srv->failed++;
+		LOGW("%s: no memory to count a connection from %s", srv->name,
+		    stream_peer(s));
+		return;
+	}
 	if (srv->tls != NULL && tls_stream_accept(s, srv->tls) < 0) {
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		srv->failed++;
@@ -160,4 +446,11 @@ tcpserver_destroy(struct tcpserver *srv)
 	tcpserver_stop(srv);
 	tls_ctx_unref(srv->tls);
 	srv->tls = NULL;
+	if (srv->conns != NULL) {
+		if (srv->conns->live == 0)
+			table_free(srv->conns);
+		else
+			srv->conns->orphaned = true;
+		srv->conns = NULL;
+	}
 }
