@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -182,6 +183,33 @@ void
 ferry_start_args(struct ferry_proc *fp, const char *conf, int ready,
     const char *const *argv)
 {
+	struct ferry_opts o = { .ready = ready, .argv = argv };
+
+	ferry_start_opts(fp, conf, &o);
+}
+
+/* In the child, before exec: only async-signal-safe calls. */
+static bool
+child_limits(const struct ferry_opts *o)
+{
+	struct rlimit rl;
+
+	if (o->nofile <= 0)
+		return true;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return false;
+	rl.rlim_cur = (rlim_t)o->nofile;
+	if (rl.rlim_cur > rl.rlim_max)
+		rl.rlim_cur = rl.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+void
+ferry_start_opts(struct ferry_proc *fp, const char *conf,
+    const struct ferry_opts *o)
+{
+	const char *const *argv = o->argv;
+	int ready = o->ready > 0 ? o->ready : 1;
 	const char *args[32];
 	int na = 0;
 	FILE *f;
@@ -219,6 +247,11 @@ ferry_start_args(struct ferry_proc *fp, const char *conf, int ready,
 		close(fd);
 		/* The server starts with the default signal dispositions. */
 		signal(SIGPIPE, SIG_DFL);
+		if (!child_limits(o)) {
+			dprintf(STDERR_FILENO, "setrlimit: %s\n",
+			    strerror(errno));
+			_exit(127);
+		}
 		execv(args[0], (char *const *)args);
 		dprintf(STDERR_FILENO, "exec %s: %s\n", args[0],
 		    strerror(errno));
@@ -325,6 +358,67 @@ ferry_children(const struct ferry_proc *fp, pid_t *out, int max)
 		out[n++] = (pid_t)pid;
 	fclose(f);
 	return n;
+}
+
+long
+proc_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* /proc/PID/stat: fields after the command, which may hold spaces. */
+static bool
+proc_stat(pid_t pid, char *state, long *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, st;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL)
+		return false;
+	/* state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt
+	 * cmajflt utime(14) stime(15) */
+	if (sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	    state, &ut, &st) != 3)
+		return false;
+	*ticks = (long)(ut + st);
+	return true;
+}
+
+long
+proc_cpu_ticks(pid_t pid)
+{
+	char state;
+	long ticks;
+
+	return proc_stat(pid, &state, &ticks) ? ticks : -1;
+}
+
+bool
+proc_alive(pid_t pid)
+{
+	char state;
+	long ticks;
+
+	return proc_stat(pid, &state, &ticks) && state != 'Z' && state != 'X';
 }
 
 int

@@ -47,6 +47,19 @@ const char *ferry_bin(void);
  */
 void ferry_start_args(struct ferry_proc *fp, const char *conf, int ready,
     const char *const *argv);
+
+/* How to start it, for ferry_start_opts(); zero fields are the defaults. */
+struct ferry_opts {
+	int ready;			/* "ready:" lines to wait for (1) */
+	const char *const *argv;	/* extra arguments, NULL-terminated */
+	/*
+	 * The server's soft RLIMIT_NOFILE, set in the child before exec (the
+	 * hard limit is kept, as `ulimit -Sn` does); 0 = inherit the test's.
+	 */
+	long nofile;
+};
+void ferry_start_opts(struct ferry_proc *fp, const char *conf,
+    const struct ferry_opts *o);
 static inline void
 ferry_start(struct ferry_proc *fp, const char *conf)
 {
@@ -84,6 +97,15 @@ void ferry_cleanup(struct ferry_proc *fp);
 
 /* PIDs of the supervisor's children (workers); returns how many. */
 int ferry_children(const struct ferry_proc *fp, pid_t *out, int max);
+
+/*
+ * From /proc: a process's resident memory in KiB, and the CPU time it has
+ * used (user + system) in clock ticks (sysconf(_SC_CLK_TCK) a second);
+ * -1 when it is gone.  proc_alive() is false for a zombie too.
+ */
+long proc_rss_kb(pid_t pid);
+long proc_cpu_ticks(pid_t pid);
+bool proc_alive(pid_t pid);
 
 /*
  * Runs the binary with `argv` (after argv[0]) to completion (15 s at most),
