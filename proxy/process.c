@@ -84,7 +84,7 @@ process_fork_hooks(int num_processes, int max_restarts,
 	pid_t pids[MAX_CHILDREN];
 	sigset_t set, oldmask;
 	int live = 0, restarts = 0;
-	bool stopping = false;
+	bool stopping = false, gave_up = false;
 
 	if (num_processes <= 0)
 		num_processes = process_cpu_count();
@@ -151,8 +151,17 @@ process_fork_hooks(int num_processes, int max_restarts,
 				LOGE("worker %d (pid %ld) %s; too many "
 				    "restarts (%d), giving up", id, (long)pid,
 				    why, max_restarts);
+				/*
+				 * As if told SIGTERM, then wait for the others
+				 * to drain and exit: gone now, we would leave
+				 * them orphaned, serving their clients for up
+				 * to drain_timeout.
+				 */
+				gave_up = stopping = true;
+				if (hooks != NULL && hooks->on_signal != NULL)
+					hooks->on_signal(SIGTERM, hooks->arg);
 				signal_all(pids, num_processes, SIGTERM);
-				exit(1);
+				continue;
 			}
 			LOGW("worker %d (pid %ld) %s; restarting (%d of %d)",
 			    id, (long)pid, why, restarts, max_restarts);
@@ -169,5 +178,5 @@ process_fork_hooks(int num_processes, int max_restarts,
 			LOGI("worker %d restarted (pid %ld)", id, (long)npid);
 		}
 	}
-	exit(0);
+	exit(gave_up ? 1 : 0);
 }

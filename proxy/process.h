@@ -6,7 +6,9 @@
  * (0..n-1).  The parent stays inside it as a supervisor:
  *  - a child that dies by a signal or exits non-zero is restarted with the
  *    same task id, until more than `max_restarts` restarts have been needed;
- *    then the remaining children are sent SIGTERM and the parent exits 1;
+ *    then the parent stops as if sent SIGTERM (below: the hook sees one,
+ *    the children get one) and exits 1 once every child has exited (a
+ *    worker drains first: none is left orphaned);
  *  - a child that exits 0 is not restarted; when all have, the parent
  *    exits 0;
  *  - SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the parent are
