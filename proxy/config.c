@@ -63,6 +63,7 @@ const struct config_key config_keys[] = {
 	{ "max_uuid_bytes", CONFIG_SCOPE_RELAY },
 	{ "max_keys_bytes", CONFIG_SCOPE_RELAY },
 	{ "max_keys", CONFIG_SCOPE_RELAY },
+	{ "acl", CONFIG_SCOPE_RELAY },
 	{ "backend", CONFIG_SCOPE_FORWARD },
 	{ "connect_timeout", CONFIG_SCOPE_FORWARD },
 	{ "backend_tls", CONFIG_SCOPE_FORWARD },
@@ -440,6 +441,11 @@ listener_key(struct parse *p, const char *k, const char *v)
 		return parse_size(p, k, v, 1, 65536, &l->max_keys_bytes);
 	if (!strcmp(k, "max_keys"))
 		return parse_size(p, k, v, 1, 16384, &l->max_keys);
+	if (!strcmp(k, "acl")) {
+		if (*v == '\0')
+			return fail(p, k, "empty file name");
+		return copy_str(p, k, v, l->acl, sizeof(l->acl));
+	}
 	/* forward */
 	if (!strcmp(k, "backend"))
 		return parse_addr_list(p, k, v, l->backend, &l->nbackend,
@@ -524,6 +530,16 @@ on_value(void *user, const char *section, const char *name,
 
 /* ---- validation ---- */
 
+/* Errors about a key point at its line, if it was given. */
+static void
+key_line(struct parse *p, const struct config_listener *l, const char *key)
+{
+	int line = find_line(l->lines, l->nlines, key, 0);
+
+	if (line > 0)
+		p->line = line;
+}
+
 static int
 check_listener(struct parse *p, struct config_listener *l)
 {
@@ -552,6 +568,12 @@ check_listener(struct parse *p, struct config_listener *l)
 	if (l->verify != CONFIG_VERIFY_NONE && l->client_ca[0] == '\0')
 		return fail(p, "client_ca", "missing: verify_client needs "
 		    "the CA file");
+	if (l->acl[0] != '\0' && l->verify == CONFIG_VERIFY_NONE) {
+		key_line(p, l, "acl");
+		return fail(p, "acl", "needs verify_client = required (or "
+		    "optional) and client_ca: the access list matches client "
+		    "certificates");
+	}
 	if (l->mode == CONFIG_FORWARD && l->nbackend == 0)
 		return fail(p, "backend", "missing for a forward listener");
 	for (size_t i = 0; i < l->nbackend; i++)
@@ -569,6 +591,39 @@ check_listener(struct parse *p, struct config_listener *l)
 	    l->backend_sni[0]))
 		return fail(p, "backend_tls", "backend_ca/backend_sni given "
 		    "but backend_tls is off");
+	return 1;
+}
+
+/*
+ * Relay listeners share one uuid namespace: one without an access list
+ * would let its clients produce and consume the uuids another's list
+ * guards.  So it is all of them or none.
+ */
+static int
+check_acls(struct parse *p)
+{
+	const struct config_listener *guarded = NULL;
+
+	for (size_t i = 0; i < p->c->nlisteners; i++) {
+		const struct config_listener *l = &p->c->listeners[i];
+		if (l->mode == CONFIG_RELAY && l->acl[0] != '\0') {
+			guarded = l;
+			break;
+		}
+	}
+	if (guarded == NULL)
+		return 1;
+	for (size_t i = 0; i < p->c->nlisteners; i++) {
+		struct config_listener *l = &p->c->listeners[i];
+		if (l->mode != CONFIG_RELAY || l->acl[0] != '\0')
+			continue;
+		p->line = l->line;
+		snprintf(p->section, sizeof(p->section), "%s", l->name);
+		return fail(p, "acl", "missing: relay listeners share their "
+		    "uuids, and [%s] has an access list; give every relay "
+		    "listener one (with verify_client), or serve this one "
+		    "from another ferry", guarded->name);
+	}
 	return 1;
 }
 
@@ -600,7 +655,7 @@ finish(struct parse *p, int rc)
 	for (size_t i = 0; i < p->c->nlisteners; i++)
 		if (!check_listener(p, &p->c->listeners[i]))
 			return -1;
-	return 0;
+	return check_acls(p) ? 0 : -1;
 }
 
 /*

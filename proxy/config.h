@@ -97,6 +97,7 @@ struct config_listener {
 	size_t max_uuid;
 	size_t max_keys_bytes;
 	size_t max_keys;
+	char acl[CONFIG_PATH_LEN];	/* access list file, or "" */
 
 	/* forward */
 	struct config_addr backend[CONFIG_MAX_BACKENDS];

@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acl.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 
 /* Bytes handed to the parser per callback; bounds a blocked overshoot. */
 #define READ_CHUNK (64 * 1024)
@@ -320,6 +322,7 @@ struct device_conn {
 	size_t ulen;
 	size_t nkeys;
 	char reason[160];		/* why it ended, when we decided */
+	char grant[192];		/* what the access list allowed, if any */
 };
 
 static const char ACK = 0x00, NAK = 0x01;
@@ -388,7 +391,7 @@ refuse(struct device_conn *dc, const char *why)
 	struct stream *s = dc->rc.s;
 
 	set_reason(dc, "refused: %s", why);
-	dc->lst->reg->total.refused++;
+	dc->lst->o.total.refused++;
 	dc->lingering = true;
 	if (reply(dc, &NAK, 1) != 0)
 		return 1;
@@ -401,12 +404,85 @@ refuse(struct device_conn *dc, const char *why)
 static void
 registered(struct device_conn *dc)
 {
-	const struct relay_opts *o = &dc->lst->reg->opts;
+	const struct relay_opts *o = &dc->lst->o.opts;
 
 	dc->registered = true;
 	ev_timer_stop(dc->lst->reg->loop, &dc->timer);
 	if (o->idle_timeout > 0)
 		stream_set_idle_timeout(dc->rc.s, o->idle_timeout);
+}
+
+/* "kind:value", escaped for a log line. */
+static void
+id_str(const struct tls_peer_id *id, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s:", tls_id_kind_name(id->kind));
+
+	if (n > 0 && (size_t)n < len)
+		registry_uuid_str(id->value, id->len, out + n,
+		    len - (size_t)n);
+}
+
+/* Every identity of a certificate, for the line that denies it. */
+static void
+ids_str(const struct tls_peer_ids *ids, char *out, size_t len)
+{
+	size_t o = 0;
+
+	if (ids == NULL) {
+		snprintf(out, len, "no verified certificate");
+		return;
+	}
+	if (ids->n == 0)
+		snprintf(out, len, "a certificate without names");
+	for (size_t i = 0; i < ids->n && o + 1 < len; i++) {
+		char one[256];
+		id_str(&ids->id[i], one, sizeof(one));
+		o += (size_t)snprintf(out + o, len - o, "%s%s", i ? ", " : "",
+		    one);
+	}
+}
+
+/*
+ * The access list's word on this client taking its role on uuid, when the
+ * listener has one.  A denial is logged here, where it is decided.
+ */
+static bool
+acl_allows(struct device_conn *dc, const char *uuid, size_t ulen)
+{
+	struct relay_listener *lst = dc->lst;
+	enum acl_role role = dc->p.role == DEVICE_PRODUCER ? ACL_PRODUCE :
+	    ACL_CONSUME;
+	const struct tls_peer_id *id;
+	struct tls_peer_ids ids;
+	char who[512], u[REGISTRY_UUID_STR];
+	bool cert;
+	int line;
+
+	if (lst->acl == NULL)
+		return true;
+	cert = tls_stream_peer_ids(dc->rc.s, &ids);
+	line = acl_check(lst->acl, role, cert ? &ids : NULL, uuid, ulen, &id);
+	if (line > 0) {
+		char one[128];
+		if (id != NULL)
+			id_str(id, one, sizeof(one));
+		else
+			snprintf(one, sizeof(one), "any certificate");
+		snprintf(dc->grant, sizeof(dc->grant), "; access list line "
+		    "%d for %s", line, one);
+		return true;
+	}
+	lst->o.total.denied++;
+	if (log_enabled(LOG_WARN)) {
+		ids_str(cert ? &ids : NULL, who, sizeof(who));
+		registry_uuid_str(uuid, ulen, u, sizeof(u));
+		log_limited(LOG_WARN, "relay %s: access list %s: %s %s (%s) may "
+		    "not %s uuid '%s'", lst->o.name, acl_path(lst->acl),
+		    role_name(dc), stream_peer(dc->rc.s), who,
+		    acl_role_name(role), u);
+	}
+	return false;
 }
 
 static int
@@ -418,10 +494,12 @@ on_uuid(struct device_conn *dc, const struct device_event *ev)
 
 	memcpy(dc->uuid, ev->data, ev->len);
 	dc->ulen = ev->len;
+	/* As for an unknown uuid: a refusal tells nothing about the uuid. */
+	if (!acl_allows(dc, ev->data, ev->len))
+		return refuse(dc, "not allowed by the access list");
 	if (dc->p.role == DEVICE_PRODUCER) {
 		/* Refused at the uuid, as soon as it can be known. */
-		if (reg->opts.takeover == RELAY_REFUSE &&
-		    registry_live(registry_find(reg, ev->data, ev->len)))
+		if (registry_refuses_producer(reg, ev->data, ev->len))
 			return refuse(dc, "uuid held by a live producer");
 		return reply(dc, &ACK, 1);
 	}
@@ -453,8 +531,8 @@ on_keys(struct device_conn *dc, const struct device_event *ev)
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
 	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
-	    "(consumers: %zu)", dc->lst->name, stream_peer(dc->rc.s),
-	    u, ev->count, dc->rc.entry->nconsumers);
+	    "(consumers: %zu)%s", dc->lst->o.name, stream_peer(dc->rc.s),
+	    u, ev->count, dc->rc.entry->nconsumers, dc->grant);
 	return 0;
 }
 
@@ -478,8 +556,8 @@ on_accept(struct device_conn *dc, const struct device_event *ev)
 	registry_accept(&dc->rc);
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
-	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)",
-	    dc->lst->name, stream_peer(dc->rc.s), u, dc->nkeys);
+	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
+	    dc->lst->o.name, stream_peer(dc->rc.s), u, dc->nkeys, dc->grant);
 	return 0;
 }
 
@@ -545,7 +623,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	set_reason(dc, "no registration within %.1f s",
-	    dc->lst->reg->opts.header_timeout);
+	    dc->lst->o.opts.header_timeout);
 	stream_close(dc->rc.s, STREAM_CLOSE_TIMEOUT);
 }
 
@@ -569,14 +647,14 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	if (dc->registered)
 		LOGI("relay %s: %s %s left uuid '%s' (%zu keys) after %.1f s: "
 		    "%llu frames, %llu dropped, %llu bytes in, %llu bytes out: "
-		    "%s", dc->lst->name, role_name(dc), stream_peer(s), u,
+		    "%s", dc->lst->o.name, role_name(dc), stream_peer(s), u,
 		    dc->nkeys, secs, (unsigned long long)dc->rc.frames,
 		    (unsigned long long)dc->rc.dropped,
 		    (unsigned long long)stream_bytes_in(s),
 		    (unsigned long long)stream_bytes_out(s), reason);
 	else
 		log_limited(LOG_INFO, "relay %s: %s %s%s%s%s closed after "
-		    "%.1f s, %llu bytes in, %llu bytes out: %s", dc->lst->name,
+		    "%.1f s, %llu bytes in, %llu bytes out: %s", dc->lst->o.name,
 		    role_name(dc), stream_peer(s), dc->ulen ? " (uuid '" : "",
 		    u, dc->ulen ? "')" : "", secs,
 		    (unsigned long long)stream_bytes_in(s),
@@ -592,45 +670,44 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
     socklen_t salen, void *arg)
 {
 	struct relay_listener *lst = arg;
-	struct registry *reg = lst->reg;
 	struct device_conn *dc = calloc(1, sizeof(*dc));
 
 	(void)sa;
 	(void)salen;
 	if (dc == NULL) {
-		LOGW("relay %s: no memory for a connection from %s", lst->name,
-		    stream_peer(s));
+		LOGW("relay %s: no memory for a connection from %s",
+		    lst->o.name, stream_peer(s));
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		return;
 	}
 	dc->lst = lst;
 	dc->rc.s = s;
-	dc->rc.since = ev_now(reg->loop);
-	device_parser_init(&dc->p, &reg->opts);
+	dc->rc.origin = &lst->o;
+	dc->rc.since = ev_now(lst->reg->loop);
+	device_parser_init(&dc->p, &lst->o.opts);
 	stream_set_callbacks(s, on_close, dc);
 	ev_timer_init(&dc->timer, on_timer, 0., 0.);
 	dc->timer.data = dc;
-	arm_timer(dc, reg->opts.header_timeout);
+	arm_timer(dc, lst->o.opts.header_timeout);
 	(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
 }
 
 /* ---- listeners and their metrics ---- */
 
 struct relay_listener *
-relay_listener_new(const char *name, struct ev_loop *loop,
+relay_listener_new(const char *name, struct registry *reg,
     const struct relay_opts *opts)
 {
 	struct relay_listener *rl = calloc(1, sizeof(*rl));
 
 	if (rl == NULL)
 		return NULL;
-	rl->reg = calloc(1, sizeof(*rl->reg));
-	if (rl->reg == NULL) {
-		free(rl);
-		return NULL;
-	}
-	snprintf(rl->name, sizeof(rl->name), "%s", name);
-	registry_init(rl->reg, rl->name, loop, opts);
+	snprintf(rl->o.name, sizeof(rl->o.name), "%s", name);
+	if (opts != NULL)
+		rl->o.opts = *opts;
+	else
+		relay_opts_default(&rl->o.opts);
+	rl->reg = reg;
 	return rl;
 }
 
@@ -639,9 +716,16 @@ relay_listener_free(struct relay_listener *rl)
 {
 	if (rl == NULL)
 		return;
-	registry_destroy(rl->reg);
-	free(rl->reg);
+	acl_free(rl->acl);
 	free(rl);
+}
+
+void
+relay_listener_set_acl(struct relay_listener *rl, struct acl *acl)
+{
+	/* Only uuid steps read it, within one callback: no one holds it. */
+	acl_free(rl->acl);
+	rl->acl = acl;
 }
 
 #define C(f) offsetof(struct relay_counters, f)
@@ -664,6 +748,9 @@ static const struct {
 	    "Frame bytes dropped for slow consumers.", C(bytes_dropped), true },
 	{ "refused_total", "counter", "Requests answered with 0x01.",
 	    C(refused), false },
+	{ "acl_denied_total", "counter",
+	    "Requests the access list refused (answered with 0x01).",
+	    C(denied), false },
 	{ "producers", "gauge", "Producers connected.", C(producers), true },
 	{ "consumers", "gauge", "Consumers connected.", C(consumers), true },
 };
@@ -679,67 +766,84 @@ counter(const struct relay_counters *c, size_t off)
 }
 
 static void
-render_devices(struct relay_listener *const *ls, size_t n,
-    struct buffer *out, size_t f)
+render_devices(struct registry *reg, struct buffer *out, size_t f)
 {
-	char name[96], help[128], lst[160], uuid[512];
+	char name[96], help[128], uuid[512];
+	size_t shown = 0;
 
 	snprintf(name, sizeof(name), "ferry_relay_device_%s",
 	    relay_families[f].name);
 	snprintf(help, sizeof(help), "%s Per uuid.", relay_families[f].help);
 	metrics_family(out, name, relay_families[f].type, help);
-	for (size_t i = 0; i < n; i++) {
-		size_t shown = 0;
-		metrics_escape(ls[i]->name, lst, sizeof(lst));
-		for (struct device_entry *e = registry_next(ls[i]->reg, NULL);
-		    e != NULL && shown < RELAY_METRICS_MAX_DEVICES;
-		    e = registry_next(ls[i]->reg, e), shown++) {
-			/* uuids hold no NUL (no control characters). */
-			metrics_escape(e->uuid, uuid, sizeof(uuid));
-			metrics_printf(out, "%s{listener=\"%s\",uuid=\"%s\"} "
-			    "%llu\n", name, lst, uuid, (unsigned long long)
-			    counter(&e->c, relay_families[f].off));
-		}
+	for (struct device_entry *e = registry_next(reg, NULL);
+	    e != NULL && shown < RELAY_METRICS_MAX_DEVICES;
+	    e = registry_next(reg, e), shown++) {
+		/* uuids hold no NUL (no control characters). */
+		metrics_escape(e->uuid, uuid, sizeof(uuid));
+		metrics_printf(out, "%s{uuid=\"%s\"} %llu\n", name, uuid,
+		    (unsigned long long)counter(&e->c, relay_families[f].off));
 	}
 }
 
+/* One family with a value per listener. */
+static void
+render_listeners(struct relay_listener *const *ls, size_t n,
+    struct buffer *out, const char *name, const char *type,
+    const char *help, uint64_t (*value)(const struct relay_listener *,
+    size_t), size_t arg)
+{
+	char lst[160];
+
+	metrics_family(out, name, type, help);
+	for (size_t i = 0; i < n; i++) {
+		metrics_escape(ls[i]->o.name, lst, sizeof(lst));
+		metrics_printf(out, "%s{listener=\"%s\"} %llu\n", name, lst,
+		    (unsigned long long)value(ls[i], arg));
+	}
+}
+
+static uint64_t
+total_of(const struct relay_listener *l, size_t off)
+{
+	return counter(&l->o.total, off);
+}
+
+static uint64_t
+protocol_errors_of(const struct relay_listener *l, size_t off)
+{
+	(void)off;
+	return l->protocol_errors;
+}
+
+static uint64_t
+devices_of(const struct relay_listener *l, size_t off)
+{
+	(void)off;
+	return l->o.devices;
+}
+
 void
-relay_render_metrics(struct relay_listener *const *ls, size_t n,
-    struct buffer *out)
+relay_render_metrics(struct registry *reg, struct relay_listener *const *ls,
+    size_t n, struct buffer *out)
 {
 	const size_t nf = sizeof(relay_families) / sizeof(relay_families[0]);
-	char name[96], lst[160];
+	char name[96];
 
 	if (n == 0)
 		return;
 	for (size_t f = 0; f < nf; f++) {
 		snprintf(name, sizeof(name), "ferry_relay_%s",
 		    relay_families[f].name);
-		metrics_family(out, name, relay_families[f].type,
-		    relay_families[f].help);
-		for (size_t i = 0; i < n; i++) {
-			metrics_escape(ls[i]->name, lst, sizeof(lst));
-			metrics_printf(out, "%s{listener=\"%s\"} %llu\n", name,
-			    lst, (unsigned long long)counter(&ls[i]->reg->total,
-			    relay_families[f].off));
-		}
+		render_listeners(ls, n, out, name, relay_families[f].type,
+		    relay_families[f].help, total_of, relay_families[f].off);
 	}
-	metrics_family(out, "ferry_relay_protocol_errors_total", "counter",
-	    "Connections closed for a protocol error.");
-	for (size_t i = 0; i < n; i++) {
-		metrics_escape(ls[i]->name, lst, sizeof(lst));
-		metrics_printf(out, "ferry_relay_protocol_errors_total"
-		    "{listener=\"%s\"} %llu\n", lst,
-		    (unsigned long long)ls[i]->protocol_errors);
-	}
-	metrics_family(out, "ferry_relay_devices", "gauge",
-	    "UUIDs with a producer or waiting consumers.");
-	for (size_t i = 0; i < n; i++) {
-		metrics_escape(ls[i]->name, lst, sizeof(lst));
-		metrics_printf(out, "ferry_relay_devices{listener=\"%s\"} %zu\n",
-		    lst, ls[i]->reg->entries);
-	}
+	render_listeners(ls, n, out, "ferry_relay_protocol_errors_total",
+	    "counter", "Connections closed for a protocol error.",
+	    protocol_errors_of, 0);
+	render_listeners(ls, n, out, "ferry_relay_devices", "gauge",
+	    "UUIDs with a producer or waiting consumers, by the listener "
+	    "their producer registered on.", devices_of, 0);
 	for (size_t f = 0; f < nf; f++)
 		if (relay_families[f].per_device)
-			render_devices(ls, n, out, f);
+			render_devices(reg, out, f);
 }

@@ -17,6 +17,10 @@
  * Consumer: 0x0b -> 0x00; uuid -> 0x00 if a producer holds it, else 0x01;
  *           then the keys (BE32 len + bytes); 0x00 accepts; then frames.
  *
+ * Each relay listener is a struct relay_listener; all of a process's share
+ * one registry (one uuid namespace).  A connection's limits and timeouts
+ * are those of the listener it arrived on (see registry.h for the rest).
+ *
  * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
  * 1..max_keys_bytes bytes naming 1..max_keys keys, no empty name; uuid and
  * keys must be UTF-8, and the uuid free of control characters.  A broken limit is answered 0x01; the server then
@@ -24,6 +28,14 @@
  * couple of seconds pass, so that the 0x01 is not lost to a reset.  Any
  * other first byte than 0x0a / 0x0b closes the connection.  Bytes a
  * consumer sends after its accept byte are read and ignored.
+ *
+ * Access list: on a listener with one (acl.h), the uuid step asks it
+ * first, with the identities of the client's verified certificate and the
+ * role: a client it does not allow gets 0x01, exactly as for an unknown
+ * uuid, and a warning (listener, role, peer, certificate identities,
+ * uuid).  What it allowed is logged with the registration: the identity
+ * that matched and the rule's line.  A new list (a reload) applies from
+ * the next uuid step on; devices already registered stay.
  *
  * Logging: one line when a producer registers or a consumer is accepted,
  * one when such a device leaves (uuid, keys, peer, duration, frames,
@@ -103,31 +115,40 @@ size_t device_parser_feed(struct device_parser *p, const char *data,
 /* Whether uuid / key bytes are well-formed UTF-8. */
 bool device_utf8_valid(const char *s, size_t len);
 
+struct acl;
+
 /* A relay listener: what its connections share. */
 struct relay_listener {
-	char name[64];
-	struct registry *reg;
+	struct relay_origin o;		/* name, options, totals */
+	struct registry *reg;		/* every relay listener's */
+	struct acl *acl;		/* NULL: none */
 	uint64_t protocol_errors;	/* unknown first byte, bad accept */
 };
 
-/* A listener's registry; NULL when memory cannot be had. */
+/* A listener on the shared registry; NULL when memory cannot be had. */
 struct relay_listener *relay_listener_new(const char *name,
-    struct ev_loop *loop, const struct relay_opts *opts);
-/* After its streams are closed; NULL is ignored. */
+    struct registry *reg, const struct relay_opts *opts);
+/*
+ * After its streams are closed and the registry's entries freed (they
+ * point to the listener); NULL is ignored.  The registry is not freed.
+ */
 void relay_listener_free(struct relay_listener *rl);
+/* The listener's access list from now on (NULL: none); frees the old. */
+void relay_listener_set_acl(struct relay_listener *rl, struct acl *acl);
 
-/* At most this many uuids per listener get their own series. */
+/* At most this many uuids get their own series. */
 #define RELAY_METRICS_MAX_DEVICES 1000
 
 /*
- * The relay metric families (Prometheus text) for the given listeners,
- * each family's header once: totals per listener (ferry_relay_*), and per
- * uuid (ferry_relay_device_*{listener,uuid}) for the uuids an entry exists
- * for now, at most RELAY_METRICS_MAX_DEVICES per listener.  main.c
- * registers this as a metrics source.
+ * The relay metric families (Prometheus text), each family's header once:
+ * totals per listener (ferry_relay_*{listener}; ferry_relay_devices counts
+ * the uuids whose device settings come from that listener, so the sum is
+ * the registry's entry count), and per uuid (ferry_relay_device_*{uuid})
+ * for the uuids an entry exists for now, at most
+ * RELAY_METRICS_MAX_DEVICES.  main.c registers this as a metrics source.
  */
-void relay_render_metrics(struct relay_listener *const *ls, size_t n,
-    struct buffer *out);
+void relay_render_metrics(struct registry *reg,
+    struct relay_listener *const *ls, size_t n, struct buffer *out);
 
 /* tcpserver_handler; arg is a struct relay_listener. */
 void device_handle_stream(struct stream *s, const struct sockaddr *sa,

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "admin.h"
 #include "config.h"
 #include "device.h"
@@ -37,6 +38,7 @@ struct listener {
 	struct tls_ctx *backend_tls;	/* forward: towards backends, or NULL */
 	int metrics_id;
 	struct relay_listener *relay;	/* mode = relay */
+	struct acl *acl;		/* until the relay listener takes it */
 	struct forward_listener *fwd;	/* mode = forward */
 };
 
@@ -46,6 +48,7 @@ struct app {
 	struct stream_loop sl;
 	struct listener ls[CONFIG_MAX_LISTENERS];
 	size_t nls;
+	struct registry *reg;		/* every relay listener's uuids */
 	struct tcpserver admin;
 	bool admin_on;
 	ev_signal sig_term, sig_int, sig_hup;
@@ -55,10 +58,14 @@ struct app {
 	int worker;
 };
 
-/* Every listener's TLS contexts, built together so a reload is atomic. */
+/*
+ * What SIGHUP reloads: every listener's TLS contexts and access lists,
+ * built together so that a reload is all or nothing.
+ */
 struct tls_set {
 	struct tls_ctx *server[CONFIG_MAX_LISTENERS];
 	struct tls_ctx *backend[CONFIG_MAX_LISTENERS];
+	struct acl *acl[CONFIG_MAX_LISTENERS];
 };
 
 static void
@@ -85,8 +92,9 @@ usage(FILE *f)
 	    "      --key FILE        its private key (certs/server.key)\n"
 	    "\n"
 	    "Signals: TERM/INT stop accepting, let live connections finish (up\n"
-	    "to drain_timeout) and exit; HUP reloads certificates and keys for\n"
-	    "new connections (the old ones stay if the new files are bad).\n");
+	    "to drain_timeout) and exit; HUP reloads certificates, keys and\n"
+	    "access lists for new connections (the old ones stay if a new file\n"
+	    "is bad).\n");
 }
 
 /* ---- TLS contexts ---- */
@@ -158,16 +166,29 @@ backend_tls(const struct config *cfg, const struct config_listener *l,
 	return c;
 }
 
+static struct acl *
+listener_acl(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	char why[512];
+	struct acl *a = acl_load(l->acl, why, sizeof(why));
+
+	if (a == NULL)
+		config_error(cfg, l, "acl", 0, why, err, errlen);
+	return a;
+}
+
 static void
 tls_set_free(struct tls_set *t, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		tls_ctx_unref(t->server[i]);
 		tls_ctx_unref(t->backend[i]);
+		acl_free(t->acl[i]);
 	}
 }
 
-/* Builds every TLS context; on failure nothing is kept. */
+/* Builds every TLS context and access list; on failure nothing is kept. */
 static int
 build_tls(const struct config *cfg, struct tls_set *t, char *err,
     size_t errlen)
@@ -180,6 +201,9 @@ build_tls(const struct config *cfg, struct tls_set *t, char *err,
 			goto fail;
 		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
 		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
+			goto fail;
+		if (l->mode == CONFIG_RELAY && l->acl[0] != '\0' &&
+		    (t->acl[i] = listener_acl(cfg, l, err, errlen)) == NULL)
 			goto fail;
 	}
 	return 0;
@@ -215,7 +239,8 @@ resolve_backends(const struct config *cfg, const struct config_listener *l,
 
 /*
  * SIGHUP: new certificates (and backend CAs) for new connections; live
- * connections keep the contexts they hold.  All or nothing.
+ * connections keep the contexts they hold.  New access lists for the next
+ * uuid steps.  All or nothing.
  */
 static void
 reload(struct app *app, const char *who)
@@ -224,8 +249,8 @@ reload(struct app *app, const char *who)
 	char err[1024];
 
 	if (build_tls(&app->cfg, &fresh, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; keeping the current certificates", who,
-		    err);
+		LOGE("%sreload: %s; keeping the current certificates and "
+		    "access lists", who, err);
 		return;
 	}
 	for (size_t i = 0; i < app->nls; i++) {
@@ -240,6 +265,12 @@ reload(struct app *app, const char *who)
 			    fresh.backend[i]);
 			tls_ctx_unref(ls->backend_tls);
 			ls->backend_tls = fresh.backend[i];
+		}
+		if (fresh.acl[i] != NULL) {
+			LOGI("%sreload: [%s] access list %s: %zu rules", who,
+			    ls->cfg->name, acl_path(fresh.acl[i]),
+			    acl_rules(fresh.acl[i]));
+			relay_listener_set_acl(ls->relay, fresh.acl[i]);
 		}
 	}
 	LOGI("%sreload: certificates reloaded for new connections", who);
@@ -428,11 +459,18 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 	if (l->mode == CONFIG_RELAY) {
 		struct relay_opts ro;
 		relay_opts_from(l, &ro);
-		ls->relay = relay_listener_new(l->name, app->loop, &ro);
+		if (app->reg == NULL && (app->reg = registry_new(app->loop)) ==
+		    NULL) {
+			snprintf(err, errlen, "[%s] out of memory", l->name);
+			return -1;
+		}
+		ls->relay = relay_listener_new(l->name, app->reg, &ro);
 		if (ls->relay == NULL) {
 			snprintf(err, errlen, "[%s] out of memory", l->name);
 			return -1;
 		}
+		relay_listener_set_acl(ls->relay, ls->acl);
+		ls->acl = NULL;
 		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
 		    device_handle_stream, ls->relay);
 	} else {
@@ -475,8 +513,9 @@ log_listening(const char *mode, const char *transport,
 }
 
 /*
- * Relay listeners need one registry: only worker 0 serves them.  Forward
- * listeners are served by every worker (the kernel spreads the accepts).
+ * Relay listeners share one registry (one uuid namespace): only worker 0
+ * serves them.  Forward listeners are served by every worker (the kernel
+ * spreads the accepts).
  */
 static bool
 serves(const struct app *app, const struct listener *ls)
@@ -497,6 +536,10 @@ setup(struct app *app, char *err, size_t errlen)
 		ls->cfg = &app->cfg.listeners[i];
 		ls->tls = tls.server[i];
 		ls->backend_tls = tls.backend[i];
+		ls->acl = tls.acl[i];
+		if (ls->acl != NULL)
+			LOGI("[%s] access list %s: %zu rules", ls->cfg->name,
+			    acl_path(ls->acl), acl_rules(ls->acl));
 	}
 	for (size_t i = 0; i < app->nls; i++)
 		if (bind_listener(app, &app->ls[i], err, errlen) < 0)
@@ -528,7 +571,7 @@ relay_metrics(struct buffer *out, void *arg)
 	for (size_t i = 0; i < app->nls; i++)
 		if (app->ls[i].relay != NULL)
 			rls[n++] = app->ls[i].relay;
-	relay_render_metrics(rls, n, out);
+	relay_render_metrics(app->reg, rls, n, out);
 }
 
 static void
@@ -575,9 +618,12 @@ teardown(struct app *app)
 		tcpserver_destroy(&app->admin);
 	/* Connections closed above finish here, before what they use goes. */
 	stream_loop_run_pending(&app->sl);
+	/* Its entries point to the relay listeners: it goes first. */
+	registry_free(app->reg);
 	for (size_t i = 0; i < app->nls; i++) {
 		struct listener *ls = &app->ls[i];
 		relay_listener_free(ls->relay);
+		acl_free(ls->acl);
 		forward_listener_free(ls->fwd);
 		tls_ctx_unref(ls->tls);
 		tls_ctx_unref(ls->backend_tls);

@@ -56,22 +56,35 @@ hash(const struct registry *reg, const char *p, size_t len)
 }
 
 void
-registry_init(struct registry *reg, const char *name, struct ev_loop *loop,
-    const struct relay_opts *opts)
+registry_init(struct registry *reg, struct ev_loop *loop)
 {
 	memset(reg, 0, sizeof(*reg));
 	reg->loop = loop;
-	snprintf(reg->name, sizeof(reg->name), "%s", name ? name : "relay");
 	if (getrandom(&reg->seed, sizeof(reg->seed), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(reg->seed)) {
 		/* Early boot without entropy: weaker, still not fixed. */
 		reg->seed = (uint64_t)time(NULL) * 2654435761u ^
 		    (uint64_t)(uintptr_t)reg;
 	}
-	if (opts != NULL)
-		reg->opts = *opts;
-	else
-		relay_opts_default(&reg->opts);
+}
+
+struct registry *
+registry_new(struct ev_loop *loop)
+{
+	struct registry *reg = malloc(sizeof(*reg));
+
+	if (reg != NULL)
+		registry_init(reg, loop);
+	return reg;
+}
+
+void
+registry_free(struct registry *reg)
+{
+	if (reg == NULL)
+		return;
+	registry_destroy(reg);
+	free(reg);
 }
 
 struct device_entry *
@@ -112,6 +125,8 @@ entry_free(struct device_entry *e)
 		*pp = e->hnext;
 	ev_timer_stop(reg->loop, &e->grace);
 	reg->entries--;
+	if (e->owner != NULL)
+		e->owner->devices--;
 	free(e->keys);
 	free(e->last);
 	free(e);
@@ -131,7 +146,7 @@ log_entry(const struct device_entry *e, const char *what, size_t n)
 	char u[REGISTRY_UUID_STR];
 
 	registry_uuid_str(e->uuid, e->uuid_len, u, sizeof(u));
-	LOGI("relay %s: uuid '%s': %s (consumers: %zu)", e->reg->name, u,
+	LOGI("relay %s: uuid '%s': %s (consumers: %zu)", e->owner->name, u,
 	    what, n);
 }
 
@@ -148,7 +163,7 @@ unlink_consumer(struct device_entry *e, struct relay_conn *c)
 	c->entry = NULL;
 	e->nconsumers--;
 	e->c.consumers--;
-	e->reg->total.consumers--;
+	c->origin->total.consumers--;
 }
 
 /*
@@ -198,7 +213,7 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
 	e->bucket = hash(reg, uuid, ulen);
-	ev_timer_init(&e->grace, grace_expired, reg->opts.grace, 0.);
+	ev_timer_init(&e->grace, grace_expired, 0., 0.);
 	e->grace.data = e;
 	e->hnext = reg->buckets[e->bucket];
 	reg->buckets[e->bucket] = e;
@@ -210,18 +225,39 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 static void
 unlink_producer(struct device_entry *e, bool grace)
 {
-	struct registry *reg = e->reg;
+	struct relay_conn *p = e->producer;
 
-	e->producer->entry = NULL;
+	p->entry = NULL;
+	p->origin->total.producers--;
 	e->producer = NULL;
 	e->producer_paused = false;
 	e->c.producers--;
-	reg->total.producers--;
 	if (grace && e->consumers != NULL) {
 		log_entry(e, "producer gone, consumers wait", e->nconsumers);
-		ev_timer_set(&e->grace, reg->opts.grace, 0.);
-		ev_timer_start(reg->loop, &e->grace);
+		ev_timer_set(&e->grace, e->owner->opts.grace, 0.);
+		ev_timer_start(e->reg->loop, &e->grace);
 	}
+}
+
+/* The device's settings are now those of `o`. */
+static void
+set_owner(struct device_entry *e, struct relay_origin *o)
+{
+	if (e->owner == o)
+		return;
+	if (e->owner != NULL)
+		e->owner->devices--;
+	e->owner = o;
+	o->devices++;
+}
+
+bool
+registry_refuses_producer(struct registry *reg, const char *uuid,
+    size_t len)
+{
+	struct device_entry *e = registry_find(reg, uuid, len);
+
+	return registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE;
 }
 
 int
@@ -230,19 +266,21 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
     size_t nkeys, const char **why)
 {
 	struct device_entry *e = registry_find(reg, uuid, ulen);
+	struct relay_origin *o = conn->origin;
 	size_t fs = nkeys * 4;
 	char *kcopy, *last = NULL;
 	bool same;
 
-	if (registry_live(e) && reg->opts.takeover == RELAY_REFUSE) {
+	/* The device decides whether it may be taken over: its owner. */
+	if (registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE) {
 		*why = "uuid held by a live producer";
 		return -1;
 	}
 	/* Everything that can fail comes before anything changes. */
 	kcopy = malloc(klen);
-	if (reg->opts.last_value)
+	if (o->opts.last_value)
 		last = malloc(fs);
-	if (kcopy == NULL || (reg->opts.last_value && last == NULL) ||
+	if (kcopy == NULL || (o->opts.last_value && last == NULL) ||
 	    (e == NULL && (e = entry_new(reg, uuid, ulen)) == NULL)) {
 		free(kcopy);
 		free(last);
@@ -253,8 +291,8 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	if (e->producer != NULL) {
 		/* A phone reconnecting: the new connection wins. */
 		struct relay_conn *old = e->producer;
-		stream_set_error(old->s, "replaced by a new producer from %s",
-		    stream_peer(conn->s));
+		stream_set_error(old->s, "replaced by a new producer from %s "
+		    "on %s", stream_peer(conn->s), o->name);
 		unlink_producer(e, false);
 		stream_close(old->s, STREAM_CLOSE_LOCAL);
 	}
@@ -267,10 +305,13 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 		detach_consumers(e, "producer came back with other keys",
 		    false);
 	}
-	/* A kept last frame is only good for the same layout. */
-	if (!same)
+	/* A kept last frame is only good for the same layout and owner. */
+	if (!same || !o->opts.last_value)
 		e->has_last = false;
-	if (last != NULL && (e->last == NULL || !same)) {
+	if (!o->opts.last_value) {
+		free(e->last);
+		e->last = NULL;
+	} else if (e->last == NULL || !same) {
 		free(e->last);
 		e->last = last;
 		last = NULL;
@@ -282,12 +323,13 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	e->nkeys = nkeys;
 	e->frame_size = fs;
 	ev_timer_stop(reg->loop, &e->grace);
+	set_owner(e, o);
 	e->producer = conn;
 	e->producer_paused = false;
 	conn->entry = e;
 	conn->producer = true;
 	e->c.producers++;
-	reg->total.producers++;
+	o->total.producers++;
 	return 0;
 }
 
@@ -301,7 +343,7 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 		*why = "no producer holds this uuid";
 		return NULL;
 	}
-	if (e->nconsumers >= reg->opts.max_consumers) {
+	if (e->nconsumers >= e->owner->opts.max_consumers) {
 		*why = "too many consumers for this uuid";
 		return NULL;
 	}
@@ -315,7 +357,7 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 	e->consumers = conn;
 	e->nconsumers++;
 	e->c.consumers++;
-	reg->total.consumers++;
+	conn->origin->total.consumers++;
 	return e;
 }
 
@@ -327,8 +369,8 @@ count_out(struct device_entry *e, struct relay_conn *c, size_t frames)
 	c->frames += frames;
 	e->c.frames_out += frames;
 	e->c.bytes_out += bytes;
-	e->reg->total.frames_out += frames;
-	e->reg->total.bytes_out += bytes;
+	c->origin->total.frames_out += frames;
+	c->origin->total.bytes_out += bytes;
 }
 
 static void
@@ -339,25 +381,27 @@ count_drop(struct device_entry *e, struct relay_conn *c, size_t frames)
 	c->dropped += frames;
 	e->c.frames_dropped += frames;
 	e->c.bytes_dropped += bytes;
-	e->reg->total.frames_dropped += frames;
-	e->reg->total.bytes_dropped += bytes;
+	c->origin->total.frames_dropped += frames;
+	c->origin->total.bytes_dropped += bytes;
 }
 
+/* A block consumer holding its producer back. */
 static bool
-over(const struct relay_conn *c, size_t limit)
+holds(const struct relay_conn *c)
 {
-	return c->accepted && !stream_closed(c->s) &&
-	    stream_write_pending(c->s) > limit;
+	return c->origin->opts.slow == RELAY_BLOCK && c->accepted &&
+	    !stream_closed(c->s) &&
+	    stream_write_pending(c->s) > c->origin->opts.queue_bytes;
 }
 
-/* Block policy: the producer reads again once no consumer is over. */
+/* Block policy: the producer reads again once no consumer holds it. */
 static void
 maybe_unblock(struct device_entry *e)
 {
 	if (!e->producer_paused || e->producer == NULL)
 		return;
 	for (struct relay_conn *c = e->consumers; c != NULL; c = c->next)
-		if (over(c, e->reg->opts.queue_bytes))
+		if (holds(c))
 			return;
 	e->producer_paused = false;
 	stream_resume_reading(e->producer->s);
@@ -378,8 +422,8 @@ static int
 queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
-	stream_cb cb = e->reg->opts.slow == RELAY_BLOCK ? consumer_drained :
-	    NULL;
+	stream_cb cb = c->origin->opts.slow == RELAY_BLOCK ?
+	    consumer_drained : NULL;
 
 	if (stream_write(c->s, p, n * e->frame_size, cb) < 0)
 		return -1;
@@ -399,29 +443,28 @@ registry_accept(struct relay_conn *conn)
 		(void)queue_frames(e, conn, e->last, 1);
 }
 
-/* Sends what the policy allows of `n` frames to one consumer. */
+/* Sends what its policy allows of `n` frames to one consumer. */
 static void
 send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
     size_t n)
 {
-	struct registry *reg = e->reg;
+	const struct relay_opts *o = &c->origin->opts;
 	size_t fs = e->frame_size;
 	size_t queued = stream_write_pending(c->s);
-	size_t room = queued < reg->opts.queue_bytes ?
-	    reg->opts.queue_bytes - queued : 0;
+	size_t room = queued < o->queue_bytes ? o->queue_bytes - queued : 0;
 	size_t fit = room / fs;
 
-	if (fit >= n || reg->opts.slow == RELAY_BLOCK) {
+	if (fit >= n || o->slow == RELAY_BLOCK) {
 		(void)queue_frames(e, c, frames, n);
-		if (reg->opts.slow == RELAY_BLOCK && !e->producer_paused &&
-		    over(c, reg->opts.queue_bytes)) {
+		if (o->slow == RELAY_BLOCK && !e->producer_paused &&
+		    holds(c)) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
 			stream_pause_reading(e->producer->s);
 		}
 		return;
 	}
-	if (reg->opts.slow == RELAY_DISCONNECT) {
+	if (o->slow == RELAY_DISCONNECT) {
 		count_drop(e, c, n);
 		stream_set_error(c->s, "slow consumer: %zu bytes queued",
 		    queued);
@@ -451,8 +494,8 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 	producer->frames += n;
 	e->c.frames_in += n;
 	e->c.bytes_in += bytes;
-	e->reg->total.frames_in += n;
-	e->reg->total.bytes_in += bytes;
+	producer->origin->total.frames_in += n;
+	producer->origin->total.bytes_in += bytes;
 	for (c = e->consumers; c != NULL; c = next) {
 		next = c->next;		/* disconnect unlinks c */
 		if (c->accepted && !stream_closed(c->s))

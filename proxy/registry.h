@@ -3,6 +3,24 @@
  * counters), and the fan-out of frames to consumers under the
  * slow-consumer policy.
  *
+ * One registry serves every relay listener of the process: a producer on
+ * one listener and a consumer on another meet (one uuid namespace).  Each
+ * listener is a struct relay_origin (its name, options and totals), and
+ * options split by what they are about:
+ *
+ *   - a connection's own settings come from the listener it arrived on:
+ *     for a consumer, slow_consumer and queue_bytes (and, in the device
+ *     layer, the limits and timeouts of any connection);
+ *   - a device's settings come from the listener its producer registered
+ *     on, the entry's `owner`: max_consumers, grace, takeover, last_value.
+ *     A producer that takes over or resumes a uuid makes its own listener
+ *     the owner; the owner stays while consumers wait out the grace period.
+ *
+ * Totals follow the connection: frames and bytes in count on the
+ * producer's listener, out and dropped on the consumer's, producers and
+ * consumers on their own.  Each origin's `devices` counts the entries it
+ * owns, so the origins' sum is the registry's entry count.
+ *
  * Connections are struct relay_conn records owned by the device layer; the
  * registry links them into entries and writes to their streams.  A
  * connection's stream must have the relay_conn as its callback argument
@@ -10,7 +28,7 @@
  * lives while it has a producer or consumers:
  *
  *   - a producer registers a uuid with its keys; a second producer of a
- *     live uuid replaces the first (RELAY_REPLACE) or is refused;
+ *     live uuid replaces the first, unless the owner's takeover = refuse;
  *   - consumers attach to a live uuid only, up to max_consumers, and get
  *     frames once they have accepted the keys;
  *   - when the producer leaves, its consumers stay attached for `grace`
@@ -20,10 +38,13 @@
  *
  * Fan-out copies each run of whole frames once into each consumer's write
  * queue (the stream flushes it once per loop iteration).  A consumer whose
- * queue holds queue_bytes or more is slow: RELAY_DROP drops whole frames
- * for it alone (counted), RELAY_DISCONNECT closes it, RELAY_BLOCK pauses
- * the producer until every consumer's queue is back under queue_bytes.
- * Frames are never split: a consumer sees a gap, never half a frame.
+ * queue holds its queue_bytes or more is slow, and its listener's policy
+ * applies to it alone: RELAY_DROP drops whole frames for it (counted),
+ * RELAY_DISCONNECT closes it, RELAY_BLOCK pauses the producer until every
+ * block consumer's queue is back under its queue_bytes.  While a producer
+ * is paused nobody gets its frames: a block consumer holds the drop
+ * consumers of its uuid too.  Frames are never split: a consumer sees a
+ * gap, never half a frame.
  *
  * Everything runs on one loop thread.  Closing a stream from here is safe
  * (close callbacks are deferred); a connection the registry closes is
@@ -43,12 +64,14 @@ enum relay_slow { RELAY_DROP = 0, RELAY_DISCONNECT, RELAY_BLOCK };
 enum relay_takeover { RELAY_REPLACE = 0, RELAY_REFUSE };
 
 struct relay_opts {
+	/* about a device: its owner's */
 	size_t max_consumers;		/* per uuid */
-	size_t queue_bytes;		/* per consumer, before the policy */
-	enum relay_slow slow;
 	double grace;			/* seconds consumers wait */
 	enum relay_takeover takeover;
 	bool last_value;		/* a new consumer gets the last frame */
+	/* about a connection: its own listener's */
+	size_t queue_bytes;		/* per consumer, before the policy */
+	enum relay_slow slow;
 	size_t max_uuid;		/* 1..255 */
 	size_t max_keys_bytes;		/* 1..65536 */
 	size_t max_keys;		/* 1..16384 */
@@ -62,7 +85,8 @@ void relay_opts_default(struct relay_opts *o);
  * Frames "out" are frames queued to a consumer; "dropped" frames were
  * meant for a slow consumer and never queued.  producers and consumers
  * are gauges (connected now; a consumer counts from its uuid being
- * answered 0x00).  refused counts 0x01 answers (listener total only).
+ * answered 0x00).  refused counts 0x01 answers, denied those the access
+ * list decided (listener totals only).
  */
 struct relay_counters {
 	uint64_t frames_in, bytes_in;
@@ -70,6 +94,15 @@ struct relay_counters {
 	uint64_t frames_dropped, bytes_dropped;
 	uint64_t producers, consumers;
 	uint64_t refused;
+	uint64_t denied;		/* refused by the access list */
+};
+
+/* A relay listener as the registry sees it (see above). */
+struct relay_origin {
+	char name[64];			/* for logs and metric labels */
+	struct relay_opts opts;
+	struct relay_counters total;
+	size_t devices;			/* entries it owns now */
 };
 
 struct device_entry;
@@ -77,6 +110,7 @@ struct device_entry;
 /* One relay connection (producer or consumer). */
 struct relay_conn {
 	struct stream *s;
+	struct relay_origin *origin;	/* the listener it arrived on */
 	struct device_entry *entry;	/* NULL when detached */
 	struct relay_conn *prev, *next;	/* the entry's consumers */
 	bool producer;
@@ -88,6 +122,7 @@ struct relay_conn {
 
 struct device_entry {
 	struct registry *reg;
+	struct relay_origin *owner;	/* its producer's listener */
 	char uuid[256];
 	size_t uuid_len;
 	size_t bucket;
@@ -108,18 +143,17 @@ struct device_entry {
 
 struct registry {
 	struct ev_loop *loop;
-	struct relay_opts opts;
-	char name[64];			/* the listener, for logs */
 	uint64_t seed;			/* of the uuid hash */
 	struct device_entry *buckets[REGISTRY_BUCKETS];
 	size_t entries;
-	struct relay_counters total;
 };
 
-void registry_init(struct registry *reg, const char *name,
-    struct ev_loop *loop, const struct relay_opts *opts);
+void registry_init(struct registry *reg, struct ev_loop *loop);
 /* Frees the entries (their streams must be closed already). */
 void registry_destroy(struct registry *reg);
+/* The same, allocated; NULL when memory cannot be had.  NULL is ignored. */
+struct registry *registry_new(struct ev_loop *loop);
+void registry_free(struct registry *reg);
 
 struct device_entry *registry_find(struct registry *reg, const char *uuid,
     size_t len);
@@ -134,19 +168,25 @@ registry_live(const struct device_entry *e)
 struct device_entry *registry_next(struct registry *reg,
     struct device_entry *e);
 
+/* Whether a producer of uuid would be refused: it is live, and its
+ * owner refuses takeovers. */
+bool registry_refuses_producer(struct registry *reg, const char *uuid,
+    size_t len);
+
 /*
- * Registers `conn` as the producer of uuid with the given keys (klen bytes
- * naming nkeys keys).  Returns 0, or -1 with *why set: the uuid is live
- * and takeovers are refused, or memory could not be had.
+ * Registers `conn` (its origin set) as the producer of uuid with the given
+ * keys (klen bytes naming nkeys keys); conn's listener becomes the owner.
+ * Returns 0, or -1 with *why set: the uuid is live and its owner refuses
+ * takeovers, or memory could not be had.
  */
 int registry_add_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
     size_t nkeys, const char **why);
 
 /*
- * Attaches a consumer (not yet accepted) to the live entry of uuid.
- * Returns the entry, or NULL with *why set (no producer holds the uuid, or
- * max_consumers are attached).
+ * Attaches a consumer (not yet accepted, its origin set) to the live entry
+ * of uuid.  Returns the entry, or NULL with *why set (no producer holds
+ * the uuid, or the owner's max_consumers are attached).
  */
 struct device_entry *registry_add_consumer(struct registry *reg,
     struct relay_conn *conn, const char *uuid, size_t ulen,

@@ -732,3 +732,112 @@ tls_stream_peer_subject(const struct stream *s, char *out, size_t len)
 	X509_free(x);
 	return true;
 }
+
+const char *
+tls_id_kind_name(enum tls_id_kind kind)
+{
+	switch (kind) {
+	case TLS_ID_CN: return "cn";
+	case TLS_ID_DNS: return "dns";
+	case TLS_ID_EMAIL: return "email";
+	case TLS_ID_URI: return "uri";
+	}
+	return "?";
+}
+
+static void
+add_peer_id(struct tls_peer_ids *out, size_t *used, enum tls_id_kind kind,
+    const unsigned char *p, int len)
+{
+	size_t n = len > 0 ? (size_t)len : 0;
+
+	/* An embedded NUL could make "a\0.evil" pass for "a". */
+	if (n == 0 || memchr(p, '\0', n) != NULL)
+		return;
+	if (out->n == TLS_PEER_IDS_MAX || n + 1 > sizeof(out->buf) - *used) {
+		out->truncated = true;
+		return;
+	}
+	memcpy(out->buf + *used, p, n);
+	out->buf[*used + n] = '\0';
+	out->id[out->n].kind = kind;
+	out->id[out->n].value = out->buf + *used;
+	out->id[out->n].len = n;
+	out->n++;
+	*used += n + 1;
+}
+
+static void
+add_subject_cns(struct tls_peer_ids *out, size_t *used, X509 *x)
+{
+	X509_NAME *name = X509_get_subject_name(x);
+	int i = -1;
+
+	while ((i = X509_NAME_get_index_by_NID(name, NID_commonName, i)) >=
+	    0) {
+		ASN1_STRING *d = X509_NAME_ENTRY_get_data(
+		    X509_NAME_get_entry(name, i));
+		unsigned char *utf8 = NULL;
+		int len = ASN1_STRING_to_UTF8(&utf8, d);
+
+		if (len >= 0)
+			add_peer_id(out, used, TLS_ID_CN, utf8, len);
+		OPENSSL_free(utf8);
+	}
+}
+
+static void
+add_sans(struct tls_peer_ids *out, size_t *used, X509 *x)
+{
+	GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
+	    NULL);
+
+	for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+		const ASN1_IA5STRING *v;
+		enum tls_id_kind kind;
+
+		switch (g->type) {
+		case GEN_DNS:
+			kind = TLS_ID_DNS;
+			v = g->d.dNSName;
+			break;
+		case GEN_EMAIL:
+			kind = TLS_ID_EMAIL;
+			v = g->d.rfc822Name;
+			break;
+		case GEN_URI:
+			kind = TLS_ID_URI;
+			v = g->d.uniformResourceIdentifier;
+			break;
+		default:
+			continue;
+		}
+		add_peer_id(out, used, kind, ASN1_STRING_get0_data(v),
+		    ASN1_STRING_length(v));
+	}
+	GENERAL_NAMES_free(sans);
+}
+
+bool
+tls_stream_peer_ids(const struct stream *s, struct tls_peer_ids *out)
+{
+	size_t used = 0;
+	X509 *x;
+
+	out->n = 0;
+	out->truncated = false;
+	if (!tls_stream_is_tls(s))
+		return false;
+	x = SSL_get1_peer_certificate(ssl_of(s));
+	if (x == NULL)
+		return false;
+	if (SSL_get_verify_result(ssl_of(s)) != X509_V_OK) {
+		X509_free(x);
+		return false;
+	}
+	add_subject_cns(out, &used, x);
+	add_sans(out, &used, x);
+	X509_free(x);
+	return true;
+}

@@ -127,4 +127,40 @@ bool tls_stream_peer_verified(const struct stream *s);
 /* The peer certificate's subject as a one-line string; false if none. */
 bool tls_stream_peer_subject(const struct stream *s, char *out, size_t len);
 
+/* The names a peer certificate identifies its holder by. */
+enum tls_id_kind {
+	TLS_ID_CN = 0,		/* a commonName of the subject (as UTF-8) */
+	TLS_ID_DNS,		/* subjectAltName dNSName */
+	TLS_ID_EMAIL,		/* subjectAltName rfc822Name */
+	TLS_ID_URI,		/* subjectAltName uniformResourceIdentifier */
+};
+
+struct tls_peer_id {
+	enum tls_id_kind kind;
+	const char *value;	/* NUL-terminated, within its tls_peer_ids */
+	size_t len;
+};
+
+#define TLS_PEER_IDS_MAX 32
+#define TLS_PEER_IDS_BYTES 4096
+
+struct tls_peer_ids {
+	size_t n;
+	struct tls_peer_id id[TLS_PEER_IDS_MAX];
+	bool truncated;		/* some did not fit and are left out */
+	char buf[TLS_PEER_IDS_BYTES];
+};
+
+/*
+ * The identities of the peer's certificate, when it presented one that
+ * verified: every commonName of its subject, then its DNS, email and URI
+ * subjectAltNames in the certificate's order.  A value holding a NUL byte
+ * is left out (it could pass for a shorter name), as are those beyond
+ * TLS_PEER_IDS_MAX or TLS_PEER_IDS_BYTES.  Returns false (out->n = 0)
+ * when the stream has no verified peer certificate.
+ */
+bool tls_stream_peer_ids(const struct stream *s, struct tls_peer_ids *out);
+/* "cn", "dns", "email", "uri". */
+const char *tls_id_kind_name(enum tls_id_kind kind);
+
 #endif
