@@ -73,13 +73,17 @@ tls_handshake(struct rclient *c, double deadline)
 }
 
 static int
-tls_setup(struct rclient *c)
+tls_setup(struct rclient *c, const char *cert, const char *key)
 {
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	if (c->ctx == NULL)
 		return -1;
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 	if (SSL_CTX_load_verify_locations(c->ctx, CERT("ca.pem"), NULL) != 1)
+		return -1;
+	if (cert != NULL && (SSL_CTX_use_certificate_chain_file(c->ctx, cert)
+	    != 1 || SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM)
+	    != 1))
 		return -1;
 	c->ssl = SSL_new(c->ctx);
 	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
@@ -92,8 +96,9 @@ tls_setup(struct rclient *c)
 	return tls_handshake(c, now_s() + c->timeout);
 }
 
-int
-rc_connect(struct rclient *c, bool tls, int port, int rcvbuf)
+static int
+connect_to(struct rclient *c, bool tls, const char *cert, const char *key,
+    int port, int rcvbuf)
 {
 	struct sockaddr_in in;
 	int one = 1;
@@ -114,12 +119,25 @@ rc_connect(struct rclient *c, bool tls, int port, int rcvbuf)
 	if (connect(c->fd, (struct sockaddr *)&in, sizeof(in)) < 0 ||
 	    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0)
 		goto fail;
-	if (tls && tls_setup(c) < 0)
+	if (tls && tls_setup(c, cert, key) < 0)
 		goto fail;
 	return 0;
 fail:
 	rc_free(c);
 	return -1;
+}
+
+int
+rc_connect(struct rclient *c, bool tls, int port, int rcvbuf)
+{
+	return connect_to(c, tls, NULL, NULL, port, rcvbuf);
+}
+
+int
+rc_connect_cert(struct rclient *c, int port, const char *cert,
+    const char *key, int rcvbuf)
+{
+	return connect_to(c, true, cert, key, port, rcvbuf);
 }
 
 void
@@ -371,12 +389,19 @@ int
 rc_consumer(struct rclient *c, bool tls, int port, const char *uuid,
     int rcvbuf)
 {
+	if (rc_connect(c, tls, port, rcvbuf) < 0)
+		return RC_ERROR;
+	return rc_subscribe(c, uuid);
+}
+
+int
+rc_subscribe(struct rclient *c, const char *uuid)
+{
 	uint8_t len[4];
 	uint32_t n;
 	int r;
 
-	if (rc_connect(c, tls, port, rcvbuf) < 0)
-		return RC_ERROR;
+	c->refused_at = 0;
 	if (!rc_send_byte(c, 0x0b))
 		return RC_ERROR;
 	if ((r = answer(c, 1)) != RC_OK)

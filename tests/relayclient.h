@@ -47,6 +47,14 @@ enum { RC_OK = 0, RC_REFUSED = 1, RC_ERROR = -1 };
  * socket's receive buffer is set first, to make a small window).  0 or -1.
  */
 int rc_connect(struct rclient *c, bool tls, int port, int rcvbuf);
+/*
+ * TLS to 127.0.0.1:port with a client certificate (cert/key PEM files;
+ * NULL: none).  0 or -1 (the handshake failed).  Under TLS 1.3 the
+ * server checks the certificate after the client's handshake is done: a
+ * refusal then shows as the first read failing.
+ */
+int rc_connect_cert(struct rclient *c, int port, const char *cert,
+    const char *key, int rcvbuf);
 /* Clean close (close_notify, FIN). */
 void rc_close(struct rclient *c);
 /* Abortive close: RST (SO_LINGER 0), no close_notify. */
@@ -91,6 +99,8 @@ int rc_register(struct rclient *c, const char *uuid, size_t ulen,
  */
 int rc_consumer(struct rclient *c, bool tls, int port, const char *uuid,
     int rcvbuf);
+/* The same on a connected client. */
+int rc_subscribe(struct rclient *c, const char *uuid);
 
 /* Frame `seq` of a test stream: value j is seq * 8 + j % 8 (exact). */
 void rc_frame(uint8_t *out, size_t nkeys, uint32_t seq);

@@ -70,14 +70,30 @@ start_relay(int t, const char *extra)
 	return ferry_port(&fp, lname());
 }
 
+/* Whether listener `l` of the running ferry speaks TLS. */
+static bool
+tls_at(const char *l)
+{
+	for (size_t i = 0; i < fp.nports; i++)
+		if (strcmp(fp.ports[i].name, l) == 0)
+			return strcmp(fp.ports[i].transport, "tls") == 0;
+	cr_assert_fail("no listener %s", l);
+	return false;
+}
+
 static long long
-metric(const char *family)
+metric_at(const char *family, const char *l)
 {
 	char series[256];
 
-	snprintf(series, sizeof(series), "%s{listener=\"%s\"}", family,
-	    lname());
+	snprintf(series, sizeof(series), "%s{listener=\"%s\"}", family, l);
 	return rc_metric(ferry_port(&fp, "admin"), series);
+}
+
+static long long
+metric(const char *family)
+{
+	return metric_at(family, lname());
 }
 
 static double
@@ -89,19 +105,25 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Waits (10 s at most) for a counter of this listener to read `want`. */
+/* Waits (10 s at most) for a counter of listener l to read `want`. */
 static void
-expect_metric(const char *family, long long want)
+expect_metric_at(const char *family, const char *l, long long want)
 {
 	double end = now_s() + 10;
 	long long v;
 
-	while ((v = metric(family)) != want && now_s() < end)
+	while ((v = metric_at(family, l)) != want && now_s() < end)
 		usleep(10 * 1000);
 	if (v != want)
 		ferry_log_dump(&fp);
 	cr_assert_eq(v, want, "%s{listener=\"%s\"} is %lld, expected %lld",
-	    family, lname(), v, want);
+	    family, l, v, want);
+}
+
+static void
+expect_metric(const char *family, long long want)
+{
+	expect_metric_at(family, lname(), want);
 }
 
 static void
@@ -127,12 +149,19 @@ keys_n(size_t n)
 }
 
 static void
+producer_at(struct rclient *p, const char *l, const char *uuid,
+    const char *keys)
+{
+	int r = rc_producer(p, tls_at(l), ferry_port(&fp, l), uuid, keys);
+
+	cr_assert_eq(r, RC_OK, "producer '%s' on %s: %d (refused at %d)", uuid,
+	    l, r, p->refused_at);
+}
+
+static void
 producer(struct rclient *p, const char *uuid, const char *keys)
 {
-	int r = rc_producer(p, tls(), ferry_port(&fp, lname()), uuid, keys);
-
-	cr_assert_eq(r, RC_OK, "producer '%s': %d (refused at %d)", uuid, r,
-	    p->refused_at);
+	producer_at(p, lname(), uuid, keys);
 }
 
 /*
@@ -141,7 +170,7 @@ producer(struct rclient *p, const char *uuid, const char *keys)
  * accept byte, so the log says when).
  */
 static void
-consumer(struct rclient *c, const char *uuid, int rcvbuf)
+consumer_at(struct rclient *c, const char *l, const char *uuid, int rcvbuf)
 {
 	char needle[320];
 	int before, r;
@@ -154,10 +183,16 @@ consumer(struct rclient *c, const char *uuid, int rcvbuf)
 		    "%c" : "\\x%02x", *u);
 	snprintf(needle + o, sizeof(needle) - o, "'");
 	before = ferry_log_count(&fp, needle);
-	r = rc_consumer(c, tls(), ferry_port(&fp, lname()), uuid, rcvbuf);
-	cr_assert_eq(r, RC_OK, "consumer '%s': %d (refused at %d)", uuid, r,
-	    c->refused_at);
+	r = rc_consumer(c, tls_at(l), ferry_port(&fp, l), uuid, rcvbuf);
+	cr_assert_eq(r, RC_OK, "consumer '%s' on %s: %d (refused at %d)", uuid,
+	    l, r, c->refused_at);
 	expect_log(needle, before + 1);
+}
+
+static void
+consumer(struct rclient *c, const char *uuid, int rcvbuf)
+{
+	consumer_at(c, lname(), uuid, rcvbuf);
 }
 
 /* Reads n frames and checks they are first, first + 1, ... */
@@ -393,9 +428,10 @@ ParameterizedTest(int *t, relay, three_consumers_byte_exact_in_order,
 	expect_metric("ferry_relay_bytes_out_total", 3 * (long long)n * 32);
 	expect_metric("ferry_relay_frames_dropped_total", 0);
 	expect_metric("ferry_relay_consumers", 3);
-	/* Per uuid, the label escaped as the text format wants. */
+	/* Per uuid (once, whatever the listeners), the label escaped as
+	 * the text format wants. */
 	snprintf(series, sizeof(series), "ferry_relay_device_frames_out_total"
-	    "{listener=\"%s\",uuid=\"fan\\\"out\\\\1\"}", lname());
+	    "{uuid=\"fan\\\"out\\\\1\"}");
 	cr_assert_eq(rc_metric(ferry_port(&fp, "admin"), series),
 	    3 * (long long)n, "%s", series);
 	for (int i = 0; i < 3; i++)
@@ -1109,4 +1145,286 @@ ParameterizedTest(int *t, relay, two_hundred_abrupt_connections,
 	status = ferry_stop(&fp);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	    "exit status %d", status);
+}
+
+/* ---- one uuid namespace for every relay listener ---- */
+
+/* The other listener of start_relay(). */
+static const char *
+other(void)
+{
+	return tls() ? "relay" : "relay-tls";
+}
+
+/* Occurrences of `needle` on the admin page. */
+static int
+page_count(const char *needle)
+{
+	int status, n = 0;
+	char *page = http_get(ferry_port(&fp, "admin"), "/metrics", &status);
+
+	cr_assert_not_null(page);
+	for (const char *p = page; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	free(page);
+	return n;
+}
+
+/*
+ * A producer on one listener, consumers on the other (and one beside it):
+ * they meet.  The totals count where each connection is; the uuid's own
+ * series appear once.
+ */
+BOTH(one_namespace_across_listeners)
+ParameterizedTest(int *t, relay, one_namespace_across_listeners,
+    .timeout = 60, .fini = cleanup)
+{
+	const size_t n = 2000;
+	struct rclient p, c[3];
+	uint8_t fr[4 * 8], got[sizeof(fr)];
+
+	start_relay(*t, "");
+	producer(&p, "phone-1", "a,b,c,d,e,f,g,h");
+	expect_log("relay ", 1);
+	cr_assert_eq(ferry_log_count(&fp, tls() ? "relay relay-tls: producer" :
+	    "relay relay: producer"), 1);
+	consumer_at(&c[0], other(), "phone-1", 0);
+	consumer_at(&c[1], other(), "phone-1", 0);
+	consumer_at(&c[2], lname(), "phone-1", 0);
+	cr_assert_str_eq(c[0].keys, "a,b,c,d,e,f,g,h");
+	/* Byte for byte across the transports. */
+	rc_frame(fr, 8, 77);
+	cr_assert(rc_send(&p, fr, sizeof(fr)));
+	for (int i = 0; i < 3; i++) {
+		cr_assert(rc_read_exact(&c[i], got, sizeof(got)));
+		cr_assert_eq(memcmp(got, fr, sizeof(fr)), 0, "consumer %d", i);
+	}
+	cr_assert(rc_send_frames(&p, 0, n));
+	for (int i = 0; i < 3; i++)
+		expect_frames(&c[i], 0, n);
+	/* In on the producer's listener, out where each consumer is. */
+	expect_metric_at("ferry_relay_frames_in_total", lname(),
+	    (long long)n + 1);
+	expect_metric_at("ferry_relay_frames_in_total", other(), 0);
+	expect_metric_at("ferry_relay_frames_out_total", lname(),
+	    (long long)n + 1);
+	expect_metric_at("ferry_relay_frames_out_total", other(),
+	    2 * ((long long)n + 1));
+	expect_metric_at("ferry_relay_producers", lname(), 1);
+	expect_metric_at("ferry_relay_producers", other(), 0);
+	expect_metric_at("ferry_relay_consumers", lname(), 1);
+	expect_metric_at("ferry_relay_consumers", other(), 2);
+	/* The device belongs to its producer's listener, once. */
+	expect_metric_at("ferry_relay_devices", lname(), 1);
+	expect_metric_at("ferry_relay_devices", other(), 0);
+	cr_assert_eq(page_count("ferry_relay_device_frames_out_total{"), 1);
+	cr_assert_eq(rc_metric(ferry_port(&fp, "admin"),
+	    "ferry_relay_device_frames_out_total{uuid=\"phone-1\"}"),
+	    3 * ((long long)n + 1));
+	/* Each connection's lines name its own listener. */
+	cr_assert_eq(ferry_log_count(&fp, tls() ? "relay relay: consumer" :
+	    "relay relay-tls: consumer"), 2);
+	for (int i = 0; i < 3; i++)
+		rc_close(&c[i]);
+	rc_close(&p);
+	expect_metric_at("ferry_relay_devices", lname(), 0);
+	expect_metric_at("ferry_relay_consumers", other(), 0);
+}
+
+/* Two plain listeners with different options, and an admin page. */
+static void
+start_two(const char *a, const char *b)
+{
+	char conf[2048];
+
+	transport = T_PLAIN;
+	snprintf(conf, sizeof(conf),
+	    "[ferry]\nadmin = 127.0.0.1:0\n"
+	    "[a]\nmode = relay\nbind = 127.0.0.1:0\n%s"
+	    "[b]\nmode = relay\nbind = 127.0.0.1:0\n%s", a, b);
+	ferry_start(&fp, conf);
+}
+
+/*
+ * One uuid, a consumer on a drop listener that stops reading and one on a
+ * block listener that reads: each gets its own listener's policy.  The
+ * reading one holds nobody and loses nothing; the stalled one loses
+ * frames, counted on its listener alone.
+ */
+Test(relay, consumer_policy_is_its_listeners_drop, .timeout = 120,
+    .fini = cleanup)
+{
+	struct rclient p, slow, fast;
+	struct reader rd;
+	uint32_t *seqs = calloc(SLOW_FRAMES, sizeof(*seqs));
+	char *keys = keys_n(SLOW_KEYS);
+	size_t got, gaps = 0;
+	bool torn;
+
+	cr_assert_not_null(seqs);
+	start_two("slow_consumer = drop\nqueue_bytes = 65536\ngrace = 0\n",
+	    "slow_consumer = block\nqueue_bytes = 65536\ngrace = 0\n");
+	producer_at(&p, "b", "mixed", keys);
+	consumer_at(&slow, "a", "mixed", 4096);
+	consumer_at(&fast, "b", "mixed", 0);
+	reader_start(&rd, &fast, SLOW_FRAMES);
+	for (size_t i = 0; i < SLOW_FRAMES; i += SLOW_BATCH) {
+		cr_assert(rc_send_frames(&p, (uint32_t)i, SLOW_BATCH),
+		    "the producer was held at frame %zu", i);
+		readers_reach(&rd, 1, i + SLOW_BATCH);
+	}
+	reader_join(&rd);
+	for (size_t k = 0; k < SLOW_FRAMES; k++)
+		cr_assert_eq(rd.seqs[k], k, "frame %zu is %u", k, rd.seqs[k]);
+	rc_close(&p);
+	got = rc_read_frames(&slow, SLOW_FRAMES, seqs, &torn);
+	cr_assert_not(torn);
+	cr_assert(rc_closed(&slow, RC_TIMEOUT));
+	cr_assert_gt(got, 0);
+	cr_assert_lt(got, SLOW_FRAMES, "nothing was dropped");
+	for (size_t k = 1; k < got; k++) {
+		cr_assert_gt(seqs[k], seqs[k - 1]);
+		gaps += seqs[k] != seqs[k - 1] + 1;
+	}
+	cr_assert_gt(gaps + (seqs[got - 1] != SLOW_FRAMES - 1), 0);
+	expect_metric_at("ferry_relay_frames_dropped_total", "a",
+	    (long long)(SLOW_FRAMES - got));
+	expect_metric_at("ferry_relay_frames_out_total", "a", (long long)got);
+	expect_metric_at("ferry_relay_frames_dropped_total", "b", 0);
+	expect_metric_at("ferry_relay_frames_out_total", "b", SLOW_FRAMES);
+	expect_metric_at("ferry_relay_frames_in_total", "b", SLOW_FRAMES);
+	rc_close(&slow);
+	rc_close(&fast);
+	free(rd.seqs);
+	free(seqs);
+	free(keys);
+}
+
+/*
+ * The same pair the other way round: the consumer on the block listener
+ * stops reading and holds the producer (so the drop consumer waits too);
+ * once it reads, all of it reaches both.  The drop listener's queue holds
+ * the whole stream, so the burst after the hold cannot overflow it.
+ */
+Test(relay, consumer_policy_is_its_listeners_block, .timeout = 120,
+    .fini = cleanup)
+{
+	struct rclient p, slow, fast;
+	struct reader rd[2];
+	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
+	uint8_t *stream = malloc(total);
+	char *keys = keys_n(SLOW_KEYS);
+	int small = 65536;
+
+	cr_assert_not_null(stream);
+	for (size_t k = 0; k < BLOCK_FRAMES; k++)
+		rc_frame(stream + k * fs, SLOW_KEYS, (uint32_t)k);
+	start_two("slow_consumer = drop\nqueue_bytes = 32m\n",
+	    "slow_consumer = block\nqueue_bytes = 65536\n");
+	producer_at(&p, "a", "mixed", keys);
+	consumer_at(&slow, "b", "mixed", 4096);
+	consumer_at(&fast, "a", "mixed", 0);
+	reader_start(&rd[0], &fast, BLOCK_FRAMES);
+	setsockopt(p.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	while (off < total) {
+		size_t w = rc_write(&p, stream + off, total - off > 65536 ?
+		    65536 : total - off, 1.0);
+		off += w;
+		if (w < 65536)
+			break;
+	}
+	cr_assert_lt(off, total, "the block consumer never held the producer");
+	reader_start(&rd[1], &slow, BLOCK_FRAMES);
+	while (off < total) {
+		size_t w = rc_write(&p, stream + off, total - off, RC_TIMEOUT);
+		cr_assert_gt(w, 0, "still held at %zu", off);
+		off += w;
+	}
+	for (int i = 0; i < 2; i++) {
+		reader_join(&rd[i]);
+		cr_assert_eq(rd[i].got, BLOCK_FRAMES, "reader %d: %zu", i,
+		    rd[i].got);
+		for (size_t k = 0; k < BLOCK_FRAMES; k += 997)
+			cr_assert_eq(rd[i].seqs[k], k);
+		free(rd[i].seqs);
+	}
+	expect_metric_at("ferry_relay_frames_dropped_total", "a", 0);
+	expect_metric_at("ferry_relay_frames_dropped_total", "b", 0);
+	rc_close(&p);
+	rc_close(&slow);
+	rc_close(&fast);
+	free(stream);
+	free(keys);
+}
+
+/*
+ * A device's settings (max_consumers, takeover, grace) come from its
+ * producer's listener, whoever consumes it and from where; a connection's
+ * limits from its own.  A takeover moves the device to the new
+ * producer's listener.
+ */
+Test(relay, device_settings_follow_the_producer, .timeout = 60,
+    .fini = cleanup)
+{
+	struct rclient pa, pb, c1, c2, x, long_p;
+
+	start_two("max_consumers = 1\ntakeover = refuse\ngrace = 0\n"
+	    "max_uuid_bytes = 8\n", "grace = 30\n");
+	/* Owned by a: one consumer, wherever it comes from; no takeover. */
+	producer_at(&pa, "a", "dev-a", "x,y");
+	consumer_at(&c1, "b", "dev-a", 0);
+	cr_assert_eq(rc_consumer(&x, false, ferry_port(&fp, "b"), "dev-a", 0),
+	    RC_REFUSED);
+	cr_assert_eq(x.refused_at, 2);
+	rc_close(&x);
+	expect_log("refused: too many consumers for this uuid", 1);
+	cr_assert_eq(rc_producer(&x, false, ferry_port(&fp, "b"), "dev-a",
+	    "x,y"), RC_REFUSED);
+	cr_assert_eq(x.refused_at, 2);
+	rc_close(&x);
+	expect_log("refused: uuid held by a live producer", 1);
+	/* Its producer leaves: a's grace (0), not b's (30), for c1. */
+	rc_close(&pa);
+	cr_assert(rc_closed(&c1, RC_TIMEOUT), "c1 waited b's grace");
+	rc_close(&c1);
+	expect_log("uuid 'dev-a': no producer within the grace period", 1);
+
+	/* The uuid limit is the connection's: 12 bytes pass b, not a. */
+	producer_at(&long_p, "b", "long-uuid-12", "x");
+	cr_assert_eq(rc_consumer(&x, false, ferry_port(&fp, "a"),
+	    "long-uuid-12", 0), RC_REFUSED);
+	rc_close(&x);
+	expect_log("refused: uuid length 12 out of range 1..8", 1);
+	consumer_at(&x, "b", "long-uuid-12", 0);
+	rc_close(&x);
+
+	/* Owned by b: two consumers on a, though a allows one per uuid. */
+	producer_at(&pb, "b", "dev-b", "x,y");
+	consumer_at(&c1, "a", "dev-b", 0);
+	consumer_at(&c2, "a", "dev-b", 0);
+	expect_metric_at("ferry_relay_devices", "b", 2);
+	expect_metric_at("ferry_relay_devices", "a", 0);
+	/* b replaces: a producer on a takes it over, and a owns it now. */
+	producer_at(&pa, "a", "dev-b", "x,y");
+	cr_assert(rc_closed(&pb, RC_TIMEOUT), "the old producer stays");
+	rc_close(&pb);
+	expect_log("replaced by a new producer from 127.0.0.1:", 1);
+	expect_metric_at("ferry_relay_devices", "a", 1);
+	expect_metric_at("ferry_relay_devices", "b", 1);
+	expect_metric_at("ferry_relay_producers", "a", 1);
+	expect_metric_at("ferry_relay_producers", "b", 1);
+	cr_assert(rc_send_frames(&pa, 0, 20));
+	expect_frames(&c1, 0, 20);
+	expect_frames(&c2, 0, 20);
+	/* a's max_consumers = 1 now applies: no third one, from anywhere. */
+	cr_assert_eq(rc_consumer(&x, false, ferry_port(&fp, "b"), "dev-b", 0),
+	    RC_REFUSED);
+	rc_close(&x);
+	expect_log("refused: too many consumers for this uuid", 2);
+	rc_close(&c1);
+	rc_close(&c2);
+	rc_close(&pa);
+	rc_close(&long_p);
+	expect_metric_at("ferry_relay_devices", "a", 0);
+	expect_metric_at("ferry_relay_devices", "b", 0);
 }
