@@ -866,7 +866,7 @@ backend be
             f = self.med("relay", ("1000 pairs x 60 Hz", False), "ferry",
                          "p99_us")
             row("relay p99 at 1000 × 60 Hz < 1 ms",
-                "%s µs" % _f1(f) if f else "n/a",
+                "%s µs" % _lat1(f) if f else "n/a",
                 None if f is None else f < 1000)
         if "tls" in self.args.sections:
             for cell, label in (("hs13", "TLS 1.3"), ("hs12", "TLS 1.2")):
