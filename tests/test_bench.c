@@ -1,0 +1,170 @@
+/*
+ * The load generator end to end: ferry-bench's relay mode against the real
+ * ferry for a second, plain at full speed and TLS paced.  It proves the
+ * instrument works (frames arrive, in order, none lost), not how fast:
+ * no thresholds.  `make bench` is where the figures come from.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "ferryproc.h"
+#include "helpers.h"
+
+static struct ferry_proc fp;
+
+static void
+cleanup(void)
+{
+	ferry_cleanup(&fp);
+}
+
+/* $FERRY_BENCH, else ferry-bench next to the ferry binary under test. */
+static void
+bench_bin(char *out, size_t len)
+{
+	const char *b = getenv("FERRY_BENCH");
+	char dir[512];
+
+	if (b != NULL && *b) {
+		snprintf(out, len, "%s", b);
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", ferry_bin());
+	snprintf(out, len, "%s/ferry-bench", dirname(dir));
+}
+
+/*
+ * Runs ferry-bench with `args` (NULL-terminated), at most `timeout`
+ * seconds, and returns its exit status; stdout goes into out.
+ */
+static int
+run_bench(const char *const *args, char *out, size_t outlen, double timeout)
+{
+	char bin[600];
+	const char *argv[32];
+	int pfd[2], status = -1, n = 0;
+	size_t used = 0;
+	struct timespec t0, t;
+
+	bench_bin(bin, sizeof(bin));
+	cr_assert(access(bin, X_OK) == 0, "%s: %s (built by make)", bin,
+	    strerror(errno));
+	argv[n++] = bin;
+	for (int i = 0; args[i] != NULL && n < 31; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pfd[1], STDOUT_FILENO);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		double left = timeout - (double)(t.tv_sec - t0.tv_sec) -
+		    (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+		if (left <= 0) {
+			kill(pid, SIGKILL);
+			break;
+		}
+		if (poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+			continue;
+		ssize_t r = read(pfd[0], out + used, outlen - 1 - used);
+		if (r <= 0)
+			break;
+		used += (size_t)r;
+		if (used == outlen - 1)
+			break;
+	}
+	out[used] = '\0';
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return status;
+}
+
+/* The value of `key` on the RESULT line; fails the test if absent. */
+static double
+result(const char *out, const char *key)
+{
+	const char *line = strstr(out, "RESULT mode=relay");
+	char pat[64];
+
+	cr_assert_not_null(line, "no RESULT line in: %s", out);
+	snprintf(pat, sizeof(pat), " %s=", key);
+	const char *v = strstr(line, pat);
+	cr_assert_not_null(v, "no %s in: %s", key, line);
+	return strtod(v + strlen(pat), NULL);
+}
+
+static const char relay_conf[] =
+    "[devices]\n"
+    "mode = relay\n"
+    "bind = 127.0.0.1:0\n"
+    "slow_consumer = block\n"
+    "[devices-tls]\n"
+    "mode = relay\n"
+    "bind = 127.0.0.1:0\n"
+    "cert = " CERT("server.pem") "\n"
+    "key = " CERT("server.key") "\n";
+
+static void
+check_run(const char *out, int status, int pairs)
+{
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "ferry-bench status %d: %s", status, out);
+	cr_assert_eq((int)result(out, "p"), pairs);
+	cr_assert_gt(result(out, "frames"), 0, "%s", out);
+	cr_assert_eq(result(out, "lost"), 0, "%s", out);
+	cr_assert_eq(result(out, "reordered"), 0, "%s", out);
+	cr_assert_eq(result(out, "errors"), 0, "%s", out);
+	cr_assert_eq(result(out, "undelivered"), 0, "%s", out);
+	/* A latency was measured, in order: p50 <= p99 <= max. */
+	cr_assert_leq(result(out, "p50_us"), result(out, "p99_us"));
+	cr_assert_leq(result(out, "p99_us"), result(out, "max_us"));
+}
+
+Test(bench, relay_plain_full_speed, .timeout = 60, .fini = cleanup)
+{
+	char port[16], out[4096];
+
+	ferry_start(&fp, relay_conf);
+	snprintf(port, sizeof(port), "%d", ferry_port(&fp, "devices"));
+	const char *args[] = { "relay", "--quiet", "--port", port,
+	    "--pairs", "4", "--duration", "1", "--warmup", "0.2", NULL };
+	int status = run_bench(args, out, sizeof(out), 40);
+	check_run(out, status, 4);
+}
+
+Test(bench, relay_tls_paced, .timeout = 60, .fini = cleanup)
+{
+	char port[16], out[4096];
+
+	ferry_start(&fp, relay_conf);
+	snprintf(port, sizeof(port), "%d", ferry_port(&fp, "devices-tls"));
+	const char *args[] = { "relay", "--quiet", "--port", port, "--tls",
+	    "--cafile", CERT("ca.pem"), "--pairs", "3", "--rate", "200",
+	    "--duration", "1", "--warmup", "0.2", NULL };
+	int status = run_bench(args, out, sizeof(out), 40);
+	check_run(out, status, 3);
+	cr_assert_eq(result(out, "rate"), 200);
+}
