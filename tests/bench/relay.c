@@ -38,6 +38,7 @@
 #define RELAY_IN_CAP	(64 * 1024)
 #define RELAY_BATCH	(16 * 1024)	/* bytes a full-speed producer makes */
 #define RELAY_RATE_Q	64		/* frames a paced producer may queue */
+#define RELAY_RATE_QB	(256 * 1024)	/* ... in at most this many bytes */
 #define RELAY_READS	16		/* reads per readiness event */
 #define RELAY_BATCHES	4		/* fresh batches per writable event */
 #define RELAY_DRAIN	5.0		/* seconds to wait for frames in flight */
@@ -714,6 +715,20 @@ run_start(struct relay_bench *rb)
 	}
 }
 
+/* A producer's user-space queue: one batch, or a few paced frames. */
+static size_t
+out_capacity(const struct bench_opts *o, size_t fsize)
+{
+	size_t frames;
+
+	if (o->rate <= 0)
+		return (RELAY_BATCH / fsize + 1) * fsize;
+	frames = RELAY_RATE_QB / fsize;
+	if (frames > RELAY_RATE_Q)
+		frames = RELAY_RATE_Q;
+	return (frames > 0 ? frames : 1) * fsize;
+}
+
 static int
 relay_init(struct relay_bench *rb, const struct bench_opts *o)
 {
@@ -745,8 +760,7 @@ relay_init(struct relay_bench *rb, const struct bench_opts *o)
 		put_le32(rb->templ + 4 * k, bits);
 	}
 	rb->npairs = o->pairs;
-	cap = o->rate > 0 ? RELAY_RATE_Q * rb->fsize :
-	    (RELAY_BATCH / rb->fsize + 1) * rb->fsize;
+	cap = out_capacity(o, rb->fsize);
 	for (int i = 0; i < rb->npairs; i++) {
 		struct rpair *p = &rb->pairs[i];
 
