@@ -5,6 +5,8 @@
 #   make test       install missing packages, build, run every test
 #   make bench      install missing packages (and the peers), run the
 #                   side-by-side benchmarks (BENCH_ARGS=... for the runner)
+#   make fuzz       install clang if missing, build the libFuzzer targets
+#                   and run each for FUZZ_SECONDS (30)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 ...   AddressSanitizer + UndefinedBehaviorSanitizer
 
@@ -60,7 +62,7 @@ CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
 .PHONY: all deps certs run test test-c test-py check install uninstall clean \
-	bench
+	bench fuzz
 
 all: $(BUILD)/ferry $(BUILD)/ferry-bench certs
 
@@ -103,8 +105,19 @@ test-c: $(BUILD)/test_ferry certs
 	FERRY_BIN=$(BUILD)/ferry LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    $(BUILD)/test_ferry --jobs 2 $(TEST_ARGS)
 
+# Sanitized, the server the Python runner starts writes any sanitizer
+# report to a file (the runner does not show its stderr): one fails the run.
+PY_SAN_LOG := $(CURDIR)/$(BUILD)/py-sanitizer
 test-py: $(BUILD)/ferry certs
+ifeq ($(SANITIZE),1)
+	@rm -f $(PY_SAN_LOG).*
+	ASAN_OPTIONS=log_path=$(PY_SAN_LOG) UBSAN_OPTIONS=log_path=$(PY_SAN_LOG) \
+	    $(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
+	@if ls $(PY_SAN_LOG).* >/dev/null 2>&1; then cat $(PY_SAN_LOG).* >&2; \
+	    echo "test-py: ferry logged a sanitizer report" >&2; exit 1; fi
+else
 	$(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
+endif
 
 # Side by side with the Tornado reference, hitch and HAProxy (installed
 # here when missing); takes about 15 minutes.  See README "Benchmarks".
@@ -112,6 +125,36 @@ bench:
 	@scripts/install-deps.sh hitch haproxy python3-tornado
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/run.py --build $(BUILD) $(BENCH_ARGS)
+
+# libFuzzer targets (tests/fuzz/), built with clang and ASan+UBSan into
+# $(BUILD)/libfuzzer; `make test` needs none of it.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := device config stream
+FUZZ_BUILD   := $(BUILD)/libfuzzer
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# clang wants a format attribute on log_vwrite (va_list), gcc does not.
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
+		-Wno-format-nonliteral -fno-strict-aliasing $(DEP_CFLAGS) \
+		-DFERRY_VERSION='"$(VERSION)"' -MMD -MP $(FUZZ_SAN) \
+		-fsanitize=fuzzer-no-link
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iproxy -c -o $@ $<
+
+# Made through a pattern chain: keep them for the next build.
+.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o)
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
+
+fuzz:
+	@scripts/install-deps.sh clang libclang-rt-14-dev
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 install: $(BUILD)/ferry
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry
@@ -127,4 +170,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) \
-	$(BENCH_OBJ:.o=.d)
+	$(BENCH_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)

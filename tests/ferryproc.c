@@ -308,6 +308,47 @@ ferry_wait_exit(struct ferry_proc *fp, double timeout)
 	}
 }
 
+/* Where a sanitizer report starts in `text`, or NULL. */
+static const char *
+sanitizer_report(const char *text)
+{
+	static const char *const marks[] = { "ERROR: AddressSanitizer",
+	    "ERROR: LeakSanitizer", "runtime error:",
+	    "SUMMARY: UndefinedBehaviorSanitizer" };
+	const char *first = NULL;
+
+	for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		const char *p = strstr(text, marks[i]);
+		if (p != NULL && (first == NULL || p < first))
+			first = p;
+	}
+	return first;
+}
+
+/* Whether the log holds a report; prints it when `show`. */
+static bool
+log_report(const struct ferry_proc *fp, bool show)
+{
+	char *log;
+	const char *at;
+
+	if (fp->log[0] == '\0' || fp->dir[0] == '\0')
+		return false;
+	log = ferry_log_read(fp);
+	at = sanitizer_report(log);
+	if (at != NULL && show)
+		fprintf(stderr, "---- sanitizer report in %s ----\n%.20000s"
+		    "---- end ----\n", fp->log, at);
+	free(log);
+	return at != NULL;
+}
+
+bool
+ferry_sanitizer_report(const struct ferry_proc *fp)
+{
+	return log_report(fp, false);
+}
+
 int
 ferry_stop(struct ferry_proc *fp)
 {
@@ -316,6 +357,8 @@ ferry_stop(struct ferry_proc *fp)
 		ferry_signal(fp, SIGKILL);
 		reap(fp, true);
 	}
+	cr_assert_not(log_report(fp, true), "ferry (pid %ld) logged a "
+	    "sanitizer report", (long)fp->pid);
 	return fp->status;
 }
 
@@ -332,13 +375,21 @@ rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 void
 ferry_cleanup(struct ferry_proc *fp)
 {
+	bool report;
+
 	if (fp->pid > 0 && !fp->exited) {
 		ferry_signal(fp, SIGKILL);
 		reap(fp, true);
 	}
+	report = log_report(fp, true);
 	if (fp->dir[0] != '\0' && getenv("FERRY_KEEP_LOGS") == NULL)
 		nftw(fp->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 	fp->dir[0] = '\0';
+	if (report) {
+		fprintf(stderr, "ferryproc: ferry (pid %ld) logged a sanitizer "
+		    "report; failing the test\n", (long)fp->pid);
+		abort();
+	}
 }
 
 int
@@ -472,9 +523,12 @@ ferry_run(const char *const *argv, char *out, size_t outlen)
 	if (r != pid) {
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
-		return -1;
+		status = -1;
 	}
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (out != NULL && outlen > 0)
+		cr_assert_null(sanitizer_report(out), "ferry %s logged a "
+		    "sanitizer report:\n%s", argv[0] ? argv[0] : "", out);
+	return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 char *

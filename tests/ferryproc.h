@@ -89,11 +89,19 @@ void ferry_signal(struct ferry_proc *fp, int sig);
 bool ferry_wait_exit(struct ferry_proc *fp, double timeout);
 /*
  * SIGTERM, then waits (10 s) for the exit, then SIGKILL if need be.
- * Returns the wait status.
+ * Returns the wait status.  Fails the test if the log holds a sanitizer
+ * report (ASan, LeakSanitizer at exit, UBSan): under SANITIZE=1 every
+ * end-to-end test is also a memory check of the server.
  */
 int ferry_stop(struct ferry_proc *fp);
-/* Kills the process if it still runs and removes the directory. */
+/*
+ * Kills the process if it still runs and removes the directory.  A
+ * sanitizer report in the log aborts the test process (Criterion does not
+ * count an assertion made in .fini as a failure, but it does a crash).
+ */
 void ferry_cleanup(struct ferry_proc *fp);
+/* Whether the log holds a sanitizer report. */
+bool ferry_sanitizer_report(const struct ferry_proc *fp);
 
 /* PIDs of the supervisor's children (workers); returns how many. */
 int ferry_children(const struct ferry_proc *fp, pid_t *out, int max);
@@ -110,7 +118,7 @@ bool proc_alive(pid_t pid);
 /*
  * Runs the binary with `argv` (after argv[0]) to completion (15 s at most),
  * collecting stdout and stderr into `out`.  Returns the exit status, or -1
- * if it was killed.
+ * if it was killed.  A sanitizer report in `out` fails the test.
  */
 int ferry_run(const char *const *argv, char *out, size_t outlen);
 

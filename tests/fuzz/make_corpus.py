@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/TARGET/).
+
+The seeds are small, meaningful inputs laid out as each target reads them
+(see the comment at the top of tests/fuzz/fuzz_TARGET.c): valid producer
+and consumer sessions, the limits' edges, the example configuration, and
+stream read patterns a protocol uses.  Run from anywhere; it rewrites the
+seed directories (committed, so `make fuzz` needs no Python).
+"""
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def be32(n):
+    return struct.pack(">I", n)
+
+
+def field(b):
+    return be32(len(b)) + b
+
+
+# ---- device: 6-byte header, session, chunk sizes ----
+
+def device(session, sizes=(), stop=0, max_uuid=255, max_keys_bytes=65536,
+           max_keys=16384):
+    h = bytes([max_uuid - 1]) + struct.pack(">H", max_keys_bytes - 1) + \
+        struct.pack(">H", max_keys - 1) + bytes([len(sizes) | stop << 6])
+    return h + session + bytes(s - 1 for s in sizes)
+
+
+def frames(nkeys, n, seed=1):
+    return b"".join(struct.pack("<%df" % nkeys, *[(seed + i + k) / 8.0
+                    for k in range(nkeys)]) for i in range(n))
+
+
+ARKIT = ("eyeBlinkLeft,eyeLookDownLeft,eyeLookInLeft,eyeLookOutLeft,"
+         "eyeLookUpLeft,eyeSquintLeft,eyeWideLeft,eyeBlinkRight,"
+         "eyeLookDownRight,eyeLookInRight,eyeLookOutRight,eyeLookUpRight,"
+         "eyeSquintRight,eyeWideRight,jawForward,jawLeft,jawRight,jawOpen,"
+         "mouthClose,mouthFunnel,mouthPucker,mouthLeft,mouthRight,"
+         "mouthSmileLeft,mouthSmileRight,mouthFrownLeft,mouthFrownRight,"
+         "mouthDimpleLeft,mouthDimpleRight,mouthStretchLeft,"
+         "mouthStretchRight,mouthRollLower,mouthRollUpper,mouthShrugLower,"
+         "mouthShrugUpper,mouthPressLeft,mouthPressRight,mouthLowerDownLeft,"
+         "mouthLowerDownRight,mouthUpperUpLeft,mouthUpperUpRight,browDownLeft,"
+         "browDownRight,browInnerUp,browOuterUpLeft,browOuterUpRight,"
+         "cheekPuff,cheekSquintLeft,cheekSquintRight,noseSneerLeft,"
+         "noseSneerRight,tongueOut").encode()
+UUID = b"3f2b8c1e-7d4a-4f6e-9b1c-2a5d8e7f9a01"
+
+
+def producer(uuid, keys, body):
+    return b"\x0a" + field(uuid) + field(keys) + body
+
+
+def consumer(uuid, answer=b"\x00", rest=b""):
+    return b"\x0b" + field(uuid) + answer + rest
+
+
+DEVICE = {
+    "producer-3keys": device(producer(b"phone-1", b"x,y,z",
+                                      frames(3, 4) + b"\x01\x02")),
+    "producer-3keys-bytewise": device(producer(b"phone-1", b"x,y,z",
+                                               frames(3, 2)), sizes=(1,)),
+    "producer-arkit-cuts": device(producer(UUID, ARKIT, frames(52, 3)),
+                                  sizes=(1, 3, 7, 64, 200, 5)),
+    "producer-stop-after-uuid": device(producer(b"u", b"k", frames(1, 3)),
+                                       sizes=(2,), stop=2),
+    "consumer-accept": device(consumer(UUID, b"\x00", b"ignored bytes")),
+    "consumer-decline": device(consumer(b"phone-1", b"\x01")),
+    "consumer-cut": device(consumer(UUID), sizes=(1, 2, 3)),
+    "bad-first-byte": device(b"\x0cGET / HTTP/1.1\r\n"),
+    "uuid-len-zero": device(b"\x0a" + be32(0)),
+    "uuid-len-4g": device(b"\x0a" + be32(0xffffffff) + b"abc"),
+    "uuid-over-limit": device(producer(b"toolong", b"k", b""), max_uuid=4),
+    "uuid-utf8": device(producer("café-ü".encode(), b"a", frames(1, 1))),
+    "uuid-bad-utf8": device(producer(b"\xc0\xaf", b"a", b"")),
+    "uuid-control-char": device(producer(b"a\nb", b"a", b"")),
+    "keys-empty-name": device(producer(b"u", b"a,,b", b"")),
+    "keys-trailing-comma": device(producer(b"u", b"a,b,", b"")),
+    "keys-too-many": device(producer(b"u", b"a,b,c,d", b""), max_keys=3),
+    "keys-len-over-limit": device(producer(b"u", b"abcdef", b""),
+                                  max_keys_bytes=5),
+}
+
+
+# ---- config: the text itself ----
+
+def example():
+    with open(os.path.join(ROOT, "ferry.conf.example"), "rb") as f:
+        return f.read()
+
+
+def example_forward():
+    """The example with its commented forward section switched on."""
+    out = []
+    for line in example().split(b"\n"):
+        if line.startswith(b";[web]") or line.startswith(b";mode") or \
+                line.startswith(b";bind") or line.startswith(b";backend") or \
+                line.startswith(b";connect_timeout") or \
+                line.startswith(b";proxy_protocol") or \
+                line.startswith(b";high_water") or \
+                line.startswith(b";idle_timeout") or \
+                (line.startswith(b";cert") and b"server" in line) or \
+                (line.startswith(b";key") and b"server" in line):
+            line = line[1:]
+        out.append(line)
+    return b"\n".join(out)
+
+
+CONFIG = {
+    "example": example(),
+    "example-forward": example_forward(),
+    "minimal-relay": b"[devices]\nmode = relay\nbind = 127.0.0.1:0\n",
+    "design": b"""[ferry]
+workers = 1
+admin = 127.0.0.1:9100
+log_level = info
+
+[devices]
+mode = relay
+bind = :8888
+slow_consumer = drop
+
+[devices-tls]
+mode = relay
+bind = :8443
+cert = certs/server.pem
+key = certs/server.key
+
+[web]
+mode = forward
+bind = 127.0.0.1:9443
+cert = certs/server.pem
+key = certs/server.key
+backend = 127.0.0.1:8080
+backend_tls = off
+proxy_protocol = off
+""",
+    "forward-full": b"""[ferry]
+drain_timeout = 250ms
+[api.v1]
+mode = forward
+bind = [::1]:0, 127.0.0.1:0
+cert = a.pem
+key = a.key
+cert = b.pem
+key = b.key
+client_ca = ca.pem
+verify_client = required
+tls_min_version = 1.3
+alpn = h2,http/1.1
+backend = localhost:8080, [::1]:8081
+backend_tls = on
+backend_ca = ca.pem
+backend_sni = api.example
+proxy_protocol = v2
+high_water = 64k
+connect_timeout = 1.5s
+max_connections = 1000
+max_connections_per_source = 10
+""",
+    "relay-limits": b"""[r]
+mode = relay
+bind = 0
+queue_bytes = 1m
+max_consumers = 100000
+grace = 0
+takeover = refuse
+last_value = yes
+max_uuid_bytes = 1
+max_keys_bytes = 65536
+max_keys = 16384
+idle_timeout = 86400
+""",
+    "bad-missing-mode": b"[x]\nbind = :1\n",
+    "bad-unknown-key": b"[x]\nmode = relay\nbind = :1\ncolour = blue\n",
+    "bad-scope": b"[x]\nmode = relay\nbind = :1\nbackend = a:1\n",
+    "bad-size": b"[x]\nmode = relay\nbind = :1\nqueue_bytes = 2g\n",
+    "bad-syntax": b"[x\nmode relay\n",
+}
+
+
+# ---- stream: 7-byte header, reads, write sizes, payload ----
+
+def stream(reads, sizes, payload, max_buffer=4096, chunk=4096,
+           keep_open=False):
+    h = struct.pack(">HH", max_buffer - 1, chunk - 1) + \
+        bytes([len(reads), len(sizes), 1 if keep_open else 0])
+    return h + b"".join(reads) + bytes(sizes) + payload
+
+
+def exact(n, outside=False):
+    return bytes([0 | (0x80 if outside else 0)]) + struct.pack(">H", n - 1) \
+        + b"\0"
+
+
+def partial(n, outside=False):
+    return bytes([1 | (0x80 if outside else 0)]) + struct.pack(">H", n - 1) \
+        + b"\0"
+
+
+def until(delim, maxsel=0, outside=False):
+    assert 1 <= len(delim) <= 3
+    k = 2 | (len(delim) - 1) << 2 | maxsel << 4 | (0x80 if outside else 0)
+    return bytes([k]) + (delim + b"\0\0")[:3]
+
+
+def size(n):
+    """The write size byte for n bytes (1..128, or a multiple of 64)."""
+    return n - 1 if n <= 128 else 127 + n // 64
+
+
+HTTP = (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n")
+LENPREFIXED = b"".join(be32(len(m)) + m for m in
+                       (b"hello", b"", b"x" * 40, b"frames"))
+
+STREAM = {
+    "http-lines": stream([until(b"\r\n")] * 4 + [until(b"\r\n", outside=True)],
+                         [size(3), size(10), size(1)], HTTP),
+    "http-header-block": stream([until(b"\n\r\n", maxsel=6)],
+                                [size(7)], HTTP),
+    "length-prefixed": stream([exact(4), exact(5), exact(4), exact(4),
+                               exact(40), exact(4), exact(6)],
+                              [size(2), size(9)], LENPREFIXED),
+    "partial-chunks": stream([partial(7), partial(100), partial(3),
+                              partial(64, outside=True)],
+                             [size(5), size(64)], bytes(range(256))),
+    "exact-over-buffer": stream([exact(4), exact(200)], [],
+                                b"abcd" + b"z" * 50, max_buffer=100),
+    "until-no-delimiter": stream([until(b"\n", maxsel=1)], [size(4)],
+                                 b"a" * 40),
+    "until-long-delimiter": stream([until(b"END"), partial(10)],
+                                   [size(1)], b"xxENxENDyy"),
+    "eof-mid-read": stream([exact(10)], [], b"short"),
+    "writer-open": stream([exact(3), exact(10)], [], b"abcdef",
+                          keep_open=True),
+    "tiny-buffer": stream([until(b";"), until(b";"), exact(2)],
+                          [size(1)], b"ab;cd;ef", max_buffer=4, chunk=1),
+}
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    print(f"{target}: {len(seeds)} seeds")
+
+
+if __name__ == "__main__":
+    write("device", DEVICE)
+    write("config", CONFIG)
+    write("stream", STREAM)
