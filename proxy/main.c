@@ -574,7 +574,7 @@ relay_metrics(struct buffer *out, void *arg)
 	relay_render_metrics(app->reg, rls, n, out);
 }
 
-static void
+static int
 start(struct app *app)
 {
 	for (size_t i = 0; i < app->nls; i++) {
@@ -584,6 +584,12 @@ start(struct app *app)
 			continue;
 		}
 		tcpserver_set_stats(&ls->srv, metrics_conn(ls->metrics_id));
+		if (tcpserver_set_limits(&ls->srv, ls->cfg->max_connections,
+		    ls->cfg->max_per_source) < 0) {
+			LOGE("[%s] no memory for its connection limits",
+			    ls->cfg->name);
+			return -1;
+		}
 		tcpserver_add_sockets(&ls->srv, ls->srv.pending,
 		    ls->srv.npending);
 		ls->srv.npending = 0;
@@ -603,6 +609,7 @@ start(struct app *app)
 	}
 	metrics_add_source(relay_metrics, app);
 	LOGI("ready: worker %d (pid %ld)", app->worker, (long)getpid());
+	return 0;
 }
 
 static void
@@ -814,7 +821,8 @@ main(int argc, char **argv)
 		ev_loop_fork(app.loop);
 	}
 	metrics_set_worker(app.worker);
-	start(&app);
+	if (start(&app) < 0)
+		return 1;
 
 	ev_signal_init(&app.sig_term, on_signal, SIGTERM);
 	ev_signal_init(&app.sig_int, on_signal, SIGINT);

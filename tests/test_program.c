@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -656,4 +657,73 @@ Test(program, metrics_parse_and_count, .timeout = 60, .fini = stop_all)
 	    "down")), 1);
 	cr_assert_eq(metric(L("ferry_connections_active", "down")), 0);
 	cr_assert_gt(metric("ferry_process_resident_memory_bytes"), 0);
+}
+
+/* A client from `src` (any 127.0.0.0/8 address works on loopback). */
+static int
+connect_from(const char *src, int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct timeval tv = { .tv_sec = 10 };
+
+	cr_assert_geq(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	inet_pton(AF_INET, src, &a.sin_addr);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0,
+	    "bind %s: %s", src, strerror(errno));
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	a.sin_port = htons((uint16_t)port);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+/* Closed by the server without a byte: refused at accept. */
+static bool
+refused(int fd)
+{
+	char c;
+
+	return recv(fd, &c, 1, 0) == 0;
+}
+
+/* The config's limits reach the listeners: over either, a client is closed
+ * at once and counted; below them, it is served. */
+Test(program, connection_limits_from_config, .timeout = 60,
+    .fini = stop_all)
+{
+	int a[3], b;
+	unsigned char ack;
+
+	ferry_start(&fp,
+	    "[ferry]\nadmin = 127.0.0.1:0\n"
+	    "[devices]\nmode = relay\nbind = 127.0.0.1:0\n"
+	    "max_connections = 3\nmax_connections_per_source = 2\n");
+	int port = ferry_port(&fp, "devices");
+
+	a[0] = connect_from("127.0.0.1", port);
+	a[1] = connect_from("127.0.0.1", port);
+	/* A third from the same source: over the per-source limit. */
+	a[2] = connect_from("127.0.0.1", port);
+	cr_assert(refused(a[2]), "third connection from one source served");
+	close(a[2]);
+	/* Another source still gets in, up to the listener's limit. */
+	b = connect_from("127.0.0.2", port);
+	cr_assert_eq(send(b, "\x0a", 1, 0), 1);
+	cr_assert_eq(recv(b, &ack, 1, 0), 1, "second source not served");
+	cr_assert_eq(ack, 0x00);
+	a[2] = connect_from("127.0.0.3", port);
+	cr_assert(refused(a[2]), "fourth connection served past the limit");
+	close(a[2]);
+	cr_assert_eq(metric("ferry_connections_refused_total"
+	    "{listener=\"devices\",mode=\"relay\"}"), 2);
+	/* A slot comes back when a connection closes. */
+	close(a[0]);
+	cr_assert(ferry_log_wait(&fp, "closed after", 1, 10));
+	a[0] = connect_from("127.0.0.1", port);
+	cr_assert_eq(send(a[0], "\x0a", 1, 0), 1);
+	cr_assert_eq(recv(a[0], &ack, 1, 0), 1, "freed slot not reused");
+	close(a[0]);
+	close(a[1]);
+	close(b);
 }
