@@ -14,7 +14,13 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define NETUTIL_DEFAULT_BACKLOG 128
+/*
+ * The listen queue, as nginx and Redis size it (the kernel caps it at
+ * net.core.somaxconn): a burst of clients (devices reconnecting together
+ * after a network change) waits there, not in SYN retransmits of 1 s,
+ * then 3 s, that a full queue of 128 costs.
+ */
+#define NETUTIL_DEFAULT_BACKLOG 511
 #define NETUTIL_MAX_SOCKETS 16
 
 /*
