@@ -7,6 +7,8 @@
 #                   side-by-side benchmarks (BENCH_ARGS=... for the runner)
 #   make fuzz       install clang if missing, build the libFuzzer targets
 #                   and run each for FUZZ_SECONDS (30)
+#   make soak       1000 relay pairs at 60 Hz for 5 minutes: no frame lost,
+#                   memory flat (SOAK_SECONDS, SOAK_PAIRS, SOAK_TLS=1)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 ...   AddressSanitizer + UndefinedBehaviorSanitizer
 
@@ -62,7 +64,7 @@ CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
 .PHONY: all deps certs run test test-c test-py check install uninstall clean \
-	bench fuzz
+	bench fuzz soak
 
 all: $(BUILD)/ferry $(BUILD)/ferry-bench certs
 
@@ -155,6 +157,12 @@ fuzz:
 	@scripts/install-deps.sh clang libclang-rt-14-dev
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The relay under a steady load for minutes (not part of `make test`):
+# ferry-bench's pairs through slow_consumer = block, every frame checked,
+# ferry's RSS sampled every 10 s.  See README "Reliability".
+soak: $(BUILD)/ferry $(BUILD)/ferry-bench certs
+	$(PYTHON) tests/soak/soak.py --build $(BUILD)
 
 install: $(BUILD)/ferry
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry
