@@ -103,8 +103,12 @@ test: deps
 	@$(MAKE) --no-print-directory test-c test-py
 
 # Criterion runs the suites in parallel, each test in its own process.
+# Sanitized, a leak in a test's own process is reported as that process
+# exits, after its result: abort_on_error turns the report into a crash,
+# which fails the run (a plain exit code would not).
 test-c: $(BUILD)/test_ferry certs
-	FERRY_BIN=$(BUILD)/ferry LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	FERRY_BIN=$(BUILD)/ferry ASAN_OPTIONS=abort_on_error=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    $(BUILD)/test_ferry --jobs 2 $(TEST_ARGS)
 
 # Sanitized, the server the Python runner starts writes any sanitizer

@@ -302,6 +302,83 @@ Test(leaks, thousands_of_connections_then_clean_exit, .timeout = 240,
 }
 
 /*
+ * SIGTERM while connections of every kind are still open: the drain
+ * deadline passes, ferry closes what is left and exits 0, and (sanitized)
+ * nothing it frees on the way out is used after, nor lost.
+ */
+Test(leaks, exit_past_the_drain_deadline_with_live_connections,
+    .timeout = 60, .fini = cleanup)
+{
+	char conf[2048];
+	struct rclient p, c, t;
+	struct peer fw, fwt;
+	int idle, hs, status;
+	char buf[4];
+
+	backend_start(&be, false, backend_echo, NULL);
+	be_on = true;
+	snprintf(conf, sizeof(conf),
+	    "[ferry]\n"
+	    "drain_timeout = 0.5\n"
+	    "[relay]\n"
+	    "mode = relay\n"
+	    "bind = 127.0.0.1:0\n"
+	    "[relay-tls]\n"
+	    "mode = relay\n"
+	    "bind = 127.0.0.1:0\n"
+	    "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\n"
+	    "[fwd]\n"
+	    "mode = forward\n"
+	    "bind = 127.0.0.1:0\n"
+	    "backend = 127.0.0.1:%d\n"
+	    "[fwd-tls]\n"
+	    "mode = forward\n"
+	    "bind = 127.0.0.1:0\n"
+	    "backend = 127.0.0.1:%d\n"
+	    "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\n", be.port, be.port);
+	ferry_start(&fp, conf);
+	cr_assert_eq(rc_producer(&p, false, ferry_port(&fp, "relay"), "held",
+	    "x,y,z"), RC_OK);
+	cr_assert_eq(rc_consumer(&c, true, ferry_port(&fp, "relay-tls"),
+	    "held", 0), RC_OK);
+	cr_assert(ferry_log_wait(&fp, " joined uuid 'held'", 1, 10));
+	/* Frames the consumer never reads; a TLS client never registering. */
+	cr_assert(rc_send_frames(&p, 0, 3));
+	cr_assert_eq(rc_connect(&t, true, ferry_port(&fp, "relay-tls"), 0), 0);
+	idle = connect_loopback(false, ferry_port(&fp, "relay"));
+	cr_assert_geq(idle, 0);
+	hs = connect_loopback(false, ferry_port(&fp, "fwd-tls"));
+	cr_assert_geq(hs, 0);
+	cr_assert_eq(send(hs, hello_head, sizeof(hello_head), MSG_NOSIGNAL),
+	    (ssize_t)sizeof(hello_head));
+	peer_plain(&fw, connect_loopback(false, ferry_port(&fp, "fwd")));
+	cr_assert_geq(fw.fd, 0);
+	cr_assert_eq(peer_write(&fw, "ping", 4), 4);
+	cr_assert_eq(peer_read_exact(&fw, buf, 4), 4);
+	int tfd = connect_loopback(false, ferry_port(&fp, "fwd-tls"));
+	cr_assert_geq(tfd, 0);
+	peer_tls(&fwt, tfd, "localhost", NULL, NULL);
+	cr_assert(peer_tls_handshake(&fwt));
+	cr_assert_eq(peer_write(&fwt, "ping", 4), 4);
+	cr_assert_eq(peer_read_exact(&fwt, buf, 4), 4);
+
+	status = ferry_stop(&fp);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "exit status %d", status);
+	cr_assert_geq(ferry_log_count(&fp, "drain deadline"), 1);
+	cr_assert_geq(ferry_log_count(&fp, "stopped"), 1);
+	rc_free(&p);
+	rc_free(&c);
+	rc_free(&t);
+	close(idle);
+	close(hs);
+	peer_close(&fw);
+	peer_close(&fwt);
+}
+
+/*
  * The harness itself: a server that logs a sanitizer report is seen.  A
  * stand-in script plays ferry (ready line, then a LeakSanitizer report at
  * SIGTERM).
