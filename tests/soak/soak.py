@@ -217,12 +217,13 @@ def main():
         last = full[-1]
         growth = (last[1] - baseline[1]) / baseline[1]
         dropped = int(final.get(series("ferry_relay_frames_dropped_total"), -1))
-        print("soak: ferry-bench: %s frames in %s s (%s frames/s), p99 %s us, "
-              "max %s us; lost %s, reordered %s, undelivered %s, skipped %s, "
-              "errors %s" % (r["frames"], r["duration"], r["frames_per_s"],
-                             r["p99_us"], r["max_us"], r["lost"],
-                             r["reordered"], r["undelivered"], r["skipped"],
-                             r["errors"]))
+        print("soak: ferry-bench: %s frames sent and %s received in %s s "
+              "(%s frames/s, %.1f Hz a pair), p99 %s us, max %s us; lost %s, "
+              "reordered %s, undelivered %s, skipped %s, errors %s"
+              % (r["sent"], r["frames"], r["duration"], r["frames_per_s"],
+                 float(r["frames_per_s"]) / a.pairs, r["p99_us"],
+                 r["max_us"], r["lost"], r["reordered"], r["undelivered"],
+                 r["skipped"], r["errors"]))
         print("soak: ferry: %d frames dropped; RSS %.1f MB after the warm-up "
               "(%.0f s), %.1f MB at %.0f s: %+.1f%%"
               % (dropped, baseline[1] / 1024.0, baseline[0], last[1] / 1024.0,
