@@ -134,6 +134,7 @@ const struct stream_transport stream_plain_transport = {
 	.read = plain_read,
 	.write = plain_write,
 	.pending = NULL,
+	.release = NULL,
 	.shutdown = plain_shutdown,
 	.close = plain_close,
 };
@@ -301,8 +302,13 @@ update_interest(struct stream *s)
 {
 	int ev = wanted_events(s);
 
-	/* Bytes a transport already holds raise no readiness event. */
-	if (can_read(s) && s->tp->pending != NULL && s->tp->pending(s) > 0)
+	/*
+	 * Bytes a transport already holds raise no readiness event; after a
+	 * read that would block they are an incomplete record, which the
+	 * socket completes.
+	 */
+	if (can_read(s) && !s->tp_blocked && s->tp->pending != NULL &&
+	    s->tp->pending(s))
 		queue_work(s, W_READ);
 	if (ev == s->interest)
 		return;
@@ -312,6 +318,24 @@ update_interest(struct stream *s)
 		ev_io_start(s->sl->loop, &s->io);
 	}
 	s->interest = ev;
+}
+
+/* Idle: give back what an idle connection does not need. */
+static void
+reclaim(struct stream *s)
+{
+	if (buffer_len(&s->rbuf) == 0)
+		buffer_free(&s->rbuf);
+	if (buffer_len(&s->wbuf) == 0)
+		buffer_free(&s->wbuf);
+	if (s->tp_held && s->tp->release(s))
+		s->tp_held = 0;
+}
+
+static bool
+holds_memory(const struct stream *s)
+{
+	return s->rbuf.data != NULL || s->wbuf.data != NULL || s->tp_held;
 }
 
 static void
@@ -337,12 +361,8 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		stream_close(s, STREAM_CLOSE_TIMEOUT);
 		return;
 	}
-	if (now - s->last_io >= RECLAIM_IDLE) {
-		if (buffer_len(&s->rbuf) == 0)
-			buffer_free(&s->rbuf);
-		if (buffer_len(&s->wbuf) == 0)
-			buffer_free(&s->wbuf);
-	}
+	if (now - s->last_io >= RECLAIM_IDLE)
+		reclaim(s);
 	timer_arm(s);
 }
 
@@ -366,8 +386,15 @@ timer_arm(struct stream *s)
 		if (at == 0 || idle_at < at)
 			at = idle_at;
 	}
-	if (s->rbuf.data != NULL || s->wbuf.data != NULL) {
+	if (holds_memory(s)) {
 		ev_tstamp reclaim_at = s->last_io + RECLAIM_IDLE;
+		/*
+		 * Idle but still holding memory: bytes queued for a stalled
+		 * peer (or half a record) kept it.  Look again in a while,
+		 * not on every loop iteration.
+		 */
+		if (reclaim_at <= now)
+			reclaim_at = now + RECLAIM_IDLE;
 		if (at == 0 || reclaim_at < at)
 			at = reclaim_at;
 	}
@@ -382,8 +409,17 @@ timer_arm(struct stream *s)
 static void
 reclaim_later(struct stream *s)
 {
-	if (!ev_is_active(&s->timer))
-		timer_arm(s);
+	timer_arm(s);
+}
+
+/* The transport is about to move bytes: it may allocate buffers. */
+static inline void
+tp_use(struct stream *s)
+{
+	if (s->tp->release != NULL && !s->tp_held) {
+		s->tp_held = 1;
+		reclaim_later(s);
+	}
 }
 
 /* ---- construction ---- */
@@ -566,8 +602,16 @@ handshake_done(struct stream *s)
 		s->stats->handshakes_ok++;
 	if (!s->ending)
 		s->deadline = 0;
+	/*
+	 * The handshake's record buffers go back now, unless bytes that
+	 * followed it are in them; a silent connection then holds none.
+	 * Those bytes (read ahead with the last handshake record) are
+	 * picked up by update_interest(), which sees them pending.
+	 */
+	if (s->tp_held && s->tp->release(s))
+		s->tp_held = 0;
 	timer_arm(s);
-	queue_work(s, W_HS_CB | W_READ | W_DISPATCH |
+	queue_work(s, W_HS_CB | W_DISPATCH |
 	    (buffer_len(&s->wbuf) ? W_FLUSH : 0));
 }
 
@@ -575,6 +619,7 @@ static void
 advance_handshake(struct stream *s)
 {
 	s->handshake_started = 1;
+	tp_use(s);
 	switch (s->tp->handshake(s)) {
 	case IO_DONE:
 		handshake_done(s);
@@ -673,6 +718,7 @@ read_from_transport(struct stream *s)
 		}
 		if (!had)
 			reclaim_later(s);
+		tp_use(s);
 		switch (s->tp->read(s, buffer_tail(&s->rbuf), want, &got)) {
 		case IO_DONE:
 			buffer_commit(&s->rbuf, got);
@@ -680,21 +726,27 @@ read_from_transport(struct stream *s)
 			if (s->stats != NULL)
 				s->stats->bytes_in += got;
 			s->last_io = ev_now(s->sl->loop);
+			s->tp_blocked = 0;
 			/*
 			 * A short read from the kernel says it has no more:
 			 * the next readiness event brings the rest, without
 			 * a read() that would only say EAGAIN.  A transport
-			 * that buffers on its own (TLS) is read until it
-			 * would block.
+			 * that reads ahead (TLS) goes on while it holds
+			 * bytes; once it has handed over all it read, the
+			 * socket says whether there is more (the watcher is
+			 * level-triggered).
 			 */
-			if (got == want || s->tp->pending != NULL)
+			if (got == want || (s->tp->pending != NULL &&
+			    s->tp->pending(s)))
 				continue;
 			break;
 		case IO_WANT_READ:
 			s->read_wants = EV_READ;
+			s->tp_blocked = 1;
 			break;
 		case IO_WANT_WRITE:
 			s->read_wants = EV_WRITE;
+			s->tp_blocked = 1;
 			break;
 		case IO_EOF:
 			s->eof = 1;
@@ -894,6 +946,8 @@ stream_resume_reading(struct stream *s)
 static void
 handle_write(struct stream *s)
 {
+	if (buffer_len(&s->wbuf) > 0)
+		tp_use(s);
 	while (buffer_len(&s->wbuf) > 0) {
 		size_t put = 0;
 
@@ -968,6 +1022,7 @@ stream_write(struct stream *s, const void *data, size_t len,
 	if (queued == 0 && len >= STREAM_DIRECT_WRITE && !s->connecting &&
 	    !s->handshaking && !s->in_dispatch) {
 		size_t put = 0;
+		tp_use(s);
 		switch (s->tp->write(s, data, len, &put)) {
 		case IO_DONE:
 			s->bytes_out += put;
@@ -1095,6 +1150,9 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		/* handshake_done() queued the follow-up work. */
 		return;
 	}
+	/* The socket moved: whatever blocked the transport's read may not. */
+	if (revents & s->read_wants)
+		s->tp_blocked = 0;
 	if ((revents & s->write_wants) && buffer_len(&s->wbuf) > 0 &&
 	    !s->write_shut)
 		handle_write(s);

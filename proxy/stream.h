@@ -26,9 +26,11 @@
  * close callback is the last call a stream makes to its protocol; the
  * stream is freed right after it returns (and its server's free hook).
  *
- * Memory: the read and write buffers are kept while the stream is busy (no
- * allocation per message) and returned to malloc once they are empty and
- * the stream has been idle for a second.
+ * Memory: the read and write buffers, and the transport's own (TLS record
+ * buffers), are kept while the stream is busy (no allocation per message)
+ * and returned to malloc once they are empty and the stream has been idle
+ * for a second; a transport also gives its buffers back as soon as its
+ * handshake is done, so a connection that then stays silent holds none.
  *
  * Backpressure: reading stops (the kernel then pushes back on the sender)
  * while the read buffer holds max_buffer_size bytes or more, or while the
@@ -88,8 +90,6 @@ enum io_result {
 
 /*
  * The transport vtable.  `handshake` may be NULL (nothing to negotiate).
- * `pending` says how many bytes the transport holds that the socket will
- * not signal again (TLS records already read from the kernel).
  */
 struct stream_transport {
 	const char *name;
@@ -98,7 +98,20 @@ struct stream_transport {
 	    size_t *got);
 	enum io_result (*write)(struct stream *s, const char *buf, size_t len,
 	    size_t *put);
-	size_t (*pending)(struct stream *s);
+	/*
+	 * Whether the transport holds bytes the socket will not signal
+	 * again (TLS records read ahead from the kernel, decrypted or not).
+	 * NULL: it holds nothing, and a short read means the kernel had no
+	 * more.  After a read that would block, what it holds is an
+	 * incomplete record: the stream waits for the socket then.
+	 */
+	bool (*pending)(struct stream *s);
+	/*
+	 * Gives back the memory the transport can do without while the
+	 * stream is idle (TLS record buffers); false when it must keep it (a
+	 * record half read or half written).  NULL: nothing to give back.
+	 */
+	bool (*release)(struct stream *s);
 	/* Half-close the sending direction (close_notify / SHUT_WR). */
 	void (*shutdown)(struct stream *s);
 	/* Best-effort goodbye before the fd is closed; frees transport state. */
@@ -185,6 +198,8 @@ struct stream {
 
 	unsigned active:1;		/* the owner asked for I/O: start */
 	unsigned eof_reported:1;
+	unsigned tp_blocked:1;		/* the last transport read would block */
+	unsigned tp_held:1;		/* the transport may hold buffers */
 	unsigned work;			/* deferred work bits (stream.c) */
 
 	enum stream_close_reason close_reason;

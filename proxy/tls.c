@@ -22,6 +22,12 @@
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define DEFAULT_GROUPS "X25519:P-256:P-384"
 
+/*
+ * With read-ahead, one read() takes in every record the kernel holds, up
+ * to this many bytes, rather than a header and then a body per record.
+ */
+#define READ_BUFFER_LEN (64 * 1024)
+
 struct sni_entry {
 	SSL_CTX *ctx;
 	char **names;		/* DNS names (SAN, else CN); "*.x" wildcards */
@@ -200,11 +206,15 @@ common_options(SSL_CTX *ctx)
 	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	    SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/*
-	 * Partial writes and a moving buffer fit the stream's write buffer;
-	 * released buffers keep idle connections to a few hundred bytes.
+	 * Partial writes and a moving buffer fit the stream's write buffer.
+	 * No SSL_MODE_RELEASE_BUFFERS: it frees and mallocs the record
+	 * buffers around every read and write; the stream gives them back
+	 * after the handshake and when idle instead (tls_release).
 	 */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, READ_BUFFER_LEN);
 }
 
 static SSL_CTX *
@@ -262,6 +272,20 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 	}
 	/* Resumed sessions must keep the verification context. */
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
+	/*
+	 * Resumption is stateless, by session tickets sealed with this
+	 * context's key, which workers forked from one parent share.  A
+	 * server-side session cache would be per process (a client could not
+	 * resume with another worker) and costs an insert per TLS 1.2
+	 * handshake and periodic sweeps.  One TLS 1.3 ticket per connection
+	 * rather than OpenSSL's two: a resumed connection gets a fresh one,
+	 * so a client that connects one at a time never runs out.
+	 */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_set_num_tickets(ctx, 1) != 1) {
+		ctx_err(err, errlen, "session tickets", NULL);
+		goto fail;
+	}
 	if (o->verify != TLS_VERIFY_NONE) {
 		int mode = SSL_VERIFY_PEER;
 		if (o->verify == TLS_VERIFY_REQUIRED)
@@ -530,10 +554,21 @@ tls_write(struct stream *s, const char *buf, size_t len, size_t *put)
 	return ret == 1 ? IO_DONE : tls_result(s, ret, "write");
 }
 
-static size_t
+/*
+ * Raw records read ahead count, not only decrypted bytes (SSL_pending):
+ * either way no readiness event will announce them.
+ */
+static bool
 tls_pending(struct stream *s)
 {
-	return (size_t)SSL_pending(ssl_of(s));
+	return SSL_has_pending(ssl_of(s)) == 1;
+}
+
+/* Fails (keeps them) while a record is half read or half written. */
+static bool
+tls_release(struct stream *s)
+{
+	return SSL_free_buffers(ssl_of(s)) == 1;
 }
 
 static void
@@ -572,6 +607,7 @@ static const struct stream_transport tls_transport = {
 	.read = tls_read,
 	.write = tls_write,
 	.pending = tls_pending,
+	.release = tls_release,
 	.shutdown = tls_shutdown,
 	.close = tls_close,
 };

@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -326,6 +328,15 @@ ParameterizedTest(int *transport, stream, read_until_max_bytes,
 static void
 peer_short_then_close(struct pair *pr)
 {
+	int one = 1;
+
+	/*
+	 * A TLS 1.3 peer closes with the server's session ticket unread, so
+	 * its kernel sends a reset; without Nagle the close_notify is on the
+	 * wire before that, not held back behind the unacknowledged record
+	 * and thrown away with the reset.
+	 */
+	setsockopt(pr->peer.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	peer_write(&pr->peer, "0123456789", 10);
 	peer_close(&pr->peer);
 }
@@ -763,5 +774,52 @@ ParameterizedTest(int *transport, stream, idle_timeout, .timeout = 30)
 	stream_read_bytes(pr.s, 1, false, never_called);
 	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10));
 	cr_assert_eq(pr.why, STREAM_CLOSE_TIMEOUT);
+	pair_close(&pr);
+}
+
+/* ---- a stream with bytes queued for a stalled peer sleeps ---- */
+
+static bool
+write_drained(void *arg)
+{
+	struct pair *pr = arg;
+
+	return pr->s == NULL || stream_write_pending(pr->s) == 0;
+}
+
+ParameterizedTestParameters(stream, stalled_peer_loop_sleeps)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+/*
+ * Bytes queued for a peer that reads nothing for longer than the idle
+ * reclaim delay: the buffer cannot be given back, and the loop must sleep
+ * rather than retry the reclaim on every iteration (a busy loop would run
+ * hundreds of thousands of iterations in that time, a sleeping one a few).
+ */
+ParameterizedTest(int *transport, stream, stalled_peer_loop_sleeps,
+    .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+	size_t len = 8 * 1024 * 1024;
+	char *data = calloc(1, len);
+	unsigned before;
+
+	pair_open(&pr, *transport, &o, peer_slow_reader);
+	cr_assert_eq(stream_write(pr.s, data, len, NULL), 0);
+	free(data);
+	tloop_run_for(&pr.t, 0.2);
+	cr_assert_gt(stream_write_pending(pr.s), 0, "the peer took it all");
+	before = ev_iteration(pr.t.loop);
+	tloop_run_for(&pr.t, 1.5);
+	cr_assert_lt(ev_iteration(pr.t.loop) - before, 200,
+	    "%u loop iterations while stalled",
+	    ev_iteration(pr.t.loop) - before);
+	cr_assert_not(pr.closed);
+	pr.flag = true;
+	cr_assert(tloop_run_pred(&pr.t, write_drained, &pr, 20));
 	pair_close(&pr);
 }

@@ -1,20 +1,26 @@
 /*
  * TLS specifics over a real tcpserver: hostile and broken clients, SNI,
- * client certificates, ALPN, versions, records already decrypted inside
- * OpenSSL, and the client side of the transport.
+ * client certificates, ALPN, versions, records read ahead or decrypted
+ * inside OpenSSL, records split across reads, record buffers given back,
+ * the client side of the transport, and session resumption end to end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "ferryproc.h"
 #include "helpers.h"
 #include "netutil.h"
 #include "tcpserver.h"
@@ -35,6 +41,8 @@ struct srv {
 	char alpn[32];
 	/* echo read size; small values force SSL_pending */
 	size_t chunk;
+	struct stream *last;		/* the newest connection, while open */
+	volatile int ready;		/* handshakes done */
 };
 
 static void
@@ -43,6 +51,8 @@ srv_closed(struct stream *s, enum stream_close_reason why, void *arg)
 	struct srv *sv = arg;
 
 	sv->closes++;
+	if (sv->last == s)
+		sv->last = NULL;
 	if (why == STREAM_CLOSE_TLS) {
 		sv->tls_fails++;
 		snprintf(sv->tls_error, sizeof(sv->tls_error), "%s",
@@ -70,6 +80,7 @@ srv_ready(struct stream *s, void *arg)
 	unsigned len;
 	const unsigned char *p = tls_stream_alpn(s, &len);
 
+	sv->ready++;
 	sv->verified = tls_stream_peer_verified(s);
 	if (!tls_stream_peer_subject(s, sv->subject, sizeof(sv->subject)))
 		sv->subject[0] = '\0';
@@ -89,6 +100,7 @@ srv_handle(struct stream *s, const struct sockaddr *sa, socklen_t len,
 	(void)sa;
 	(void)len;
 	sv->handled++;
+	sv->last = s;
 	stream_set_callbacks(s, srv_closed, sv);
 	stream_wait_for_handshake(s, srv_ready);
 }
@@ -411,6 +423,236 @@ Test(tls, pending_records_delivered, .timeout = 30)
 	srv_stop(&sv);
 }
 
+/*
+ * Small records, each exactly one read's worth: with read-ahead the
+ * kernel's bytes move into OpenSSL as whole records nobody has decrypted
+ * yet (SSL_pending() is 0), and the server, which stops after a few reads
+ * to let other connections in, must come back for them without a
+ * readiness event.
+ */
+Test(tls, read_ahead_records_delivered, .timeout = 30)
+{
+	struct srv sv;
+	struct stream_opts o;
+	struct client c = { .sni = "localhost", .echo_bytes = 500 * 100,
+	    .burst_records = 500 };
+
+	stream_opts_default(&o);
+	o.read_chunk_size = 100;
+	o.max_buffer_size = 4096;
+	srv_start(&sv, TLS_VERIFY_NONE, 5, &o);
+	sv.chunk = 300;
+	client_start(&c, sv.port);
+	client_wait(&sv, &c);
+	cr_assert(c.echo_ok, "records stranded inside OpenSSL");
+	srv_stop(&sv);
+}
+
+/* ---- records split across reads ---- */
+
+#define SPLIT_RECORDS 6
+#define SPLIT_RECORD 1000
+
+struct split_client {
+	pthread_t th;
+	int port;
+	volatile bool half_sent, go_on, done;
+	bool ok;
+};
+
+static size_t
+send_raw(int fd, const unsigned char *p, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = send(fd, p + done, len - done, MSG_NOSIGNAL);
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	return done;
+}
+
+/*
+ * The records are made into memory, then sent by hand: two and a half
+ * in one segment, a pause, the rest of the third, then the others a few
+ * bytes at a time.
+ */
+static void *
+split_main(void *arg)
+{
+	struct split_client *c = arg;
+	unsigned char out[SPLIT_RECORDS * SPLIT_RECORD];
+	unsigned char in[sizeof(out)];
+	struct peer p;
+	unsigned char *wire;
+	long wlen;
+	size_t first, at;
+	int one = 1;
+	int fd = connect_loopback(false, c->port);
+
+	if (fd < 0)
+		goto out;
+	peer_tls(&p, fd, "localhost", NULL, NULL);
+	if (!peer_tls_handshake(&p))
+		goto close;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	BIO *mem = BIO_new(BIO_s_mem());
+	BIO *sock = SSL_get_wbio(p.ssl);
+	BIO_up_ref(sock);
+	SSL_set0_wbio(p.ssl, mem);
+	fill_pattern(out, sizeof(out), 0, 11);
+	for (int i = 0; i < SPLIT_RECORDS; i++)
+		if (SSL_write(p.ssl, out + i * SPLIT_RECORD, SPLIT_RECORD) !=
+		    SPLIT_RECORD)
+			goto close_bio;
+	wlen = BIO_get_mem_data(mem, (char **)&wire);
+	first = (size_t)wlen / SPLIT_RECORDS * 5 / 2;
+	if (send_raw(fd, wire, first) != first)
+		goto close_bio;
+	c->half_sent = true;
+	for (int i = 0; i < 1000 && !c->go_on; i++)
+		usleep(10 * 1000);
+	for (at = first; at < (size_t)wlen; at += 7) {
+		size_t n = (size_t)wlen - at < 7 ? (size_t)wlen - at : 7;
+		if (send_raw(fd, wire + at, n) != n)
+			goto close_bio;
+		usleep(500);
+	}
+	c->ok = peer_read_exact(&p, in, sizeof(in)) == sizeof(in) &&
+	    memcmp(in, out, sizeof(out)) == 0;
+close_bio:
+	SSL_set0_wbio(p.ssl, sock);
+close:
+	peer_close(&p);
+out:
+	c->done = true;
+	return NULL;
+}
+
+/*
+ * With read-ahead OpenSSL holds whatever the kernel had: whole records,
+ * which must be delivered at once, and an incomplete one, on which the
+ * server must wait for the socket rather than spin (a busy loop would
+ * run hundreds of thousands of iterations during the pause, a sleeping
+ * one a handful).
+ */
+Test(tls, records_split_across_reads, .timeout = 30)
+{
+	struct srv sv;
+	struct split_client c = { 0 };
+	unsigned iters;
+
+	srv_start(&sv, TLS_VERIFY_NONE, 5, NULL);
+	c.port = sv.port;
+	cr_assert_eq(pthread_create(&c.th, NULL, split_main, &c), 0);
+	cr_assert(tloop_run_until(&sv.t, &c.half_sent, 20));
+	tloop_run_for(&sv.t, 0.1);
+	cr_assert_not_null(sv.last);
+	cr_assert_eq(sv.last->bytes_in, 2 * SPLIT_RECORD,
+	    "%llu bytes delivered of the two whole records",
+	    (unsigned long long)sv.last->bytes_in);
+	iters = ev_iteration(sv.t.loop);
+	tloop_run_for(&sv.t, 0.3);
+	iters = ev_iteration(sv.t.loop) - iters;
+	c.go_on = true;
+	cr_assert(tloop_run_until(&sv.t, &c.done, 20));
+	pthread_join(c.th, NULL);
+	cr_assert(c.ok, "the echo of the split records differs");
+	cr_assert_lt(iters, 100, "%u loop iterations with half a record "
+	    "held", iters);
+	srv_stop(&sv);
+}
+
+/* ---- record buffers: kept while busy, given back when idle ---- */
+
+struct idle_client {
+	pthread_t th;
+	int port;
+	volatile bool go1, echoed, go2, done;
+	bool ok;
+};
+
+static bool
+wait_flag(volatile bool *flag)
+{
+	for (int i = 0; i < 2000 && !*flag; i++)
+		usleep(10 * 1000);
+	return *flag;
+}
+
+static void *
+idle_main(void *arg)
+{
+	struct idle_client *c = arg;
+	char buf[100];
+	struct peer p;
+	int fd = connect_loopback(false, c->port);
+
+	if (fd < 0)
+		goto out;
+	peer_tls(&p, fd, "localhost", NULL, NULL);
+	if (!peer_tls_handshake(&p) || !wait_flag(&c->go1))
+		goto close;
+	memset(buf, 'a', sizeof(buf));
+	if (peer_write(&p, buf, sizeof(buf)) != sizeof(buf) ||
+	    peer_read_exact(&p, buf, sizeof(buf)) != sizeof(buf))
+		goto close;
+	c->echoed = true;
+	if (!wait_flag(&c->go2))
+		goto close;
+	memset(buf, 'b', sizeof(buf));
+	if (peer_write(&p, buf, sizeof(buf)) != sizeof(buf) ||
+	    peer_read_exact(&p, buf, sizeof(buf)) != sizeof(buf))
+		goto close;
+	c->ok = buf[0] == 'b' && buf[sizeof(buf) - 1] == 'b';
+close:
+	peer_close(&p);
+out:
+	c->done = true;
+	return NULL;
+}
+
+static bool
+srv_ready_one(void *arg)
+{
+	return ((struct srv *)arg)->ready >= 1;
+}
+
+/*
+ * A connection holds no record buffers once its handshake is done, keeps
+ * them while it moves bytes, gives them back after a second idle, and
+ * moves bytes again after that.
+ */
+Test(tls, record_buffers_given_back, .timeout = 30)
+{
+	struct srv sv;
+	struct idle_client c = { 0 };
+
+	srv_start(&sv, TLS_VERIFY_NONE, 5, NULL);
+	c.port = sv.port;
+	cr_assert_eq(pthread_create(&c.th, NULL, idle_main, &c), 0);
+	cr_assert(tloop_run_pred(&sv.t, srv_ready_one, &sv, 20));
+	cr_assert_not_null(sv.last);
+	cr_assert_not(sv.last->tp_held, "record buffers kept after the "
+	    "handshake");
+	c.go1 = true;
+	cr_assert(tloop_run_until(&sv.t, &c.echoed, 20));
+	cr_assert_not_null(sv.last);
+	cr_assert(sv.last->tp_held, "record buffers given back while busy");
+	tloop_run_for(&sv.t, 1.5);
+	cr_assert_not_null(sv.last);
+	cr_assert_not(sv.last->tp_held, "record buffers kept while idle");
+	cr_assert_null(sv.last->rbuf.data);
+	cr_assert_null(sv.last->wbuf.data);
+	c.go2 = true;
+	cr_assert(tloop_run_until(&sv.t, &c.done, 20));
+	pthread_join(c.th, NULL);
+	cr_assert(c.ok, "no echo after the buffers were given back");
+	srv_stop(&sv);
+}
+
 /* ---- the client side: stream_connect + tls_stream_connect ---- */
 
 struct cside {
@@ -503,4 +745,156 @@ Test(tls, connect_refused_reported, .timeout = 30)
 	cr_assert_eq(c.why, STREAM_CLOSE_CONNECT);
 	cr_assert(strstr(c.error, "refused") != NULL, "%s", c.error);
 	tloop_destroy(&t);
+}
+
+/* ---- resumption end to end: stateless tickets shared by the workers ---- */
+
+static struct ferry_proc rfp;
+static struct backend rbe;
+static pid_t frozen;
+
+static void
+resume_fini(void)
+{
+	if (frozen > 0)
+		kill(frozen, SIGCONT);
+	frozen = 0;
+	if (rfp.pid > 0) {
+		ferry_stop(&rfp);
+		ferry_cleanup(&rfp);
+	}
+	if (rbe.port > 0)
+		backend_stop(&rbe);
+}
+
+/* Only `pid` may accept: the other worker is stopped. */
+static void
+freeze_all_but(const pid_t *w, int n, pid_t pid)
+{
+	if (frozen > 0)
+		kill(frozen, SIGCONT);
+	frozen = 0;
+	for (int i = 0; i < n; i++)
+		if (w[i] != pid) {
+			kill(w[i], SIGSTOP);
+			frozen = w[i];
+		}
+}
+
+/*
+ * One connection through the forward listener: handshake (offering
+ * `sess` if not NULL), one echo (which also takes in a TLS 1.3 ticket),
+ * clean close.  Returns the session to resume next time (or NULL).
+ */
+static SSL_SESSION *
+resume_conn(SSL_CTX *ctx, int port, SSL_SESSION *sess, bool *reused)
+{
+	int fd = connect_loopback(false, port);
+	SSL *ssl = SSL_new(ctx);
+	SSL_SESSION *next;
+	char buf[5];
+
+	cr_assert_geq(fd, 0);
+	cr_assert_not_null(ssl);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	SSL_set1_host(ssl, "localhost");
+	if (sess != NULL)
+		cr_assert_eq(SSL_set_session(ssl, sess), 1);
+	cr_assert_eq(SSL_connect(ssl), 1, "handshake failed");
+	cr_assert_eq(SSL_write(ssl, "hello", 5), 5);
+	cr_assert_eq(SSL_read(ssl, buf, 5), 5, "no echo");
+	*reused = SSL_session_reused(ssl) == 1;
+	next = SSL_get1_session(ssl);
+	SSL_shutdown(ssl);
+	SSL_free(ssl);
+	close(fd);
+	return next;
+}
+
+static SSL_CTX *
+resume_ctx(int version, bool tickets)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	cr_assert_not_null(ctx);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	cr_assert_eq(SSL_CTX_load_verify_locations(ctx, CERT("ca.pem"),
+	    NULL), 1);
+	SSL_CTX_set_min_proto_version(ctx, version);
+	SSL_CTX_set_max_proto_version(ctx, version);
+	if (!tickets)
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	return ctx;
+}
+
+/*
+ * A client resumes with a ticket from one worker at the other (they share
+ * the ticket key, made before the fork), and again with the ticket the
+ * resumed connection brought.  Without tickets a TLS 1.2 client does not
+ * resume: there is no server-side session cache, by design.
+ */
+static void
+resume_check(int version)
+{
+	char conf[1024];
+	pid_t w[4];
+	bool reused;
+	int n = 0;
+
+	backend_start(&rbe, false, backend_echo, NULL);
+	snprintf(conf, sizeof(conf), "[ferry]\nworkers = 2\n"
+	    "[web]\nmode = forward\nbind = 127.0.0.1:0\n"
+	    "cert = " CERT("server.pem") "\nkey = " CERT("server.key") "\n"
+	    "backend = 127.0.0.1:%d\n", rbe.port);
+	ferry_start_args(&rfp, conf, 2, NULL);
+	int port = ferry_port(&rfp, "web");
+	for (int i = 0; i < 1000 && (n = ferry_children(&rfp, w, 4)) != 2;
+	    i++)
+		usleep(10 * 1000);
+	cr_assert_eq(n, 2, "%d workers", n);
+
+	SSL_CTX *ctx = resume_ctx(version, true);
+	freeze_all_but(w, 2, w[0]);
+	SSL_SESSION *s1 = resume_conn(ctx, port, NULL, &reused);
+	cr_assert_not(reused);
+	cr_assert_not_null(s1);
+	cr_assert(SSL_SESSION_is_resumable(s1), "no ticket came");
+	freeze_all_but(w, 2, w[1]);
+	SSL_SESSION *s2 = resume_conn(ctx, port, s1, &reused);
+	cr_assert(reused, "the other worker did not resume the session");
+	cr_assert_not_null(s2);
+	SSL_SESSION *s3 = resume_conn(ctx, port, s2, &reused);
+	cr_assert(reused, "the ticket of a resumed connection did not "
+	    "resume");
+	SSL_SESSION_free(s1);
+	SSL_SESSION_free(s2);
+	SSL_SESSION_free(s3);
+	SSL_CTX_free(ctx);
+
+	if (version == TLS1_2_VERSION) {
+		/* Same worker both times: only a cache could resume. */
+		ctx = resume_ctx(version, false);
+		freeze_all_but(w, 2, w[0]);
+		s1 = resume_conn(ctx, port, NULL, &reused);
+		s2 = resume_conn(ctx, port, s1, &reused);
+		cr_assert_not(reused, "resumed without a ticket: a server "
+		    "session cache is on");
+		SSL_SESSION_free(s1);
+		SSL_SESSION_free(s2);
+		SSL_CTX_free(ctx);
+	}
+	freeze_all_but(w, 2, 0);
+}
+
+Test(tls, resumption_tls13_across_workers, .timeout = 60,
+    .fini = resume_fini)
+{
+	resume_check(TLS1_3_VERSION);
+}
+
+Test(tls, resumption_tls12_across_workers, .timeout = 60,
+    .fini = resume_fini)
+{
+	resume_check(TLS1_2_VERSION);
 }
