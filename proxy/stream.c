@@ -3,6 +3,9 @@
 #include "stream.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,8 @@ enum {
  * per small message, and at the top of the heap two brk calls).
  */
 #define RECLAIM_IDLE 1.0
+/* Delay (and so least interval) between giving memory back and a trim. */
+#define TRIM_DELAY 0.25
 
 static void update_interest(struct stream *s);
 static void handle_write(struct stream *s);
@@ -159,6 +164,30 @@ queue_work(struct stream *s, unsigned bits)
 }
 
 static void
+trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	/* It was unreferenced while it ran (see trim_later). */
+	ev_ref(loop);
+#ifdef __GLIBC__
+	(void)malloc_trim(0);
+#endif
+}
+
+/* Memory went back to malloc: hand its free pages to the kernel soon. */
+static void
+trim_later(struct stream_loop *sl)
+{
+	if (ev_is_active(&sl->trim))
+		return;
+	ev_timer_set(&sl->trim, TRIM_DELAY, 0.);
+	ev_timer_start(sl->loop, &sl->trim);
+	/* A pending trim alone must not keep ev_run() alive. */
+	ev_unref(sl->loop);
+}
+
+static void
 finalize(struct stream *s)
 {
 	struct stream_loop *sl = s->sl;
@@ -173,6 +202,7 @@ finalize(struct stream *s)
 	buffer_free(&s->wbuf);
 	sl->live--;
 	free(s);
+	trim_later(sl);
 }
 
 static bool
@@ -266,6 +296,8 @@ stream_loop_init(struct stream_loop *sl, struct ev_loop *loop)
 	ev_unref(loop);
 	ev_idle_init(&sl->idle, idle_cb);
 	sl->idle.data = sl;
+	ev_timer_init(&sl->trim, trim_cb, TRIM_DELAY, 0.);
+	sl->trim.data = sl;
 }
 
 void
@@ -275,6 +307,10 @@ stream_loop_destroy(struct stream_loop *sl)
 	ev_ref(sl->loop);
 	ev_prepare_stop(sl->loop, &sl->prepare);
 	ev_idle_stop(sl->loop, &sl->idle);
+	if (ev_is_active(&sl->trim)) {
+		ev_ref(sl->loop);
+		ev_timer_stop(sl->loop, &sl->trim);
+	}
 }
 
 /* ---- interest and timers ---- */
@@ -324,12 +360,22 @@ update_interest(struct stream *s)
 static void
 reclaim(struct stream *s)
 {
-	if (buffer_len(&s->rbuf) == 0)
+	bool freed = false;
+
+	if (s->rbuf.data != NULL && buffer_len(&s->rbuf) == 0) {
 		buffer_free(&s->rbuf);
-	if (buffer_len(&s->wbuf) == 0)
+		freed = true;
+	}
+	if (s->wbuf.data != NULL && buffer_len(&s->wbuf) == 0) {
 		buffer_free(&s->wbuf);
-	if (s->tp_held && s->tp->release(s))
+		freed = true;
+	}
+	if (s->tp_held && s->tp->release(s)) {
 		s->tp_held = 0;
+		freed = true;
+	}
+	if (freed)
+		trim_later(s->sl);
 }
 
 static bool
@@ -608,8 +654,10 @@ handshake_done(struct stream *s)
 	 * Those bytes (read ahead with the last handshake record) are
 	 * picked up by update_interest(), which sees them pending.
 	 */
-	if (s->tp_held && s->tp->release(s))
+	if (s->tp_held && s->tp->release(s)) {
 		s->tp_held = 0;
+		trim_later(s->sl);
+	}
 	timer_arm(s);
 	queue_work(s, W_HS_CB | W_DISPATCH |
 	    (buffer_len(&s->wbuf) ? W_FLUSH : 0));
