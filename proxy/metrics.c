@@ -47,11 +47,28 @@ metrics_init(int workers)
 	return 0;
 }
 
+/*
+ * A slot still naming another process was its predecessor's: that worker
+ * died (the supervisor restarts one only after reaping it) with its
+ * connections open, and nobody will ever count their closes.  They are
+ * closed now, so the gauge derived from accepted - closed drops; the
+ * totals stay as they were.
+ */
+static void
+slot_take_over(struct metrics_slot *s)
+{
+	if (s->pid == 0 || s->pid == (int64_t)getpid())
+		return;
+	for (int i = 0; i < METRICS_MAX_LISTENERS; i++)
+		s->listener[i].closed = s->listener[i].accepted;
+}
+
 void
 metrics_set_worker(int id)
 {
 	if (id >= 0 && id < nslots)
 		my_slot = id;
+	slot_take_over(&slots[my_slot]);
 	slots[my_slot].pid = (int64_t)getpid();
 }
 

@@ -46,7 +46,11 @@ struct metrics_slot {
  * without it one private slot is used).  0 or -1.
  */
 int metrics_init(int workers);
-/* The slot this process writes (its worker id), from now on. */
+/*
+ * The slot this process writes (its worker id), from now on.  Taking over
+ * a dead worker's slot counts the connections that died with it as
+ * closed.
+ */
 void metrics_set_worker(int id);
 
 /* Registers a listener name; returns its id (or -1 when full). */

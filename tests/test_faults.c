@@ -176,11 +176,6 @@ Test(faults, killed_worker_connection_not_left_active, .timeout = 60,
 	struct peer held;
 	char needle[64];
 
-	if (getenv("FERRY_KNOWN_BUGS") == NULL)
-		cr_skip_test("known bug, proxy/metrics.c:51: a restarted worker "
-		    "takes over its predecessor's counters slot as it is, so "
-		    "the connections that died with it stay in "
-		    "ferry_connections_active (set FERRY_KNOWN_BUGS=1 to run)");
 	start_workers(5);
 	int port = ferry_port(&fp, "web");
 	workers(w, 2);
