@@ -313,6 +313,7 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 struct device_conn {
 	struct relay_conn rc;		/* first: the stream's callback arg */
 	struct relay_listener *lst;
+	struct device_conn *next, *prev;	/* the listener's open ones */
 	struct device_parser p;
 	ev_timer timer;			/* registration deadline, then linger */
 	bool registered;		/* producer registered / consumer in */
@@ -662,6 +663,12 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	registry_remove(&dc->rc);
 	ev_timer_stop(reg->loop, &dc->timer);
 	device_parser_free(&dc->p);
+	if (dc->prev != NULL)
+		dc->prev->next = dc->next;
+	else
+		dc->lst->conns = dc->next;
+	if (dc->next != NULL)
+		dc->next->prev = dc->prev;
 	free(dc);
 }
 
@@ -681,6 +688,10 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 		return;
 	}
 	dc->lst = lst;
+	dc->next = lst->conns;
+	if (lst->conns != NULL)
+		lst->conns->prev = dc;
+	lst->conns = dc;
 	dc->rc.s = s;
 	dc->rc.origin = &lst->o;
 	dc->rc.since = ev_now(lst->reg->loop);
@@ -718,6 +729,18 @@ relay_listener_free(struct relay_listener *rl)
 		return;
 	acl_free(rl->acl);
 	free(rl);
+}
+
+void
+relay_listener_close_all(struct relay_listener *rl)
+{
+	if (rl == NULL)
+		return;
+	/* stream_close() defers the close callback: the list holds still. */
+	for (struct device_conn *dc = rl->conns; dc != NULL; dc = dc->next) {
+		set_reason(dc, "shutting down");
+		stream_close(dc->rc.s, STREAM_CLOSE_LOCAL);
+	}
 }
 
 void

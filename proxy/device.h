@@ -116,6 +116,7 @@ size_t device_parser_feed(struct device_parser *p, const char *data,
 bool device_utf8_valid(const char *s, size_t len);
 
 struct acl;
+struct device_conn;
 
 /* A relay listener: what its connections share. */
 struct relay_listener {
@@ -123,6 +124,7 @@ struct relay_listener {
 	struct registry *reg;		/* every relay listener's */
 	struct acl *acl;		/* NULL: none */
 	uint64_t protocol_errors;	/* unknown first byte, bad accept */
+	struct device_conn *conns;	/* open connections (shutdown) */
 };
 
 /* A listener on the shared registry; NULL when memory cannot be had. */
@@ -133,6 +135,11 @@ struct relay_listener *relay_listener_new(const char *name,
  * point to the listener); NULL is ignored.  The registry is not freed.
  */
 void relay_listener_free(struct relay_listener *rl);
+/*
+ * Closes every open connection of the listener (shutdown past the drain
+ * deadline); their close callbacks run with the loop's pending work.
+ */
+void relay_listener_close_all(struct relay_listener *rl);
 /* The listener's access list from now on (NULL: none); frees the old. */
 void relay_listener_set_acl(struct relay_listener *rl, struct acl *acl);
 

@@ -344,7 +344,7 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	app->draining = true;
-	LOGI("signal %d: no new connections; draining %zu for up to %.0f s",
+	LOGI("signal %d: no new connections; draining %zu for up to %g s",
 	    w->signum, app->sl.live, app->cfg.drain_timeout);
 	stop_listening(app);
 	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
@@ -612,6 +612,12 @@ start(struct app *app)
 	return 0;
 }
 
+/*
+ * Frees everything the loop ran, connections left open by a drain that ran
+ * out of time included, so that an exit leaves nothing allocated (a leak
+ * checker then sees a lost connection as lost, not as still reachable
+ * through the loop).
+ */
 static void
 teardown(struct app *app)
 {
@@ -620,11 +626,17 @@ teardown(struct app *app)
 		tcpserver_destroy(&ls->srv);
 		if (ls->fwd != NULL)
 			forward_listener_close_all(ls->fwd);
+		relay_listener_close_all(ls->relay);
 	}
 	if (app->admin_on)
 		tcpserver_destroy(&app->admin);
-	/* Connections closed above finish here, before what they use goes. */
-	stream_loop_run_pending(&app->sl);
+	/*
+	 * Connections closed above finish here (their close callbacks), before
+	 * what they use goes; then no stream work is left to run.
+	 */
+	stream_loop_destroy(&app->sl);
+	if (app->sl.live > 0)
+		LOGW("exit: %zu streams still open", app->sl.live);
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(app->reg);
 	for (size_t i = 0; i < app->nls; i++) {
@@ -635,6 +647,12 @@ teardown(struct app *app)
 		tls_ctx_unref(ls->tls);
 		tls_ctx_unref(ls->backend_tls);
 	}
+	ev_signal_stop(app->loop, &app->sig_term);
+	ev_signal_stop(app->loop, &app->sig_int);
+	ev_signal_stop(app->loop, &app->sig_hup);
+	ev_timer_stop(app->loop, &app->drain);
+	ev_loop_destroy(app->loop);
+	app->loop = NULL;
 }
 
 /* ---- command line ---- */

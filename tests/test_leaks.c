@@ -304,7 +304,9 @@ Test(leaks, thousands_of_connections_then_clean_exit, .timeout = 240,
 /*
  * SIGTERM while connections of every kind are still open: the drain
  * deadline passes, ferry closes what is left and exits 0, and (sanitized)
- * nothing it frees on the way out is used after, nor lost.
+ * nothing it frees on the way out is used after, nor lost.  It destroys
+ * its event loop too, so a connection it forgot to close would no longer
+ * be reachable through the loop: LeakSanitizer would report it.
  */
 Test(leaks, exit_past_the_drain_deadline_with_live_connections,
     .timeout = 60, .fini = cleanup)
@@ -369,6 +371,11 @@ Test(leaks, exit_past_the_drain_deadline_with_live_connections,
 	    "exit status %d", status);
 	cr_assert_geq(ferry_log_count(&fp, "drain deadline"), 1);
 	cr_assert_geq(ferry_log_count(&fp, "stopped"), 1);
+	/* Every connection was closed, relay ones too, not left to exit():
+	 * two relay clients, producer, consumer and two forwards. */
+	cr_assert_eq(ferry_log_count(&fp, "left uuid 'held'"), 2);
+	cr_assert_geq(ferry_log_count(&fp, ": shutting down"), 6);
+	cr_assert_eq(ferry_log_count(&fp, "still open"), 0);
 	rc_free(&p);
 	rc_free(&c);
 	rc_free(&t);
