@@ -139,9 +139,8 @@ FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := device config stream
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-# clang wants a format attribute on log_vwrite (va_list), gcc does not.
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
-		-Wno-format-nonliteral -fno-strict-aliasing $(DEP_CFLAGS) \
+		-fno-strict-aliasing $(DEP_CFLAGS) \
 		-DFERRY_VERSION='"$(VERSION)"' -MMD -MP $(FUZZ_SAN) \
 		-fsanitize=fuzzer-no-link
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)

@@ -30,7 +30,8 @@ int log_level_parse(const char *name);
 
 void log_write(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-void log_vwrite(enum log_level level, const char *fmt, va_list ap);
+void log_vwrite(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /*
  * Like log_write, for events a remote peer can cause at will (failed
