@@ -670,6 +670,27 @@ def start_cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, **kw)
 
 
+def read_first_line(proc, timeout=CLI_TIMEOUT):
+    """The first line the process writes to stdout, read from the pipe
+    itself (no buffering layer keeps bytes from a later communicate());
+    what came so far if none came in time."""
+    fd = proc.stdout.fileno()
+    got = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in got:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        got += chunk
+    return got.decode()
+
+
 def finish(proc, timeout=CLI_TIMEOUT):
     try:
         return proc.communicate(timeout=timeout)
@@ -911,10 +932,15 @@ class CLITests(FakeRelayCase):
         # SIGINT may be ignored if the tests run in the background.
         proc = self.start(["consume", "--uuid", "intr"],
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.assertTrue(self.relay.wait_consumers("intr", 1))
+        # The header line is the sign that the client is connected and in
+        # its receive loop: a SIGINT before it (during start-up or the
+        # handshake) would find it elsewhere, however long one waits.
+        first = read_first_line(proc)
+        self.assertEqual(first, "a\n")
+        self.assertTrue(self.relay.wait_consumers("intr", 1, CLI_TIMEOUT))
         proc.send_signal(signal.SIGINT)
         out, err = finish(proc)
-        self.assertEqual((proc.returncode, out, err), (130, "a\n", ""))
+        self.assertEqual((proc.returncode, first + out, err), (130, "a\n", ""))
 
 
 # --------------------------------------------------------------------------
