@@ -13,12 +13,14 @@ static time_t limit_window;
 static unsigned limit_count;
 static unsigned long limit_suppressed;
 
-static const char *const level_names[] = { "ERROR", "WARN", "INFO", "DEBUG" };
+static const char *const level_names[] = { "ERROR", "WARN", "INFO", "DEBUG",
+    "NOTICE" };
 
 void
 log_set_level(enum log_level level)
 {
-	current_level = level;
+	/* A threshold, not a label: NOTICE as a setting means warn. */
+	current_level = level == LOG_NOTICE ? LOG_WARN : level;
 }
 
 enum log_level

@@ -1,7 +1,8 @@
 /*
  * log: levelled logging to stderr.
  *
- * One line per event: "2026-11-22T10:00:00.123Z ferry[pid] LEVEL message".
+ * One line per event: "2026-11-22T10:00:00.123Z ferry[pid] LEVEL message",
+ * LEVEL one of ERROR, WARN, NOTICE, INFO, DEBUG.
  * The level check happens before any formatting, so a disabled debug line
  * costs one comparison.  Messages are format strings written by us; runtime
  * data (peer addresses, uuids) always goes through "%s", never into the
@@ -20,6 +21,12 @@ enum log_level {
 	LOG_WARN = 1,
 	LOG_INFO = 2,
 	LOG_DEBUG = 3,
+	/*
+	 * Not a setting: the few normal events an operator must see whatever
+	 * the level short of error (the addresses listened on, ready,
+	 * stopped), labelled NOTICE so that they do not read as warnings.
+	 */
+	LOG_NOTICE = 4,
 };
 
 void log_set_level(enum log_level level);
@@ -43,10 +50,13 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 void log_limited(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-#define log_enabled(lvl) ((lvl) <= log_get_level())
+/* NOTICE shows whenever warnings do; the others by their order. */
+#define log_rank(lvl) ((lvl) == LOG_NOTICE ? LOG_WARN : (lvl))
+#define log_enabled(lvl) (log_rank(lvl) <= log_get_level())
 
 #define LOGE(...) do { if (log_enabled(LOG_ERROR)) log_write(LOG_ERROR, __VA_ARGS__); } while (0)
 #define LOGW(...) do { if (log_enabled(LOG_WARN)) log_write(LOG_WARN, __VA_ARGS__); } while (0)
+#define LOGN(...) do { if (log_enabled(LOG_NOTICE)) log_write(LOG_NOTICE, __VA_ARGS__); } while (0)
 #define LOGI(...) do { if (log_enabled(LOG_INFO)) log_write(LOG_INFO, __VA_ARGS__); } while (0)
 #define LOGD(...) do { if (log_enabled(LOG_DEBUG)) log_write(LOG_DEBUG, __VA_ARGS__); } while (0)
 

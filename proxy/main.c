@@ -494,7 +494,10 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 	return 0;
 }
 
-/* The bound addresses (port 0 resolved): operators and tests read these. */
+/*
+ * The bound addresses (port 0 resolved): operators and tests read these,
+ * so they show at log_level = warn too.
+ */
 static void
 log_listening(const char *mode, const char *transport,
     const struct tcpserver *srv)
@@ -507,7 +510,7 @@ log_listening(const char *mode, const char *transport,
 		    &len) < 0)
 			continue;
 		netutil_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
-		LOGI("%s listening on %s (%s) [%s]", mode, addr, transport,
+		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
 		    srv->name);
 	}
 }
@@ -608,7 +611,7 @@ start(struct app *app)
 		}
 	}
 	metrics_add_source(relay_metrics, app);
-	LOGI("ready: worker %d (pid %ld)", app->worker, (long)getpid());
+	LOGN("ready: worker %d (pid %ld)", app->worker, (long)getpid());
 	return 0;
 }
 
@@ -853,6 +856,6 @@ main(int argc, char **argv)
 	ev_run(app.loop, 0);
 
 	teardown(&app);
-	LOGI("stopped");
+	LOGN("stopped");
 	return 0;
 }

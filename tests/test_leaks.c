@@ -402,9 +402,9 @@ Test(leaks, harness_sees_a_sanitizer_report, .timeout = 30)
 	fputs("#!/bin/sh\n"
 	    "trap 'echo \"==1==ERROR: LeakSanitizer: detected memory leaks\" "
 	    ">&2; exit 23' TERM\n"
-	    "echo \"x ferry[$$] INFO relay listening on 127.0.0.1:9 (tcp) "
+	    "echo \"x ferry[$$] NOTICE relay listening on 127.0.0.1:9 (tcp) "
 	    "[fake]\" >&2\n"
-	    "echo \"x ferry[$$] INFO ready: worker 0 (pid $$)\" >&2\n"
+	    "echo \"x ferry[$$] NOTICE ready: worker 0 (pid $$)\" >&2\n"
 	    "while :; do sleep 0.05; done\n", f);
 	fclose(f);
 	cr_assert_eq(chmod(bin, 0755), 0);

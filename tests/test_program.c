@@ -75,6 +75,36 @@ Test(program, ports_ready_and_clean_stop, .timeout = 60, .fini = cleanup)
 	cr_assert_geq(ferry_log_count(&fp, "stopped"), 1);
 }
 
+/*
+ * At log_level = warn an operator still sees where ferry listens and that
+ * it is ready (NOTICE lines), and none of the info lines (the SIGTERM
+ * below logs one at info).
+ */
+Test(program, warn_level_still_shows_ports_and_ready, .timeout = 60,
+    .fini = cleanup)
+{
+	int status;
+
+	/* It waits for the ready line and reads the ports from the log. */
+	ferry_start(&fp,
+	    "[ferry]\n"
+	    "log_level = warn\n"
+	    "admin = 127.0.0.1:0\n"
+	    "[devices]\n"
+	    "mode = relay\n"
+	    "bind = 127.0.0.1:0\n");
+	cr_assert_gt(ferry_port(&fp, "devices"), 0);
+	cr_assert_gt(ferry_port(&fp, "admin"), 0);
+	cr_assert_eq(ferry_log_count(&fp, " NOTICE relay listening on "), 1);
+	cr_assert_eq(ferry_log_count(&fp, " NOTICE admin listening on "), 1);
+	cr_assert_eq(ferry_log_count(&fp, " NOTICE ready: worker 0"), 1);
+	status = ferry_stop(&fp);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "exit status %d", status);
+	cr_assert_eq(ferry_log_count(&fp, " NOTICE stopped"), 1);
+	cr_assert_eq(ferry_log_count(&fp, " INFO "), 0);
+}
+
 Test(program, help_documents_every_option, .timeout = 30)
 {
 	char out[8192];
