@@ -56,6 +56,8 @@ struct bench_opts {
 	double hold;			/* idle: seconds to hold; 0 = until signal */
 	double timeout;			/* setup / per-connection deadline */
 	bool progress;			/* live lines each second */
+	const char *trace;		/* relay: per-frame records to this file */
+	int server_pid;			/* relay: report its scheduling delay */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */
@@ -136,6 +138,16 @@ int bconn_start(struct bconn *c, struct ev_loop *loop,
 /* Completes the connect and the TLS handshake. */
 enum bres bconn_establish(struct bconn *c);
 enum bres bconn_read(struct bconn *c, void *buf, size_t len, size_t *got);
+/*
+ * Plain connections: the kernel stamps every segment as it arrives
+ * (SO_TIMESTAMPNS), and bconn_read_stamped() returns the stamp of the
+ * last segment read, CLOCK_REALTIME in ns (0 when there is none), so the
+ * time a frame reached this socket is known apart from the time this
+ * process got round to reading it.  0, or -1 with c->err set.
+ */
+int bconn_enable_rx_stamps(struct bconn *c);
+enum bres bconn_read_stamped(struct bconn *c, void *buf, size_t len,
+    size_t *got, uint64_t *rx_realtime_ns);
 /*
  * After B_WANT_*, the same call must be repeated with the same bytes (TLS
  * keeps a record half sent); a longer length is allowed.

@@ -42,6 +42,10 @@ usage(FILE *f)
 "      --hold S        idle: seconds to hold (0 = until a signal)\n"
 "      --timeout S     setup deadline; handshake: per attempt (60, 10)\n"
 "      --progress, --quiet  force progress lines on or off\n"
+"      --trace FILE    relay: write one line per frame of the window\n"
+"                      (receive, send, due, kernel arrival and loop wake\n"
+"                      times, pair, sequence number)\n"
+"      --server-pid PID  relay: report that process's CPU wait too\n"
 "\n"
 "The last line on stdout is \"RESULT mode=... key=value ...\".\n", f);
 }
@@ -64,7 +68,7 @@ parse_num(const char *name, const char *s, double lo, double hi, double *out)
 enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
-	OPT_QUIET, OPT_SUITES,
+	OPT_QUIET, OPT_SUITES, OPT_TRACE, OPT_SERVER_PID,
 };
 
 static const struct option longopts[] = {
@@ -89,6 +93,8 @@ static const struct option longopts[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "progress", no_argument, NULL, OPT_PROGRESS },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
+	{ "trace", required_argument, NULL, OPT_TRACE },
+	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -123,6 +129,13 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_SUITES: o->ciphersuites = optarg; break;
 		case OPT_PROGRESS: progress = 1; break;
 		case OPT_QUIET: progress = 0; break;
+		case OPT_TRACE: o->trace = optarg; break;
+		case OPT_SERVER_PID:
+			if (parse_num("--server-pid", optarg, 1, 1 << 30,
+			    &v) < 0)
+				return -1;
+			o->server_pid = (int)v;
+			break;
 		case 'h': usage(stdout); return 1;
 		case 'p':
 			if (parse_num("--port", optarg, 0, 65535, &v) < 0)

@@ -22,17 +22,28 @@
  *
  * Producers write only while the socket is writable, at most one batch in
  * user space: at full speed the kernel's socket buffers are the only queue,
- * so what is measured is the server.  With --rate each producer is paced by
- * a libev timer, the producers spread evenly over one period.
+ * so what is measured is the server.  With --rate the producers are paced
+ * on one schedule, spread evenly over the period (see pace_run), and each
+ * frame is stamped as it is written.
+ *
+ * What the instrument itself costs is reported with the result: how busy
+ * its loop was, how long it waited for a CPU (schedstat), the rate it
+ * actually sent and how late it ran; and, for plain connections, the
+ * latency to the frame's arrival in the consumer's socket (the kernel's
+ * receive stamp), which leaves out the time this process took to read it.
+ * --trace writes every frame's times for a closer look.
  */
 #define _GNU_SOURCE
 #include "bench.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RELAY_IN_CAP	(64 * 1024)
@@ -42,6 +53,19 @@
 #define RELAY_READS	16		/* reads per readiness event */
 #define RELAY_BATCHES	4		/* fresh batches per writable event */
 #define RELAY_DRAIN	5.0		/* seconds to wait for frames in flight */
+#define RELAY_TRACE_MAX	(4u << 20)	/* frames --trace keeps at most */
+#define PACE_BATCH	16		/* paced frames written per iteration */
+#define PACE_QUANTUM	100000		/* ns: least time between wake-ups */
+
+/* One frame received in the window, for --trace. */
+struct trec {
+	uint64_t recv;			/* the consumer read it (monotonic ns) */
+	uint64_t sent;			/* the producer stamped it */
+	uint64_t due;			/* the pacing schedule wanted it; 0 */
+	uint64_t krx;			/* it reached the consumer's socket; 0 */
+	uint64_t wake;			/* the loop woke for the read */
+	uint32_t pair, seq;
+};
 
 struct relay_bench;
 struct rpair;
@@ -66,7 +90,6 @@ struct rpair {
 	int idx;
 	char uuid[64];
 	struct rconn prod, cons;
-	ev_timer tick;			/* --rate */
 
 	char *out;			/* producer frames not yet written */
 	size_t out_len, out_off, out_cap;
@@ -101,12 +124,36 @@ struct relay_bench {
 	uint64_t frames;		/* received in the window */
 	uint64_t sent_window;
 	uint64_t errors;
-	struct hist hist;
+	struct hist hist;		/* send to the consumer's read */
+	struct hist hist_srv;		/* send to the consumer's socket */
 	uint64_t sec_frames;		/* progress */
 
 	ev_timer phase;			/* setup deadline, warm-up, window, drain */
 	ev_timer progress;
 	int phase_no;
+
+	/* The generator's own loop: is the instrument keeping up? */
+	ev_check woke;
+	ev_prepare sleeps;
+	uint64_t wake_ns;		/* this iteration's wake-up */
+	uint64_t busy_ns;		/* window time spent in callbacks */
+	uint64_t iters;			/* loop iterations in the window */
+	uint64_t sched_self[2][2];	/* window start, end: on CPU, waiting */
+	uint64_t sched_srv[2][2];	/* the same for --server-pid */
+
+	/* --rate: the pacer */
+	int pace_fd;			/* timerfd */
+	ev_io pace_io;
+	ev_idle pace_idle;		/* frames still due after a batch */
+	int pace_pair;			/* next frame due: this pair's */
+	uint64_t pace_round;		/* ... of this round */
+	uint64_t behind_max;		/* most a frame went out after its time */
+
+	/* --trace */
+	struct trec *trace;
+	size_t ntrace;
+	uint64_t trace_over;		/* frames past RELAY_TRACE_MAX */
+	int64_t rt_off;			/* CLOCK_REALTIME - CLOCK_MONOTONIC */
 };
 
 static void pair_fail(struct rpair *p, struct rconn *rc, const char *what);
@@ -321,6 +368,11 @@ reg_io(struct rconn *rc)
 	 */
 	bconn_set_priority(&rc->bc, rc->producer ? EV_MINPRI : EV_MAXPRI);
 	bconn_want(&rc->bc, rc->producer ? 0 : EV_READ);
+	if (!rc->producer && rc->bc.ssl == NULL &&
+	    bconn_enable_rx_stamps(&rc->bc) < 0) {
+		pair_fail(p, rc, rc->bc.err);
+		return;
+	}
 	if (rc->producer)
 		rconn_connect(p, &p->cons);
 	else
@@ -337,13 +389,19 @@ io_result:
 
 /* ---- frames ---- */
 
+/* Slots 3 and 4 (when K > 4) carry the time the schedule wanted. */
 static void
-frame_make(struct relay_bench *rb, struct rpair *p, char *f, uint64_t now)
+frame_make(struct relay_bench *rb, struct rpair *p, char *f, uint64_t now,
+    uint64_t due)
 {
 	memcpy(f, rb->templ, rb->fsize);
 	put_le32(f, (uint32_t)now);
 	put_le32(f + 4, (uint32_t)(now >> 32));
 	put_le32(f + 8, p->seq++);
+	if (rb->fsize >= 20) {
+		put_le32(f + 12, (uint32_t)due);
+		put_le32(f + 16, (uint32_t)(due >> 32));
+	}
 }
 
 static void
@@ -354,7 +412,7 @@ prod_fill_batch(struct relay_bench *rb, struct rpair *p)
 
 	/* One clock read for the batch: its frames leave in one write. */
 	for (size_t i = 0; i < n; i++)
-		frame_make(rb, p, p->out + i * rb->fsize, now);
+		frame_make(rb, p, p->out + i * rb->fsize, now, 0);
 	p->out_off = 0;
 	p->out_len = n * rb->fsize;
 	if (rb->measuring)
@@ -404,17 +462,14 @@ prod_pump(struct rpair *p)
 	}
 }
 
+/* --rate: queues one frame due at `due` and writes it if it can. */
 static void
-tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+pair_tick(struct relay_bench *rb, struct rpair *p, uint64_t due)
 {
-	struct rpair *p = w->data;
-	struct relay_bench *rb = p->rb;
+	uint64_t now;
 
-	(void)revents;
-	if (rb->stopping || p->prod.state != RC_READY) {
-		ev_timer_stop(loop, w);
+	if (p->prod.state != RC_READY)
 		return;
-	}
 	if (p->out_len + rb->fsize > p->out_cap && p->out_off > 0 &&
 	    p->retry == 0) {
 		memmove(p->out, p->out + p->out_off, p->out_len - p->out_off);
@@ -425,17 +480,149 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		p->skipped++;
 		return;
 	}
-	frame_make(rb, p, p->out + p->out_len, bench_now_ns());
+	/* Stamped as it is written, not when it fell due. */
+	now = bench_now_ns();
+	frame_make(rb, p, p->out + p->out_len, now, due);
 	p->out_len += rb->fsize;
-	if (rb->measuring)
+	if (rb->measuring) {
 		rb->sent_window++;
+		if (now - due > rb->behind_max)
+			rb->behind_max = now - due;
+	}
 	if (p->retry == 0)
 		prod_pump(p);
 }
 
+/* When the next frame of the schedule is due: pair `pace_pair`, round k. */
+static uint64_t
+pace_due(const struct relay_bench *rb)
+{
+	double k = (double)rb->pace_round +
+	    (double)rb->pace_pair / (double)rb->npairs;
+
+	return rb->t_start + (uint64_t)(k * 1e9 / rb->o->rate);
+}
+
+/*
+ * The pacer: every producer's frames fall due on one schedule, pair i of
+ * P at t0 + (k + i/P) / rate, and one periodic timerfd (nanosecond
+ * resolution) wakes the loop for them, at each due time or every
+ * PACE_QUANTUM, whichever is longer.  libev's own timers wake the loop
+ * through epoll_wait's whole milliseconds: every frame due within a
+ * millisecond went out in one burst at its end (60 at once at 1000 pairs
+ * x 60 Hz), and the last of a burst waited in the server for the others,
+ * which is the generator's doing, not the server's.  One periodic timer
+ * also costs no syscall to re-arm (timerfd_settime cost ~10 us here).
+ *
+ * At most PACE_BATCH frames are written per loop iteration; what is still
+ * due waits for an idle turn, so the consumers (at a higher priority) are
+ * read first.  A late loop writes every frame it owes, late, rather than
+ * skip any as libev's repeating timers do: the rate asked for is the rate
+ * sent, or the report says by how much it was not.
+ */
+static void
+pace_run(struct relay_bench *rb)
+{
+	uint64_t now = bench_now_ns(), due;
+	int n;
+
+	for (n = 0; n < PACE_BATCH && (due = pace_due(rb)) <= now; n++) {
+		pair_tick(rb, &rb->pairs[rb->pace_pair], due);
+		if (++rb->pace_pair == rb->npairs) {
+			rb->pace_pair = 0;
+			rb->pace_round++;
+		}
+	}
+	if (n == PACE_BATCH && pace_due(rb) <= now)
+		ev_idle_start(rb->loop, &rb->pace_idle);
+	else
+		ev_idle_stop(rb->loop, &rb->pace_idle);
+}
+
+static void
+pace_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct relay_bench *rb = w->data;
+	uint64_t expirations;
+
+	(void)loop;
+	(void)revents;
+	if (read(rb->pace_fd, &expirations, sizeof(expirations)) < 0 &&
+	    errno != EAGAIN) {
+		fprintf(stderr, "ferry-bench: timerfd: %s\n", strerror(errno));
+		rb->failed = true;
+		ev_break(rb->loop, EVBREAK_ALL);
+		return;
+	}
+	if (!rb->stopping)
+		pace_run(rb);
+}
+
+static void
+pace_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	pace_run(w->data);
+}
+
+/* 0, or -1 with a message. */
+static int
+pace_start(struct relay_bench *rb)
+{
+	uint64_t every = (uint64_t)ceil(1e9 / rb->o->rate /
+	    (double)rb->npairs);
+	struct itimerspec its;
+
+	if (every < PACE_QUANTUM)
+		every = PACE_QUANTUM;
+	its.it_value.tv_sec = (time_t)(rb->t_start / 1000000000u);
+	its.it_value.tv_nsec = (long)(rb->t_start % 1000000000u);
+	its.it_interval.tv_sec = (time_t)(every / 1000000000u);
+	its.it_interval.tv_nsec = (long)(every % 1000000000u);
+	if (timerfd_settime(rb->pace_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+		fprintf(stderr, "ferry-bench: timerfd_settime: %s\n",
+		    strerror(errno));
+		return -1;
+	}
+	ev_io_start(rb->loop, &rb->pace_io);
+	return 0;
+}
+
+static void
+pace_stop(struct relay_bench *rb)
+{
+	if (rb->loop == NULL || rb->pace_fd < 0)
+		return;
+	ev_io_stop(rb->loop, &rb->pace_io);
+	ev_idle_stop(rb->loop, &rb->pace_idle);
+}
+
+static void
+trace_add(struct relay_bench *rb, struct rpair *p, const char *f,
+    uint64_t now, uint64_t sent, uint64_t krx)
+{
+	struct trec *t;
+
+	if (rb->ntrace == RELAY_TRACE_MAX) {
+		rb->trace_over++;
+		return;
+	}
+	t = &rb->trace[rb->ntrace++];
+	t->recv = now;
+	t->sent = sent;
+	t->due = rb->fsize >= 20 ? ((uint64_t)get_le32(f + 12) |
+	    (uint64_t)get_le32(f + 16) << 32) : 0;
+	t->krx = krx;
+	t->wake = rb->wake_ns;
+	t->pair = (uint32_t)p->idx;
+	t->seq = get_le32(f + 8);
+}
+
+/* krx: when the last of these bytes reached the socket (monotonic); 0. */
 static void
 cons_frames(struct relay_bench *rb, struct rpair *p, const char *f,
-    size_t n, uint64_t now)
+    size_t n, uint64_t now, uint64_t krx)
 {
 	for (size_t i = 0; i < n; i++, f += rb->fsize) {
 		uint64_t sent = (uint64_t)get_le32(f) |
@@ -459,6 +646,11 @@ cons_frames(struct relay_bench *rb, struct rpair *p, const char *f,
 		if (rb->measuring) {
 			rb->frames++;
 			hist_add(&rb->hist, now > sent ? now - sent : 0);
+			if (krx != 0)
+				hist_add(&rb->hist_srv, krx > sent ?
+				    krx - sent : 0);
+			if (rb->trace != NULL)
+				trace_add(rb, p, f, now, sent, krx);
 		}
 	}
 	rb->sec_frames += n;
@@ -475,14 +667,18 @@ cons_read(struct rpair *p)
 
 	for (i = 0; i < RELAY_READS; i++) {
 		size_t room = rc->in_cap - rc->in_len;
+		uint64_t krx = 0;
 
-		r = bconn_read(&rc->bc, rc->in + rc->in_len, room, &n);
+		r = bconn_read_stamped(&rc->bc, rc->in + rc->in_len, room, &n,
+		    &krx);
+		if (krx != 0)
+			krx = (uint64_t)((int64_t)krx - rb->rt_off);
 		if (r != B_DONE)
 			break;
 		rc->in_len += n;
 		size_t whole = rc->in_len / rb->fsize;
 		if (whole > 0) {
-			cons_frames(rb, p, rc->in, whole, bench_now_ns());
+			cons_frames(rb, p, rc->in, whole, bench_now_ns(), krx);
 			size_t used = whole * rb->fsize;
 			memmove(rc->in, rc->in + used, rc->in_len - used);
 			rc->in_len -= used;
@@ -580,8 +776,6 @@ pair_fail(struct rpair *p, struct rconn *rc, const char *what)
 		    rc->producer ? "producer" : "consumer", what);
 	rc->state = RC_DEAD;
 	bconn_close(&rc->bc);
-	if (ev_is_active(&p->tick))
-		ev_timer_stop(rb->loop, &p->tick);
 	if (!rb->running && was_setup) {
 		/* A pair that cannot register spoils the whole run. */
 		rb->failed = true;
@@ -635,6 +829,66 @@ drained(struct relay_bench *rb)
 	return true;
 }
 
+/*
+ * From schedstat (ns): time on a CPU and time runnable but waiting for
+ * one, of this process (pid 0) or another; zeros when unreadable.
+ */
+static void
+sched_times(int pid, uint64_t t[2])
+{
+	char path[64];
+	unsigned long long run, wait;
+	FILE *f;
+	int n;
+
+	if (pid > 0)
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/schedstat");
+	t[0] = t[1] = 0;
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	n = fscanf(f, "%llu %llu", &run, &wait);
+	fclose(f);
+	if (n == 2) {
+		t[0] = (uint64_t)run;
+		t[1] = (uint64_t)wait;
+	}
+}
+
+static void
+sample_sched(struct relay_bench *rb, int at)
+{
+	sched_times(0, rb->sched_self[at]);
+	if (rb->o->server_pid > 0)
+		sched_times(rb->o->server_pid, rb->sched_srv[at]);
+}
+
+/* First of an iteration's callbacks (checks are queued last, run first). */
+static void
+woke_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+	struct relay_bench *rb = w->data;
+
+	(void)loop;
+	(void)revents;
+	rb->wake_ns = bench_now_ns();
+}
+
+/* Last thing before the loop sleeps: the iteration's work is done. */
+static void
+sleeps_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct relay_bench *rb = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (rb->measuring && rb->wake_ns != 0) {
+		rb->busy_ns += bench_now_ns() - rb->wake_ns;
+		rb->iters++;
+	}
+}
+
 /* Phases: 0 setup deadline, 1 warm-up over, 2 window over, 3 draining. */
 static void
 phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -653,6 +907,7 @@ phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case 1:
 		rb->measuring = true;
 		rb->t_window = bench_now_ns();
+		sample_sched(rb, 0);
 		rb->phase_no = 2;
 		ev_timer_set(w, o->duration, 0.);
 		ev_timer_start(loop, w);
@@ -661,10 +916,9 @@ phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		rb->measuring = false;
 		rb->stopping = true;
 		rb->t_end = bench_now_ns();
+		sample_sched(rb, 1);
 		rb->phase_no = 3;
-		for (int i = 0; i < rb->npairs; i++)
-			if (ev_is_active(&rb->pairs[i].tick))
-				ev_timer_stop(loop, &rb->pairs[i].tick);
+		pace_stop(rb);
 		ev_timer_set(w, 0.01, 0.01);
 		ev_timer_start(loop, w);
 		return;
@@ -684,19 +938,16 @@ run_start(struct relay_bench *rb)
 	ev_timer_stop(rb->loop, &rb->phase);
 	rb->running = true;
 	rb->t_start = bench_now_ns();
-	for (int i = 0; i < rb->npairs; i++) {
-		struct rpair *p = &rb->pairs[i];
-
-		if (o->rate > 0) {
-			double period = 1.0 / o->rate;
-			/* Spread over one period, not all at once. */
-			double first = period * (double)i / (double)rb->npairs;
-			ev_timer_init(&p->tick, tick_cb, first, period);
-			p->tick.data = p;
-			ev_timer_start(rb->loop, &p->tick);
-		} else {
-			prod_pump(p);
+	if (o->rate > 0) {
+		/* Spread over one period, not all at once. */
+		if (pace_start(rb) < 0) {
+			rb->failed = true;
+			ev_break(rb->loop, EVBREAK_ALL);
+			return;
 		}
+	} else {
+		for (int i = 0; i < rb->npairs; i++)
+			prod_pump(&rb->pairs[i]);
 	}
 	if (o->warmup > 0) {
 		rb->phase_no = 1;
@@ -704,6 +955,7 @@ run_start(struct relay_bench *rb)
 	} else {
 		rb->measuring = true;
 		rb->t_window = rb->t_start;
+		sample_sched(rb, 0);
 		rb->phase_no = 2;
 		ev_timer_set(&rb->phase, o->duration, 0.);
 	}
@@ -729,6 +981,19 @@ out_capacity(const struct bench_opts *o, size_t fsize)
 	return (frames > 0 ? frames : 1) * fsize;
 }
 
+/* CLOCK_REALTIME - CLOCK_MONOTONIC (ns), for the kernel's receive stamps. */
+static int64_t
+realtime_offset(void)
+{
+	struct timespec rt;
+	uint64_t m0 = bench_now_ns(), m1;
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	m1 = bench_now_ns();
+	return (int64_t)((uint64_t)rt.tv_sec * 1000000000u +
+	    (uint64_t)rt.tv_nsec) - (int64_t)(m0 + (m1 - m0) / 2);
+}
+
 static int
 relay_init(struct relay_bench *rb, const struct bench_opts *o)
 {
@@ -736,6 +1001,7 @@ relay_init(struct relay_bench *rb, const struct bench_opts *o)
 
 	memset(rb, 0, sizeof(*rb));
 	rb->o = o;
+	rb->pace_fd = -1;
 	rb->loop = ev_default_loop(0);
 	if (rb->loop == NULL) {
 		fprintf(stderr, "ferry-bench: no event loop\n");
@@ -783,6 +1049,34 @@ relay_init(struct relay_bench *rb, const struct bench_opts *o)
 	}
 	ev_timer_init(&rb->phase, phase_cb, o->timeout, 0.);
 	rb->phase.data = rb;
+	if (o->rate > 0) {
+		rb->pace_fd = timerfd_create(CLOCK_MONOTONIC,
+		    TFD_NONBLOCK | TFD_CLOEXEC);
+		if (rb->pace_fd < 0)
+			return -1;
+		ev_io_init(&rb->pace_io, pace_cb, rb->pace_fd, EV_READ);
+		ev_set_priority(&rb->pace_io, EV_MINPRI);
+		rb->pace_io.data = rb;
+		ev_idle_init(&rb->pace_idle, pace_idle_cb);
+		ev_set_priority(&rb->pace_idle, EV_MINPRI);
+		rb->pace_idle.data = rb;
+	}
+	ev_check_init(&rb->woke, woke_cb);
+	ev_set_priority(&rb->woke, EV_MAXPRI);
+	rb->woke.data = rb;
+	ev_check_start(rb->loop, &rb->woke);
+	ev_prepare_init(&rb->sleeps, sleeps_cb);
+	rb->sleeps.data = rb;
+	ev_prepare_start(rb->loop, &rb->sleeps);
+	/* Neither keeps ev_run() alive. */
+	ev_unref(rb->loop);
+	ev_unref(rb->loop);
+	rb->rt_off = realtime_offset();
+	if (o->trace != NULL) {
+		rb->trace = malloc(RELAY_TRACE_MAX * sizeof(*rb->trace));
+		if (rb->trace == NULL)
+			return -1;
+	}
 	return 0;
 }
 
@@ -793,8 +1087,6 @@ relay_free(struct relay_bench *rb)
 		for (int i = 0; i < rb->npairs; i++) {
 			struct rpair *p = &rb->pairs[i];
 
-			if (ev_is_active(&p->tick))
-				ev_timer_stop(rb->loop, &p->tick);
 			bconn_close(&p->prod.bc);
 			bconn_close(&p->cons.bc);
 			free(p->out);
@@ -807,11 +1099,50 @@ relay_free(struct relay_bench *rb)
 	if (rb->loop != NULL) {
 		ev_timer_stop(rb->loop, &rb->phase);
 		ev_timer_stop(rb->loop, &rb->progress);
+		if (ev_is_active(&rb->woke)) {
+			ev_ref(rb->loop);
+			ev_ref(rb->loop);
+			ev_check_stop(rb->loop, &rb->woke);
+			ev_prepare_stop(rb->loop, &rb->sleeps);
+		}
 	}
+	free(rb->trace);
+	pace_stop(rb);
+	if (rb->pace_fd >= 0)
+		close(rb->pace_fd);
 	free(rb->pairs);
 	free(rb->keys);
 	free(rb->templ);
 	SSL_CTX_free(rb->ctx);
+}
+
+/* --trace: one line per frame of the window, absolute monotonic ns. */
+static int
+trace_write(struct relay_bench *rb)
+{
+	FILE *f = fopen(rb->o->trace, "w");
+
+	if (f == NULL) {
+		fprintf(stderr, "ferry-bench: %s: %s\n", rb->o->trace,
+		    strerror(errno));
+		return -1;
+	}
+	fprintf(f, "# recv sent due krx wake pair seq (CLOCK_MONOTONIC ns; "
+	    "0 = unknown); window %" PRIu64 " %" PRIu64 "; %" PRIu64
+	    " frames not kept\n", rb->t_window, rb->t_end, rb->trace_over);
+	for (size_t i = 0; i < rb->ntrace; i++) {
+		const struct trec *t = &rb->trace[i];
+
+		fprintf(f, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+		    " %" PRIu64 " %" PRIu32 " %" PRIu32 "\n", t->recv, t->sent,
+		    t->due, t->krx, t->wake, t->pair, t->seq);
+	}
+	if (fclose(f) != 0) {
+		fprintf(stderr, "ferry-bench: %s: %s\n", rb->o->trace,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -819,7 +1150,8 @@ relay_report(struct relay_bench *rb)
 {
 	const struct bench_opts *o = rb->o;
 	uint64_t lost = 0, reordered = 0, skipped = 0, undelivered = 0;
-	double secs = (double)(rb->t_end - rb->t_window) / 1e9;
+	double secs = (double)(rb->t_end - rb->t_window) / 1e9, hz;
+	char srv[64] = "";
 
 	for (int i = 0; i < rb->npairs; i++) {
 		struct rpair *p = &rb->pairs[i];
@@ -834,12 +1166,19 @@ relay_report(struct relay_bench *rb)
 	}
 	if (secs <= 0)
 		secs = 1e-9;
+	if (o->server_pid > 0)
+		snprintf(srv, sizeof(srv), " srv_cpu=%.2f srv_wait_ms=%.1f",
+		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
+		    secs, (double)(rb->sched_srv[1][1] - rb->sched_srv[0][1]) /
+		    1e6);
 	printf("RESULT mode=relay p=%d k=%d tls=%d rate=%g duration=%.3f "
 	    "frames=%" PRIu64 " frames_per_s=%.0f mb_per_s=%.2f "
 	    "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "
 	    "sent=%" PRIu64 " lost=%" PRIu64 " reordered=%" PRIu64
 	    " undelivered=%" PRIu64 " skipped=%" PRIu64 " errors=%" PRIu64
-	    "\n",
+	    " srv_p50_us=%.1f srv_p99_us=%.1f srv_p999_us=%.1f"
+	    " pair_hz=%.1f behind_max_ms=%.1f gen_busy=%.2f gen_cpu=%.2f"
+	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s\n",
 	    o->pairs, o->keys, o->tls ? 1 : 0, o->rate, secs, rb->frames,
 	    (double)rb->frames / secs,
 	    (double)rb->frames * (double)rb->fsize / secs / 1e6,
@@ -847,8 +1186,26 @@ relay_report(struct relay_bench *rb)
 	    (double)hist_quantile(&rb->hist, 0.99) / 1e3,
 	    (double)hist_quantile(&rb->hist, 0.999) / 1e3,
 	    (double)rb->hist.max / 1e3, rb->sent_window, lost, reordered,
-	    undelivered, skipped, rb->errors);
+	    undelivered, skipped, rb->errors,
+	    (double)hist_quantile(&rb->hist_srv, 0.50) / 1e3,
+	    (double)hist_quantile(&rb->hist_srv, 0.99) / 1e3,
+	    (double)hist_quantile(&rb->hist_srv, 0.999) / 1e3,
+	    (double)rb->sent_window / secs / (double)o->pairs,
+	    (double)rb->behind_max / 1e6,
+	    (double)rb->busy_ns / 1e9 / secs,
+	    (double)(rb->sched_self[1][0] - rb->sched_self[0][0]) / 1e9 / secs,
+	    rb->iters,
+	    (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6, srv);
 	fflush(stdout);
+	hz = (double)rb->sent_window / secs / (double)o->pairs;
+	if (o->rate > 0 && hz < 0.99 * o->rate)
+		fprintf(stderr, "ferry-bench: sent %.1f of the %g frames/s a "
+		    "pair asked for (%.0f%%): the generator could not keep up "
+		    "(busy %.0f%% of the window, %.0f ms waiting for a CPU, "
+		    "frames up to %.0f ms late)\n", hz, o->rate,
+		    100.0 * hz / o->rate, 100.0 * (double)rb->busy_ns / 1e9 /
+		    secs, (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6,
+		    (double)rb->behind_max / 1e6);
 }
 
 int
@@ -872,6 +1229,8 @@ bench_relay(const struct bench_opts *o)
 	}
 	relay_report(rb);
 	status = rb->errors > 0 ? 2 : 0;
+	if (rb->trace != NULL && trace_write(rb) < 0)
+		status = 1;
 out:
 	if (rb != NULL)
 		relay_free(rb);
