@@ -168,3 +168,63 @@ Test(bench, relay_tls_paced, .timeout = 60, .fini = cleanup)
 	check_run(out, status, 3);
 	cr_assert_eq(result(out, "rate"), 200);
 }
+
+/*
+ * --trace against a paced plain run: one line per frame of the window,
+ * each in causal order (due <= sent, the frame reached the consumer's
+ * socket between its send and its read), every producer's frames due
+ * exactly one period apart whatever the loop did, and the server's CPU
+ * reported.
+ */
+Test(bench, relay_paced_trace, .timeout = 60, .fini = cleanup)
+{
+	char port[16], pid[16], path[256], out[4096], line[256];
+	const long long period = 10000000;	/* 100 Hz */
+	long long last_due[4] = { 0 }, last_seq[4];
+	long long lines = 0;
+
+	ferry_start(&fp, relay_conf);
+	snprintf(port, sizeof(port), "%d", ferry_port(&fp, "devices"));
+	snprintf(pid, sizeof(pid), "%d", (int)fp.pid);
+	snprintf(path, sizeof(path), "%s/trace.txt", fp.dir);
+	const char *args[] = { "relay", "--quiet", "--port", port,
+	    "--pairs", "4", "--rate", "100", "--duration", "1", "--warmup",
+	    "0.2", "--trace", path, "--server-pid", pid, NULL };
+	int status = run_bench(args, out, sizeof(out), 40);
+	check_run(out, status, 4);
+	cr_assert_leq(result(out, "srv_p50_us"), result(out, "p50_us"));
+	cr_assert_leq(result(out, "srv_p99_us"), result(out, "p99_us"));
+	cr_assert_gt(result(out, "srv_cpu"), 0, "%s", out);
+	cr_assert_gt(result(out, "pair_hz"), 0, "%s", out);
+
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f) != NULL) {
+		long long recv, sent, due, krx, wake, p, seq;
+		if (line[0] == '#')
+			continue;
+		cr_assert_eq(sscanf(line, "%lld %lld %lld %lld %lld %lld %lld",
+		    &recv, &sent, &due, &krx, &wake, &p, &seq), 7, "%s", line);
+		cr_assert(p >= 0 && p < 4, "%s", line);
+		cr_assert_leq(due, sent, "sent before its time: %s", line);
+		cr_assert_leq(wake, recv, "%s", line);
+		/*
+		 * The kernel stamps in CLOCK_REALTIME, converted once: allow
+		 * the conversion 100 us of error (clock slew), not more.
+		 */
+		cr_assert_neq(krx, 0, "no receive stamp: %s", line);
+		cr_assert_leq(sent, krx + 100000, "%s", line);
+		cr_assert_leq(krx, recv + 100000, "%s", line);
+		if (last_due[p] != 0) {
+			cr_assert_eq(seq, last_seq[p] + 1, "%s", line);
+			long long gap = due - last_due[p];
+			cr_assert(gap >= period - 1 && gap <= period + 1,
+			    "pair %lld: frames due %lld ns apart", p, gap);
+		}
+		last_due[p] = due;
+		last_seq[p] = seq;
+		lines++;
+	}
+	fclose(f);
+	cr_assert_eq(lines, (long long)result(out, "frames"), "%s", out);
+}
