@@ -465,6 +465,11 @@ backend be
             ("tornado", False): refs[False].port,
             ("tornado", True): refs[True].port,
         }
+        # The server's CPU and its wait for one, read by ferry-bench over
+        # the window (schedstat): a stall that is the machine's shows.
+        pids = {("ferry", False): ferry.pid, ("ferry", True): ferry.pid,
+                ("tornado", False): refs[False].pid,
+                ("tornado", True): refs[True].pid}
         for run in range(a.runs):
             for label, pairs, rate in RELAY_SCENARIOS:
                 for tls in (False, True):
@@ -472,7 +477,8 @@ backend be
                         opts = ["--port", targets[(server, tls)],
                                 "--pairs", pairs, "--keys", 52,
                                 "--duration", a.duration,
-                                "--warmup", a.warmup, "--parallel", 64]
+                                "--warmup", a.warmup, "--parallel", 64,
+                                "--server-pid", pids[(server, tls)]]
                         if rate:
                             opts += ["--rate", rate]
                         if tls:
@@ -734,6 +740,40 @@ backend be
                     _ratio(f["frames_per_s"], t["frames_per_s"]),
                     _lat(f), _lat(t), _ratio(t["p99_us"], f["p99_us"]),
                     _int(f["lost"]), _int(t["lost"])))
+        out += ["", "What each side did in the same runs (medians): frames "
+                "a second each producer sent (paced: of those due in the "
+                "window; the generator skips none, a late one goes late, "
+                "so a generator that cannot keep up shows here); the latency to the frame's arrival in "
+                "the consumer's socket (the kernel's receive stamp: without "
+                "the generator's own delay in reading it; plain only); the "
+                "CPU time of the server and of the generator over the "
+                "window, and how long each was runnable but waiting for a "
+                "CPU (other jobs, kernel threads: the machine's share of "
+                "the tail).", "",
+                "| pairs | transport | server | frames/s a pair sent | to the "
+                "socket p50 / p99 / p99.9 (µs) | server CPU | server "
+                "waited (ms) | generator CPU | generator waited (ms) |",
+                "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+        for label, pairs, rate in RELAY_SCENARIOS:
+            for tls in (False, True):
+                for server in ("ferry", "tornado"):
+                    v = {k: self.med("relay", (label, tls), server, k) for k
+                         in ("pair_hz", "srv_p50_us", "srv_p99_us",
+                             "srv_p999_us", "srv_cpu", "srv_wait_ms",
+                             "gen_cpu", "gen_wait_ms")}
+                    sock = "n/a" if tls else _lat(
+                        {"p50_us": v["srv_p50_us"], "p99_us": v["srv_p99_us"],
+                         "p999_us": v["srv_p999_us"]})
+                    out.append("| %s | %s | %s | %s | %s | %s | %s | %s "
+                               "| %s |" % (
+                                   label, "TLS" if tls else "plain",
+                                   "Ferry" if server == "ferry" else
+                                   "Tornado", _lat1(v["pair_hz"])
+                                   if v["pair_hz"] is not None else "n/a",
+                                   sock,
+                                   _pct(v["srv_cpu"]), _f1(v["srv_wait_ms"]),
+                                   _pct(v["gen_cpu"]),
+                                   _f1(v["gen_wait_ms"])))
         out.append("")
         return out
 
@@ -943,6 +983,10 @@ def _f1(v):
 
 def _f2(v):
     return "n/a" if v is None else "%.2f" % v
+
+
+def _pct(v):
+    return "n/a" if v is None else "%d%%" % int(round(100 * v))
 
 
 def _x(r):
