@@ -9,9 +9,11 @@ INTERVAL seconds ferry's resident memory (/proc/PID/status) and its relay
 counters (the admin page) are sampled and printed.
 
 It passes (exit 0) when ferry-bench reports no frame lost, reordered or
-undelivered and no error, ferry counted no dropped frame, and the last
+undelivered and no error, ferry counted no dropped frame, the last
 memory sample is at most MAX_GROWTH above the first one taken after the
-warm-up.  Otherwise it exits 1 and prints the end of ferry's log.
+warm-up, and the generator sent at least MIN_RATE of the rate asked for
+(it owes no frame, so one that cannot keep up shows as a lower rate: the
+load was then lighter than the soak says).  Otherwise it exits 1 and prints the end of ferry's log.
 
 Bounded: ferry-bench stops by itself after setup + warm-up + SECONDS (+ 5 s
 of draining); the runner kills it past twice that.  Every process is
@@ -114,6 +116,9 @@ def main():
                     help="seconds before the memory baseline (10)")
     ap.add_argument("--max-growth", type=float, default=0.20,
                     help="allowed RSS growth after the warm-up (0.20)")
+    ap.add_argument("--min-rate", type=float, default=0.99,
+                    help="least fraction of the rate the generator must "
+                    "send (0.99)")
     a = ap.parse_args()
 
     build = os.path.join(REPO, a.build) if not os.path.isabs(a.build) else a.build
@@ -155,7 +160,8 @@ def main():
 
         args = [bench, "relay", "-p", str(port), "--pairs", str(a.pairs),
                 "--rate", "%g" % a.rate, "--duration", "%g" % a.seconds,
-                "--warmup", "%g" % a.warmup, "--timeout", "120", "--quiet"]
+                "--warmup", "%g" % a.warmup, "--timeout", "120", "--quiet",
+                "--server-pid", str(fp.pid)]
         if a.tls:
             args += ["--tls", "--cafile", os.path.join(CERTS, "ca.pem"),
                      "--sni", "localhost"]
@@ -217,13 +223,19 @@ def main():
         last = full[-1]
         growth = (last[1] - baseline[1]) / baseline[1]
         dropped = int(final.get(series("ferry_relay_frames_dropped_total"), -1))
+        hz = float(r["pair_hz"])
         print("soak: ferry-bench: %s frames sent and %s received in %s s "
               "(%s frames/s, %.1f Hz a pair), p99 %s us, max %s us; lost %s, "
               "reordered %s, undelivered %s, skipped %s, errors %s"
               % (r["sent"], r["frames"], r["duration"], r["frames_per_s"],
-                 float(r["frames_per_s"]) / a.pairs, r["p99_us"],
-                 r["max_us"], r["lost"], r["reordered"], r["undelivered"],
-                 r["skipped"], r["errors"]))
+                 hz, r["p99_us"], r["max_us"], r["lost"], r["reordered"],
+                 r["undelivered"], r["skipped"], r["errors"]))
+        print("soak: CPU over the window: ferry %.0f%% (waited %.0f ms for "
+              "one), ferry-bench %.0f%% (waited %.0f ms); frames went out "
+              "up to %s ms after their time"
+              % (100 * float(r["srv_cpu"]), float(r["srv_wait_ms"]),
+                 100 * float(r["gen_cpu"]), float(r["gen_wait_ms"]),
+                 r["behind_max_ms"]))
         print("soak: ferry: %d frames dropped; RSS %.1f MB after the warm-up "
               "(%.0f s), %.1f MB at %.0f s: %+.1f%%"
               % (dropped, baseline[1] / 1024.0, baseline[0], last[1] / 1024.0,
@@ -234,6 +246,15 @@ def main():
                 failures.append("%s %s" % (k, r[k]))
         if dropped != 0:
             failures.append("ferry dropped %d frames" % dropped)
+        # The load asked for, or the soak did not test what it says.
+        if hz < a.min_rate * a.rate:
+            failures.append("the generator sent %.1f of the %g frames/s a "
+                            "pair asked for: it could not keep up (CPU %.0f%%,"
+                            " %.0f ms waiting for one), so ferry was not "
+                            "under the load asked for; try fewer pairs or a "
+                            "quieter machine"
+                            % (hz, a.rate, 100 * float(r["gen_cpu"]),
+                               float(r["gen_wait_ms"])))
         if growth > a.max_growth:
             failures.append("memory grew %.1f%% (more than %.0f%%)"
                             % (100 * growth, 100 * a.max_growth))
