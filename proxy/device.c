@@ -319,12 +319,24 @@ struct device_conn {
 	bool registered;		/* producer registered / consumer in */
 	bool lingering;			/* refused: reading until the close */
 	bool done;			/* closing: read no more */
-	char uuid[256];
+	/*
+	 * Allocated when needed, to their length: fixed arrays made every
+	 * connection carry 600 bytes that most never fill (no access list,
+	 * no reason until it closes, a uuid far shorter than 256 bytes).
+	 */
+	char *uuid;
 	size_t ulen;
 	size_t nkeys;
-	char reason[160];		/* why it ended, when we decided */
-	char grant[192];		/* what the access list allowed, if any */
+	char *reason;			/* why it ended, when we decided */
+	char *grant;			/* what the access list allowed, if any */
 };
+
+/* For log lines: "" for a part not allocated. */
+static const char *
+opt_str(const char *s)
+{
+	return s != NULL ? s : "";
+}
 
 static const char ACK = 0x00, NAK = 0x01;
 
@@ -343,12 +355,15 @@ static void
 set_reason(struct device_conn *dc, const char *fmt, ...)
 {
 	va_list ap;
+	char buf[160];
 
-	if (dc->reason[0] != '\0')
+	if (dc->reason != NULL)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(dc->reason, sizeof(dc->reason), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	/* Without memory the close is logged with the stream's reason. */
+	dc->reason = strdup(buf);
 }
 
 static void
@@ -465,13 +480,16 @@ acl_allows(struct device_conn *dc, const char *uuid, size_t ulen)
 	cert = tls_stream_peer_ids(dc->rc.s, &ids);
 	line = acl_check(lst->acl, role, cert ? &ids : NULL, uuid, ulen, &id);
 	if (line > 0) {
-		char one[128];
+		char one[128], grant[192];
 		if (id != NULL)
 			id_str(id, one, sizeof(one));
 		else
 			snprintf(one, sizeof(one), "any certificate");
-		snprintf(dc->grant, sizeof(dc->grant), "; access list line "
-		    "%d for %s", line, one);
+		snprintf(grant, sizeof(grant), "; access list line %d for %s",
+		    line, one);
+		/* Only for the log line: without memory it is left out. */
+		free(dc->grant);
+		dc->grant = strdup(grant);
 		return true;
 	}
 	lst->o.total.denied++;
@@ -493,6 +511,14 @@ on_uuid(struct device_conn *dc, const struct device_event *ev)
 	struct device_entry *e;
 	const char *why = NULL;
 
+	free(dc->uuid);
+	dc->ulen = 0;
+	if ((dc->uuid = malloc(ev->len)) == NULL) {
+		dc->done = true;
+		set_reason(dc, "no memory for the uuid");
+		stream_close(dc->rc.s, STREAM_CLOSE_NOMEM);
+		return 1;
+	}
 	memcpy(dc->uuid, ev->data, ev->len);
 	dc->ulen = ev->len;
 	/* As for an unknown uuid: a refusal tells nothing about the uuid. */
@@ -533,7 +559,7 @@ on_keys(struct device_conn *dc, const struct device_event *ev)
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
 	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
 	    "(consumers: %zu)%s", dc->lst->o.name, stream_peer(dc->rc.s),
-	    u, ev->count, dc->rc.entry->nconsumers, dc->grant);
+	    u, ev->count, dc->rc.entry->nconsumers, opt_str(dc->grant));
 	return 0;
 }
 
@@ -558,7 +584,8 @@ on_accept(struct device_conn *dc, const struct device_event *ev)
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
 	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
-	    dc->lst->o.name, stream_peer(dc->rc.s), u, dc->nkeys, dc->grant);
+	    dc->lst->o.name, stream_peer(dc->rc.s), u, dc->nkeys,
+	    opt_str(dc->grant));
 	return 0;
 }
 
@@ -636,7 +663,7 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	double secs = ev_now(reg->loop) - dc->rc.since;
 	char u[REGISTRY_UUID_STR], reason[320];
 
-	if (dc->reason[0] != '\0')
+	if (dc->reason != NULL)
 		snprintf(reason, sizeof(reason), "%s", dc->reason);
 	else if (stream_error(s)[0] != '\0')
 		snprintf(reason, sizeof(reason), "%s: %s",
@@ -669,6 +696,9 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		dc->lst->conns = dc->next;
 	if (dc->next != NULL)
 		dc->next->prev = dc->prev;
+	free(dc->uuid);
+	free(dc->reason);
+	free(dc->grant);
 	free(dc);
 }
 
