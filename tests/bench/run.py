@@ -747,9 +747,10 @@ backend be
                 "the consumer's socket (the kernel's receive stamp: without "
                 "the generator's own delay in reading it; plain only); the "
                 "CPU time of the server and of the generator over the "
-                "window, and how long each was runnable but waiting for a "
-                "CPU (other jobs, kernel threads: the machine's share of "
-                "the tail).", "",
+                "window, and how long each was runnable but not running "
+                "(schedstat: other jobs and kernel threads holding the CPU, "
+                "and the wake-up of an idle virtual CPU after each sleep: "
+                "the machine's share of the tail).", "",
                 "| pairs | transport | server | frames/s a pair sent | to the "
                 "socket p50 / p99 / p99.9 (µs) | server CPU | server "
                 "waited (ms) | generator CPU | generator waited (ms) |",
