@@ -4,7 +4,9 @@
  *
  * It binds HOST:PORT (port 0: the kernel picks), prints "LISTEN port=N" on
  * stdout once it accepts, and runs until SIGTERM/SIGINT (or --duration),
- * then prints the bytes and connections it saw.
+ * then prints the bytes and connections it saw.  SIGUSR1 prints them at
+ * once ("STATS bytes=N connections=N"): a measurement brackets a window
+ * with two of them.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -40,7 +42,7 @@ struct sink {
 	char *buf;
 	uint64_t bytes, accepted, open;
 	uint64_t sec_bytes;		/* progress */
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sigusr1;
 	ev_timer stop, progress;
 };
 
@@ -134,6 +136,18 @@ sink_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 static void
+sink_stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct sink *sk = w->data;
+
+	(void)loop;
+	(void)revents;
+	printf("STATS bytes=%" PRIu64 " connections=%" PRIu64 "\n", sk->bytes,
+	    sk->accepted);
+	fflush(stdout);
+}
+
+static void
 sink_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w;
@@ -170,6 +184,9 @@ bench_sink(const struct bench_opts *o)
 	ev_signal_start(sk.loop, &sk.sigterm);
 	ev_signal_init(&sk.sigint, sink_stop_cb, SIGINT);
 	ev_signal_start(sk.loop, &sk.sigint);
+	ev_signal_init(&sk.sigusr1, sink_stats_cb, SIGUSR1);
+	sk.sigusr1.data = &sk;
+	ev_signal_start(sk.loop, &sk.sigusr1);
 	if (o->duration > 0) {
 		ev_timer_init(&sk.stop, sink_timer_cb, o->duration, 0.);
 		ev_timer_start(sk.loop, &sk.stop);
@@ -194,6 +211,7 @@ bench_sink(const struct bench_opts *o)
 	}
 	ev_signal_stop(sk.loop, &sk.sigterm);
 	ev_signal_stop(sk.loop, &sk.sigint);
+	ev_signal_stop(sk.loop, &sk.sigusr1);
 	ev_timer_stop(sk.loop, &sk.stop);
 	ev_timer_stop(sk.loop, &sk.progress);
 	free(sk.buf);
