@@ -31,10 +31,11 @@
  * and returned to malloc once they are empty and the stream has been idle
  * for a second; a transport also gives its buffers back as soon as its
  * handshake is done, so a connection that then stays silent holds none.
- * A second after streams have given memory back (idle buffers, closed
- * streams), the loop returns the heap's free pages to the kernel
- * (malloc_trim): a burst of handshakes otherwise leaves the process's
- * resident memory full of holes for as long as it runs.
+ * Once streams have stopped giving memory back (idle buffers, closed
+ * streams) for a quarter second, or at the latest 10 s after they started,
+ * the loop returns the heap's free pages to the kernel (malloc_trim): a
+ * burst of handshakes otherwise leaves the process's resident memory full
+ * of holes for as long as it runs.
  *
  * Backpressure: reading stops (the kernel then pushes back on the sender)
  * while the read buffer holds max_buffer_size bytes or more, or while the
@@ -145,6 +146,7 @@ struct stream_loop {
 	ev_prepare prepare;
 	ev_idle idle;			/* keeps the loop from sleeping on work */
 	ev_timer trim;			/* hands freed memory back to the kernel */
+	ev_tstamp trim_since;		/* the first give-back it waits for */
 	struct stream *work_head;	/* streams with deferred work (FIFO) */
 	struct stream *work_tail;
 	size_t live;			/* streams not yet freed */
