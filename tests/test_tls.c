@@ -767,14 +767,17 @@ resume_fini(void)
 		backend_stop(&rbe);
 }
 
-/* Only `pid` may accept: the other worker is stopped. */
+/*
+ * Only `pid` may accept: the other worker is stopped.  pid 0: both run
+ * (a worker left stopped would outlive the test, holding its port).
+ */
 static void
 freeze_all_but(const pid_t *w, int n, pid_t pid)
 {
 	if (frozen > 0)
 		kill(frozen, SIGCONT);
 	frozen = 0;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n && pid != 0; i++)
 		if (w[i] != pid) {
 			kill(w[i], SIGSTOP);
 			frozen = w[i];
