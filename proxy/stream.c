@@ -1064,11 +1064,16 @@ handle_write(struct stream *s)
 	}
 	if (s->want_shutdown && !s->write_shut) {
 		s->write_shut = 1;
-		s->tp->shutdown(s);
+		/*
+		 * Both ways done: a clean close says goodbye the same way
+		 * (close_notify, then FIN from close()) without a shutdown()
+		 * call just before it.
+		 */
 		if (s->eof && s->eof_reported) {
 			stream_close(s, STREAM_CLOSE_EOF);
 			return;
 		}
+		s->tp->shutdown(s);
 	}
 	if (s->write_cb != NULL) {
 		stream_cb cb = s->write_cb;
