@@ -39,6 +39,7 @@ struct forward_conn {
 	size_t tries;
 	bool paused[2];			/* we paused reading this side */
 	bool eof[2];			/* this side sent its last byte */
+	int first_eof;			/* CLIENT, BACKEND, or -1: none yet */
 	ev_timer idle;
 	ev_tstamp started;		/* accepted */
 	char peer[64];			/* the client, for logs */
@@ -208,6 +209,19 @@ count_backend(struct forward_conn *c)
 	c->counted_out = out;
 }
 
+/* Why it ended: the first failure, else the side that finished first. */
+static const char *
+conn_reason(const struct forward_conn *c)
+{
+	if (c->reason[0] != '\0')
+		return c->reason;
+	if (c->first_eof == CLIENT)
+		return "client closed";
+	if (c->first_eof == BACKEND)
+		return "backend closed";
+	return "done";
+}
+
 static void
 conn_free(struct forward_conn *c)
 {
@@ -220,11 +234,11 @@ conn_free(struct forward_conn *c)
 		    "%llu bytes down: %s", fl->name, c->peer,
 		    backend_label(c), now - c->started,
 		    (unsigned long long)c->up, (unsigned long long)c->down,
-		    c->reason[0] ? c->reason : "done");
+		    conn_reason(c));
 	} else {
 		/* tls.c has logged the failed handshake (rate-limited). */
 		LOGD("%s: %s: closed during the handshake: %s", fl->name,
-		    c->peer, c->reason[0] ? c->reason : "done");
+		    c->peer, conn_reason(c));
 	}
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -293,6 +307,8 @@ on_eof(struct stream *s, void *arg)
 	int from = side_of(c, s);
 
 	c->eof[from] = true;
+	if (c->first_eof < 0)
+		c->first_eof = from;
 	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
 		stream_shutdown_write(c->s[1 - from]);
 }
@@ -531,6 +547,7 @@ forward_handle_stream(struct stream *s, const struct sockaddr *sa,
 	}
 	c->magic = CONN_MAGIC;
 	c->fl = fl;
+	c->first_eof = -1;
 	c->s[CLIENT] = s;
 	c->stats = stream_stats(s);
 	c->started = ev_now(fl->sl->loop);

@@ -138,6 +138,7 @@ listener_tls(const struct config *cfg, const struct config_listener *l,
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
 	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
 	o.alpn = l->alpn[0] ? l->alpn : NULL;
+	o.name = l->name;
 	o.fault = &fault;
 	c = tls_ctx_new_server(&o, why, sizeof(why));
 	if (c == NULL)

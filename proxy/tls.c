@@ -46,6 +46,7 @@ struct tls_ctx {
 	SSL_CTX *client;		/* client contexts have just this */
 	unsigned char alpn[256];	/* wire format */
 	size_t alpn_len;
+	char name[64];			/* the listener, for logs ("" = none) */
 };
 
 /* ---- errors ---- */
@@ -367,6 +368,7 @@ tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
 	}
 	c->refs = 1;
 	c->server = true;
+	snprintf(c->name, sizeof(c->name), "%s", o->name ? o->name : "");
 	ERR_clear_error();
 	if (o->alpn && alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
 	    &c->alpn_len) < 0) {
@@ -551,13 +553,17 @@ tls_handshake(struct stream *s)
 	r = tls_result(s, ret, "handshake");
 	if (r == IO_EOF || r == IO_FAIL) {
 		long v = SSL_get_verify_result(ssl);
+		const struct tls_ctx *c = SSL_get_app_data(ssl);
 		if (r == IO_EOF)
 			stream_set_error(s, "handshake: peer closed");
 		if (v != X509_V_OK)
 			stream_set_error(s, "handshake: certificate: %s",
 			    X509_verify_cert_error_string(v));
-		log_limited(LOG_INFO, "tls handshake failed: peer %s: %s",
-		    s->peer, s->error);
+		/* A client side's failure is its owner's to report. */
+		if (c->server)
+			log_limited(LOG_INFO, "%s%stls handshake failed: "
+			    "peer %s: %s", c->name, c->name[0] ? ": " : "",
+			    s->peer, s->error);
 	}
 	return r;
 }

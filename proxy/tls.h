@@ -18,7 +18,9 @@
  *
  * The handshake is deferred to the stream's first I/O (or
  * stream_wait_for_handshake) and bounded by the stream's handshake_timeout.
- * A failed handshake is logged here, once, rate-limited, with the peer.
+ * A failed server-side handshake is logged here, once, rate-limited, with
+ * the listener's name and the peer; a client side's failure is left to the
+ * stream's owner (its close reason and error say what failed).
  */
 #ifndef FERRY_TLS_H
 #define FERRY_TLS_H
@@ -68,6 +70,7 @@ struct tls_server_opts {
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
 	const char *ciphersuites;	/* TLS 1.3; NULL = ours (AES-128 first) */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
+	const char *name;		/* the listener, for logs; NULL = none */
 	struct tls_fault *fault;	/* optional: set when building fails */
 };
 

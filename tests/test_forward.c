@@ -378,7 +378,7 @@ Test(forward, half_close_from_client, .timeout = 60, .fini = cleanup)
 	cr_assert(wait_flag(&h.done, 10));
 	cr_assert_eq(h.got, h.expect);
 	peer_close(&p);
-	cr_assert(ferry_log_wait(&fp, ": done", 1, 10));
+	cr_assert(ferry_log_wait(&fp, "bytes down: client closed", 1, 10));
 	free(buf);
 	backend_stop(&be);
 }
@@ -437,7 +437,7 @@ Test(forward, half_close_from_backend, .timeout = 60, .fini = cleanup)
 	cr_assert(wait_flag(&h.done, 10), "the backend did not get our EOF");
 	cr_assert_eq(h.got, h.expect);
 	peer_close(&p);
-	cr_assert(ferry_log_wait(&fp, ": done", 1, 10));
+	cr_assert(ferry_log_wait(&fp, "bytes down: backend closed", 1, 10));
 	free(buf);
 	backend_stop(&be);
 }
@@ -825,6 +825,9 @@ backend_tls_refused(const char *keys)
 	peer_close(&p);
 	cr_assert(ferry_log_wait(&fp, "no backend answered", 1, 10));
 	cr_assert_geq(ferry_log_count(&fp, "certificate"), 1);
+	/* Logged once, by the forward listener, not by the TLS layer too. */
+	cr_assert_eq(ferry_log_count(&fp, "backend failed: tls-error"), 1);
+	cr_assert_eq(ferry_log_count(&fp, "tls handshake failed"), 0);
 	cr_assert_eq(ferry_metric(&fp, SERIES(
 	    "ferry_backend_connect_failures_total", "web")), 1);
 	cr_assert_eq(ferry_metric(&fp, SERIES(
@@ -914,6 +917,9 @@ Test(forward, client_certificate_required, .timeout = 30, .fini = cleanup)
 	ping(&p, "verified");
 	peer_close(&p);
 	cr_assert(ferry_log_wait(&fp, "closed after", 1, 10));
+	/* The two refusals, logged with the listener they came to. */
+	cr_assert(ferry_log_wait(&fp, "web: tls handshake failed: peer "
+	    "127.0.0.1:", 2, 10));
 	cr_assert_eq(be.accepted, 1, "a refused client reached the backend");
 	cr_assert_eq(ferry_metric(&fp, SERIES(
 	    "ferry_tls_handshake_failures_total", "web")), 2);
