@@ -45,6 +45,7 @@ struct bench_opts {
 	int tls_version;		/* 0 = any, or TLS1_2/1_3_VERSION */
 	const char *groups;		/* key exchange groups, OpenSSL list */
 	const char *ciphersuites;	/* TLS 1.3 suites, OpenSSL list */
+	const char *ciphers;		/* TLS 1.2 cipher list */
 	int pairs;			/* relay: P */
 	int keys;			/* relay: K floats per frame */
 	double rate;			/* relay: frames/s per producer; 0 = max */

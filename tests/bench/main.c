@@ -31,6 +31,7 @@ usage(FILE *f)
 "      --tls12, --tls13  only this protocol version\n"
 "      --groups LIST   key exchange groups (OpenSSL list)\n"
 "      --ciphersuites LIST  TLS 1.3 cipher suites (OpenSSL list)\n"
+"      --ciphers LIST  TLS 1.2 cipher list (OpenSSL syntax)\n"
 "  -P, --pairs P       relay: producer/consumer pairs (10)\n"
 "  -k, --keys K        relay: floats per frame, at least 3 (52)\n"
 "  -r, --rate HZ       relay: frames/s per producer (0 = unlimited)\n"
@@ -68,7 +69,7 @@ parse_num(const char *name, const char *s, double lo, double hi, double *out)
 enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
-	OPT_QUIET, OPT_SUITES, OPT_TRACE, OPT_SERVER_PID,
+	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID,
 };
 
 static const struct option longopts[] = {
@@ -81,6 +82,7 @@ static const struct option longopts[] = {
 	{ "tls13", no_argument, NULL, OPT_TLS13 },
 	{ "groups", required_argument, NULL, OPT_GROUPS },
 	{ "ciphersuites", required_argument, NULL, OPT_SUITES },
+	{ "ciphers", required_argument, NULL, OPT_CIPHERS },
 	{ "pairs", required_argument, NULL, 'P' },
 	{ "keys", required_argument, NULL, 'k' },
 	{ "rate", required_argument, NULL, 'r' },
@@ -127,6 +129,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_TLS13: o->tls_version = TLS1_3_VERSION; break;
 		case OPT_GROUPS: o->groups = optarg; break;
 		case OPT_SUITES: o->ciphersuites = optarg; break;
+		case OPT_CIPHERS: o->ciphers = optarg; break;
 		case OPT_PROGRESS: progress = 1; break;
 		case OPT_QUIET: progress = 0; break;
 		case OPT_TRACE: o->trace = optarg; break;
@@ -221,7 +224,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 	if (!have_timeout)
 		o->timeout = strcmp(o->mode, "handshake") == 0 ? 10 : 60;
 	if ((o->cafile || o->sni || o->tls_version || o->groups ||
-	    o->ciphersuites) && !o->tls) {
+	    o->ciphersuites || o->ciphers) && !o->tls) {
 		fprintf(stderr, "ferry-bench: TLS options need --tls\n");
 		return -1;
 	}

@@ -78,6 +78,9 @@ bench_client_ctx(const struct bench_opts *o)
 	if (o->ciphersuites != NULL &&
 	    SSL_CTX_set_ciphersuites(ctx, o->ciphersuites) != 1)
 		goto fail;
+	if (o->ciphers != NULL &&
+	    SSL_CTX_set_cipher_list(ctx, o->ciphers) != 1)
+		goto fail;
 	if (o->cafile != NULL) {
 		if (SSL_CTX_load_verify_locations(ctx, o->cafile, NULL) != 1)
 			goto fail;
