@@ -373,7 +373,7 @@ Test(faults, backend_closes_mid_stream, .timeout = 60, .fini = cleanup)
 	peer_close(&p);
 	/* One line for the connection, with the bytes and why it ended. */
 	expect_log("web: 127.0.0.1:", 1);
-	expect_log(" 5 bytes up, 524288 bytes down: done", 1);
+	expect_log(" 5 bytes up, 524288 bytes down: backend closed", 1);
 	ping(&witness, "after");
 	peer_close(&witness);
 	expect_metric(WEB_SERIES("ferry_connections_active"), 0);
