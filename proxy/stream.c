@@ -229,7 +229,20 @@ can_read(const struct stream *s)
 static void read_from_transport(struct stream *s);
 static void run_reads(struct stream *s);
 
-static void
+/*
+ * A stream whose last read burst used up its READS_PER_EVENT in this loop
+ * iteration: more reading waits for the next one, after a poll, so a busy
+ * TLS stream (whose read-ahead keeps it pending) cannot hold the loop for
+ * pass after pass.
+ */
+static bool
+read_turn_over(const struct stream *s)
+{
+	return s->read_capped && s->capped_iter == s->sl->iter;
+}
+
+/* False when all it did was put a read off until the next iteration. */
+static bool
 process_work(struct stream *s)
 {
 	unsigned w = s->work;
@@ -237,7 +250,11 @@ process_work(struct stream *s)
 	s->work = 0;
 	if (s->closed) {
 		finalize(s);
-		return;
+		return true;
+	}
+	if (w == W_READ && read_turn_over(s)) {
+		queue_work(s, W_READ);
+		return false;
 	}
 	if ((w & W_HANDSHAKE) && s->handshaking && !s->connecting)
 		advance_handshake(s);
@@ -247,8 +264,12 @@ process_work(struct stream *s)
 			s->handshake_cb = NULL;
 			cb(s, s->arg);
 		}
-		if (!s->closed && (w & W_READ) && can_read(s))
-			read_from_transport(s);
+		if (!s->closed && (w & W_READ) && can_read(s)) {
+			if (read_turn_over(s))
+				queue_work(s, W_READ);
+			else
+				read_from_transport(s);
+		}
 		if (!s->closed && (w & (W_READ | W_DISPATCH)))
 			run_reads(s);
 		if (!s->closed && (w & W_FLUSH))
@@ -258,20 +279,27 @@ process_work(struct stream *s)
 		queue_work(s, 0);	/* finalize on the next pass */
 	else
 		update_interest(s);
+	return true;
 }
 
 void
 stream_loop_run_pending(struct stream_loop *sl)
 {
+	sl->iter++;
 	for (int pass = 0; pass < WORK_PASSES && sl->work_head; pass++) {
 		struct stream *s = sl->work_head;
+		bool progress = false;
+
 		sl->work_head = sl->work_tail = NULL;
 		while (s != NULL) {
 			struct stream *next = s->work_next;
 			s->work_queued = 0;
-			process_work(s);
+			progress |= process_work(s);
 			s = next;
 		}
+		/* Only reads put off are left: they wait for the poll. */
+		if (!progress)
+			break;
 	}
 	/* Left-over work: poll without sleeping and come back. */
 	if (sl->work_head != NULL)
@@ -782,7 +810,9 @@ stream_handshake_done(const struct stream *s)
 static void
 read_from_transport(struct stream *s)
 {
-	for (int i = 0; i < READS_PER_EVENT && can_read(s); i++) {
+	int i;
+
+	for (i = 0; i < READS_PER_EVENT && can_read(s); i++) {
 		size_t len = buffer_len(&s->rbuf);
 		size_t want = s->opts.read_chunk_size;
 		size_t got = 0;
@@ -812,12 +842,12 @@ read_from_transport(struct stream *s)
 			 * the next readiness event brings the rest, without
 			 * a read() that would only say EAGAIN.  A transport
 			 * that reads ahead (TLS) goes on while it holds
-			 * bytes; once it has handed over all it read, the
-			 * socket says whether there is more (the watcher is
-			 * level-triggered).
+			 * bytes, or while its own socket reads come back
+			 * full (tp_more); otherwise the socket says whether
+			 * there is more (the watcher is level-triggered).
 			 */
-			if (got == want || (s->tp->pending != NULL &&
-			    s->tp->pending(s)))
+			if (got == want || s->tp_more ||
+			    (s->tp->pending != NULL && s->tp->pending(s)))
 				continue;
 			break;
 		case IO_WANT_READ:
@@ -837,6 +867,8 @@ read_from_transport(struct stream *s)
 		}
 		break;
 	}
+	s->read_capped = i == READS_PER_EVENT;
+	s->capped_iter = s->sl->iter;
 }
 
 /*

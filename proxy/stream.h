@@ -150,6 +150,7 @@ struct stream_loop {
 	struct stream *work_head;	/* streams with deferred work (FIFO) */
 	struct stream *work_tail;
 	size_t live;			/* streams not yet freed */
+	unsigned iter;			/* loop iterations (run_pending calls) */
 };
 
 void stream_loop_init(struct stream_loop *sl, struct ev_loop *loop);
@@ -207,6 +208,16 @@ struct stream {
 	unsigned eof_reported:1;
 	unsigned tp_blocked:1;		/* the last transport read would block */
 	unsigned tp_held:1;		/* the transport may hold buffers */
+	/*
+	 * Set by a transport that reads the socket in its own buffer (TLS)
+	 * when its last read filled it: the socket may hold more, so the
+	 * read loop goes on, as after a full read on a plain stream, rather
+	 * than wait for the next poll.  One record per SSL_read makes every
+	 * read look short otherwise.
+	 */
+	unsigned tp_more:1;
+	unsigned read_capped:1;		/* last read burst hit READS_PER_EVENT */
+	unsigned capped_iter;		/* ... in this loop iteration */
 	unsigned work;			/* deferred work bits (stream.c) */
 
 	enum stream_close_reason close_reason;

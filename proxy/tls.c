@@ -596,6 +596,24 @@ tls_pending(struct stream *s)
 	return SSL_has_pending(ssl_of(s)) == 1;
 }
 
+/*
+ * Notes whether a socket read filled what OpenSSL asked for: the socket
+ * likely holds more (see tp_more in stream.h).
+ */
+static long
+raw_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi,
+    long argl, int ret, size_t *processed)
+{
+	struct stream *s = (struct stream *)BIO_get_callback_arg(b);
+
+	(void)argp;
+	(void)argi;
+	(void)argl;
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN))
+		s->tp_more = ret > 0 && processed != NULL && *processed == len;
+	return ret;
+}
+
 /* Fails (keeps them) while a record is half read or half written. */
 static bool
 tls_release(struct stream *s)
@@ -657,6 +675,8 @@ new_ssl(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
 		SSL_free(ssl);
 		return NULL;
 	}
+	BIO_set_callback_ex(SSL_get_rbio(ssl), raw_read_cb);
+	BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)s);
 	SSL_set_app_data(ssl, tls_ctx_ref(c));
 	return ssl;
 }
