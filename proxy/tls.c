@@ -538,6 +538,9 @@ clear_errors(void)
 		ERR_clear_error();
 }
 
+static long raw_read_cb(BIO *b, int oper, const char *argp, size_t len,
+    int argi, long argl, int ret, size_t *processed);
+
 static enum io_result
 tls_handshake(struct stream *s)
 {
@@ -548,8 +551,16 @@ tls_handshake(struct stream *s)
 	clear_errors();
 	errno = 0;
 	ret = SSL_do_handshake(ssl);
-	if (ret == 1)
+	if (ret == 1) {
+		/*
+		 * Only now: OpenSSL's many control calls on the socket BIO
+		 * during a handshake would each go through the callback
+		 * (2.8k instructions a handshake).
+		 */
+		BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)s);
+		BIO_set_callback_ex(SSL_get_rbio(ssl), raw_read_cb);
 		return IO_DONE;
+	}
 	r = tls_result(s, ret, "handshake");
 	if (r == IO_EOF || r == IO_FAIL) {
 		long v = SSL_get_verify_result(ssl);
@@ -675,8 +686,6 @@ new_ssl(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
 		SSL_free(ssl);
 		return NULL;
 	}
-	BIO_set_callback_ex(SSL_get_rbio(ssl), raw_read_cb);
-	BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)s);
 	SSL_set_app_data(ssl, tls_ctx_ref(c));
 	return ssl;
 }
