@@ -213,6 +213,7 @@ finalize(struct stream *s)
 		s->free_cb(s, s->free_arg);
 	buffer_free(&s->rbuf);
 	buffer_free(&s->wbuf);
+	free(s->error);
 	sl->live--;
 	free(s);
 	trim_later(sl);
@@ -647,8 +648,11 @@ stream_set_error(struct stream *s, const char *fmt, ...)
 {
 	va_list ap;
 
+	/* Without memory the close is reported without its detail. */
+	if (s->error == NULL && (s->error = malloc(STREAM_ERROR_MAX)) == NULL)
+		return;
 	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	vsnprintf(s->error, STREAM_ERROR_MAX, fmt, ap);
 	va_end(ap);
 }
 
@@ -739,7 +743,7 @@ advance_handshake(struct stream *s)
 		s->hs_wants = EV_WRITE;
 		break;
 	case IO_EOF:
-		if (s->error[0] == '\0')
+		if (stream_error(s)[0] == '\0')
 			stream_set_error(s, "peer closed during handshake");
 		stream_close(s, STREAM_CLOSE_TLS);
 		return;

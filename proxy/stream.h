@@ -222,7 +222,12 @@ struct stream {
 
 	enum stream_close_reason close_reason;
 	enum stream_close_reason tp_fail;	/* set by a transport with IO_FAIL */
-	char error[128];		/* detail for ERROR/TLS/CONNECT */
+	/*
+	 * Detail for ERROR/TLS/CONNECT, STREAM_ERROR_MAX bytes allocated by
+	 * the first error: most streams never have one, and 128 bytes in
+	 * every idle connection's struct were a fifth of it.
+	 */
+	char *error;
 	char peer[64];			/* "1.2.3.4:5678" / "[::1]:5678" */
 
 	ev_tstamp last_io;
@@ -285,7 +290,8 @@ static inline uint64_t stream_bytes_out(const struct stream *s) { return s->byte
 static inline ev_tstamp stream_last_io(const struct stream *s) { return s->last_io; }
 /* The listener counters the stream counts into, or NULL. */
 static inline struct metrics_conn *stream_stats(const struct stream *s) { return s->stats; }
-static inline const char *stream_error(const struct stream *s) { return s->error; }
+#define STREAM_ERROR_MAX 128
+static inline const char *stream_error(const struct stream *s) { return s->error != NULL ? s->error : ""; }
 /* Records an error detail (transports; protocol layers explaining a close). */
 void stream_set_error(struct stream *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
