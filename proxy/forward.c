@@ -24,6 +24,16 @@ enum conn_state {
 };
 
 /* One client and its backend: one allocation, freed with the last side. */
+/*
+ * An address a TCP listener accepts: a fifth of a sockaddr_storage, and
+ * a connection holds two of them for as long as it lives.
+ */
+union inet_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
 struct forward_conn {
 	uint32_t magic;
 	struct forward_listener *fl;
@@ -32,7 +42,7 @@ struct forward_conn {
 	struct metrics_conn *stats;	/* the listener's, or NULL */
 	enum conn_state state;
 	/* the client, and the address it reached (PROXY headers) */
-	struct sockaddr_storage src, dst;
+	union inet_addr src, dst;
 	socklen_t srclen, dstlen;
 	bool have_dst;
 	size_t backend;			/* index being tried / used */
@@ -46,7 +56,7 @@ struct forward_conn {
 	uint64_t up, down;		/* client bytes, kept at close */
 	uint64_t counted_in;		/* backend bytes in the metrics */
 	uint64_t counted_out;
-	char reason[200];		/* the first thing that ended it */
+	char *reason;			/* the first thing that ended it */
 };
 
 static void pump_start(struct forward_conn *c);
@@ -168,12 +178,19 @@ static void
 set_reason(struct forward_conn *c, const char *fmt, ...)
 {
 	va_list ap;
+	char buf[200];
 
-	if (c->reason[0] != '\0')
+	if (c->reason != NULL)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	/*
+	 * Allocated: a connection has none until it ends, and an idle one
+	 * should not carry 200 bytes for it.  Without memory the close is
+	 * logged with the side that closed first, as when nothing set one.
+	 */
+	c->reason = strdup(buf);
 }
 
 /* Closing streams stay in s[] until their close callback has run. */
@@ -213,7 +230,7 @@ count_backend(struct forward_conn *c)
 static const char *
 conn_reason(const struct forward_conn *c)
 {
-	if (c->reason[0] != '\0')
+	if (c->reason != NULL)
 		return c->reason;
 	if (c->first_eof == CLIENT)
 		return "client closed";
@@ -248,6 +265,7 @@ conn_free(struct forward_conn *c)
 		c->next->prev = c->prev;
 	fl->nconns--;
 	c->magic = 0;
+	free(c->reason);
 	free(c);
 }
 
@@ -404,7 +422,7 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 {
 	unsigned char hdr[FORWARD_PROXY_MAX];
 	struct sockaddr_storage none;
-	const struct sockaddr *dst = (const struct sockaddr *)&c->dst;
+	const struct sockaddr *dst = &c->dst.sa;
 	int n;
 
 	if (!c->have_dst) {
@@ -413,7 +431,7 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 		dst = (const struct sockaddr *)&none;
 	}
 	n = forward_proxy_header(c->fl->proxy,
-	    (const struct sockaddr *)&c->src, dst, hdr, sizeof(hdr));
+	    &c->src.sa, dst, hdr, sizeof(hdr));
 	return n > 0 && stream_write(b, hdr, (size_t)n, on_header_sent) == 0;
 }
 
@@ -558,8 +576,15 @@ forward_handle_stream(struct stream *s, const struct sockaddr *sa,
 	c->idle.data = c;
 	if (fl->proxy != FORWARD_PROXY_OFF) {
 		/* Where the client connected to, while the fd is known open. */
-		c->have_dst = stream_local_address(s, &c->dst,
-		    &c->dstlen) == 0 && c->dst.ss_family == sa->sa_family;
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		c->have_dst = stream_local_address(s, &ss, &len) == 0 &&
+		    ss.ss_family == sa->sa_family && len <= sizeof(c->dst);
+		if (c->have_dst) {
+			memcpy(&c->dst, &ss, len);
+			c->dstlen = len;
+		}
 	}
 	c->next = fl->conns;
 	if (fl->conns != NULL)
