@@ -101,7 +101,11 @@ int tls_version_parse(const char *s);
 
 /*
  * Turns a freshly made stream into the server side of a TLS connection,
- * handshake deferred.  Returns 0, or -1 (the stream is untouched).
+ * handshake deferred.  The SSL object itself is made when the client's
+ * first byte arrives (until then the stream holds a reference to `c`), so
+ * a client that never speaks costs no OpenSSL state; `c` is the context
+ * the connection gets even if a reload replaces it meanwhile.  Returns 0,
+ * or -1 (the stream is untouched).
  */
 int tls_stream_accept(struct stream *s, struct tls_ctx *c);
 
