@@ -203,6 +203,26 @@ bconn_establish(struct bconn *c)
 	return B_DONE;
 }
 
+/* A plain recv's outcome; false when it was interrupted (try again). */
+static bool
+recv_result(struct bconn *c, ssize_t n, size_t *got, enum bres *out)
+{
+	if (n > 0) {
+		*got = (size_t)n;
+		*out = B_DONE;
+	} else if (n == 0) {
+		*out = B_EOF;
+	} else if (errno == EINTR) {
+		return false;
+	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		*out = B_WANT_READ;
+	} else {
+		snprintf(c->err, sizeof(c->err), "read: %s", strerror(errno));
+		*out = B_ERR;
+	}
+	return true;
+}
+
 enum bres
 bconn_read(struct bconn *c, void *buf, size_t len, size_t *got)
 {
@@ -215,18 +235,10 @@ bconn_read(struct bconn *c, void *buf, size_t len, size_t *got)
 	}
 	for (;;) {
 		ssize_t n = recv(c->fd, buf, len, 0);
-		if (n > 0) {
-			*got = (size_t)n;
-			return B_DONE;
-		}
-		if (n == 0)
-			return B_EOF;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return B_WANT_READ;
-		snprintf(c->err, sizeof(c->err), "read: %s", strerror(errno));
-		return B_ERR;
+		enum bres r;
+
+		if (recv_result(c, n, got, &r))
+			return r;
 	}
 }
 
@@ -266,6 +278,8 @@ bconn_read_stamped(struct bconn *c, void *buf, size_t len, size_t *got,
 		return bconn_read(c, buf, len, got);
 	for (;;) {
 		ssize_t n = recvmsg(c->fd, &msg, 0);
+		enum bres r;
+
 		if (n > 0) {
 			struct cmsghdr *cm;
 
@@ -280,17 +294,9 @@ bconn_read_stamped(struct bconn *c, void *buf, size_t len, size_t *got,
 				*rx_realtime_ns = (uint64_t)ts.tv_sec *
 				    1000000000u + (uint64_t)ts.tv_nsec;
 			}
-			*got = (size_t)n;
-			return B_DONE;
 		}
-		if (n == 0)
-			return B_EOF;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return B_WANT_READ;
-		snprintf(c->err, sizeof(c->err), "read: %s", strerror(errno));
-		return B_ERR;
+		if (recv_result(c, n, got, &r))
+			return r;
 	}
 }
 
