@@ -152,8 +152,9 @@ peer_trickle(struct pair *pr)
 			if (peer_write(&pr->peer, line + k, 1) != 1)
 				return;
 	}
+	static const char digits[] = "12345";
 	for (int k = 0; k < 5; k++)
-		peer_write(&pr->peer, "12345" + k, 1);
+		peer_write(&pr->peer, &digits[k], 1);
 	char c;
 	peer_read(&pr->peer, &c, 1);	/* wait for the server's verdict */
 }
