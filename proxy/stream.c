@@ -239,7 +239,7 @@ static void run_reads(struct stream *s);
 static bool
 read_turn_over(const struct stream *s)
 {
-	return s->read_capped && s->capped_iter == s->sl->iter;
+	return s->capped_iter == s->sl->iter;
 }
 
 /* False when all it did was put a read off until the next iteration. */
@@ -286,7 +286,9 @@ process_work(struct stream *s)
 void
 stream_loop_run_pending(struct stream_loop *sl)
 {
-	sl->iter++;
+	/* Never 0, which a stream's capped_iter holds until it is capped. */
+	if (++sl->iter == 0)
+		sl->iter = 1;
 	for (int pass = 0; pass < WORK_PASSES && sl->work_head; pass++) {
 		struct stream *s = sl->work_head;
 		bool progress = false;
@@ -350,6 +352,7 @@ stream_loop_init(struct stream_loop *sl, struct ev_loop *loop)
 	malloc_policy();
 	memset(sl, 0, sizeof(*sl));
 	sl->loop = loop;
+	sl->iter = 1;			/* a stream's capped_iter 0 matches none */
 	ev_prepare_init(&sl->prepare, prepare_cb);
 	sl->prepare.data = sl;
 	ev_prepare_start(loop, &sl->prepare);
@@ -871,8 +874,8 @@ read_from_transport(struct stream *s)
 		}
 		break;
 	}
-	s->read_capped = i == READS_PER_EVENT;
-	s->capped_iter = s->sl->iter;
+	if (i == READS_PER_EVENT)
+		s->capped_iter = s->sl->iter;
 }
 
 /*

@@ -216,8 +216,8 @@ struct stream {
 	 * read look short otherwise.
 	 */
 	unsigned tp_more:1;
-	unsigned read_capped:1;		/* last read burst hit READS_PER_EVENT */
-	unsigned capped_iter;		/* ... in this loop iteration */
+	unsigned capped_iter;		/* iteration whose read burst hit
+					   READS_PER_EVENT (0: none) */
 	unsigned work;			/* deferred work bits (stream.c) */
 
 	enum stream_close_reason close_reason;

@@ -773,10 +773,11 @@ lazy_release(struct stream *s)
 	return true;
 }
 
+/* No TLS yet, so nothing to say goodbye with: a plain FIN. */
 static void
 lazy_shutdown(struct stream *s)
 {
-	(void)shutdown(s->fd, SHUT_WR);
+	stream_plain_transport.shutdown(s);
 }
 
 static void
