@@ -397,24 +397,32 @@ linger_eof(struct stream *s, void *arg)
 }
 
 /*
- * 0x01, then our FIN, then read until the client's: closing with its
- * unread bytes in our socket would send a reset that can overtake the
- * 0x01.  The timer bounds the wait.
+ * Our FIN, then read until the client's: closing with its unread bytes in
+ * our socket would send a reset that can overtake what we sent last.  The
+ * timer bounds the wait.
  */
 static int
-refuse(struct device_conn *dc, const char *why)
+linger(struct device_conn *dc)
 {
 	struct stream *s = dc->rc.s;
 
+	dc->lingering = true;
+	stream_set_eof_cb(s, linger_eof);
+	stream_shutdown_write(s);
+	arm_timer(dc, LINGER_SECONDS);
+	return 1;
+}
+
+/* A refusal the protocol answers: 0x01, then the close. */
+static int
+refuse(struct device_conn *dc, const char *why)
+{
 	set_reason(dc, "refused: %s", why);
 	dc->lst->o.total.refused++;
 	dc->lingering = true;
 	if (reply(dc, &NAK, 1) != 0)
 		return 1;
-	stream_set_eof_cb(s, linger_eof);
-	stream_shutdown_write(s);
-	arm_timer(dc, LINGER_SECONDS);
-	return 1;
+	return linger(dc);
 }
 
 static void
@@ -567,6 +575,7 @@ static int
 on_accept(struct device_conn *dc, const struct device_event *ev)
 {
 	char u[REGISTRY_UUID_STR];
+	const char *why = NULL;
 
 	if (ev->role != 0x00) {
 		set_reason(dc, "declined the keys (0x%02x)",
@@ -580,7 +589,16 @@ on_accept(struct device_conn *dc, const struct device_event *ev)
 		dc->done = true;
 		return 1;
 	}
-	registry_accept(&dc->rc);
+	if (registry_accept(&dc->rc, &why) < 0) {
+		/*
+		 * max_consumers were accepted since its uuid step.  Nothing
+		 * answers an accept byte: the close (no frame, no byte after
+		 * the keys) is the refusal, counted with the 0x01 ones.
+		 */
+		set_reason(dc, "refused at its accept byte: %s", why);
+		dc->lst->o.total.refused++;
+		return linger(dc);
+	}
 	registered(dc);
 	registry_uuid_str(dc->uuid, dc->ulen, u, sizeof(u));
 	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
@@ -799,13 +817,19 @@ static const struct {
 	    "Frames dropped for slow consumers.", C(frames_dropped), true },
 	{ "bytes_dropped_total", "counter",
 	    "Frame bytes dropped for slow consumers.", C(bytes_dropped), true },
-	{ "refused_total", "counter", "Requests answered with 0x01.",
+	{ "refused_total", "counter", "Requests refused: answered with 0x01, "
+	    "or a consumer closed at its accept byte (max_consumers).",
 	    C(refused), false },
 	{ "acl_denied_total", "counter",
 	    "Requests the access list refused (answered with 0x01).",
 	    C(denied), false },
 	{ "producers", "gauge", "Producers connected.", C(producers), true },
-	{ "consumers", "gauge", "Consumers connected.", C(consumers), true },
+	{ "consumers", "gauge",
+	    "Consumers that accepted the keys (max_consumers counts them).",
+	    C(consumers), true },
+	{ "consumers_pending", "gauge",
+	    "Consumers sent the keys that have not accepted them yet.",
+	    C(pending), true },
 };
 #undef C
 

@@ -17,13 +17,25 @@
  * Consumer: 0x0b -> 0x00; uuid -> 0x00 if a producer holds it, else 0x01;
  *           then the keys (BE32 len + bytes); 0x00 accepts; then frames.
  *
+ * Consumer slots: a consumer is pending from its uuid's 0x00 until its
+ * accept byte, and holds no slot meanwhile; only accepted consumers count
+ * against the device's max_consumers (registry.h).  Its uuid is answered
+ * 0x01 when max_consumers are accepted already.  An accept byte that
+ * comes when they are (others accepted since its uuid step) is refused
+ * the only way the protocol allows after the keys: the server closes
+ * (FIN, then the linger below) without sending a byte, logs "refused at
+ * its accept byte" and counts it in `refused`.  A pending consumer is
+ * bounded by the registration deadline (header_timeout), which runs
+ * until its accept byte.
+ *
  * Each relay listener is a struct relay_listener; all of a process's share
  * one registry (one uuid namespace).  A connection's limits and timeouts
  * are those of the listener it arrived on (see registry.h for the rest).
  *
  * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
  * 1..max_keys_bytes bytes naming 1..max_keys keys, no empty name; uuid and
- * keys must be UTF-8, and the uuid free of control characters.  A broken limit is answered 0x01; the server then
+ * keys must be UTF-8, and the uuid free of control characters.  A broken
+ * limit is answered 0x01; the server then
  * sends its FIN and reads (discarding) until the client closes, or a
  * couple of seconds pass, so that the 0x01 is not lost to a reset.  Any
  * other first byte than 0x0a / 0x0b closes the connection.  Bytes a

@@ -132,22 +132,60 @@ entry_free(struct device_entry *e)
 	free(e);
 }
 
+static bool
+entry_has_consumers(const struct device_entry *e)
+{
+	return e->consumers != NULL || e->pending != NULL;
+}
+
 /* Frees the entry once nobody is attached: the uuid is released. */
 static void
 entry_maybe_free(struct device_entry *e)
 {
-	if (e->producer == NULL && e->consumers == NULL)
+	if (e->producer == NULL && !entry_has_consumers(e))
 		entry_free(e);
 }
 
 static void
-log_entry(const struct device_entry *e, const char *what, size_t n)
+log_entry(const struct device_entry *e, const char *what)
 {
-	char u[REGISTRY_UUID_STR];
+	char u[REGISTRY_UUID_STR], pending[48] = "";
 
 	registry_uuid_str(e->uuid, e->uuid_len, u, sizeof(u));
-	LOGI("relay %s: uuid '%s': %s (consumers: %zu)", e->owner->name, u,
-	    what, n);
+	if (e->npending > 0)
+		snprintf(pending, sizeof(pending), ", %zu pending",
+		    e->npending);
+	LOGI("relay %s: uuid '%s': %s (consumers: %zu%s)", e->owner->name, u,
+	    what, e->nconsumers, pending);
+}
+
+/* The list a consumer is on: accepted ones get frames, pending ones not. */
+static struct relay_conn **
+consumer_list(struct device_entry *e, const struct relay_conn *c)
+{
+	return c->accepted ? &e->consumers : &e->pending;
+}
+
+static void
+link_consumer(struct device_entry *e, struct relay_conn *c)
+{
+	struct relay_conn **head = consumer_list(e, c);
+
+	c->entry = e;
+	c->prev = NULL;
+	c->next = *head;
+	if (*head != NULL)
+		(*head)->prev = c;
+	*head = c;
+	if (c->accepted) {
+		e->nconsumers++;
+		e->c.consumers++;
+		c->origin->total.consumers++;
+	} else {
+		e->npending++;
+		e->c.pending++;
+		c->origin->total.pending++;
+	}
 }
 
 static void
@@ -156,28 +194,34 @@ unlink_consumer(struct device_entry *e, struct relay_conn *c)
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
-		e->consumers = c->next;
+		*consumer_list(e, c) = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
 	c->entry = NULL;
-	e->nconsumers--;
-	e->c.consumers--;
-	c->origin->total.consumers--;
+	if (c->accepted) {
+		e->nconsumers--;
+		e->c.consumers--;
+		c->origin->total.consumers--;
+	} else {
+		e->npending--;
+		e->c.pending--;
+		c->origin->total.pending--;
+	}
 }
 
 /*
- * Detaches every consumer and closes it: after the queued frames with
- * `flush`, at once otherwise (frames of another layout must not reach it).
- * The entry may be left empty; the caller decides whether to free it.
+ * Detaches every consumer, accepted or pending, and closes it: after the
+ * queued frames with `flush`, at once otherwise (frames of another layout
+ * must not reach it).  The entry may be left empty; the caller decides
+ * whether to free it.
  */
 static void
 detach_consumers(struct device_entry *e, const char *why, bool flush)
 {
-	struct relay_conn *c, *next;
+	struct relay_conn *c;
 
-	for (c = e->consumers; c != NULL; c = next) {
-		next = c->next;
+	while ((c = e->consumers) != NULL || (c = e->pending) != NULL) {
 		unlink_consumer(e, c);
 		stream_set_error(c->s, "%s", why);
 		if (flush)
@@ -196,8 +240,7 @@ grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (e->producer != NULL)
 		return;
-	log_entry(e, "no producer within the grace period, closing",
-	    e->nconsumers);
+	log_entry(e, "no producer within the grace period, closing");
 	detach_consumers(e, "producer gone, grace period over", true);
 	entry_maybe_free(e);
 }
@@ -232,8 +275,8 @@ unlink_producer(struct device_entry *e, bool grace)
 	e->producer = NULL;
 	e->producer_paused = false;
 	e->c.producers--;
-	if (grace && e->consumers != NULL) {
-		log_entry(e, "producer gone, consumers wait", e->nconsumers);
+	if (grace && entry_has_consumers(e)) {
+		log_entry(e, "producer gone, consumers wait");
 		ev_timer_set(&e->grace, e->owner->opts.grace, 0.);
 		ev_timer_start(e->reg->loop, &e->grace);
 	}
@@ -298,10 +341,12 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	}
 	same = e->keys != NULL && e->keys_len == klen &&
 	    memcmp(e->keys, keys, klen) == 0;
-	if (!same && e->consumers != NULL) {
-		/* Same uuid, other layout: the waiting consumers cannot use it. */
-		log_entry(e, "producer has other keys, closing",
-		    e->nconsumers);
+	if (!same && entry_has_consumers(e)) {
+		/*
+		 * Same uuid, other layout: the waiting consumers cannot use
+		 * it, nor can those given the old keys and not yet accepted.
+		 */
+		log_entry(e, "producer has other keys, closing");
 		detach_consumers(e, "producer came back with other keys",
 		    false);
 	}
@@ -343,21 +388,14 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 		*why = "no producer holds this uuid";
 		return NULL;
 	}
+	/* Answered now if it is already full; only accepting takes a slot. */
 	if (e->nconsumers >= e->owner->opts.max_consumers) {
 		*why = "too many consumers for this uuid";
 		return NULL;
 	}
-	conn->entry = e;
 	conn->producer = false;
 	conn->accepted = false;
-	conn->prev = NULL;
-	conn->next = e->consumers;
-	if (e->consumers != NULL)
-		e->consumers->prev = conn;
-	e->consumers = conn;
-	e->nconsumers++;
-	e->c.consumers++;
-	conn->origin->total.consumers++;
+	link_consumer(e, conn);
 	return e;
 }
 
@@ -431,16 +469,29 @@ queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
 	return 0;
 }
 
-void
-registry_accept(struct relay_conn *conn)
+int
+registry_accept(struct relay_conn *conn, const char **why)
 {
 	struct device_entry *e = conn->entry;
 
-	if (e == NULL || conn->accepted)
-		return;
+	if (e == NULL) {
+		*why = "detached from its uuid";
+		return -1;
+	}
+	if (conn->accepted)
+		return 0;
+	unlink_consumer(e, conn);
+	/* The slot is taken here, by the owner's limit of this moment. */
+	if (e->nconsumers >= e->owner->opts.max_consumers) {
+		*why = "too many consumers for this uuid";
+		entry_maybe_free(e);
+		return -1;
+	}
 	conn->accepted = true;
+	link_consumer(e, conn);
 	if (e->has_last && e->producer != NULL)
 		(void)queue_frames(e, conn, e->last, 1);
+	return 0;
 }
 
 /* Sends what its policy allows of `n` frames to one consumer. */
@@ -498,7 +549,7 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 	producer->origin->total.bytes_in += bytes;
 	for (c = e->consumers; c != NULL; c = next) {
 		next = c->next;		/* disconnect unlinks c */
-		if (c->accepted && !stream_closed(c->s))
+		if (!stream_closed(c->s))
 			send_to(e, c, frames, n);
 	}
 	if (e->last != NULL) {

@@ -29,12 +29,21 @@
  *
  *   - a producer registers a uuid with its keys; a second producer of a
  *     live uuid replaces the first, unless the owner's takeover = refuse;
- *   - consumers attach to a live uuid only, up to max_consumers, and get
- *     frames once they have accepted the keys;
- *   - when the producer leaves, its consumers stay attached for `grace`
- *     seconds: a producer of the same uuid with the same keys resumes the
- *     stream to them, one with other keys (or the end of the grace period)
- *     detaches and closes them.
+ *   - consumers attach to a live uuid only.  One is *pending* from its
+ *     uuid step (it has been sent the keys) until it accepts them, then
+ *     *accepted*, and only then gets frames.  Only accepted consumers
+ *     count against the owner's max_consumers: a uuid step is refused
+ *     when max_consumers are accepted already, and so is an accept byte
+ *     (registry_accept) that comes when they are.  A pending consumer
+ *     holds no slot, and is not on the fan-out list (a crowd of them
+ *     costs a frame nothing); the device layer bounds how long it may
+ *     stay pending by its registration deadline.  A limit lowered by a
+ *     new owner applies from the next admission: no one accepted is
+ *     closed for it;
+ *   - when the producer leaves, its consumers, accepted and pending, stay
+ *     attached for `grace` seconds: a producer of the same uuid with the
+ *     same keys resumes the stream to them, one with other keys (or the
+ *     end of the grace period) detaches and closes them.
  *
  * Fan-out copies each run of whole frames once into each consumer's write
  * queue (the stream flushes it once per loop iteration).  A consumer whose
@@ -83,16 +92,19 @@ void relay_opts_default(struct relay_opts *o);
 
 /*
  * Frames "out" are frames queued to a consumer; "dropped" frames were
- * meant for a slow consumer and never queued.  producers and consumers
- * are gauges (connected now; a consumer counts from its uuid being
- * answered 0x00).  refused counts 0x01 answers, denied those the access
- * list decided (listener totals only).
+ * meant for a slow consumer and never queued.  producers, consumers and
+ * pending are gauges: producers registered, consumers accepted (what
+ * max_consumers counts), consumers pending (answered 0x00 at their uuid,
+ * keys not yet accepted).  refused counts refusals: 0x01 answers, and
+ * consumers closed at their accept byte for max_consumers (the protocol
+ * has no answer there); denied those the access list decided (listener
+ * totals only).
  */
 struct relay_counters {
 	uint64_t frames_in, bytes_in;
 	uint64_t frames_out, bytes_out;
 	uint64_t frames_dropped, bytes_dropped;
-	uint64_t producers, consumers;
+	uint64_t producers, consumers, pending;
 	uint64_t refused;
 	uint64_t denied;		/* refused by the access list */
 };
@@ -112,9 +124,9 @@ struct relay_conn {
 	struct stream *s;
 	struct relay_origin *origin;	/* the listener it arrived on */
 	struct device_entry *entry;	/* NULL when detached */
-	struct relay_conn *prev, *next;	/* the entry's consumers */
+	struct relay_conn *prev, *next;	/* consumers: the entry's list */
 	bool producer;
-	bool accepted;			/* consumer sent its accept byte */
+	bool accepted;			/* consumer: took a slot, gets frames */
 	uint64_t frames;		/* published (producer) / queued */
 	uint64_t dropped;		/* consumer: frames dropped for it */
 	ev_tstamp since;		/* connected at */
@@ -129,8 +141,11 @@ struct device_entry {
 	char *keys;
 	size_t keys_len, nkeys, frame_size;
 	struct relay_conn *producer;
-	struct relay_conn *consumers;
-	size_t nconsumers;
+	struct relay_conn *consumers;	/* accepted: the fan-out list */
+	size_t nconsumers;		/* at most the owner's max_consumers,
+					 * unless a new owner lowered it */
+	struct relay_conn *pending;	/* sent the keys, not yet accepted */
+	size_t npending;
 	char *last;			/* last frame (last_value) */
 	bool has_last;
 	bool producer_paused;		/* block policy holds the producer */
@@ -184,16 +199,23 @@ int registry_add_producer(struct registry *reg, struct relay_conn *conn,
     size_t nkeys, const char **why);
 
 /*
- * Attaches a consumer (not yet accepted, its origin set) to the live entry
- * of uuid.  Returns the entry, or NULL with *why set (no producer holds
- * the uuid, or the owner's max_consumers are attached).
+ * Attaches a consumer (its origin set) to the live entry of uuid, pending:
+ * it holds no slot and gets no frames.  Returns the entry, or NULL with
+ * *why set (no producer holds the uuid, or the owner's max_consumers are
+ * accepted already).
  */
 struct device_entry *registry_add_consumer(struct registry *reg,
     struct relay_conn *conn, const char *uuid, size_t ulen,
     const char **why);
 
-/* The consumer sent its accept byte: frames flow from now on. */
-void registry_accept(struct relay_conn *conn);
+/*
+ * The pending consumer sent its accept byte: if fewer than the owner's
+ * max_consumers are accepted, it takes a slot, frames flow to it from now
+ * on (with last_value, the last frame first), and 0 is returned.
+ * Otherwise (or if it was detached meanwhile) it is detached, with *why
+ * set, and -1 returned: the caller closes it.  0 if already accepted.
+ */
+int registry_accept(struct relay_conn *conn, const char **why);
 
 /* `n` whole frames from the producer conn (ignored unless it is live). */
 void registry_publish(struct relay_conn *producer, const char *frames,

@@ -397,6 +397,16 @@ rc_consumer(struct rclient *c, bool tls, int port, const char *uuid,
 int
 rc_subscribe(struct rclient *c, const char *uuid)
 {
+	int r = rc_ask_keys(c, uuid);
+
+	if (r != RC_OK)
+		return r;
+	return rc_send_byte(c, 0x00) ? RC_OK : RC_ERROR;
+}
+
+int
+rc_ask_keys(struct rclient *c, const char *uuid)
+{
 	uint8_t len[4];
 	uint32_t n;
 	int r;
@@ -420,7 +430,7 @@ rc_subscribe(struct rclient *c, const char *uuid)
 	c->keys[n] = '\0';
 	c->keys_len = n;
 	c->nkeys = count_keys(c->keys, n);
-	return rc_send_byte(c, 0x00) ? RC_OK : RC_ERROR;
+	return RC_OK;
 }
 
 static void

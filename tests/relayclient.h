@@ -101,6 +101,12 @@ int rc_consumer(struct rclient *c, bool tls, int port, const char *uuid,
     int rcvbuf);
 /* The same on a connected client. */
 int rc_subscribe(struct rclient *c, const char *uuid);
+/*
+ * A consumer's first steps on a connected client: role, uuid, the keys
+ * read into c->keys, and no accept byte (the caller sends it, or not).
+ * RC_OK, RC_REFUSED (at step 1 or 2), RC_ERROR.
+ */
+int rc_ask_keys(struct rclient *c, const char *uuid);
 
 /* Frame `seq` of a test stream: value j is seq * 8 + j % 8 (exact). */
 void rc_frame(uint8_t *out, size_t nkeys, uint32_t seq);

@@ -1,7 +1,8 @@
 /*
  * Hostile peers end to end, the real binary on loopback: slowloris
- * crowds, garbage and lying length fields, resets at every stage, and a
- * flood against a low open-files limit.  Each test keeps a good client
+ * crowds, garbage and lying length fields, consumers that ask for a uuid
+ * and never accept its keys, resets at every stage, and a flood against
+ * a low open-files limit.  Each test keeps a good client
  * going (a relay pair, a forward echo) and checks outcomes: it is served,
  * the bad connections are closed by the server and counted, the counters
  * of open connections, producers and consumers come back to zero, and
@@ -759,6 +760,177 @@ Test(hostile, garbage_and_lying_lengths, .timeout = 180, .fini = cleanup)
 	expect_relay("ferry_relay_consumers", "relay-tls", 0);
 	fprintf(stderr, "hostile: garbage: RSS %ld kB before, %ld kB after "
 	    "200 claims of 4 GB\n", rss0, rss1);
+}
+
+/* ---- consumer squatters ---- */
+
+#define SQUAT_N 400
+#define SQUAT_REAL 64			/* max_consumers by default */
+#define SQUAT_TIMEOUT 8.0
+
+/*
+ * Reads up to n bytes from a non-blocking socket within `timeout`;
+ * returns how many, with *eof set if the server closed (EOF or reset).
+ */
+static size_t
+recv_upto(int fd, uint8_t *buf, size_t n, double timeout, bool *eof)
+{
+	double end = now_s() + timeout;
+	size_t got = 0;
+
+	*eof = false;
+	while (got < n) {
+		ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+			*eof = true;
+			break;
+		}
+		double left = end - now_s();
+		if (left <= 0)
+			break;
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		(void)poll(&pf, 1, (int)(left * 1000) + 1);
+	}
+	return got;
+}
+
+/* Every real consumer reads frames first .. first + n - 1, in order. */
+static void
+real_consumers_read(struct rclient *cs, size_t nc, uint32_t first, size_t n)
+{
+	uint32_t seqs[64];
+	bool torn = false;
+
+	cr_assert_leq(n, 64);
+	for (size_t i = 0; i < nc; i++) {
+		size_t got = rc_read_frames(&cs[i], n, seqs, &torn);
+		cr_assert_not(torn, "consumer %zu: a torn frame", i);
+		cr_assert_eq(got, n, "consumer %zu got %zu of %zu frames", i,
+		    got, n);
+		for (size_t k = 0; k < n; k++)
+			cr_assert_eq(seqs[k], first + k, "consumer %zu: frame "
+			    "%u, not %zu", i, seqs[k], first + k);
+	}
+}
+
+/*
+ * 400 consumers of one uuid that send their uuid, read the keys and
+ * never accept them: they hold no slot.  While they wait, max_consumers
+ * (64) real consumers, plain and TLS, get the keys and every frame, and
+ * the 65th is refused at its uuid.  Then half the crowd accepts while the
+ * slots are full: each is closed without a byte past its keys (counted as
+ * refused); the other half is closed at the registration deadline.
+ */
+Test(hostile, consumer_squatters_hold_no_slot, .timeout = 180,
+    .fini = cleanup)
+{
+	static struct rclient real[SQUAT_REAL];
+	static bool closed[SQUAT_N];
+	static const uint8_t ask[] = { 0x0b, 0, 0, 0, 5, 'p', 'r', 'i', 'z',
+	    'e' };
+	static const uint8_t keys[] = { 0x00, 0, 0, 0, 3, 'x', ',', 'y' };
+	struct witness plain, tls;
+	struct rclient p, x;
+	uint8_t buf[16];
+	size_t keyed = 0;
+	bool eof;
+
+	need_fds(SQUAT_N + SQUAT_REAL);
+	start_three(SQUAT_TIMEOUT, 0);
+	int relay = ferry_port(&fp, "relay");
+	int relay_tls = ferry_port(&fp, "relay-tls");
+	witness_start(&plain, false, relay, "good-plain");
+	witness_start(&tls, true, relay_tls, "good-tls");
+	cr_assert_eq(rc_producer(&p, false, relay, "prize", "x,y"), RC_OK);
+
+	crowd = malloc(SQUAT_N * sizeof(*crowd));
+	cr_assert_not_null(crowd);
+	ncrowd = SQUAT_N;
+	double t0 = now_s();
+	cr_assert_eq(open_many(relay, crowd, SQUAT_N), SQUAT_N);
+	for (size_t i = 0; i < SQUAT_N; i++)
+		send_all(crowd[i], ask, sizeof(ask));
+	for (size_t i = 0; i < SQUAT_N; i++) {
+		/* The role's 0x00, then the uuid's 0x00 and the keys. */
+		size_t n = recv_upto(crowd[i], buf, 1 + sizeof(keys), 10, &eof);
+		keyed += n == 1 + sizeof(keys) && buf[0] == 0x00 &&
+		    memcmp(buf + 1, keys, sizeof(keys)) == 0;
+	}
+
+	/* The real consumers, half plain, half TLS, are served. */
+	for (int i = 0; i < SQUAT_REAL; i++) {
+		int r = rc_consumer(&real[i], i % 2, i % 2 ? relay_tls : relay,
+		    "prize", 0);
+		cr_assert_eq(r, RC_OK, "real consumer %d: %d (refused at step "
+		    "%d) while %zu squatters wait", i, r, real[i].refused_at,
+		    keyed);
+	}
+	cr_assert_eq(keyed, SQUAT_N, "%zu of %d squatters got the keys",
+	    keyed, SQUAT_N);
+	expect_relay("ferry_relay_consumers", "relay", 1 + SQUAT_REAL / 2);
+	expect_relay("ferry_relay_consumers", "relay-tls", 1 + SQUAT_REAL / 2);
+	cr_assert_eq(rc_consumer(&x, false, relay, "prize", 0), RC_REFUSED);
+	cr_assert_eq(x.refused_at, 2);
+	rc_close(&x);
+	double t_accept = now_s();
+	bool in_time = t_accept - t0 < SQUAT_TIMEOUT;
+	if (in_time)
+		cr_assert_eq(rc_metric(ferry_port(&fp, "admin"),
+		    "ferry_relay_consumers_pending{listener=\"relay\"}"),
+		    SQUAT_N, "the squatters are not all pending");
+	cr_assert(rc_send_frames(&p, 0, 20));
+	real_consumers_read(real, SQUAT_REAL, 0, 20);
+	witness_ok(&plain, 10);
+	witness_ok(&tls, 10);
+
+	/* Half the crowd accepts now: closed with nothing past the keys. */
+	for (size_t i = 0; i < SQUAT_N; i += 2)
+		send_all(crowd[i], "\x00", 1);
+	for (size_t i = 0; i < SQUAT_N; i += 2) {
+		size_t n = recv_upto(crowd[i], buf, sizeof(buf), 30, &eof);
+		cr_assert(eof && n == 0, "squatter %zu, accepting over the "
+		    "limit, got %zu bytes%s", i, n, eof ? "" : " and no close");
+		closed[i] = true;
+	}
+	cr_assert(rc_send_frames(&p, 20, 20));
+	real_consumers_read(real, SQUAT_REAL, 20, 20);
+	if (in_time)
+		expect_relay("ferry_relay_refused_total", "relay",
+		    SQUAT_N / 2 + 1);
+	else
+		cr_log_warn("the machine is slow: the squatters reached their "
+		    "deadline before they accepted");
+
+	/* The rest never accepts: closed at the registration deadline. */
+	size_t n = wait_closed(crowd, closed, SQUAT_N, 60);
+	cr_assert_eq(n, SQUAT_N, "%zu of %d squatters still open", SQUAT_N - n,
+	    SQUAT_N);
+	expect_relay("ferry_relay_consumers_pending", "relay", 0);
+	expect_relay("ferry_relay_consumers", "relay", 1 + SQUAT_REAL / 2);
+	cr_assert(rc_send_frames(&p, 40, 5));
+	real_consumers_read(real, SQUAT_REAL, 40, 5);
+	witness_ok(&plain, 10);
+	witness_ok(&tls, 10);
+
+	for (int i = 0; i < SQUAT_REAL; i++)
+		rc_close(&real[i]);
+	rc_close(&p);
+	witness_close(&plain);
+	witness_close(&tls);
+	crowd_close();
+	expect_metric("ferry_connections_active", "relay", "relay", 0);
+	expect_metric("ferry_connections_active", "relay-tls", "relay", 0);
+	expect_relay("ferry_relay_consumers", "relay", 0);
+	expect_relay("ferry_relay_consumers", "relay-tls", 0);
+	expect_relay("ferry_relay_devices", "relay", 0);
+	cr_assert(proc_alive(fp.pid));
+	fprintf(stderr, "hostile: %d consumer squatters, %d real consumers "
+	    "served; accepts sent %.1f s after the crowd connected\n",
+	    SQUAT_N, SQUAT_REAL, t_accept - t0);
 }
 
 /* ---- resets ---- */
