@@ -101,23 +101,112 @@ fail(struct device_parser *p, device_event_cb cb, void *arg,
 	return 1;
 }
 
-/* Counts comma-separated names; 0 if one is empty. */
-static size_t
-count_keys(const char *k, size_t len)
+/* Whether a uuid or key byte is a control character (NUL included). */
+static bool
+is_control(char c)
 {
-	size_t n = 1, cur = 0;
+	return (unsigned char)c < 0x20 || c == 0x7f;
+}
 
+/*
+ * Counts the comma-separated names of a key list into *n; fails the
+ * parser on an empty name or a control character.
+ */
+static int
+count_keys(struct device_parser *p, const char *k, size_t len, size_t *n,
+    device_event_cb cb, void *arg)
+{
+	size_t cur = 0;
+
+	*n = 1;
 	for (size_t i = 0; i < len; i++) {
 		if (k[i] == ',') {
 			if (cur == 0)
-				return 0;
-			n++;
+				break;
+			++*n;
 			cur = 0;
+		} else if (is_control(k[i])) {
+			return fail(p, cb, arg, F_LIMIT, "key %zu has a control "
+			    "character (0x%02x)", *n,
+			    (unsigned)(unsigned char)k[i]);
 		} else {
 			cur++;
 		}
 	}
-	return cur == 0 ? 0 : n;
+	if (cur == 0)
+		return fail(p, cb, arg, F_LIMIT, "empty key name");
+	return 0;
+}
+
+/* One name of a key list, for the duplicate check. */
+struct key_name {
+	uint32_t off, len;
+};
+
+static int
+key_name_cmp(const void *a, const void *b, void *keys)
+{
+	const struct key_name *x = a, *y = b;
+	const char *k = keys;
+	int c = memcmp(k + x->off, k + y->off, x->len < y->len ? x->len :
+	    y->len);
+
+	if (c != 0)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	/* Equal names: the first in the list first, to name the pair. */
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The 1-based position of the name at byte `off` of the list. */
+static size_t
+key_position(const char *k, uint32_t off)
+{
+	size_t n = 1;
+
+	for (uint32_t i = 0; i < off; i++)
+		n += k[i] == ',';
+	return n;
+}
+
+/*
+ * Fails the parser if two of the n names (well-formed, non-empty) of the
+ * list are the same.  Sorted, not compared in pairs: 16,384 names would
+ * be 134 million comparisons.
+ */
+static int
+unique_keys(struct device_parser *p, const char *k, size_t len, size_t n,
+    device_event_cb cb, void *arg)
+{
+	struct key_name *names;
+	size_t i = 0, start = 0;
+	int stop = 0;
+
+	if (n < 2)
+		return 0;
+	if ((names = malloc(n * sizeof(*names))) == NULL)
+		return fail(p, cb, arg, F_NOMEM, "out of memory");
+	for (size_t b = 0; b <= len; b++)
+		if (b == len || k[b] == ',') {
+			names[i].off = (uint32_t)start;
+			names[i].len = (uint32_t)(b - start);
+			i++;
+			start = b + 1;
+		}
+	qsort_r(names, n, sizeof(*names), key_name_cmp, (void *)k);
+	for (i = 1; i < n; i++) {
+		const struct key_name *x = &names[i - 1], *y = &names[i];
+		if (x->len == y->len &&
+		    memcmp(k + x->off, k + y->off, x->len) == 0) {
+			stop = fail(p, cb, arg, F_LIMIT, "keys %zu and %zu have "
+			    "the same name", key_position(k, x->off),
+			    key_position(k, y->off));
+			break;
+		}
+	}
+	free(names);
+	return stop;
 }
 
 /* A complete uuid or key list of p->need bytes. */
@@ -133,7 +222,7 @@ field_done(struct device_parser *p, const char *body, device_event_cb cb,
 			return fail(p, cb, arg, F_LIMIT, "uuid is not UTF-8");
 		/* An identifier: shown in logs and metric labels as is. */
 		for (size_t i = 0; i < p->need; i++)
-			if ((unsigned char)body[i] < 0x20 || body[i] == 0x7f)
+			if (is_control(body[i]))
 				return fail(p, cb, arg, F_LIMIT, "uuid has a "
 				    "control character (0x%02x)",
 				    (unsigned)(unsigned char)body[i]);
@@ -145,12 +234,14 @@ field_done(struct device_parser *p, const char *body, device_event_cb cb,
 	}
 	if (!device_utf8_valid(body, p->need))
 		return fail(p, cb, arg, F_LIMIT, "keys are not UTF-8");
-	ev.count = count_keys(body, p->need);
-	if (ev.count == 0)
-		return fail(p, cb, arg, F_LIMIT, "empty key name");
+	if (count_keys(p, body, p->need, &ev.count, cb, arg) != 0)
+		return 1;
 	if (ev.count > p->max_keys)
 		return fail(p, cb, arg, F_LIMIT, "%zu keys, more than %zu",
 		    ev.count, p->max_keys);
+	/* Names the consumers map values by: one name, one value. */
+	if (unique_keys(p, body, p->need, ev.count, cb, arg) != 0)
+		return 1;
 	ev.type = DEV_KEYS;
 	p->frame_size = ev.count * 4;
 	p->state = DP_FRAMES;

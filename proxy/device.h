@@ -33,13 +33,15 @@
  * are those of the listener it arrived on (see registry.h for the rest).
  *
  * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
- * 1..max_keys_bytes bytes naming 1..max_keys keys, no empty name; uuid and
- * keys must be UTF-8, and the uuid free of control characters.  A broken
- * limit is answered 0x01; the server then
- * sends its FIN and reads (discarding) until the client closes, or a
- * couple of seconds pass, so that the 0x01 is not lost to a reset.  Any
- * other first byte than 0x0a / 0x0b closes the connection.  Bytes a
- * consumer sends after its accept byte are read and ignored.
+ * 1..max_keys_bytes bytes naming 1..max_keys keys; uuid and keys must be
+ * UTF-8 and free of control characters (0x00-0x1f, 0x7f); no key name may
+ * be empty or given twice (byte for byte: "a" and "A" are two names).  The
+ * parser finds a repeated name by sorting the names (8 bytes each, freed
+ * at once): O(n log n), never pairwise.  A broken limit is answered 0x01;
+ * the server then sends its FIN and reads (discarding) until the client
+ * closes, or a couple of seconds pass, so that the 0x01 is not lost to a
+ * reset.  Any other first byte than 0x0a / 0x0b closes the connection.
+ * Bytes a consumer sends after its accept byte are read and ignored.
  *
  * Access list: on a listener with one (acl.h), the uuid step asks it
  * first, with the identities of the client's verified certificate and the
@@ -70,7 +72,8 @@
 enum device_ev {
 	DEV_ROLE,	/* role: DEVICE_PRODUCER / DEVICE_CONSUMER */
 	DEV_UUID,	/* data, len */
-	DEV_KEYS,	/* data, len; count = number of keys */
+	DEV_KEYS,	/* data, len; count = number of keys (all limits
+			 * kept: names distinct, none empty) */
 	DEV_ACCEPT,	/* role = the consumer's answer byte */
 	DEV_FRAMES,	/* data, len = count * frame size */
 	DEV_ERROR,	/* error: reason; `limit` when a limit was broken,

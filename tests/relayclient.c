@@ -456,6 +456,33 @@ get_f32(const uint8_t *in)
 	return f;
 }
 
+char *
+rc_key_names(size_t n)
+{
+	static const char digits[] = "0123456789"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	size_t o = 0, width = 1, room = 62, first = 0;
+	char *k = malloc(5 * n + 1);
+
+	if (k == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (i - first == room) {
+			/* Every name of this width is taken: one digit more. */
+			first = i;
+			width++;
+			room *= 62;
+		}
+		if (i > 0)
+			k[o++] = ',';
+		for (size_t d = width, v = i - first; d-- > 0; v /= 62)
+			k[o + d] = digits[v % 62];
+		o += width;
+	}
+	k[o] = '\0';
+	return k;
+}
+
 void
 rc_frame(uint8_t *out, size_t nkeys, uint32_t seq)
 {

@@ -108,6 +108,13 @@ int rc_subscribe(struct rclient *c, const char *uuid);
  */
 int rc_ask_keys(struct rclient *c, const char *uuid);
 
+/*
+ * n distinct key names joined by ',', shortest first ("0,...,z,00,..."),
+ * so that many fit: 16,384 take 61,567 bytes.  Allocated; NULL without
+ * memory.
+ */
+char *rc_key_names(size_t n);
+
 /* Frame `seq` of a test stream: value j is seq * 8 + j % 8 (exact). */
 void rc_frame(uint8_t *out, size_t nkeys, uint32_t seq);
 /* The sequence number of a whole test frame; false if it is torn. */

@@ -13,6 +13,7 @@
 #include <criterion/criterion.h>
 
 #include "device.h"
+#include "relayclient.h"
 
 #define SEEDS 200
 
@@ -76,17 +77,13 @@ b_frames(struct bytes *b, size_t nkeys, size_t n)
 		}
 }
 
-/* "a,a,...,a" with n names. */
+/* n distinct names (relayclient.h), allocated. */
 static char *
 many_keys(size_t n)
 {
-	char *k = malloc(2 * n);
+	char *k = rc_key_names(n);
 
 	cr_assert_not_null(k);
-	for (size_t i = 0; i < n; i++) {
-		k[2 * i] = 'a';
-		k[2 * i + 1] = i + 1 < n ? ',' : '\0';
-	}
 	return k;
 }
 
@@ -465,6 +462,10 @@ Test(device, every_limit_is_a_limit_error, .timeout = 120)
 {
 	char u256[256], *k16385 = many_keys(16385);
 	struct relay_opts o = opts();
+	/* 16,384 names, the last one the first's: far apart. */
+	char *far = many_keys(16384);
+	char *comma = strrchr(far, ',');
+	strcpy(comma + 1, "0");
 
 	memset(u256, 'u', sizeof(u256));
 	struct bad cases[] = {
@@ -500,8 +501,28 @@ Test(device, every_limit_is_a_limit_error, .timeout = 120)
 		    "empty key name" },
 		{ "only a comma", 0x0a, "d", 1, false, 0, ",", 1, false, 0,
 		    "empty key name" },
-		{ "16385 keys", 0x0a, "d", 1, false, 0, k16385, 2 * 16385 - 1,
-		    false, 0, "16385 keys, more than 16384" },
+		{ "16385 keys", 0x0a, "d", 1, false, 0, k16385,
+		    strlen(k16385), false, 0, "16385 keys, more than 16384" },
+		{ "key with a NUL", 0x0a, "d", 1, false, 0, "a\0b", 3, false,
+		    0, "key 1 has a control character (0x00)" },
+		{ "key that is a NUL", 0x0a, "d", 1, false, 0, "a,\0", 3,
+		    false, 0, "key 2 has a control character (0x00)" },
+		{ "key with a tab", 0x0a, "d", 1, false, 0, "x,y,y\tz", 7,
+		    false, 0, "key 3 has a control character (0x09)" },
+		{ "key with an escape", 0x0a, "d", 1, false, 0, "\x1b[31m", 5,
+		    false, 0, "key 1 has a control character (0x1b)" },
+		{ "key with a DEL", 0x0a, "d", 1, false, 0, "a,b\x7f", 4,
+		    false, 0, "key 2 has a control character (0x7f)" },
+		{ "the same name twice", 0x0a, "d", 1, false, 0, "a,a", 3,
+		    false, 0, "keys 1 and 2 have the same name" },
+		{ "a name again later", 0x0a, "d", 1, false, 0, "x,y,z,y", 7,
+		    false, 0, "keys 2 and 4 have the same name" },
+		{ "a UTF-8 name again", 0x0a, "d", 1, false, 0,
+		    "\xc3\xa9,e,\xc3\xa9", 7, false, 0,
+		    "keys 1 and 3 have the same name" },
+		{ "16384 names, the first again last", 0x0a, "d", 1, false, 0,
+		    far, strlen(far), false, 0,
+		    "keys 1 and 16384 have the same name" },
 		{ "keys with a surrogate", 0x0a, "d", 1, false, 0,
 		    "a,\xed\xa0\x80", 5, false, 0, "keys are not UTF-8" },
 		{ "keys cut mid-character", 0x0a, "d", 1, false, 0,
@@ -531,6 +552,7 @@ Test(device, every_limit_is_a_limit_error, .timeout = 120)
 		free(in.p);
 	}
 	free(k16385);
+	free(far);
 }
 
 Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
@@ -545,10 +567,12 @@ Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 	struct { const char *u; size_t ul; const char *k; size_t kl;
 	    size_t names; } ok[] = {
 		{ u255, 255, "a", 1, 1 },
-		{ "d", 1, k16384, 2 * 16384 - 1, 16384 },
+		{ "d", 1, k16384, strlen(k16384), 16384 },
 		{ "d", 1, k65536, 65536, 1 },
 		{ "\xe2\x82\xac", 3, "\xc3\xa9t\xc3\xa9,\xf0\x9f\x98\x80", 10,
 		    2 },
+		/* Alike, never the same: prefixes, case, accents, spaces. */
+		{ "d", 1, "a,ab,abc,b,ba,A,e,\xc3\xa9, a,a ", 26, 10 },
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		struct bytes in = { 0 };
@@ -557,7 +581,7 @@ Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 		b_field(&in, ok[i].u, ok[i].ul);
 		b_field(&in, ok[i].k, ok[i].kl);
 		b_frames(&in, ok[i].names, 1);
-		struct run r = i == 0 || i == 3 ? feed_every_way(&o, &in, -1) :
+		struct run r = i == 0 || i >= 3 ? feed_every_way(&o, &in, -1) :
 		    feed(&o, &in, 0, -1);
 		snprintf(want, sizeof(want), "keys %zu bytes %zu names ",
 		    ok[i].kl, ok[i].names);

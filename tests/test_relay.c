@@ -1023,17 +1023,11 @@ ParameterizedTest(int *t, relay, each_limit, .timeout = 120,
 	struct bad_client b;
 	uint32_t seq = 0;
 	uint8_t *big = calloc(1, 70000);
-	char *k16385 = malloc(2 * 16385), *k16384;
+	char *k16385 = rc_key_names(16385), *k16384 = rc_key_names(16384);
 	int refused = 0;
 
 	cr_assert_not_null(big);
-	cr_assert_not_null(k16385);
-	for (size_t i = 0; i < 16385; i++) {
-		k16385[2 * i] = 'k';
-		k16385[2 * i + 1] = ',';
-	}
-	k16385[2 * 16385 - 1] = '\0';
-	k16384 = k16385 + 2;			/* the same, one name fewer */
+	cr_assert(k16385 != NULL && k16384 != NULL);
 	start_relay(*t, "");
 	producer(&wp, "witness", "a,b");
 	consumer(&wc, "witness", 0);
@@ -1083,7 +1077,7 @@ ParameterizedTest(int *t, relay, each_limit, .timeout = 120,
 		try_bad(&b, NULL, 0);
 		refused++;
 	}
-	/* 16385 keys (32769 bytes): one too many. */
+	/* 16385 keys (61,571 bytes): one too many. */
 	keys_claim(&b, "16385 keys", (uint32_t)strlen(k16385));
 	try_bad(&b, (const uint8_t *)k16385, strlen(k16385));
 	refused++;
@@ -1122,6 +1116,72 @@ ParameterizedTest(int *t, relay, each_limit, .timeout = 120,
 	rc_close(&wc);
 	free(big);
 	free(k16385);
+	free(k16384);
+}
+
+/*
+ * Key names a consumer could not tell apart or show: with a NUL or
+ * another control character, or the same name twice (next to each other
+ * or 16,383 names apart).  Each producer is answered 0x01 at its keys and
+ * closed; the witness pair never notices.
+ */
+BOTH(bad_key_names)
+ParameterizedTest(int *t, relay, bad_key_names, .timeout = 120,
+    .fini = cleanup)
+{
+	struct rclient wp, wc, x;
+	struct bad_client b;
+	uint32_t seq = 0;
+	char *far = rc_key_names(16384);
+	int refused = 0;
+
+	cr_assert_not_null(far);
+	/* The last of 16,384 names is the first's: a duplicate far apart. */
+	strcpy(strrchr(far, ',') + 1, "0");
+	start_relay(*t, "");
+	producer(&wp, "witness", "a,b");
+	consumer(&wc, "witness", 0);
+	witness_ok(&wp, &wc, &seq);
+	/* Names with a NUL or a control character, or twice the same. */
+	static const struct { const char *k; size_t len; } bad_names[] = {
+		{ "a\0b", 3 }, { "x,\0", 3 }, { "x,y\tz", 5 }, { "x\x7f", 2 },
+		{ "a,a", 3 }, { "jawOpen,eyeBlink,jawOpen", 24 },
+	};
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]);
+	    i++) {
+		keys_claim(&b, "bad key names", (uint32_t)bad_names[i].len);
+		try_bad(&b, (const uint8_t *)bad_names[i].k, bad_names[i].len);
+		refused++;
+		witness_ok(&wp, &wc, &seq);
+	}
+	keys_claim(&b, "16384 names, the first again last",
+	    (uint32_t)strlen(far));
+	try_bad(&b, (const uint8_t *)far, strlen(far));
+	refused++;
+	witness_ok(&wp, &wc, &seq);
+	expect_metric("ferry_relay_refused_total", refused);
+	/* Seven close lines: within the log's 20 a second. */
+	expect_log("refused: key 1 has a control character (0x00)", 1);
+	expect_log("refused: key 2 has a control character (0x00)", 1);
+	expect_log("refused: key 2 has a control character (0x09)", 1);
+	expect_log("refused: key 1 has a control character (0x7f)", 1);
+	expect_log("refused: keys 1 and 2 have the same name", 1);
+	expect_log("refused: keys 1 and 3 have the same name", 1);
+	expect_log("refused: keys 1 and 16384 have the same name", 1);
+	expect_metric("ferry_relay_producers", 1);
+	/* Alike is not the same: prefixes, case and blanks make names. */
+	producer(&x, "alike", "a,ab,A, a");
+	struct rclient xc;
+	consumer(&xc, "alike", 0);
+	cr_assert_str_eq(xc.keys, "a,ab,A, a");
+	cr_assert(rc_send_frames(&x, 0, 2));
+	expect_frames(&xc, 0, 2);
+	witness_ok(&wp, &wc, &seq);
+	rc_close(&xc);
+	rc_close(&x);
+	rc_close(&wc);
+	rc_close(&wp);
+	free(far);
 }
 
 BOTH(configured_limits)

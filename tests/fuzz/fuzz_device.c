@@ -19,8 +19,10 @@
  *   - events in protocol order; nothing after DEV_ERROR or a stop, and a
  *     dead parser consumes nothing;
  *   - uuid and keys are the bytes the client sent, within their limits,
- *     UTF-8, no control character in the uuid, no empty key name, the
- *     key count right;
+ *     UTF-8, no control character in the uuid, no empty key name, no
+ *     control character in a key name, no name twice, the key count
+ *     right; and keys refused for a limit break one of those (checked
+ *     here another way: a hash set, not the parser's sort);
  *   - frames only whole, len = count * 4 * keys, the very bytes sent, in
  *     order, none lost: at the end every whole frame fed was reported.
  */
@@ -117,26 +119,97 @@ record(struct run *r, const struct device_event *ev)
 	}
 }
 
-static void
-check_keys(const struct run *r, const struct device_event *ev)
+/* Whether two of the n names of k are the same (a chained hash set). */
+static bool
+has_duplicate(const char *k, size_t len, size_t n)
+{
+	size_t nb = 2 * n + 1, *head = malloc(nb * sizeof(*head));
+	size_t *next = malloc(n * sizeof(*next)), *off = malloc(n *
+	    sizeof(*off)), *nlen = malloc(n * sizeof(*nlen));
+	size_t i = 0, start = 0;
+	bool dup = false;
+
+	CHECK(head != NULL && next != NULL && off != NULL && nlen != NULL);
+	for (size_t b = 0; b < nb; b++)
+		head[b] = SIZE_MAX;
+	for (size_t b = 0; b <= len && !dup; b++) {
+		if (b < len && k[b] != ',')
+			continue;
+		uint64_t h = 1469598103934665603ull;
+		for (size_t j = start; j < b; j++)
+			h = (h ^ (uint8_t)k[j]) * 1099511628211ull;
+		CHECK(i < n);
+		off[i] = start;
+		nlen[i] = b - start;
+		for (size_t e = head[h % nb]; e != SIZE_MAX && !dup; e = next[e])
+			dup = nlen[e] == nlen[i] &&
+			    memcmp(k + off[e], k + off[i], nlen[i]) == 0;
+		next[i] = head[h % nb];
+		head[h % nb] = i++;
+		start = b + 1;
+	}
+	free(head);
+	free(next);
+	free(off);
+	free(nlen);
+	return dup;
+}
+
+/*
+ * Whether a key list keeps every limit; *count set to its names.  The
+ * same rules as the parser's, written apart from it.
+ */
+static bool
+keys_ok(const struct relay_opts *o, const char *k, size_t len,
+    size_t *count)
 {
 	size_t n = 1, cur = 0;
-	const char *k = ev->data;
 
-	CHECK(ev->len >= 1 && ev->len <= r->o->max_keys_bytes);
-	CHECK(utf8_ok((const uint8_t *)k, ev->len));
-	for (size_t i = 0; i < ev->len; i++) {
+	*count = 0;
+	if (len < 1 || len > o->max_keys_bytes ||
+	    !utf8_ok((const uint8_t *)k, len))
+		return false;
+	for (size_t i = 0; i < len; i++) {
 		if (k[i] == ',') {
-			CHECK(cur > 0);
+			if (cur == 0)
+				return false;
 			n++;
 			cur = 0;
+		} else if ((uint8_t)k[i] < 0x20 || k[i] == 0x7f) {
+			return false;
 		} else {
 			cur++;
 		}
 	}
-	CHECK(cur > 0);
+	*count = n;
+	return cur > 0 && n <= o->max_keys && !has_duplicate(k, len, n);
+}
+
+static void
+check_keys(const struct run *r, const struct device_event *ev)
+{
+	size_t n;
+
+	CHECK(keys_ok(r->o, ev->data, ev->len, &n));
 	CHECK(ev->count == n);
-	CHECK(n >= 1 && n <= r->o->max_keys);
+}
+
+/*
+ * A limit broken at the keys step: the keys (whole, if their length was
+ * in range) break a rule.
+ */
+static void
+check_refused_keys(const struct run *r)
+{
+	const uint8_t *s = r->session;
+	size_t at = 5 + r->ulen, klen, n;
+
+	CHECK(r->fed >= at + 4);
+	klen = be32(s + at);
+	if (klen < 1 || klen > r->o->max_keys_bytes)
+		return;			/* refused on the length alone */
+	CHECK(r->fed >= at + 4 + klen);
+	CHECK(!keys_ok(r->o, (const char *)s + at + 4, klen, &n));
 }
 
 static int
@@ -198,6 +271,8 @@ on_event(void *arg, const struct device_event *ev)
 		CHECK(r->expect != X_NOTHING);
 		CHECK(ev->error != NULL && ev->error[0] != '\0');
 		CHECK(!(ev->limit && ev->nomem));
+		if (r->expect == X_KEYS && ev->limit)
+			check_refused_keys(r);
 		r->dead = true;
 		break;
 	default:

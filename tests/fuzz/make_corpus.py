@@ -53,6 +53,22 @@ ARKIT = ("eyeBlinkLeft,eyeLookDownLeft,eyeLookInLeft,eyeLookOutLeft,"
 UUID = b"3f2b8c1e-7d4a-4f6e-9b1c-2a5d8e7f9a01"
 
 
+def names(n):
+    """n distinct key names, shortest first (as tests/relayclient.c)."""
+    digits = (b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+              b"abcdefghijklmnopqrstuvwxyz")
+    out, width, first, room = [], 1, 0, 62
+    for i in range(n):
+        if i - first == room:
+            first, width, room = i, width + 1, room * 62
+        v, name = i - first, b""
+        for _ in range(width):
+            name = digits[v % 62:v % 62 + 1] + name
+            v //= 62
+        out.append(name)
+    return out
+
+
 def producer(uuid, keys, body):
     return b"\x0a" + field(uuid) + field(keys) + body
 
@@ -85,6 +101,16 @@ DEVICE = {
     "keys-too-many": device(producer(b"u", b"a,b,c,d", b""), max_keys=3),
     "keys-len-over-limit": device(producer(b"u", b"abcdef", b""),
                                   max_keys_bytes=5),
+    "keys-nul": device(producer(b"u", b"a\0b", b"")),
+    "keys-tab": device(producer(b"u", b"x,y\tz", b"")),
+    "keys-del": device(producer(b"u", b"x,y\x7f", b"")),
+    "keys-same-name": device(producer(b"u", b"a,a", b"")),
+    "keys-same-utf8": device(producer(b"u", "é,e,é".encode(), b"")),
+    "keys-same-far-apart": device(producer(
+        b"u", b",".join(names(199) + [b"0"]), b""), sizes=(200, 7)),
+    "keys-many-distinct": device(producer(b"u", b",".join(names(200)),
+                                          b"")),
+    "keys-alike": device(producer(b"u", b"a,ab,A, a,a ", frames(5, 2))),
 }
 
 
