@@ -176,6 +176,7 @@ def _normalize_keys(keys):
     keys = tuple(keys)
     if not 1 <= len(keys) <= MAX_KEYS:
         raise ValueError("need 1 to %d keys, got %d" % (MAX_KEYS, len(keys)))
+    seen = set()
     for name in keys:
         if not isinstance(name, str):
             raise TypeError("key names must be str, not %s" % type(name).__name__)
@@ -183,6 +184,11 @@ def _normalize_keys(keys):
             raise ValueError("key names must not be empty")
         if "," in name:
             raise ValueError("key name %r contains a comma" % name)
+        if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+            raise ValueError("key name %r contains a control character" % name)
+        if name in seen:
+            raise ValueError("key name %r is given twice" % name)
+        seen.add(name)
     raw = ",".join(keys).encode("utf-8")
     if len(raw) > MAX_KEYS_BYTES:
         raise ValueError("the key names take %d bytes joined; the limit is %d"

@@ -52,6 +52,21 @@ def unique(prefix):
     return "%s-%s" % (prefix, uuidlib.uuid4().hex[:12])
 
 
+def distinct_names(n):
+    """n distinct short key names ("0".."z", "00", ...): 16384 fit in 64 KiB."""
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    names, width, first, room = [], 1, 0, 62
+    for i in range(n):
+        if i - first == room:
+            first, width, room = i, width + 1, room * 62
+        v, name = i - first, ""
+        for _ in range(width):
+            name = digits[v % 62] + name
+            v //= 62
+        names.append(name)
+    return names
+
+
 def wait_until(predicate, timeout=IO_TIMEOUT, interval=0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -510,15 +525,27 @@ class LibraryTests(FakeRelayCase):
     def test_arguments_are_checked_before_connecting(self):
         bad = [("", "a"), ("u" * 256, "a"), ("a\nb", "a"), (b"\xff", "a"),
                ("u", ""), ("u", "a,,b"), ("u", []),
-               ("u", ["a,b"]), ("u", ["k"] * (fc.MAX_KEYS + 1)),
-               ("u", ["k" * 1000] * 66)]
+               ("u", ["a,b"]), ("u", distinct_names(fc.MAX_KEYS + 1)),
+               ("u", ["k%04d" % i + "k" * 1000 for i in range(66)])]
         for uuid, keys in bad:
             with self.subTest(uuid=uuid[:10], keys=str(keys)[:20]):
                 with self.assertRaises(ValueError):
                     fc.Producer("127.0.0.1", 1, uuid, keys)
-        fc.Producer("127.0.0.1", 1, "u" * 255, ["k"] * fc.MAX_KEYS)   # the limits
+        fc.Producer("127.0.0.1", 1, "u" * 255, distinct_names(fc.MAX_KEYS))  # the limits
+        fc.Producer("127.0.0.1", 1, "u", "a,ab,A, a,\u00e9,e")   # alike, not the same
         with self.assertRaises(ValueError):
             fc.Consumer("127.0.0.1", 1, "u", cafile="ca.pem")          # needs tls
+        self.assertEqual(len(self.relay.connections), 0)
+
+    def test_key_names_the_server_refuses_are_refused_locally(self):
+        bad = {"a\0b": "control character", "x,y\tz": "control character",
+               "x\x7f": "control character", "\x1b[1m": "control character",
+               "a,a": "'a' is given twice", ("x", "y", "x"): "'x' is given twice",
+               ",".join(distinct_names(fc.MAX_KEYS - 1) + ["0"]): "'0' is given twice"}
+        for keys, message in bad.items():
+            with self.subTest(keys=str(keys)[:20]):
+                with self.assertRaisesRegex(ValueError, message):
+                    fc.Producer("127.0.0.1", 1, "u", keys)
         self.assertEqual(len(self.relay.connections), 0)
 
     def test_connection_refused(self):
@@ -722,6 +749,8 @@ class CLITests(FakeRelayCase):
     def test_usage_errors_exit_1(self):
         for args in (["consume"], ["consume", "--uuid", "x", "--cafile", "ca.pem"],
                      ["produce", "--uuid", "x", "--keys", "a,,b"],
+                     ["produce", "--uuid", "x", "--keys", "a,b,a"],
+                     ["produce", "--uuid", "x", "--keys", "a\tb"],
                      ["produce", "--uuid", "x", "--keys", "a", "--rate", "-1"], []):
             with self.subTest(args=args):
                 r = self.cli(args)
