@@ -26,7 +26,8 @@
  * (FIN, then the linger below) without sending a byte, logs "refused at
  * its accept byte" and counts it in `refused`.  A pending consumer is
  * bounded by the registration deadline (header_timeout), which runs
- * until its accept byte.
+ * until its accept byte; with none (0) it may stay, holding its
+ * connection but no slot.
  *
  * Each relay listener is a struct relay_listener; all of a process's share
  * one registry (one uuid namespace).  A connection's limits and timeouts
