@@ -229,7 +229,8 @@ resolve_backends(const struct config *cfg, const struct config_listener *l,
 		    "[%s]:%d" : "%s:%d", a->host, a->port);
 		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
 		    why, sizeof(why)) < 0) {
-			config_error(cfg, l, "backend", i, why, err, errlen);
+			/* One `backend` line holds the whole list. */
+			config_error(cfg, l, "backend", 0, why, err, errlen);
 			return -1;
 		}
 	}
@@ -488,7 +489,8 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 		if (tcpserver_bind(&ls->srv, l->bind[i].host[0] ?
 		    l->bind[i].host : NULL, l->bind[i].port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			config_error(&app->cfg, l, "bind", i, why, err, errlen);
+			/* One `bind` line holds the whole list. */
+			config_error(&app->cfg, l, "bind", 0, why, err, errlen);
 			return -1;
 		}
 	}

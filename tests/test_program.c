@@ -243,6 +243,74 @@ Test(program, check_good_and_bad_files, .timeout = 60, .fini = rm_tmpdir)
 	    "5: [devices] key: private key /nonexistent/key");
 }
 
+/*
+ * What --check passes must start: each of these used to pass --check and
+ * then fail at start (or serve wrongly).  Refused by both now, with the
+ * key's own file and line.
+ */
+static void
+refused_at_check_and_start(const char *conf, const char *where)
+{
+	char out[4096], want[256], path[128];
+	const char *argv[] = { "-c", path, "--log-level", "error", NULL };
+
+	check_refused(conf, where);
+	snprintf(path, sizeof(path), "%s/check.conf", tmpdir);
+	cr_assert_neq(ferry_run(argv, out, sizeof(out)), 0, "started:\n%s",
+	    conf);
+	snprintf(want, sizeof(want), "%s/check.conf:%s", tmpdir, where);
+	cr_assert_not_null(strstr(out, want), "start: '%s' lacks '%s'", out,
+	    want);
+}
+
+#define DEVICES "[devices]\nmode = relay\nbind = 127.0.0.1:0\n"
+
+Test(program, check_connect_timeout_zero, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	/* Was reported at start only, against `backend` and its line. */
+	refused_at_check_and_start(WEB "backend = 127.0.0.1:1\n"
+	    "connect_timeout = 0\n",
+	    "5: [web] connect_timeout: must be more than 0");
+}
+
+Test(program, check_handshake_timeout_zero, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	/* 0 switched the handshake and registration deadline off. */
+	refused_at_check_and_start(DEVICES "handshake_timeout = 0\n",
+	    "4: [devices] handshake_timeout: must be more than 0");
+}
+
+/* inih kept 49 characters of a name: these two were one listener. */
+Test(program, check_long_section_names, .timeout = 60, .fini = rm_tmpdir)
+{
+	char conf[512], out[4096], name[64];
+
+	make_tmpdir();
+	memset(name, 'n', 63);
+	name[63] = '\0';
+	name[62] = 'a';
+	int n = snprintf(conf, sizeof(conf), "[%s]\nmode = relay\n"
+	    "bind = 127.0.0.1:0\n", name);
+	name[62] = 'b';
+	snprintf(conf + n, sizeof(conf) - (size_t)n, "[%s]\nmode = relay\n"
+	    "bind = 127.0.0.1:0\n", name);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "OK (2 listeners)"), "%s", out);
+}
+
+Test(program, check_section_and_key_given_twice, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	check_refused(DEVICES "[devices]\nmode = relay\n",
+	    "4: [devices] section: given twice (first on line 1)");
+	check_refused(DEVICES "grace = 1\ngrace = 5\n",
+	    "5: [devices] grace: given twice (first on line 4)");
+}
+
 /* ---- TLS clients that look at the certificate ---- */
 
 /* The common name of the certificate ferry presents on `port`. */
