@@ -55,6 +55,8 @@ const struct config_key config_keys[] = {
 	{ "user", CONFIG_SCOPE_PROCESS },
 	{ "group", CONFIG_SCOPE_PROCESS },
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
+	{ "admin_timeout", CONFIG_SCOPE_PROCESS },
+	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
 	{ "cert", CONFIG_SCOPE_LISTENER },
@@ -175,6 +177,8 @@ config_init(struct config *c)
 	c->max_restarts = 100;
 	c->log_level = LOG_INFO;
 	c->drain_timeout = 30;
+	c->admin_timeout = 10;
+	c->admin_max_connections = 16;
 }
 
 void
@@ -437,6 +441,12 @@ ferry_key(struct parse *p, const char *k, const char *v)
 		return copy_str(p, k, v, c->group, sizeof(c->group));
 	if (!strcmp(k, "drain_timeout"))
 		return parse_seconds(p, k, v, &c->drain_timeout);
+	if (!strcmp(k, "admin_timeout"))
+		return parse_deadline(p, k, v, "an admin request from its "
+		    "connection to its answer", &c->admin_timeout);
+	if (!strcmp(k, "admin_max_connections"))
+		return parse_count(p, k, v, 1, 100000,
+		    &c->admin_max_connections);
 	return fail(p, k, "unknown key");
 }
 

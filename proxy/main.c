@@ -50,6 +50,7 @@ struct app {
 	size_t nls;
 	struct registry *reg;		/* every relay listener's uuids */
 	struct tcpserver admin;
+	struct admin *admin_srv;	/* its connections */
 	bool admin_on;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer drain;
@@ -346,9 +347,16 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	app->draining = true;
-	LOGI("signal %d: no new connections; draining %zu for up to %g s",
-	    w->signum, app->sl.live, app->cfg.drain_timeout);
 	stop_listening(app);
+	/*
+	 * The admin page answers no one while draining, and its clients
+	 * must not hold the drain: a half-sent request would until the
+	 * deadline.
+	 */
+	admin_close_all(app->admin_srv);
+	LOGI("signal %d: no new connections; draining %zu for up to %g s",
+	    w->signum, app->sl.live - admin_live(app->admin_srv),
+	    app->cfg.drain_timeout);
 	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
 	ev_timer_init(&app->drain, drain_check, 0., 0.1);
 	app->drain.data = app;
@@ -552,8 +560,13 @@ setup(struct app *app, char *err, size_t errlen)
 			return -1;
 	if (app->cfg.admin_set) {
 		char why[256];
+		app->admin_srv = admin_new(app->loop, app->cfg.admin_timeout);
+		if (app->admin_srv == NULL) {
+			snprintf(err, errlen, "admin: out of memory");
+			return -1;
+		}
 		tcpserver_init(&app->admin, &app->sl, "admin", NULL, NULL,
-		    admin_handle_stream, NULL);
+		    admin_handle_stream, app->admin_srv);
 		app->admin_on = true;
 		if (tcpserver_bind(&app->admin, app->cfg.admin.host[0] ?
 		    app->cfg.admin.host : NULL, app->cfg.admin.port, AF_UNSPEC,
@@ -604,6 +617,12 @@ start(struct app *app)
 	}
 	if (app->admin_on) {
 		if (app->worker == 0) {
+			if (tcpserver_set_limits(&app->admin,
+			    app->cfg.admin_max_connections, 0) < 0) {
+				LOGE("admin: no memory for its connection "
+				    "limit");
+				return -1;
+			}
 			tcpserver_add_sockets(&app->admin, app->admin.pending,
 			    app->admin.npending);
 			app->admin.npending = 0;
@@ -636,6 +655,7 @@ teardown(struct app *app)
 	}
 	if (app->admin_on)
 		tcpserver_destroy(&app->admin);
+	admin_close_all(app->admin_srv);
 	/*
 	 * Connections closed above finish here (their close callbacks), before
 	 * what they use goes; then no stream work is left to run.
@@ -643,6 +663,8 @@ teardown(struct app *app)
 	stream_loop_destroy(&app->sl);
 	if (app->sl.live > 0)
 		LOGW("exit: %zu streams still open", app->sl.live);
+	admin_free(app->admin_srv);
+	app->admin_srv = NULL;
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(app->reg);
 	for (size_t i = 0; i < app->nls; i++) {

@@ -335,6 +335,8 @@ Test(config, deadlines_of_zero_are_refused, .timeout = 10)
 	expect_error("[a]\nmode = forward\nbind = :1\nbackend = h:1\n"
 	    "connect_timeout = 0\n",
 	    "test.conf:5: [a] connect_timeout: must be more than 0");
+	expect_error("[ferry]\nadmin_timeout = 0ms\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] admin_timeout: must be more");
 	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"
 	    "handshake_timeout = 250ms\nidle_timeout = 0\n"), 0, "%s", err);
 	cr_assert_float_eq(cfg.listeners[0].handshake_timeout, 0.25, 1e-9);
@@ -385,6 +387,20 @@ Test(config, tls_keys_need_tls, .timeout = 10)
 	    "test.conf:4: [a] tls_min_version: needs TLS");
 	expect_error("[ferry]\ngroup = nogroup\n[a]\nmode = relay\n"
 	    "bind = :1\n", "test.conf:2: [ferry] group: needs user");
+}
+
+Test(config, admin_keys, .timeout = 10)
+{
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_float_eq(cfg.admin_timeout, 10, 1e-9);
+	cr_assert_eq(cfg.admin_max_connections, 16);
+	cr_assert_eq(load("[ferry]\nadmin = 127.0.0.1:0\nadmin_timeout = 2.5\n"
+	    "admin_max_connections = 3\n[a]\nmode = relay\nbind = :1\n"), 0,
+	    "%s", err);
+	cr_assert_float_eq(cfg.admin_timeout, 2.5, 1e-9);
+	cr_assert_eq(cfg.admin_max_connections, 3);
+	expect_error("[ferry]\nadmin_max_connections = 0\n[a]\nmode = relay\n"
+	    "bind = :1\n", "admin_max_connections: 0 is outside 1..100000");
 }
 
 /* Lines inih would cut (and read the rest of as a line of its own). */

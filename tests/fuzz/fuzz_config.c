@@ -140,6 +140,10 @@ check_config(const struct config *c)
 	TERM(c->user);
 	TERM(c->group);
 	check_seconds(c->drain_timeout);
+	check_seconds(c->admin_timeout);
+	CHECK(c->admin_timeout > 0);
+	CHECK(c->admin_max_connections >= 1 &&
+	    c->admin_max_connections <= 100000);
 	if (c->group[0] != '\0')
 		CHECK(c->user[0] != '\0');
 	CHECK(c->nlines <= CONFIG_MAX_KEYLINES);
