@@ -78,8 +78,9 @@ usage(FILE *f)
 	    "  -c, --config FILE   run the listeners of FILE (INI; see\n"
 	    "                      ferry.conf.example); without it, the embedded\n"
 	    "                      default: relay on :8888 and TLS relay on :8443\n"
-	    "      --check         validate the configuration (certificates and\n"
-	    "                      backends included) and exit: 0 if good, else 2\n"
+	    "      --check         validate the configuration (certificates,\n"
+	    "                      backends, addresses, user included) and exit:\n"
+	    "                      0 if good, else 2\n"
 	    "                      with FILE:LINE: [section] key: reason\n"
 	    "      --certs DIR     certificates of the embedded default (certs)\n"
 	    "      --log-level L   error, warn, info, debug (overrides the file)\n"
@@ -365,38 +366,59 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- privileges ---- */
 
+/* The user and group of [ferry] user/group; errors name their line. */
+static int
+lookup_user(const struct config *c, uid_t *uid, gid_t *gid, char *err,
+    size_t errlen)
+{
+	struct passwd *pw;
+	char why[256];
+
+	errno = 0;
+	pw = getpwnam(c->user);
+	if (pw == NULL) {
+		snprintf(why, sizeof(why), "no user '%s'%s%s", c->user,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+		config_error(c, NULL, "user", 0, why, err, errlen);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (c->group[0]) {
+		struct group *gr;
+		errno = 0;
+		gr = getgrnam(c->group);
+		if (gr == NULL) {
+			snprintf(why, sizeof(why), "no group '%s'%s%s",
+			    c->group, errno ? ": " : "",
+			    errno ? strerror(errno) : "");
+			config_error(c, NULL, "group", 0, why, err, errlen);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
 static int
 drop_privileges(const struct config *c, char *err, size_t errlen)
 {
-	struct passwd *pw;
+	uid_t uid;
 	gid_t gid;
 
 	if (c->user[0] == '\0')
 		return 0;
-	pw = getpwnam(c->user);
-	if (pw == NULL) {
-		snprintf(err, errlen, "user '%s' not found", c->user);
+	if (lookup_user(c, &uid, &gid, err, errlen) < 0)
 		return -1;
-	}
-	gid = pw->pw_gid;
-	if (c->group[0]) {
-		struct group *gr = getgrnam(c->group);
-		if (gr == NULL) {
-			snprintf(err, errlen, "group '%s' not found", c->group);
-			return -1;
-		}
-		gid = gr->gr_gid;
-	}
 	/* Started as that user already (systemd User=): nothing to drop. */
 	if (geteuid() != 0) {
-		if (geteuid() == pw->pw_uid && getegid() == gid)
+		if (geteuid() == uid && getegid() == gid)
 			return 0;
 		snprintf(err, errlen, "not started as root: cannot become %s",
 		    c->user);
 		return -1;
 	}
-	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
+	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
 		snprintf(err, errlen, "cannot become %s: %s", c->user,
 		    strerror(errno));
 		return -1;
@@ -405,8 +427,8 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "privileges could be regained");
 		return -1;
 	}
-	LOGI("running as user %s (uid %ld, gid %ld)", c->user,
-	    (long)pw->pw_uid, (long)gid);
+	LOGI("running as user %s (uid %ld, gid %ld)", c->user, (long)uid,
+	    (long)gid);
 	return 0;
 }
 
@@ -770,6 +792,39 @@ cli_listeners(struct config *c, const struct cli *cli, char *err,
 	return config_load_string(c, text, "(command line)", err, errlen);
 }
 
+/*
+ * --check: the addresses to bind (and the admin page's) must resolve.
+ * Resolving, not binding: a check must not take the ports of a running
+ * ferry, nor need its privileges.
+ */
+static int
+check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[256];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		for (size_t j = 0; j < l->nbind; j++) {
+			const struct config_addr *a = &l->bind[j];
+			if (a->host[0] != '\0' && netutil_resolve(a->host,
+			    a->port, &ss, &len, why, sizeof(why)) < 0) {
+				config_error(cfg, l, "bind", 0, why, err,
+				    errlen);
+				return -1;
+			}
+		}
+	}
+	if (cfg->admin_set && cfg->admin.host[0] != '\0' &&
+	    netutil_resolve(cfg->admin.host, cfg->admin.port, &ss, &len, why,
+	    sizeof(why)) < 0) {
+		config_error(cfg, NULL, "admin", 0, why, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
 /* --check: everything but binding, so a bad file never reaches a reload. */
 static int
 check(struct app *app)
@@ -787,6 +842,18 @@ check(struct app *app)
 		const struct config_listener *l = &app->cfg.listeners[i];
 		if (l->mode == CONFIG_FORWARD && resolve_backends(&app->cfg, l,
 		    backends, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ferry: %s\n", err);
+			return 2;
+		}
+	}
+	if (check_addresses(&app->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 2;
+	}
+	if (app->cfg.user[0] != '\0') {
+		uid_t uid;
+		gid_t gid;
+		if (lookup_user(&app->cfg, &uid, &gid, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ferry: %s\n", err);
 			return 2;
 		}

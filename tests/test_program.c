@@ -283,6 +283,45 @@ Test(program, check_handshake_timeout_zero, .timeout = 60,
 	    "4: [devices] handshake_timeout: must be more than 0");
 }
 
+Test(program, check_bind_addresses, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	refused_at_check_and_start("[devices]\nmode = relay\n"
+	    "bind = 256.1.1.1:80\n",
+	    "3: [devices] bind: '256.1.1.1' is not an IPv4 address");
+	refused_at_check_and_start("[devices]\nmode = relay\n"
+	    "bind = 127.0.0.1:0, no-such-host.invalid:0\n",
+	    "3: [devices] bind: cannot resolve 'no-such-host.invalid'");
+	refused_at_check_and_start("[ferry]\nadmin = no-such-host.invalid:0\n"
+	    DEVICES, "2: [ferry] admin: cannot resolve");
+}
+
+Test(program, check_unknown_user, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	refused_at_check_and_start("[ferry]\nuser = ferry-no-such-user\n"
+	    DEVICES, "2: [ferry] user: no user 'ferry-no-such-user'");
+	refused_at_check_and_start("[ferry]\nuser = root\n"
+	    "group = ferry-no-such-group\n" DEVICES,
+	    "3: [ferry] group: no group 'ferry-no-such-group'");
+}
+
+Test(program, check_cipher_list_selecting_nothing, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	char out[4096];
+
+	make_tmpdir();
+	/* OpenSSL takes "NULL", then its security level refuses them all. */
+	refused_at_check_and_start(DEVICES "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\nciphers = NULL\n",
+	    "6: [devices] ciphers: cipher list 'NULL' leaves no cipher");
+	/* Served TLS 1.3 alone, a TLS 1.2 list is not needed. */
+	cr_assert_eq(check_conf(DEVICES "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\nciphers = NULL\n"
+	    "tls_min_version = 1.3\n", out, sizeof(out)), 0, "%s", out);
+}
+
 /* inih kept 49 characters of a name: these two were one listener. */
 Test(program, check_long_section_names, .timeout = 60, .fini = rm_tmpdir)
 {
