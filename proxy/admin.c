@@ -192,9 +192,9 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	}
 	end = head_end(buffer_data(&c->head), buffer_len(&c->head),
 	    had > 2 ? had - 2 : 0);
-	if (end > 0)
+	if (end > 0 && end <= ADMIN_MAX_HEAD)
 		answer(c, buffer_data(&c->head), end);
-	else if (buffer_len(&c->head) > ADMIN_MAX_HEAD)
+	else if (end > 0 || buffer_len(&c->head) > ADMIN_MAX_HEAD)
 		refuse(c, "431 Request Header Fields Too Large",
 		    "request head over 8 KiB");
 	read_more(c);

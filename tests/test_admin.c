@@ -149,10 +149,13 @@ Test(admin, oversized_head_is_answered_431, .timeout = 30, .fini = cleanup)
 	cr_assert_eq(exchange(port, req, len, resp, sizeof(resp)), 431,
 	    "answer: '%.80s'", resp);
 	cr_assert_not_null(strstr(resp, "\r\n\r\nrequest head over 8 KiB\n"));
-	/* 8 KiB exactly is still a request. */
+	/* 8 KiB exactly is still a request; a byte more is not. */
 	len = ADMIN_MAX_HEAD;
 	memcpy(req + len - 4, "\r\n\r\n", 4);
 	cr_assert_eq(exchange(port, req, len, resp, sizeof(resp)), 200);
+	req[len - 4] = 'a';
+	memcpy(req + len - 3, "\r\n\r\n", 4);
+	cr_assert_eq(exchange(port, req, len + 1, resp, sizeof(resp)), 431);
 	free(req);
 }
 
