@@ -23,11 +23,11 @@ struct admin {
 
 enum admin_state {
 	ADMIN_READING,		/* the request head is arriving */
-	ADMIN_ANSWERED,		/* answer queued, FIN to follow; discarding */
+	ADMIN_ANSWERED,		/* answered, FIN to follow; discarding */
 };
 
 struct admin_conn {
-	struct admin *adm;		/* NULL once admin_free() detached it */
+	struct admin *adm;		/* NULL once admin_free() ran */
 	struct ev_loop *loop;
 	struct stream *s;
 	struct admin_conn *prev, *next;
@@ -182,7 +182,7 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	size_t had = buffer_len(&c->head), end;
 
 	if (c->state == ADMIN_ANSWERED) {
-		read_more(c);		/* what follows the request is ignored */
+		read_more(c);	/* what follows the request is dropped */
 		return;
 	}
 	if (buffer_append(&c->head, data, len) < 0) {
@@ -230,10 +230,9 @@ on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	if (c->state == ADMIN_READING)
+	if (c->state == ADMIN_READING && c->adm != NULL)
 		log_limited(LOG_INFO, "admin: %s: no complete request within "
-		    "%g s; closed", stream_peer(c->s), c->adm ? c->adm->timeout :
-		    0.);
+		    "%g s; closed", stream_peer(c->s), c->adm->timeout);
 	stream_set_error(c->s, "deadline");
 	stream_close(c->s, STREAM_CLOSE_TIMEOUT);
 }

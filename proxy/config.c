@@ -27,7 +27,7 @@ struct parse {
 	struct config *c;
 	const char *label;		/* file name for messages */
 	int line;			/* current line (counted by the reader) */
-	int ferry_line;			/* of the [ferry] header, 0 = none yet */
+	int ferry_line;			/* of the [ferry] header, or 0 */
 	/*
 	 * The section being read, as the reader saw its header (whole: see
 	 * open_section), and its listener (NULL for [ferry]).
@@ -602,8 +602,9 @@ open_section(struct parse *p, const char *line)
 	if (len == 0)
 		return fail(p, NULL, "empty section name");
 	if (len >= CONFIG_NAME_LEN)
-		return fail(p, NULL, "section name longer than %d characters: "
-		    "[%.*s...]", CONFIG_NAME_LEN - 1, CONFIG_NAME_LEN - 1, name);
+		return fail(p, NULL, "section name longer than %d "
+		    "characters: [%.*s...]", CONFIG_NAME_LEN - 1,
+		    CONFIG_NAME_LEN - 1, name);
 	memcpy(p->section, name, len);
 	p->section[len] = '\0';
 	/* Names go into logs and metric labels as they are. */
@@ -621,7 +622,8 @@ open_section(struct parse *p, const char *line)
 	for (size_t i = 0; i < c->nlisteners; i++)
 		if (!strcmp(c->listeners[i].name, p->section))
 			return fail(p, "section", "given twice (first on line "
-			    "%d): a listener is one section", c->listeners[i].line);
+			    "%d): a listener is one section",
+			    c->listeners[i].line);
 	if (c->nlisteners >= CONFIG_MAX_LISTENERS)
 		return fail(p, "section", "more than %d listeners",
 		    CONFIG_MAX_LISTENERS);
@@ -699,6 +701,9 @@ key_line(struct parse *p, const struct config_listener *l, const char *key)
 		p->line = line;
 }
 
+static const char *const tls_keys[] = { "client_ca", "tls_min_version",
+    "ciphers", "ciphersuites", "alpn", NULL };
+
 static int
 check_listener(struct parse *p, struct config_listener *l)
 {
@@ -727,16 +732,13 @@ check_listener(struct parse *p, struct config_listener *l)
 	if (l->verify != CONFIG_VERIFY_NONE && l->client_ca[0] == '\0')
 		return fail(p, "client_ca", "missing: verify_client needs "
 		    "the CA file");
-	if (l->ncert == 0) {
-		/* A plain listener would ignore them without a word. */
-		static const char *const tls_keys[] = { "client_ca",
-		    "tls_min_version", "ciphers", "ciphersuites", "alpn", NULL };
-		for (size_t i = 0; tls_keys[i] != NULL; i++)
-			if (find_line(l->lines, l->nlines, tls_keys[i], 0) > 0) {
-				key_line(p, l, tls_keys[i]);
-				return fail(p, tls_keys[i], "needs TLS (cert and "
-				    "key): this listener is plain");
-			}
+	/* A plain listener would ignore these without a word. */
+	for (size_t i = 0; l->ncert == 0 && tls_keys[i] != NULL; i++) {
+		if (find_line(l->lines, l->nlines, tls_keys[i], 0) < 0)
+			continue;
+		key_line(p, l, tls_keys[i]);
+		return fail(p, tls_keys[i], "needs TLS (cert and key): this "
+		    "listener is plain");
 	}
 	if (l->acl[0] != '\0' && l->verify == CONFIG_VERIFY_NONE) {
 		key_line(p, l, "acl");
@@ -850,7 +852,7 @@ note_line(struct parse *p, const char *line, size_t len, int num)
 	if (memchr(line, '\0', len) != NULL)
 		return fail(p, NULL, "NUL byte in the line");
 	if (p->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
-		line += 3;	/* a UTF-8 byte order mark, as inih skips it */
+		line += 3;	/* a UTF-8 byte order mark (inih skips it) */
 	line += strspn(line, " \t");
 	if (*line == '[')
 		return open_section(p, line);
