@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -14,19 +16,32 @@
 #include "log.h"
 #include "netutil.h"
 
+/*
+ * Longest line, '\n' included: inih needs one byte more for the '\0'.  A
+ * longer line is refused (inih would cut it and read the rest as a line of
+ * its own).
+ */
+#define CONFIG_MAX_LINE 4096
+
 struct parse {
 	struct config *c;
 	const char *label;		/* file name for messages */
 	int line;			/* current line (counted by the reader) */
-	int header_line;		/* of the last [section] header */
-	struct config_listener *cur;
+	int ferry_line;			/* of the [ferry] header, or 0 */
+	/*
+	 * The section being read, as the reader saw its header (whole: see
+	 * open_section), and its listener (NULL for [ferry]).
+	 */
 	char section[CONFIG_NAME_LEN];
+	struct config_listener *cur;
 	char *err;
 	size_t errlen;
 	bool failed;
-	/* string input */
+	/* input: a string, or a file read with getline() into buf */
 	const char *text;
 	FILE *fp;
+	char *buf;
+	size_t bufcap;
 };
 
 static int fail(struct parse *p, const char *key, const char *fmt, ...)
@@ -40,6 +55,8 @@ const struct config_key config_keys[] = {
 	{ "user", CONFIG_SCOPE_PROCESS },
 	{ "group", CONFIG_SCOPE_PROCESS },
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
+	{ "admin_timeout", CONFIG_SCOPE_PROCESS },
+	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
 	{ "cert", CONFIG_SCOPE_LISTENER },
@@ -73,6 +90,15 @@ const struct config_key config_keys[] = {
 	{ "high_water", CONFIG_SCOPE_FORWARD },
 	{ NULL, 0 },
 };
+
+/*
+ * Every key but cert and key appears once per section, and those two at
+ * most CONFIG_MAX_CERTS times: the line table never runs out, so a key
+ * given twice is always found.
+ */
+_Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) - 1 +
+    2 * CONFIG_MAX_CERTS <= CONFIG_MAX_KEYLINES,
+    "CONFIG_MAX_KEYLINES too small for every key of a section");
 
 static const struct config_key *
 find_key(const char *name)
@@ -119,6 +145,7 @@ config_error(const struct config *c, const struct config_listener *l,
 	    l != NULL ? l->name : "ferry", key, why);
 }
 
+/* "FILE:LINE: [section] key: why", or without a key "FILE:LINE: why". */
 static int
 fail(struct parse *p, const char *key, const char *fmt, ...)
 {
@@ -130,8 +157,12 @@ fail(struct parse *p, const char *key, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	snprintf(p->err, p->errlen, "%s:%d: [%s] %s: %s", p->label, p->line,
-	    p->section, key, why);
+	if (key != NULL)
+		snprintf(p->err, p->errlen, "%s:%d: [%s] %s: %s", p->label,
+		    p->line, p->section, key, why);
+	else
+		snprintf(p->err, p->errlen, "%s:%d: %s", p->label, p->line,
+		    why);
 	p->failed = true;
 	return 0;
 }
@@ -146,6 +177,8 @@ config_init(struct config *c)
 	c->max_restarts = 100;
 	c->log_level = LOG_INFO;
 	c->drain_timeout = 30;
+	c->admin_timeout = 10;
+	c->admin_max_connections = 16;
 }
 
 void
@@ -187,21 +220,55 @@ parse_bool(struct parse *p, const char *key, const char *v, bool *out)
 	return fail(p, key, "'%s' is not on/off", v);
 }
 
+/*
+ * Numbers are decimal, written as people write them: strtod and strtoull
+ * would also take "0x10", "1e3", "inf" or a leading '+' or blank, none of
+ * which a configuration means.  Returns the length of the digits (with
+ * `fraction`, an optional '.' and more digits) at the start of v, 0 if
+ * there are none.
+ */
+static size_t
+decimal_len(const char *v, bool fraction)
+{
+	size_t n = strspn(v, "0123456789"), digits = n;
+
+	if (fraction && v[n] == '.') {
+		size_t f = strspn(v + n + 1, "0123456789");
+		digits += f;
+		n += 1 + f;
+	}
+	return digits > 0 ? n : 0;
+}
+
 static int
 parse_seconds(struct parse *p, const char *key, const char *v, double *out)
 {
-	char *end;
+	size_t n = decimal_len(v, true);
+	double d = strtod(v, NULL);
+
+	if (n == 0 || (v[n] != '\0' && strcmp(v + n, "s") != 0 &&
+	    strcmp(v + n, "ms") != 0))
+		return fail(p, key, "'%s' is not a number of seconds (decimal, "
+		    "as 10, 2.5 or 250ms)", v);
+	if (strcmp(v + n, "ms") == 0)
+		d /= 1000;
+	if (!isfinite(d) || d > 86400 * 365)
+		return fail(p, key, "%s is more than a year", v);
+	*out = d;
+	return 1;
+}
+
+/* A time that bounds something: 0 would turn the bound off. */
+static int
+parse_deadline(struct parse *p, const char *key, const char *v,
+    const char *what, double *out)
+{
 	double d;
 
-	errno = 0;
-	d = strtod(v, &end);
-	if (*v == '\0' || errno != 0 || !isfinite(d) || d < 0 ||
-	    d > 86400 * 365)
-		return fail(p, key, "'%s' is not a number of seconds", v);
-	if (!strcmp(end, "ms"))
-		d /= 1000;
-	else if (*end != '\0' && strcmp(end, "s") != 0)
-		return fail(p, key, "'%s' is not a number of seconds", v);
+	if (!parse_seconds(p, key, v, &d))
+		return 0;
+	if (d <= 0)
+		return fail(p, key, "must be more than 0: it bounds %s", what);
 	*out = d;
 	return 1;
 }
@@ -210,16 +277,15 @@ static int
 parse_size(struct parse *p, const char *key, const char *v, size_t min,
     size_t max, size_t *out)
 {
-	char *end;
+	size_t len = decimal_len(v, false);
+	const char *end = v + len;
 	unsigned long long n;
 	unsigned long long mult = 1;
 
-	errno = 0;
-	if (*v == '-' || *v == '\0')
-		return fail(p, key, "'%s' is not a size", v);
-	n = strtoull(v, &end, 10);
-	if (errno != 0)
-		return fail(p, key, "'%s' is not a size", v);
+	if (len == 0)
+		return fail(p, key, "'%s' is not a size (decimal, with an "
+		    "optional k or m: 65536, 64k)", v);
+	n = len > 12 ? ~0ULL : strtoull(v, NULL, 10);
 	if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") ||
 	    !strcasecmp(end, "kib"))
 		mult = 1024;
@@ -227,10 +293,29 @@ parse_size(struct parse *p, const char *key, const char *v, size_t min,
 	    !strcasecmp(end, "mib"))
 		mult = 1024 * 1024;
 	else if (*end != '\0')
-		return fail(p, key, "'%s' is not a size", v);
+		return fail(p, key, "'%s' is not a size (decimal, with an "
+		    "optional k or m: 65536, 64k)", v);
 	if (n > max / mult || n * mult < min || n * mult > max)
 		return fail(p, key, "%s is outside %zu..%zu", v, min, max);
 	*out = (size_t)(n * mult);
+	return 1;
+}
+
+/* A count (workers, connections, consumers): decimal digits, no suffix. */
+static int
+parse_count(struct parse *p, const char *key, const char *v, size_t min,
+    size_t max, size_t *out)
+{
+	size_t len = decimal_len(v, false);
+	unsigned long long n;
+
+	if (len == 0 || v[len] != '\0')
+		return fail(p, key, "'%s' is not a whole number (decimal "
+		    "digits only)", v);
+	n = len > 12 ? ~0ULL : strtoull(v, NULL, 10);
+	if (n < min || n > max)
+		return fail(p, key, "%s is outside %zu..%zu", v, min, max);
+	*out = (size_t)n;
 	return 1;
 }
 
@@ -240,7 +325,7 @@ parse_int(struct parse *p, const char *key, const char *v, int min, int max,
 {
 	size_t n;
 
-	if (!parse_size(p, key, v, (size_t)min, (size_t)max, &n))
+	if (!parse_count(p, key, v, (size_t)min, (size_t)max, &n))
 		return 0;
 	*out = (int)n;
 	return 1;
@@ -255,6 +340,17 @@ parse_addr(struct parse *p, const char *key, const char *v,
 	if (netutil_parse_hostport(v, a->host, sizeof(a->host), &a->port,
 	    why, sizeof(why)) < 0)
 		return fail(p, key, "%s", why);
+	/*
+	 * getaddrinfo() would look "256.1.1.1" up as a host name, and take
+	 * "10.1" for 10.0.0.1: digits and dots must be a dotted quad.
+	 */
+	if (a->host[0] != '\0' &&
+	    strspn(a->host, "0123456789.") == strlen(a->host)) {
+		struct in_addr in;
+		if (inet_pton(AF_INET, a->host, &in) != 1)
+			return fail(p, key, "'%s' is not an IPv4 address",
+			    a->host);
+	}
 	return 1;
 }
 
@@ -345,6 +441,12 @@ ferry_key(struct parse *p, const char *k, const char *v)
 		return copy_str(p, k, v, c->group, sizeof(c->group));
 	if (!strcmp(k, "drain_timeout"))
 		return parse_seconds(p, k, v, &c->drain_timeout);
+	if (!strcmp(k, "admin_timeout"))
+		return parse_deadline(p, k, v, "an admin request from its "
+		    "connection to its answer", &c->admin_timeout);
+	if (!strcmp(k, "admin_max_connections"))
+		return parse_count(p, k, v, 1, 100000,
+		    &c->admin_max_connections);
 	return fail(p, k, "unknown key");
 }
 
@@ -407,13 +509,15 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "alpn"))
 		return copy_str(p, k, v, l->alpn, sizeof(l->alpn));
 	if (!strcmp(k, "handshake_timeout"))
-		return parse_seconds(p, k, v, &l->handshake_timeout);
+		return parse_deadline(p, k, v, "the TLS handshake and the "
+		    "relay registration (the defence against slow and silent "
+		    "clients)", &l->handshake_timeout);
 	if (!strcmp(k, "idle_timeout"))
 		return parse_seconds(p, k, v, &l->idle_timeout);
 	if (!strcmp(k, "max_connections"))
-		return parse_size(p, k, v, 0, 10000000, &l->max_connections);
+		return parse_count(p, k, v, 0, 10000000, &l->max_connections);
 	if (!strcmp(k, "max_connections_per_source"))
-		return parse_size(p, k, v, 0, 10000000, &l->max_per_source);
+		return parse_count(p, k, v, 0, 10000000, &l->max_per_source);
 	/* relay */
 	if (!strcmp(k, "slow_consumer")) {
 		if (!parse_choice(p, k, v, slows, &i))
@@ -424,7 +528,7 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "queue_bytes"))
 		return parse_size(p, k, v, 4, 1 << 30, &l->queue_bytes);
 	if (!strcmp(k, "max_consumers"))
-		return parse_size(p, k, v, 1, 100000, &l->max_consumers);
+		return parse_count(p, k, v, 1, 100000, &l->max_consumers);
 	if (!strcmp(k, "grace"))
 		return parse_seconds(p, k, v, &l->grace);
 	if (!strcmp(k, "takeover")) {
@@ -440,7 +544,7 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "max_keys_bytes"))
 		return parse_size(p, k, v, 1, 65536, &l->max_keys_bytes);
 	if (!strcmp(k, "max_keys"))
-		return parse_size(p, k, v, 1, 16384, &l->max_keys);
+		return parse_count(p, k, v, 1, 16384, &l->max_keys);
 	if (!strcmp(k, "acl")) {
 		if (*v == '\0')
 			return fail(p, k, "empty file name");
@@ -451,7 +555,8 @@ listener_key(struct parse *p, const char *k, const char *v)
 		return parse_addr_list(p, k, v, l->backend, &l->nbackend,
 		    CONFIG_MAX_BACKENDS);
 	if (!strcmp(k, "connect_timeout"))
-		return parse_seconds(p, k, v, &l->connect_timeout);
+		return parse_deadline(p, k, v, "a backend's connect and TLS "
+		    "handshake", &l->connect_timeout);
 	if (!strcmp(k, "backend_tls"))
 		return parse_bool(p, k, v, &l->backend_tls);
 	if (!strcmp(k, "backend_ca"))
@@ -470,23 +575,82 @@ listener_key(struct parse *p, const char *k, const char *v)
 	return fail(p, k, "unknown key");
 }
 
-static struct config_listener *
-find_or_add(struct parse *p, const char *section)
+/*
+ * A [section] header, read by the line readers below rather than left to
+ * inih: inih copies a name into 50 bytes and hands its handler the first
+ * 49 characters, so two long names that differ late would read as one
+ * section.  Here the name is taken whole (up to CONFIG_NAME_LEN - 1
+ * characters, longer is refused), and the section opens at its header,
+ * once: a name given twice is an error, even for a section without keys.
+ */
+static bool
+open_section(struct parse *p, const char *line)
 {
+	static const char name_chars[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
+	const char *name = line + 1, *close = strchr(name, ']'), *rest;
 	struct config *c = p->c;
+	size_t len;
 
-	for (size_t i = 0; i < c->nlisteners; i++)
-		if (!strcmp(c->listeners[i].name, section))
-			return &c->listeners[i];
-	if (c->nlisteners >= CONFIG_MAX_LISTENERS) {
-		fail(p, "section", "more than %d listeners",
-		    CONFIG_MAX_LISTENERS);
-		return NULL;
+	if (close == NULL)
+		return fail(p, NULL, "syntax error: '[' without ']'");
+	for (rest = close + 1; isspace((unsigned char)*rest); rest++)
+		;
+	if (*rest != '\0' && *rest != ';' && *rest != '#')
+		return fail(p, NULL, "syntax error: text after ']'");
+	len = (size_t)(close - name);
+	if (len == 0)
+		return fail(p, NULL, "empty section name");
+	if (len >= CONFIG_NAME_LEN)
+		return fail(p, NULL, "section name longer than %d "
+		    "characters: [%.*s...]", CONFIG_NAME_LEN - 1,
+		    CONFIG_NAME_LEN - 1, name);
+	memcpy(p->section, name, len);
+	p->section[len] = '\0';
+	/* Names go into logs and metric labels as they are. */
+	if (strspn(p->section, name_chars) != len)
+		return fail(p, "section name", "use letters, digits, '-', '_' "
+		    "and '.'");
+	p->cur = NULL;
+	if (!strcmp(p->section, "ferry")) {
+		if (p->ferry_line > 0)
+			return fail(p, "section", "given twice (first on line "
+			    "%d)", p->ferry_line);
+		p->ferry_line = p->line;
+		return true;
 	}
-	struct config_listener *l = &c->listeners[c->nlisteners++];
-	config_listener_init(l, section);
-	l->line = p->header_line > 0 ? p->header_line : p->line;
-	return l;
+	for (size_t i = 0; i < c->nlisteners; i++)
+		if (!strcmp(c->listeners[i].name, p->section))
+			return fail(p, "section", "given twice (first on line "
+			    "%d): a listener is one section",
+			    c->listeners[i].line);
+	if (c->nlisteners >= CONFIG_MAX_LISTENERS)
+		return fail(p, "section", "more than %d listeners",
+		    CONFIG_MAX_LISTENERS);
+	p->cur = &c->listeners[c->nlisteners++];
+	config_listener_init(p->cur, p->section);
+	p->cur->line = p->line;
+	return true;
+}
+
+/*
+ * A key is given once per section: a second one used to win silently.
+ * cert and key repeat by design (one pair per SNI certificate).
+ */
+static int
+first_time(struct parse *p, const struct config_keyline *lines, size_t n,
+    const char *key)
+{
+	int first;
+
+	if (!strcmp(key, "cert") || !strcmp(key, "key"))
+		return 1;
+	first = find_line(lines, n, key, 0);
+	if (first < 0)
+		return 1;
+	return fail(p, key, "given twice (first on line %d)%s", first,
+	    !strcmp(key, "bind") || !strcmp(key, "backend") ?
+	    "; list several addresses in one line, separated by commas" : "");
 }
 
 static int
@@ -494,38 +658,35 @@ on_value(void *user, const char *section, const char *name,
     const char *value)
 {
 	struct parse *p = user;
-
 	const struct config_key *k;
+	struct config_keyline *lines;
+	size_t *nlines;
 
 	if (p->failed)
 		return 1;	/* keep the first error */
-	snprintf(p->section, sizeof(p->section), "%s", section);
-	if (section[0] == '\0')
+	if (p->section[0] == '\0')
 		return fail(p, name, "key outside any [section]");
-	if (strlen(section) >= CONFIG_NAME_LEN)
-		return fail(p, name, "section name too long");
-	/* Names go into logs and metric labels as they are. */
-	if (strspn(section, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-_.") != strlen(section))
-		return fail(p, name, "section name: use letters, digits, "
-		    "'-', '_' and '.'");
+	/* inih's copy of the name is ours, or its first 49 characters. */
+	if (strncmp(section, p->section, strlen(section)) != 0)
+		return fail(p, name, "section name read as [%s]", section);
 	k = find_key(name);
-	if (!strcmp(section, "ferry")) {
+	if (p->cur == NULL) {
 		if (k == NULL || k->scope != CONFIG_SCOPE_PROCESS)
 			return fail(p, name, "unknown key");
-		record_line(p->c->lines, &p->c->nlines, name, p->line);
-		return ferry_key(p, name, value);
+		lines = p->c->lines;
+		nlines = &p->c->nlines;
+	} else {
+		if (k == NULL || k->scope == CONFIG_SCOPE_PROCESS)
+			return fail(p, name, k == NULL ? "unknown key" :
+			    "belongs in [ferry]");
+		lines = p->cur->lines;
+		nlines = &p->cur->nlines;
 	}
-	if (k == NULL || k->scope == CONFIG_SCOPE_PROCESS)
-		return fail(p, name, k == NULL ? "unknown key" :
-		    "belongs in [ferry]");
-	if (p->cur == NULL || strcmp(p->cur->name, section) != 0) {
-		p->cur = find_or_add(p, section);
-		if (p->cur == NULL)
-			return 0;
-	}
-	record_line(p->cur->lines, &p->cur->nlines, name, p->line);
-	return listener_key(p, name, value);
+	if (!first_time(p, lines, *nlines, name))
+		return 0;
+	record_line(lines, nlines, name, p->line);
+	return p->cur == NULL ? ferry_key(p, name, value) :
+	    listener_key(p, name, value);
 }
 
 /* ---- validation ---- */
@@ -539,6 +700,9 @@ key_line(struct parse *p, const struct config_listener *l, const char *key)
 	if (line > 0)
 		p->line = line;
 }
+
+static const char *const tls_keys[] = { "client_ca", "tls_min_version",
+    "ciphers", "ciphersuites", "alpn", NULL };
 
 static int
 check_listener(struct parse *p, struct config_listener *l)
@@ -568,6 +732,14 @@ check_listener(struct parse *p, struct config_listener *l)
 	if (l->verify != CONFIG_VERIFY_NONE && l->client_ca[0] == '\0')
 		return fail(p, "client_ca", "missing: verify_client needs "
 		    "the CA file");
+	/* A plain listener would ignore these without a word. */
+	for (size_t i = 0; l->ncert == 0 && tls_keys[i] != NULL; i++) {
+		if (find_line(l->lines, l->nlines, tls_keys[i], 0) < 0)
+			continue;
+		key_line(p, l, tls_keys[i]);
+		return fail(p, tls_keys[i], "needs TLS (cert and key): this "
+		    "listener is plain");
+	}
 	if (l->acl[0] != '\0' && l->verify == CONFIG_VERIFY_NONE) {
 		key_line(p, l, "acl");
 		return fail(p, "acl", "needs verify_client = required (or "
@@ -652,6 +824,13 @@ finish(struct parse *p, int rc)
 		    p->label);
 		return -1;
 	}
+	if (p->c->group[0] != '\0' && p->c->user[0] == '\0') {
+		p->line = find_line(p->c->lines, p->c->nlines, "group", 0);
+		snprintf(p->section, sizeof(p->section), "ferry");
+		fail(p, "group", "needs user (group is the group to drop to "
+		    "with it)");
+		return -1;
+	}
 	for (size_t i = 0; i < p->c->nlisteners; i++)
 		if (!check_listener(p, &p->c->listeners[i]))
 			return -1;
@@ -659,27 +838,37 @@ finish(struct parse *p, int rc)
 }
 
 /*
- * Readers that count lines, since inih's handler does not get them (nor
- * section headers: those are noted here too).
+ * The line readers inih calls: they count lines (inih's handler does not
+ * get them), refuse a line inih would cut or misread, and handle section
+ * headers (open_section).  Returning NULL ends the parse.
  */
-static void
-note_line(struct parse *p, const char *line)
+/* `line`: len bytes and a NUL, unless len is over the limit. */
+static bool
+note_line(struct parse *p, const char *line, size_t len, int num)
 {
 	p->line++;
+	if (len > (size_t)num - 1)
+		return fail(p, NULL, "line longer than %d bytes", num - 2);
+	if (memchr(line, '\0', len) != NULL)
+		return fail(p, NULL, "NUL byte in the line");
+	if (p->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+		line += 3;	/* a UTF-8 byte order mark (inih skips it) */
 	line += strspn(line, " \t");
 	if (*line == '[')
-		p->header_line = p->line;
+		return open_section(p, line);
+	return true;
 }
 
 static char *
 read_file_line(char *str, int num, void *stream)
 {
 	struct parse *p = stream;
-	char *r = fgets(str, num, p->fp);
+	ssize_t n = getline(&p->buf, &p->bufcap, p->fp);
 
-	if (r != NULL)
-		note_line(p, r);
-	return r;
+	if (n <= 0 || !note_line(p, p->buf, (size_t)n, num))
+		return NULL;
+	memcpy(str, p->buf, (size_t)n + 1);
+	return str;
 }
 
 static char *
@@ -689,17 +878,31 @@ read_string_line(char *str, int num, void *stream)
 	const char *nl;
 	size_t n;
 
-	if (*p->text == '\0' || num < 2)
+	if (*p->text == '\0')
 		return NULL;
 	nl = strchr(p->text, '\n');
 	n = nl ? (size_t)(nl - p->text) + 1 : strlen(p->text);
-	if (n > (size_t)num - 1)
-		n = (size_t)num - 1;
-	memcpy(str, p->text, n);
-	str[n] = '\0';
+	if (n <= (size_t)num - 1) {
+		memcpy(str, p->text, n);
+		str[n] = '\0';
+	}
 	p->text += n;
-	note_line(p, str);
-	return str;
+	return note_line(p, str, n, num) ? str : NULL;
+}
+
+/*
+ * inih's settings, process-wide: lines up to CONFIG_MAX_LINE (long cipher
+ * lists and paths; its default is 200 bytes), and no continuation lines,
+ * so that an indented line is a line of its own, never part of the value
+ * above it (a key given on two lines would read as given twice).
+ */
+static void
+ini_setup(void)
+{
+	ini_use_stack = false;
+	ini_max_line = CONFIG_MAX_LINE;
+	ini_initial_alloc = CONFIG_MAX_LINE;
+	ini_allow_multiline = false;
 }
 
 int
@@ -711,17 +914,19 @@ config_load(struct config *c, const char *path, char *err, size_t errlen)
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	snprintf(c->label, sizeof(c->label), "%s", path);
-	/* Long cipher lists and paths: inih's default line is 200 bytes. */
-	ini_use_stack = false;
-	ini_max_line = 4096;
-	ini_initial_alloc = 4096;
+	ini_setup();
 	p.fp = fopen(path, "r");
 	if (p.fp == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	rc = ini_parse_stream(read_file_line, &p, on_value, &p);
+	if (ferror(p.fp) && !p.failed) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		p.failed = true;
+	}
 	fclose(p.fp);
+	free(p.buf);
 	return finish(&p, rc);
 }
 
@@ -733,9 +938,7 @@ config_load_string(struct config *c, const char *text, const char *label,
 	    .errlen = errlen, .text = text };
 
 	snprintf(c->label, sizeof(c->label), "%s", label);
-	ini_use_stack = false;
-	ini_max_line = 4096;
-	ini_initial_alloc = 4096;
+	ini_setup();
 	return finish(&p, ini_parse_stream(read_string_line, &p, on_value,
 	    &p));
 }

@@ -123,6 +123,8 @@ struct config {
 	char user[64];
 	char group[64];
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
+	double admin_timeout;		/* accept to answer, per admin request */
+	size_t admin_max_connections;	/* admin connections open at once */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;

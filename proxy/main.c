@@ -50,6 +50,7 @@ struct app {
 	size_t nls;
 	struct registry *reg;		/* every relay listener's uuids */
 	struct tcpserver admin;
+	struct admin *admin_srv;	/* its connections */
 	bool admin_on;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer drain;
@@ -77,8 +78,9 @@ usage(FILE *f)
 	    "  -c, --config FILE   run the listeners of FILE (INI; see\n"
 	    "                      ferry.conf.example); without it, the embedded\n"
 	    "                      default: relay on :8888 and TLS relay on :8443\n"
-	    "      --check         validate the configuration (certificates and\n"
-	    "                      backends included) and exit: 0 if good, else 2\n"
+	    "      --check         validate the configuration (certificates,\n"
+	    "                      backends, addresses, user included) and exit:\n"
+	    "                      0 if good, else 2\n"
 	    "                      with FILE:LINE: [section] key: reason\n"
 	    "      --certs DIR     certificates of the embedded default (certs)\n"
 	    "      --log-level L   error, warn, info, debug (overrides the file)\n"
@@ -229,7 +231,8 @@ resolve_backends(const struct config *cfg, const struct config_listener *l,
 		    "[%s]:%d" : "%s:%d", a->host, a->port);
 		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
 		    why, sizeof(why)) < 0) {
-			config_error(cfg, l, "backend", i, why, err, errlen);
+			/* One `backend` line holds the whole list. */
+			config_error(cfg, l, "backend", 0, why, err, errlen);
 			return -1;
 		}
 	}
@@ -345,9 +348,16 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	app->draining = true;
-	LOGI("signal %d: no new connections; draining %zu for up to %g s",
-	    w->signum, app->sl.live, app->cfg.drain_timeout);
 	stop_listening(app);
+	/*
+	 * The admin page answers no one while draining, and its clients
+	 * must not hold the drain: a half-sent request would until the
+	 * deadline.
+	 */
+	admin_close_all(app->admin_srv);
+	LOGI("signal %d: no new connections; draining %zu for up to %g s",
+	    w->signum, app->sl.live - admin_live(app->admin_srv),
+	    app->cfg.drain_timeout);
 	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
 	ev_timer_init(&app->drain, drain_check, 0., 0.1);
 	app->drain.data = app;
@@ -356,38 +366,59 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- privileges ---- */
 
+/* The user and group of [ferry] user/group; errors name their line. */
+static int
+lookup_user(const struct config *c, uid_t *uid, gid_t *gid, char *err,
+    size_t errlen)
+{
+	struct passwd *pw;
+	char why[256];
+
+	errno = 0;
+	pw = getpwnam(c->user);
+	if (pw == NULL) {
+		snprintf(why, sizeof(why), "no user '%s'%s%s", c->user,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+		config_error(c, NULL, "user", 0, why, err, errlen);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (c->group[0]) {
+		struct group *gr;
+		errno = 0;
+		gr = getgrnam(c->group);
+		if (gr == NULL) {
+			snprintf(why, sizeof(why), "no group '%s'%s%s",
+			    c->group, errno ? ": " : "",
+			    errno ? strerror(errno) : "");
+			config_error(c, NULL, "group", 0, why, err, errlen);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
 static int
 drop_privileges(const struct config *c, char *err, size_t errlen)
 {
-	struct passwd *pw;
+	uid_t uid;
 	gid_t gid;
 
 	if (c->user[0] == '\0')
 		return 0;
-	pw = getpwnam(c->user);
-	if (pw == NULL) {
-		snprintf(err, errlen, "user '%s' not found", c->user);
+	if (lookup_user(c, &uid, &gid, err, errlen) < 0)
 		return -1;
-	}
-	gid = pw->pw_gid;
-	if (c->group[0]) {
-		struct group *gr = getgrnam(c->group);
-		if (gr == NULL) {
-			snprintf(err, errlen, "group '%s' not found", c->group);
-			return -1;
-		}
-		gid = gr->gr_gid;
-	}
 	/* Started as that user already (systemd User=): nothing to drop. */
 	if (geteuid() != 0) {
-		if (geteuid() == pw->pw_uid && getegid() == gid)
+		if (geteuid() == uid && getegid() == gid)
 			return 0;
 		snprintf(err, errlen, "not started as root: cannot become %s",
 		    c->user);
 		return -1;
 	}
-	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
+	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
 		snprintf(err, errlen, "cannot become %s: %s", c->user,
 		    strerror(errno));
 		return -1;
@@ -396,8 +427,8 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "privileges could be regained");
 		return -1;
 	}
-	LOGI("running as user %s (uid %ld, gid %ld)", c->user,
-	    (long)pw->pw_uid, (long)gid);
+	LOGI("running as user %s (uid %ld, gid %ld)", c->user, (long)uid,
+	    (long)gid);
 	return 0;
 }
 
@@ -488,7 +519,8 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 		if (tcpserver_bind(&ls->srv, l->bind[i].host[0] ?
 		    l->bind[i].host : NULL, l->bind[i].port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			config_error(&app->cfg, l, "bind", i, why, err, errlen);
+			/* One `bind` line holds the whole list. */
+			config_error(&app->cfg, l, "bind", 0, why, err, errlen);
 			return -1;
 		}
 	}
@@ -550,8 +582,13 @@ setup(struct app *app, char *err, size_t errlen)
 			return -1;
 	if (app->cfg.admin_set) {
 		char why[256];
+		app->admin_srv = admin_new(app->loop, app->cfg.admin_timeout);
+		if (app->admin_srv == NULL) {
+			snprintf(err, errlen, "admin: out of memory");
+			return -1;
+		}
 		tcpserver_init(&app->admin, &app->sl, "admin", NULL, NULL,
-		    admin_handle_stream, NULL);
+		    admin_handle_stream, app->admin_srv);
 		app->admin_on = true;
 		if (tcpserver_bind(&app->admin, app->cfg.admin.host[0] ?
 		    app->cfg.admin.host : NULL, app->cfg.admin.port, AF_UNSPEC,
@@ -602,6 +639,12 @@ start(struct app *app)
 	}
 	if (app->admin_on) {
 		if (app->worker == 0) {
+			if (tcpserver_set_limits(&app->admin,
+			    app->cfg.admin_max_connections, 0) < 0) {
+				LOGE("admin: no memory for its connection "
+				    "limit");
+				return -1;
+			}
 			tcpserver_add_sockets(&app->admin, app->admin.pending,
 			    app->admin.npending);
 			app->admin.npending = 0;
@@ -634,6 +677,7 @@ teardown(struct app *app)
 	}
 	if (app->admin_on)
 		tcpserver_destroy(&app->admin);
+	admin_close_all(app->admin_srv);
 	/*
 	 * Connections closed above finish here (their close callbacks), before
 	 * what they use goes; then no stream work is left to run.
@@ -641,6 +685,8 @@ teardown(struct app *app)
 	stream_loop_destroy(&app->sl);
 	if (app->sl.live > 0)
 		LOGW("exit: %zu streams still open", app->sl.live);
+	admin_free(app->admin_srv);
+	app->admin_srv = NULL;
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(app->reg);
 	for (size_t i = 0; i < app->nls; i++) {
@@ -746,6 +792,39 @@ cli_listeners(struct config *c, const struct cli *cli, char *err,
 	return config_load_string(c, text, "(command line)", err, errlen);
 }
 
+/*
+ * --check: the addresses to bind (and the admin page's) must resolve.
+ * Resolving, not binding: a check must not take the ports of a running
+ * ferry, nor need its privileges.
+ */
+static int
+check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[256];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		for (size_t j = 0; j < l->nbind; j++) {
+			const struct config_addr *a = &l->bind[j];
+			if (a->host[0] != '\0' && netutil_resolve(a->host,
+			    a->port, &ss, &len, why, sizeof(why)) < 0) {
+				config_error(cfg, l, "bind", 0, why, err,
+				    errlen);
+				return -1;
+			}
+		}
+	}
+	if (cfg->admin_set && cfg->admin.host[0] != '\0' &&
+	    netutil_resolve(cfg->admin.host, cfg->admin.port, &ss, &len, why,
+	    sizeof(why)) < 0) {
+		config_error(cfg, NULL, "admin", 0, why, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
 /* --check: everything but binding, so a bad file never reaches a reload. */
 static int
 check(struct app *app)
@@ -763,6 +842,18 @@ check(struct app *app)
 		const struct config_listener *l = &app->cfg.listeners[i];
 		if (l->mode == CONFIG_FORWARD && resolve_backends(&app->cfg, l,
 		    backends, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ferry: %s\n", err);
+			return 2;
+		}
+	}
+	if (check_addresses(&app->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 2;
+	}
+	if (app->cfg.user[0] != '\0') {
+		uid_t uid;
+		gid_t gid;
+		if (lookup_user(&app->cfg, &uid, &gid, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ferry: %s\n", err);
 			return 2;
 		}

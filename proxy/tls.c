@@ -231,6 +231,53 @@ common_options(SSL_CTX *ctx)
 	SSL_CTX_set_read_ahead(ctx, 1);
 }
 
+/*
+ * A cipher string OpenSSL takes may still leave nothing a handshake can
+ * use: "NULL" selects the NULL ciphers, which the security level then
+ * refuses, and every TLS 1.2 client would fail.  Counted on an SSL object,
+ * which applies the version range and the security level.
+ */
+static bool
+ciphers_usable(SSL_CTX *ctx, int minv, const struct tls_server_opts *o,
+    char *err, size_t errlen)
+{
+	SSL *ssl = SSL_new(ctx);
+	STACK_OF(SSL_CIPHER) *sk;
+	int n12 = 0, n13 = 0;
+
+	if (ssl == NULL) {
+		ctx_err(err, errlen, "SSL_new", NULL);
+		return false;
+	}
+	sk = SSL_get1_supported_ciphers(ssl);
+	for (int i = 0; sk != NULL && i < sk_SSL_CIPHER_num(sk); i++) {
+		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+		if (strcmp(SSL_CIPHER_get_version(c), "TLSv1.3") == 0)
+			n13++;
+		else
+			n12++;
+	}
+	sk_SSL_CIPHER_free(sk);
+	SSL_free(ssl);
+	if (minv <= TLS1_2_VERSION && n12 == 0) {
+		snprintf(err, errlen, "cipher list '%s' leaves no cipher TLS "
+		    "1.2 may use (security level %d): every TLS 1.2 client "
+		    "would be refused (tls_min_version = 1.3 serves TLS 1.3 "
+		    "alone)", o->ciphers ? o->ciphers : DEFAULT_CIPHERS,
+		    SSL_CTX_get_security_level(ctx));
+		fault(o->fault, TLS_OPT_CIPHERS, 0);
+		return false;
+	}
+	if (minv >= TLS1_3_VERSION && n13 == 0) {
+		snprintf(err, errlen, "TLS 1.3 ciphersuites '%s' leave none "
+		    "to use, and tls_min_version is 1.3", o->ciphersuites ?
+		    o->ciphersuites : DEFAULT_CIPHERSUITES);
+		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
+		return false;
+	}
+	return true;
+}
+
 static SSL_CTX *
 server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
     char *err, size_t errlen)
@@ -263,6 +310,8 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
 		goto fail;
 	}
+	if (!ciphers_usable(ctx, minv, o, err, errlen))
+		goto fail;
 	if (!SSL_CTX_set1_groups_list(ctx, DEFAULT_GROUPS)) {
 		ctx_err(err, errlen, "groups", DEFAULT_GROUPS);
 		goto fail;

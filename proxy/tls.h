@@ -87,7 +87,10 @@ struct tls_ctx;
 
 /*
  * NULL on failure, with the file and OpenSSL's reason in err (and, when
- * the options ask for it, the option at fault in *fault).
+ * the options ask for it, the option at fault in *fault).  A server
+ * context whose cipher list leaves TLS 1.2 nothing to use at OpenSSL's
+ * security level (or, with a TLS 1.3 minimum, whose suites leave TLS 1.3
+ * nothing) is a failure too, though OpenSSL takes the strings.
  */
 struct tls_ctx *tls_ctx_new_server(const struct tls_server_opts *o,
     char *err, size_t errlen);

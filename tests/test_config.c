@@ -136,7 +136,7 @@ Test(config, long_lines, .timeout = 10)
 	memset(ciphers, 'A', sizeof(ciphers) - 1);
 	ciphers[sizeof(ciphers) - 1] = '\0';
 	snprintf(text, sizeof(text), "[a]\nmode = relay\nbind = :1\n"
-	    "ciphers = %.500s\n", ciphers);
+	    "cert = a.pem\nkey = a.key\nciphers = %.500s\n", ciphers);
 	cr_assert_eq(load(text), 0, "%s", err);
 	cr_assert_eq(strlen(cfg.listeners[0].ciphers), 500);
 }
@@ -262,4 +262,155 @@ Test(config, example_and_readme_document_every_key, .timeout = 10)
 	config_init(&cfg);
 	cr_assert_eq(config_load(&cfg, FERRY_SRCDIR "/ferry.conf.example", err,
 	    sizeof(err)), 0, "%s", err);
+}
+
+/*
+ * inih hands its handler 49 characters of a section name: two names that
+ * differ after that were one listener.  Names are whole up to 63
+ * characters, and longer ones are refused at their header.
+ */
+Test(config, long_section_names_stay_whole, .timeout = 10)
+{
+	char a[64], b[64], text[512];
+
+	memset(a, 'n', 63);
+	a[63] = '\0';
+	memcpy(b, a, sizeof(b));
+	a[62] = 'x';
+	b[62] = 'y';
+	snprintf(text, sizeof(text), "[%s]\nmode = relay\nbind = :1\n"
+	    "[%s]\nmode = relay\nbind = :2\n", a, b);
+	cr_assert_eq(load(text), 0, "%s", err);
+	cr_assert_eq(cfg.nlisteners, 2);
+	cr_assert_str_eq(cfg.listeners[0].name, a);
+	cr_assert_str_eq(cfg.listeners[1].name, b);
+	cr_assert_eq(cfg.listeners[0].nbind, 1);
+	cr_assert_eq(cfg.listeners[1].bind[0].port, 2);
+	snprintf(text, sizeof(text), "[a]\nmode = relay\nbind = :1\n"
+	    "[%sz]\nmode = relay\nbind = :2\n", a);
+	expect_error(text, "test.conf:4: section name longer than 63 "
+	    "characters");
+}
+
+Test(config, section_written_twice, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = :1\n[b]\nmode = relay\n"
+	    "bind = :2\n[a]\ngrace = 1\n",
+	    "test.conf:7: [a] section: given twice (first on line 1)");
+	expect_error("[ferry]\nworkers = 1\n[a]\nmode = relay\nbind = :1\n"
+	    "[ferry]\nlog_level = warn\n",
+	    "test.conf:6: [ferry] section: given twice (first on line 1)");
+	/* Even with nothing in it the first time. */
+	expect_error("[a]\n[a]\nmode = relay\nbind = :1\n",
+	    "test.conf:2: [a] section: given twice");
+}
+
+Test(config, key_written_twice, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = :1\ngrace = 1\ngrace = 2\n",
+	    "test.conf:5: [a] grace: given twice (first on line 4)");
+	expect_error("[ferry]\nworkers = 1\nworkers = 2\n[a]\nmode = relay\n"
+	    "bind = :1\n",
+	    "test.conf:3: [ferry] workers: given twice (first on line 2)");
+	expect_error("[a]\nmode = relay\nbind = :1\nbind = :2\n",
+	    "test.conf:4: [a] bind: given twice (first on line 3); list");
+	/* An indented line is a line of its own, not a continuation. */
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n  grace = 3\n"), 0,
+	    "%s", err);
+	cr_assert_float_eq(cfg.listeners[0].grace, 3, 1e-9);
+	/* cert/key pairs repeat, one per SNI certificate. */
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\ncert = a\nkey = a\n"
+	    "cert = b\nkey = b\n"), 0, "%s", err);
+}
+
+/*
+ * 0 would switch the registration and handshake deadline off (the
+ * defence against slow and silent clients): refused, as is a connect
+ * timeout of 0 (which forward refused only at start, against `backend`).
+ */
+Test(config, deadlines_of_zero_are_refused, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = :1\nhandshake_timeout = 0\n",
+	    "test.conf:4: [a] handshake_timeout: must be more than 0");
+	expect_error("[a]\nmode = forward\nbind = :1\nbackend = h:1\n"
+	    "connect_timeout = 0\n",
+	    "test.conf:5: [a] connect_timeout: must be more than 0");
+	expect_error("[ferry]\nadmin_timeout = 0ms\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] admin_timeout: must be more");
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"
+	    "handshake_timeout = 250ms\nidle_timeout = 0\n"), 0, "%s", err);
+	cr_assert_float_eq(cfg.listeners[0].handshake_timeout, 0.25, 1e-9);
+}
+
+/* Numbers are decimal: no hex, exponent or infinity; counts no suffix. */
+Test(config, numbers_are_decimal, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = :1\nhandshake_timeout = 0x10\n",
+	    "handshake_timeout: '0x10' is not a number of seconds");
+	expect_error("[a]\nmode = relay\nbind = :1\ngrace = 1e3\n",
+	    "grace: '1e3' is not a number of seconds");
+	expect_error("[a]\nmode = relay\nbind = :1\ngrace = inf\n",
+	    "grace: 'inf' is not a number of seconds");
+	expect_error("[a]\nmode = relay\nbind = :1\nqueue_bytes = 0x10\n",
+	    "queue_bytes: '0x10' is not a size");
+	expect_error("[a]\nmode = relay\nbind = :1\nmax_consumers = 0x10\n",
+	    "max_consumers: '0x10' is not a whole number");
+	expect_error("[a]\nmode = relay\nbind = :1\nmax_keys = 1k\n",
+	    "max_keys: '1k' is not a whole number");
+	expect_error("[a]\nmode = relay\nbind = :1\n"
+	    "max_keys_bytes = 99999999999999999999\n",
+	    "max_keys_bytes: 99999999999999999999 is outside 1..65536");
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\nqueue_bytes = 8k\n"
+	    "grace = .5\nmax_consumers = 10\n"), 0, "%s", err);
+	cr_assert_eq(cfg.listeners[0].queue_bytes, 8192);
+	cr_assert_float_eq(cfg.listeners[0].grace, 0.5, 1e-9);
+}
+
+/* getaddrinfo() would look 256.1.1.1 up as a name (and 10.1 is 10.0.0.1). */
+Test(config, impossible_ipv4_addresses, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = 256.1.1.1:80\n",
+	    "test.conf:3: [a] bind: '256.1.1.1' is not an IPv4 address");
+	expect_error("[a]\nmode = relay\nbind = 10.1:80\n",
+	    "bind: '10.1' is not an IPv4 address");
+	expect_error("[ferry]\nadmin = 1.2.3.4.5:9\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] admin: '1.2.3.4.5'");
+	cr_assert_eq(load("[a]\nmode = relay\nbind = 127.0.0.1:1, "
+	    "localhost:2, [::1]:3\n"), 0, "%s", err);
+}
+
+Test(config, tls_keys_need_tls, .timeout = 10)
+{
+	expect_error("[a]\nmode = relay\nbind = :1\nciphers = NULL\n",
+	    "test.conf:4: [a] ciphers: needs TLS (cert and key)");
+	expect_error("[a]\nmode = relay\nbind = :1\ntls_min_version = 1.3\n",
+	    "test.conf:4: [a] tls_min_version: needs TLS");
+	expect_error("[ferry]\ngroup = nogroup\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] group: needs user");
+}
+
+Test(config, admin_keys, .timeout = 10)
+{
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_float_eq(cfg.admin_timeout, 10, 1e-9);
+	cr_assert_eq(cfg.admin_max_connections, 16);
+	cr_assert_eq(load("[ferry]\nadmin = 127.0.0.1:0\nadmin_timeout = 2.5\n"
+	    "admin_max_connections = 3\n[a]\nmode = relay\nbind = :1\n"), 0,
+	    "%s", err);
+	cr_assert_float_eq(cfg.admin_timeout, 2.5, 1e-9);
+	cr_assert_eq(cfg.admin_max_connections, 3);
+	expect_error("[ferry]\nadmin_max_connections = 0\n[a]\nmode = relay\n"
+	    "bind = :1\n", "admin_max_connections: 0 is outside 1..100000");
+}
+
+/* Lines inih would cut (and read the rest of as a line of its own). */
+Test(config, overlong_line_is_refused, .timeout = 10)
+{
+	static char text[8192];
+	int n = snprintf(text, sizeof(text), "[a]\nmode = relay\nbind = :1\n"
+	    "ciphers = ");
+
+	memset(text + n, 'A', 5000);
+	memcpy(text + n + 5000, "\nbind = :2\n", 12);
+	expect_error(text, "test.conf:4: line longer than");
 }

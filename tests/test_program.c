@@ -243,6 +243,113 @@ Test(program, check_good_and_bad_files, .timeout = 60, .fini = rm_tmpdir)
 	    "5: [devices] key: private key /nonexistent/key");
 }
 
+/*
+ * What --check passes must start: each of these used to pass --check and
+ * then fail at start (or serve wrongly).  Refused by both now, with the
+ * key's own file and line.
+ */
+static void
+refused_at_check_and_start(const char *conf, const char *where)
+{
+	char out[4096], want[256], path[128];
+	const char *argv[] = { "-c", path, "--log-level", "error", NULL };
+
+	check_refused(conf, where);
+	snprintf(path, sizeof(path), "%s/check.conf", tmpdir);
+	cr_assert_neq(ferry_run(argv, out, sizeof(out)), 0, "started:\n%s",
+	    conf);
+	snprintf(want, sizeof(want), "%s/check.conf:%s", tmpdir, where);
+	cr_assert_not_null(strstr(out, want), "start: '%s' lacks '%s'", out,
+	    want);
+}
+
+#define DEVICES "[devices]\nmode = relay\nbind = 127.0.0.1:0\n"
+
+Test(program, check_connect_timeout_zero, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	/* Was reported at start only, against `backend` and its line. */
+	refused_at_check_and_start(WEB "backend = 127.0.0.1:1\n"
+	    "connect_timeout = 0\n",
+	    "5: [web] connect_timeout: must be more than 0");
+}
+
+Test(program, check_handshake_timeout_zero, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	/* 0 switched the handshake and registration deadline off. */
+	refused_at_check_and_start(DEVICES "handshake_timeout = 0\n",
+	    "4: [devices] handshake_timeout: must be more than 0");
+}
+
+Test(program, check_bind_addresses, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	refused_at_check_and_start("[devices]\nmode = relay\n"
+	    "bind = 256.1.1.1:80\n",
+	    "3: [devices] bind: '256.1.1.1' is not an IPv4 address");
+	refused_at_check_and_start("[devices]\nmode = relay\n"
+	    "bind = 127.0.0.1:0, no-such-host.invalid:0\n",
+	    "3: [devices] bind: cannot resolve 'no-such-host.invalid'");
+	refused_at_check_and_start("[ferry]\nadmin = no-such-host.invalid:0\n"
+	    DEVICES, "2: [ferry] admin: cannot resolve");
+}
+
+Test(program, check_unknown_user, .timeout = 60, .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	refused_at_check_and_start("[ferry]\nuser = ferry-no-such-user\n"
+	    DEVICES, "2: [ferry] user: no user 'ferry-no-such-user'");
+	refused_at_check_and_start("[ferry]\nuser = root\n"
+	    "group = ferry-no-such-group\n" DEVICES,
+	    "3: [ferry] group: no group 'ferry-no-such-group'");
+}
+
+Test(program, check_cipher_list_selecting_nothing, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	char out[4096];
+
+	make_tmpdir();
+	/* OpenSSL takes "NULL", then its security level refuses them all. */
+	refused_at_check_and_start(DEVICES "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\nciphers = NULL\n",
+	    "6: [devices] ciphers: cipher list 'NULL' leaves no cipher");
+	/* Served TLS 1.3 alone, a TLS 1.2 list is not needed. */
+	cr_assert_eq(check_conf(DEVICES "cert = " CERT("server.pem") "\n"
+	    "key = " CERT("server.key") "\nciphers = NULL\n"
+	    "tls_min_version = 1.3\n", out, sizeof(out)), 0, "%s", out);
+}
+
+/* inih kept 49 characters of a name: these two were one listener. */
+Test(program, check_long_section_names, .timeout = 60, .fini = rm_tmpdir)
+{
+	char conf[512], out[4096], name[64];
+
+	make_tmpdir();
+	memset(name, 'n', 63);
+	name[63] = '\0';
+	name[62] = 'a';
+	int n = snprintf(conf, sizeof(conf), "[%s]\nmode = relay\n"
+	    "bind = 127.0.0.1:0\n", name);
+	name[62] = 'b';
+	snprintf(conf + n, sizeof(conf) - (size_t)n, "[%s]\nmode = relay\n"
+	    "bind = 127.0.0.1:0\n", name);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "OK (2 listeners)"), "%s", out);
+}
+
+Test(program, check_section_and_key_given_twice, .timeout = 60,
+    .fini = rm_tmpdir)
+{
+	make_tmpdir();
+	check_refused(DEVICES "[devices]\nmode = relay\n",
+	    "4: [devices] section: given twice (first on line 1)");
+	check_refused(DEVICES "grace = 1\ngrace = 5\n",
+	    "5: [devices] grace: given twice (first on line 4)");
+}
+
 /* ---- TLS clients that look at the certificate ---- */
 
 /* The common name of the certificate ferry presents on `port`. */

@@ -6,8 +6,9 @@
  * (ferry.conf.example): every number within its bounds, every enum one of
  * its values, every string terminated inside its array, every listener
  * complete (mode, bind, one key per cert, a backend for forward and none
- * for relay, a CA for client verification), section names unique and of
- * the allowed characters.  config_error() must then work for any key.
+ * for relay, a CA for client verification, no TLS key without a cert),
+ * every deadline above 0, section names unique and of the allowed
+ * characters.  config_error() must then work for any key.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -77,7 +78,12 @@ check_listener(const struct config *c, const struct config_listener *l)
 	TERM(l->ciphers);
 	TERM(l->ciphersuites);
 	TERM(l->alpn);
+	if (l->ncert == 0)
+		CHECK(l->client_ca[0] == '\0' && l->ciphers[0] == '\0' &&
+		    l->ciphersuites[0] == '\0' && l->alpn[0] == '\0' &&
+		    l->tls_min_version == 0x0303);
 	check_seconds(l->handshake_timeout);
+	CHECK(l->handshake_timeout > 0);
 	check_seconds(l->idle_timeout);
 	CHECK(l->max_connections <= 10000000);
 	CHECK(l->max_per_source <= 10000000);
@@ -104,6 +110,7 @@ check_listener(const struct config *c, const struct config_listener *l)
 		CHECK(l->backend[i].host[0] != '\0');
 	}
 	check_seconds(l->connect_timeout);
+	CHECK(l->connect_timeout > 0);
 	TERM(l->backend_ca);
 	TERM(l->backend_sni);
 	if (!l->backend_tls)
@@ -133,6 +140,12 @@ check_config(const struct config *c)
 	TERM(c->user);
 	TERM(c->group);
 	check_seconds(c->drain_timeout);
+	check_seconds(c->admin_timeout);
+	CHECK(c->admin_timeout > 0);
+	CHECK(c->admin_max_connections >= 1 &&
+	    c->admin_max_connections <= 100000);
+	if (c->group[0] != '\0')
+		CHECK(c->user[0] != '\0');
 	CHECK(c->nlines <= CONFIG_MAX_KEYLINES);
 	CHECK(c->nlisteners >= 1 && c->nlisteners <= CONFIG_MAX_LISTENERS);
 	for (size_t i = 0; i < c->nlisteners; i++) {
