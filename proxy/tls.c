@@ -499,6 +499,7 @@ tls_version_parse(const char *s)
  * is written to the socket within the read; one that would block makes
  * the read wait for the socket, so answers do not pile up either.  A
  * peer using TLS as meant sends a key update per gigabytes, or per hour.
+ * (Empty records are OpenSSL's to count: 33 in a row fail the read.)
  */
 #define FLOOD_CREDITS 32
 #define FLOOD_BYTES (16 * 1024)
@@ -734,10 +735,32 @@ flood_fail(struct stream *s, const char *what)
 	return IO_FAIL;
 }
 
+/*
+ * The floods OpenSSL stops by itself, failing the read: empty records and
+ * warning alerts, each counted while they come in a row.  NULL for any
+ * other failure.
+ */
+static const char *
+library_flood(void)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (e == 0 || ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return NULL;
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_RECORD_TOO_SMALL:
+		return "too many empty records in a row";
+	case SSL_R_TOO_MANY_WARN_ALERTS:
+		return "too many warning alerts in a row";
+	}
+	return NULL;
+}
+
 static enum io_result
 tls_read(struct stream *s, char *buf, size_t len, size_t *got)
 {
 	struct tls_conn *t = conn_of(s);
+	const char *flood;
 
 	clear_errors();
 	errno = 0;
@@ -747,7 +770,13 @@ tls_read(struct stream *s, char *buf, size_t len, size_t *got)
 		return flood_fail(s, "records without data beyond the "
 		    "allowance");
 	}
-	return ret == 1 ? IO_DONE : tls_result(s, ret, "read");
+	if (ret == 1)
+		return IO_DONE;
+	if ((flood = library_flood()) != NULL) {
+		ERR_clear_error();
+		return flood_fail(s, flood);
+	}
+	return tls_result(s, ret, "read");
 }
 
 static enum io_result

@@ -21,7 +21,8 @@
  * has an allowance of 32, which refills by one per 16 KiB of data moved
  * either way and per second, up to 32.  The record beyond it fails the
  * read that met it, before OpenSSL acts on it, with the error "flood:
- * ...".  Such a close is counted in the stream's listener counters
+ * ..."; so do OpenSSL's own limits on empty records and on warning alerts
+ * in a row.  Such a close is counted in the stream's listener counters
  * (tls_floods) and logged here, rate-limited, with the listener and peer.
  *
  * The handshake is deferred to the stream's first I/O (or

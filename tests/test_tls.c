@@ -1227,6 +1227,43 @@ Test(tls, key_update_flood_closed_at_allowance, .timeout = 30)
 }
 
 /*
+ * TLS 1.2: renegotiation attempts (each answered with a no_renegotiation
+ * alert, and the connection went on), warning alerts and empty records,
+ * each a flood closed and counted.  OpenSSL itself ends the last two
+ * after 5 and 32 in a row; they count as floods all the same.
+ */
+Test(tls, tls12_floods_closed, .timeout = 60)
+{
+	static const struct {
+		enum flood_kind kind;
+		size_t n;
+		const char *name;
+	} kinds[] = {
+		{ FLOOD_HELLOS, 1000, "renegotiation attempts" },
+		{ FLOOD_ALERTS, 50, "warning alerts" },
+		{ FLOOD_EMPTY, 200, "empty records" },
+	};
+	struct srv sv;
+
+	srv_start(&sv, TLS_VERIFY_NONE, 5, NULL);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		struct flood_client f = { .kind = kinds[i].kind,
+		    .n = kinds[i].n };
+		flood_run(&sv, &f);
+		cr_assert(f.ping_ok, "%s: the crafted record was refused (%s)",
+		    kinds[i].name, sv.tls_error);
+		cr_assert(f.closed, "%s: the flooder was not closed",
+		    kinds[i].name);
+		cr_assert(strstr(sv.tls_error, "flood") != NULL, "%s: %s",
+		    kinds[i].name, sv.tls_error);
+		cr_assert_eq(sv.stats.tls_floods, i + 1, "%s: %llu floods "
+		    "counted", kinds[i].name,
+		    (unsigned long long)sv.stats.tls_floods);
+	}
+	srv_stop(&sv);
+}
+
+/*
  * A peer that asks for a key update every 64 KiB of an 8 MB echo (128
  * of them, four times the allowance) pays for each with data: it is
  * served to the end and never taken for a flood.
