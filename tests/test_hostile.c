@@ -1,8 +1,9 @@
 /*
  * Hostile peers end to end, the real binary on loopback: slowloris
- * crowds, garbage and lying length fields, resets at every stage, and a
- * flood against a low open-files limit.  Each test keeps a good client
- * going (a relay pair, a forward echo) and checks outcomes: it is served,
+ * crowds, garbage and lying length fields, resets at every stage, a
+ * flood against a low open-files limit, and a flood of TLS key updates.
+ * Each test keeps a good client going (a relay pair, a forward echo) and
+ * checks outcomes: it is served,
  * the bad connections are closed by the server and counted, the counters
  * of open connections, producers and consumers come back to zero, and
  * the server's memory does not follow what the attackers claim.

@@ -2,7 +2,8 @@
  * TLS specifics over a real tcpserver: hostile and broken clients, SNI,
  * client certificates, ALPN, versions, records read ahead or decrypted
  * inside OpenSSL, records split across reads, record buffers given back,
- * the client side of the transport, and session resumption end to end.
+ * floods of records without data (and key updates paced by data), the
+ * client side of the transport, and session resumption end to end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
