@@ -277,6 +277,10 @@ metrics_render(struct buffer *out)
 	    "TLS handshakes completed.", F(handshakes_ok));
 	listener_family(out, "ferry_tls_handshake_failures_total", "counter",
 	    "TLS handshakes that failed or timed out.", F(handshakes_failed));
+	listener_family(out, "ferry_tls_flood_closed_total", "counter",
+	    "TLS connections closed for sending too many records that carry "
+	    "no data (key updates, renegotiation attempts, alerts, empty "
+	    "records).", F(tls_floods));
 	listener_family(out, "ferry_client_received_bytes_total", "counter",
 	    "Bytes received from clients.", F(bytes_in));
 	listener_family(out, "ferry_client_sent_bytes_total", "counter",

@@ -29,6 +29,7 @@ struct metrics_conn {
 	uint64_t refused;		/* over a connection limit */
 	uint64_t handshakes_ok;
 	uint64_t handshakes_failed;
+	uint64_t tls_floods;		/* closed for records without data */
 	uint64_t bytes_in;		/* from clients */
 	uint64_t bytes_out;		/* to clients */
 	uint64_t backend_failures;	/* forward: could not reach a backend */

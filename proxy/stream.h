@@ -286,6 +286,8 @@ int stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
 /* Bytes moved through the transport so far (plaintext for TLS). */
 static inline uint64_t stream_bytes_in(const struct stream *s) { return s->bytes_in; }
 static inline uint64_t stream_bytes_out(const struct stream *s) { return s->bytes_out; }
+/* The loop's time now (ev_now), for transports that pace a peer. */
+static inline ev_tstamp stream_now(const struct stream *s) { return ev_now(s->sl->loop); }
 /* When bytes last moved either way (loop time). */
 static inline ev_tstamp stream_last_io(const struct stream *s) { return s->last_io; }
 /* The listener counters the stream counts into, or NULL. */

@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "log.h"
+#include "metrics.h"
 
 /* Mozilla's "intermediate" TLS 1.2 list: forward secrecy, AEAD only. */
 #define DEFAULT_CIPHERS \
@@ -531,10 +532,49 @@ tls_version_parse(const char *s)
 
 /* ---- the transport ---- */
 
+/*
+ * Records that carry no application data (TLS 1.3 key updates, TLS 1.2
+ * renegotiation attempts, alerts, change_cipher_spec) each cost OpenSSL
+ * work, a key update the derivation of new keys and an answer, and
+ * OpenSSL handles every such record it holds or can read inside one
+ * SSL_read: 100,000 key updates sent back to back (2.7 MB) held the event
+ * loop for 2.2 s.  So a peer has an allowance of them: FLOOD_CREDITS,
+ * refilled by one for every FLOOD_BYTES of data moved either way and for
+ * every FLOOD_SECONDS, up to FLOOD_CREDITS again.  The record beyond it
+ * closes the connection, in the SSL_read that met it, before OpenSSL
+ * handles it: one read does the work of at most FLOOD_CREDITS such
+ * records, and one loop iteration (READS_PER_EVENT reads) no more than
+ * that and one per FLOOD_BYTES of data it moved.  A key update answered
+ * is written to the socket within the read; one that would block makes
+ * the read wait for the socket, so answers do not pile up either.  A
+ * peer using TLS as meant sends a key update per gigabytes, or per hour.
+ * (Empty records are OpenSSL's to count: 33 in a row fail the read.)
+ */
+#define FLOOD_CREDITS 32
+#define FLOOD_BYTES (16 * 1024)
+#define FLOOD_SECONDS 1.0
+
+/* What the transport keeps per connection (tp_data). */
+struct tls_conn {
+	SSL *ssl;
+	int credits;			/* records without data still allowed */
+	bool flooded;			/* one too many: the read fails */
+	ev_tstamp credit_time;		/* loop time credited up to */
+	uint64_t credit_bytes;		/* data bytes credited up to */
+	/* Records without data since the handshake, for the log. */
+	unsigned handshakes, alerts, others;
+};
+
+static struct tls_conn *
+conn_of(const struct stream *s)
+{
+	return s->tp_data;
+}
+
 static SSL *
 ssl_of(const struct stream *s)
 {
-	return s->tp_data;
+	return conn_of(s)->ssl;
 }
 
 /*
@@ -590,6 +630,19 @@ clear_errors(void)
 
 static long raw_read_cb(BIO *b, int oper, const char *argp, size_t len,
     int argi, long argl, int ret, size_t *processed);
+static void record_cb(int write_p, int version, int content_type,
+    const void *buf, size_t len, SSL *ssl, void *arg);
+
+/* The allowance starts full when the handshake is done. */
+static void
+credits_start(struct stream *s, struct tls_conn *t)
+{
+	t->credits = FLOOD_CREDITS;
+	t->credit_time = stream_now(s);
+	t->credit_bytes = stream_bytes_in(s) + stream_bytes_out(s);
+	SSL_set_msg_callback_arg(t->ssl, s);
+	SSL_set_msg_callback(t->ssl, record_cb);
+}
 
 static enum io_result
 tls_handshake(struct stream *s)
@@ -609,6 +662,7 @@ tls_handshake(struct stream *s)
 		 */
 		BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)s);
 		BIO_set_callback_ex(SSL_get_rbio(ssl), raw_read_cb);
+		credits_start(s, conn_of(s));
 		return IO_DONE;
 	}
 	r = tls_result(s, ret, "handshake");
@@ -629,13 +683,149 @@ tls_handshake(struct stream *s)
 	return r;
 }
 
+/*
+ * Refills the allowance for the time and the data since it was last
+ * credited, then takes one record from it; false when there is none.
+ */
+static bool
+spend_credit(struct stream *s, struct tls_conn *t)
+{
+	ev_tstamp now = stream_now(s);
+	uint64_t bytes = stream_bytes_in(s) + stream_bytes_out(s);
+	uint64_t by_data = (bytes - t->credit_bytes) / FLOOD_BYTES;
+	uint64_t by_time = 0;
+
+	/* The wall clock may step back: credit nothing for it. */
+	if (now < t->credit_time)
+		t->credit_time = now;
+	else
+		by_time = (uint64_t)((now - t->credit_time) / FLOOD_SECONDS);
+	if (by_data + by_time >= (uint64_t)(FLOOD_CREDITS - t->credits)) {
+		t->credits = FLOOD_CREDITS;
+		t->credit_time = now;
+		t->credit_bytes = bytes;
+	} else {
+		t->credits += (int)(by_data + by_time);
+		t->credit_time += (double)by_time * FLOOD_SECONDS;
+		t->credit_bytes += by_data * FLOOD_BYTES;
+	}
+	if (t->credits == 0)
+		return false;
+	t->credits--;
+	return true;
+}
+
+/*
+ * OpenSSL's message callback, installed once the handshake is done, for
+ * the type of every record received: in its header, or for a TLS 1.3
+ * record (whose header says application data) once it is decrypted.
+ * Each record's type is seen once, before OpenSSL acts on the record.
+ */
+static void
+record_cb(int write_p, int version, int content_type, const void *buf,
+    size_t len, SSL *ssl, void *arg)
+{
+	struct stream *s = arg;
+	struct tls_conn *t = conn_of(s);
+	int type;
+
+	(void)version;
+	if (write_p || len < 1 || (content_type != SSL3_RT_HEADER &&
+	    content_type != SSL3_RT_INNER_CONTENT_TYPE))
+		return;
+	type = *(const unsigned char *)buf;
+	if (type == SSL3_RT_APPLICATION_DATA)
+		return;
+	if (type == SSL3_RT_HANDSHAKE)
+		t->handshakes++;
+	else if (type == SSL3_RT_ALERT)
+		t->alerts++;
+	else
+		t->others++;
+	if (t->flooded || spend_credit(s, t))
+		return;
+	t->flooded = true;
+	/*
+	 * The way to stop OpenSSL within SSL_read: it drops any record it
+	 * reads while the peer is said to have closed, this one included,
+	 * and returns.  tls_read() then fails the connection.
+	 */
+	SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
+}
+
+/* The peer's listener name, for logs ("" for none). */
+static const char *
+listener_name(const struct stream *s)
+{
+	const struct tls_ctx *c = SSL_get_app_data(ssl_of(s));
+
+	return c->name;
+}
+
+/*
+ * A peer closed for flooding: counted and logged here, once (the owner
+ * sees a TLS failure, with `what` as its detail).
+ */
+static enum io_result
+flood_fail(struct stream *s, const char *what)
+{
+	const struct tls_conn *t = conn_of(s);
+	const char *name = listener_name(s);
+
+	stream_set_error(s, "flood: %s", what);
+	s->tp_fail = STREAM_CLOSE_TLS;
+	if (stream_stats(s) != NULL)
+		stream_stats(s)->tls_floods++;
+	log_limited(LOG_WARN, "%s%stls flood: peer %s: %s; since the "
+	    "handshake: %llu bytes of data, %u handshake, %u alert and %u "
+	    "other records: closed", name, name[0] ? ": " : "", s->peer, what,
+	    (unsigned long long)(stream_bytes_in(s) + stream_bytes_out(s)),
+	    t->handshakes, t->alerts, t->others);
+	return IO_FAIL;
+}
+
+/*
+ * The floods OpenSSL stops by itself, failing the read: empty records and
+ * warning alerts, each counted while they come in a row.  NULL for any
+ * other failure.
+ */
+static const char *
+library_flood(void)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (e == 0 || ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return NULL;
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_RECORD_TOO_SMALL:
+		return "too many empty records in a row";
+	case SSL_R_TOO_MANY_WARN_ALERTS:
+		return "too many warning alerts in a row";
+	}
+	return NULL;
+}
+
 static enum io_result
 tls_read(struct stream *s, char *buf, size_t len, size_t *got)
 {
+	struct tls_conn *t = conn_of(s);
+	const char *flood;
+
 	clear_errors();
 	errno = 0;
-	int ret = SSL_read_ex(ssl_of(s), buf, len, got);
-	return ret == 1 ? IO_DONE : tls_result(s, ret, "read");
+	int ret = SSL_read_ex(t->ssl, buf, len, got);
+	if (t->flooded) {
+		ERR_clear_error();
+		return flood_fail(s, "records without data beyond the "
+		    "allowance");
+	}
+	if (ret == 1)
+		return IO_DONE;
+	if ((flood = library_flood()) != NULL) {
+		ERR_clear_error();
+		return flood_fail(s, flood);
+	}
+	return tls_result(s, ret, "read");
 }
 
 static enum io_result
@@ -694,21 +884,28 @@ tls_shutdown(struct stream *s)
 }
 
 static void
+conn_free(struct tls_conn *t)
+{
+	tls_ctx_unref(SSL_get_app_data(t->ssl));
+	SSL_free(t->ssl);
+	free(t);
+}
+
+static void
 tls_close(struct stream *s, bool clean)
 {
-	SSL *ssl = ssl_of(s);
+	struct tls_conn *t = conn_of(s);
 
-	if (ssl == NULL)
+	if (t == NULL)
 		return;
 	/* One best-effort close_notify; a close never waits for the peer. */
-	if (clean && !s->handshaking && !(SSL_get_shutdown(ssl) &
+	if (clean && !s->handshaking && !(SSL_get_shutdown(t->ssl) &
 	    SSL_SENT_SHUTDOWN)) {
 		ERR_clear_error();
-		(void)SSL_shutdown(ssl);
+		(void)SSL_shutdown(t->ssl);
 	}
 	ERR_clear_error();
-	tls_ctx_unref(SSL_get_app_data(ssl));
-	SSL_free(ssl);
+	conn_free(t);
 	s->tp_data = NULL;
 }
 
@@ -723,28 +920,29 @@ static const struct stream_transport tls_transport = {
 	.close = tls_close,
 };
 
-static SSL *
-new_ssl(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
+static struct tls_conn *
+conn_new(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
 {
-	SSL *ssl;
+	struct tls_conn *t = calloc(1, sizeof(*t));
 
 	ERR_clear_error();
-	ssl = SSL_new(ctx);
-	if (ssl == NULL)
+	if (t == NULL)
 		return NULL;
-	if (SSL_set_fd(ssl, s->fd) != 1) {
-		SSL_free(ssl);
+	t->ssl = SSL_new(ctx);
+	if (t->ssl == NULL || SSL_set_fd(t->ssl, s->fd) != 1) {
+		SSL_free(t->ssl);
+		free(t);
 		return NULL;
 	}
-	SSL_set_app_data(ssl, tls_ctx_ref(c));
-	return ssl;
+	SSL_set_app_data(t->ssl, tls_ctx_ref(c));
+	return t;
 }
 
 static void
-install(struct stream *s, SSL *ssl)
+install(struct stream *s, struct tls_conn *t)
 {
 	s->tp = &tls_transport;
-	s->tp_data = ssl;
+	s->tp_data = t;
 	s->handshaking = 1;
 }
 
@@ -760,7 +958,7 @@ static enum io_result
 lazy_handshake(struct stream *s)
 {
 	struct tls_ctx *c = s->tp_data;
-	SSL *ssl;
+	struct tls_conn *t;
 	ssize_t n;
 	char b;
 
@@ -770,16 +968,16 @@ lazy_handshake(struct stream *s)
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return IO_WANT_READ;
 	/* Bytes, or an EOF or error for OpenSSL to report as it always has. */
-	ssl = new_ssl(s, c, c->certs[0].ctx);
-	if (ssl == NULL) {
+	t = conn_new(s, c, c->certs[0].ctx);
+	if (t == NULL) {
 		ERR_clear_error();
 		stream_set_error(s, "handshake: no memory for the TLS state");
 		s->tp_fail = STREAM_CLOSE_NOMEM;
 		return IO_FAIL;
 	}
-	SSL_set_accept_state(ssl);
-	tls_ctx_unref(c);		/* new_ssl took its own reference */
-	install(s, ssl);
+	SSL_set_accept_state(t->ssl);
+	tls_ctx_unref(c);		/* conn_new took its own reference */
+	install(s, t);
 	return tls_handshake(s);
 }
 
@@ -852,7 +1050,8 @@ static const struct stream_transport tls_lazy_transport = {
 static SSL *
 live_ssl(const struct stream *s)
 {
-	return s->tp == &tls_transport ? s->tp_data : NULL;
+	return s->tp == &tls_transport && s->tp_data != NULL ? ssl_of(s) :
+	    NULL;
 }
 
 int
@@ -881,6 +1080,7 @@ is_ip_literal(const char *host)
 int
 tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 {
+	struct tls_conn *t;
 	SSL *ssl;
 
 	if (c->server || c->client == NULL)
@@ -892,9 +1092,10 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 	if (s->closed || s->tp != &stream_plain_transport ||
 	    buffer_len(&s->rbuf) > 0)
 		return -1;
-	ssl = new_ssl(s, c, c->client);
-	if (ssl == NULL)
+	t = conn_new(s, c, c->client);
+	if (t == NULL)
 		return -1;
+	ssl = t->ssl;
 	SSL_set_connect_state(ssl);
 	if (host != NULL && *host) {
 		int ok;
@@ -906,12 +1107,11 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 			    SSL_set1_host(ssl, host);
 		}
 		if (!ok) {
-			tls_ctx_unref(SSL_get_app_data(ssl));
-			SSL_free(ssl);
+			conn_free(t);
 			return -1;
 		}
 	}
-	install(s, ssl);
+	install(s, t);
 	s->hs_wants = EV_WRITE;
 	/* The client speaks first: once connected, or now if it is. */
 	stream_begin_handshake(s);

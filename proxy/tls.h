@@ -16,6 +16,15 @@
  * OpenSSL still holds are reported through the `pending` hook so the stream
  * reads them without waiting for a readiness event that will not come.
  *
+ * A peer's records that carry no data (TLS 1.3 key updates, TLS 1.2
+ * renegotiation attempts, alerts) are paced: once the handshake is done it
+ * has an allowance of 32, which refills by one per 16 KiB of data moved
+ * either way and per second, up to 32.  The record beyond it fails the
+ * read that met it, before OpenSSL acts on it, with the error "flood:
+ * ..."; so do OpenSSL's own limits on empty records and on warning alerts
+ * in a row.  Such a close is counted in the stream's listener counters
+ * (tls_floods) and logged here, rate-limited, with the listener and peer.
+ *
  * The handshake is deferred to the stream's first I/O (or
  * stream_wait_for_handshake) and bounded by the stream's handshake_timeout.
  * A failed server-side handshake is logged here, once, rate-limited, with
