@@ -23,6 +23,14 @@ enum conn_state {
 	ST_PUMP,	/* bytes flow both ways */
 };
 
+/* How far one side's sending has got. */
+enum side_end {
+	END_OPEN,	/* it may send more */
+	END_FIN,	/* its FIN came while we held its reading back: it
+			   sends no more, what came before is still to read */
+	END_EOF,	/* read to its end, passed on as a half-close */
+};
+
 /* One client and its backend: one allocation, freed with the last side. */
 /*
  * An address a TCP listener accepts: a fifth of a sockaddr_storage, and
@@ -48,9 +56,9 @@ struct forward_conn {
 	size_t backend;			/* index being tried / used */
 	size_t tries;
 	bool paused[2];			/* we paused reading this side */
-	bool eof[2];			/* this side sent its last byte */
+	unsigned char end[2];		/* enum side_end */
 	int first_eof;			/* CLIENT, BACKEND, or -1: none yet */
-	ev_timer idle;
+	ev_timer idle;			/* idle_timeout / fin_timeout */
 	ev_tstamp started;		/* accepted */
 	char peer[64];			/* the client, for logs */
 	uint64_t up, down;		/* client bytes, kept at close */
@@ -243,13 +251,12 @@ static void
 conn_free(struct forward_conn *c)
 {
 	struct forward_listener *fl = c->fl;
-	ev_tstamp now = ev_now(fl->sl->loop);
 
 	ev_timer_stop(fl->sl->loop, &c->idle);
 	if (c->state != ST_HANDSHAKE) {
 		LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, "
 		    "%llu bytes down: %s", fl->name, c->peer,
-		    backend_label(c), now - c->started,
+		    backend_label(c), ev_now(fl->sl->loop) - c->started,
 		    (unsigned long long)c->up, (unsigned long long)c->down,
 		    conn_reason(c));
 	} else {
@@ -317,20 +324,6 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	arm_read(c, from);
 }
 
-/* One direction has ended: pass the half-close on. */
-static void
-on_eof(struct stream *s, void *arg)
-{
-	struct forward_conn *c = conn_of(arg);
-	int from = side_of(c, s);
-
-	c->eof[from] = true;
-	if (c->first_eof < 0)
-		c->first_eof = from;
-	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
-		stream_shutdown_write(c->s[1 - from]);
-}
-
 static void
 close_both(struct forward_conn *c, enum stream_close_reason why)
 {
@@ -339,26 +332,110 @@ close_both(struct forward_conn *c, enum stream_close_reason why)
 			stream_close(c->s[i], why);
 }
 
-/* The pair's idle timeout: traffic either way keeps it open. */
+static bool
+a_side_ended(const struct forward_conn *c)
+{
+	return c->end[CLIENT] != END_OPEN || c->end[BACKEND] != END_OPEN;
+}
+
+/* The pair's limit now (0: none): fin_timeout once a side has ended. */
+static double
+pair_timeout(const struct forward_conn *c, bool *fin)
+{
+	const struct forward_listener *fl = c->fl;
+
+	*fin = a_side_ended(c) && fl->fin_timeout > 0 &&
+	    (fl->idle_timeout <= 0 || fl->fin_timeout < fl->idle_timeout);
+	return *fin ? fl->fin_timeout : fl->idle_timeout;
+}
+
+/* Traffic either way keeps the pair open, whichever limit applies. */
 static void
 idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct forward_conn *c = conn_of(w->data);
 	ev_tstamp last = 0, now = ev_now(loop);
-	double idle = c->fl->idle_timeout;
+	bool fin;
+	double limit = pair_timeout(c, &fin);
 
 	(void)revents;
 	for (int i = 0; i < 2; i++)
 		if (c->s[i] != NULL && stream_last_io(c->s[i]) > last)
 			last = stream_last_io(c->s[i]);
-	if (now - last >= idle) {
+	if (now - last >= limit) {
 		/* Nothing is cut mid-flight: a clean close_notify and FIN. */
-		set_reason(c, "idle for %.0f s", idle);
+		if (fin)
+			set_reason(c, "idle for %g s after the %s closed",
+			    limit, c->first_eof == CLIENT ? "client" :
+			    "backend");
+		else
+			set_reason(c, "idle for %g s", limit);
 		close_both(c, STREAM_CLOSE_LOCAL);
 		return;
 	}
-	ev_timer_set(w, last + idle - now, 0.);
+	ev_timer_set(w, last + limit - now, 0.);
 	ev_timer_start(loop, w);
+}
+
+/*
+ * (Re)starts the pair's timer for the limit that applies now, counted from
+ * now: the pump's start, or a side's end.
+ */
+static void
+timer_restart(struct forward_conn *c)
+{
+	struct ev_loop *loop = c->fl->sl->loop;
+	bool fin;
+	double limit = pair_timeout(c, &fin);
+
+	if (c->state != ST_PUMP)
+		return;		/* pump_start() starts it */
+	ev_timer_stop(loop, &c->idle);
+	if (limit <= 0)
+		return;
+	ev_timer_set(&c->idle, limit, 0.);
+	ev_timer_start(loop, &c->idle);
+}
+
+static void
+side_ended(struct forward_conn *c, int side, enum side_end how)
+{
+	bool first = !a_side_ended(c);
+
+	c->end[side] = (unsigned char)how;
+	if (c->first_eof < 0)
+		c->first_eof = side;
+	/* A second end moves nothing the timer would not see. */
+	if (first)
+		timer_restart(c);
+}
+
+/* One direction has ended: pass the half-close on. */
+static void
+on_eof(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int from = side_of(c, s);
+
+	side_ended(c, from, END_EOF);
+	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
+		stream_shutdown_write(c->s[1 - from]);
+}
+
+/*
+ * A side sent its FIN while we held its reading back (the other side takes
+ * nothing): its bytes still wait to be passed on, and may never be, so
+ * from now on fin_timeout counts.  A client that closed while its backend
+ * stopped reading lived until shutdown otherwise.
+ */
+static void
+on_fin(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int side = side_of(c, s);
+
+	if (c->end[side] == END_OPEN)
+		side_ended(c, side, END_FIN);
 }
 
 static void
@@ -369,14 +446,10 @@ pump_start(struct forward_conn *c)
 	c->state = ST_PUMP;
 	LOGD("%s: %s -> %s: connected", fl->name, c->peer,
 	    backend_label(c));
-	if (fl->idle_timeout > 0) {
-		ev_timer_init(&c->idle, idle_cb, fl->idle_timeout, 0.);
-		c->idle.data = c;
-		ev_timer_start(fl->sl->loop, &c->idle);
-	}
+	timer_restart(c);
 	/* A side that ended while the backend was being reached. */
 	for (int i = 0; i < 2; i++)
-		if (c->eof[i] && c->s[1 - i] != NULL)
+		if (c->end[i] == END_EOF && c->s[1 - i] != NULL)
 			stream_shutdown_write(c->s[1 - i]);
 	arm_read(c, CLIENT);
 	arm_read(c, BACKEND);
@@ -467,6 +540,7 @@ connect_backend(struct forward_conn *c)
 	c->counted_in = c->counted_out = 0;
 	stream_set_callbacks(b, on_close, c);
 	stream_set_eof_cb(b, on_eof);
+	stream_set_fin_cb(b, on_fin);
 	/* Refused at once: on_close tries the next. */
 	if (stream_closed(b))
 		return;
@@ -593,6 +667,7 @@ forward_handle_stream(struct stream *s, const struct sockaddr *sa,
 	fl->nconns++;
 	stream_set_callbacks(s, on_close, c);
 	stream_set_eof_cb(s, on_eof);
+	stream_set_fin_cb(s, on_fin);
 	stream_wait_for_handshake(s, on_client_ready);
 }
 
@@ -625,6 +700,7 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 	fl->nbackends = o->nbackends;
 	fl->connect_timeout = o->connect_timeout;
 	fl->idle_timeout = o->idle_timeout;
+	fl->fin_timeout = o->fin_timeout;
 	fl->high_water = o->high_water;
 	fl->proxy = o->proxy;
 	fl->backend_tls = o->backend_tls ? tls_ctx_ref(o->backend_tls) : NULL;

@@ -104,6 +104,7 @@ check_listener(const struct config *c, const struct config_listener *l)
 		CHECK(l->backend[i].host[0] != '\0');
 	}
 	check_seconds(l->connect_timeout);
+	check_seconds(l->fin_timeout);
 	TERM(l->backend_ca);
 	TERM(l->backend_sni);
 	if (!l->backend_tls)
