@@ -53,6 +53,7 @@ struct forward_conn {
 	union inet_addr src, dst;
 	socklen_t srclen, dstlen;
 	bool have_dst;
+	unsigned char header_len;	/* the PROXY header's, if one went */
 	size_t backend;			/* index being tried / used */
 	size_t tries;
 	bool paused[2];			/* we paused reading this side */
@@ -61,7 +62,7 @@ struct forward_conn {
 	ev_timer idle;			/* idle_timeout / fin_timeout */
 	ev_tstamp started;		/* accepted */
 	char peer[64];			/* the client, for logs */
-	uint64_t up, down;		/* client bytes, kept at close */
+	uint64_t up, down;		/* bytes forwarded, kept at close */
 	uint64_t counted_in;		/* backend bytes in the metrics */
 	uint64_t counted_out;
 	char *reason;			/* the first thing that ended it */
@@ -247,6 +248,52 @@ conn_reason(const struct forward_conn *c)
 	return "done";
 }
 
+/* How many connection lines were left out, if any were. */
+static void
+report_lines(struct forward_listener *fl)
+{
+	unsigned long n = log_limit_take(&fl->lines);
+
+	if (n > 0)
+		LOGI("%s: %lu connection lines suppressed", fl->name, n);
+}
+
+static void
+lines_report_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	report_lines(w->data);
+}
+
+/*
+ * One line per connection, but at most LOG_BURST a second per listener: a
+ * crowd (3,000 clients of a dead backend wrote 3,000 lines in 0.4 s) must
+ * not flood the log.  The count of those left out goes before the next
+ * line let through, or a second after the first left out, so a burst that
+ * ends is not left unreported until the next one.
+ */
+static void
+log_conn(struct forward_conn *c)
+{
+	struct forward_listener *fl = c->fl;
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	if (!log_limit_pass(&fl->lines)) {
+		if (!ev_is_active(&fl->lines_report)) {
+			ev_timer_set(&fl->lines_report, 1., 0.);
+			ev_timer_start(fl->sl->loop, &fl->lines_report);
+		}
+		return;
+	}
+	report_lines(fl);
+	LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, %llu bytes "
+	    "down: %s", fl->name, c->peer, backend_label(c),
+	    ev_now(fl->sl->loop) - c->started, (unsigned long long)c->up,
+	    (unsigned long long)c->down, conn_reason(c));
+}
+
 static void
 conn_free(struct forward_conn *c)
 {
@@ -254,11 +301,7 @@ conn_free(struct forward_conn *c)
 
 	ev_timer_stop(fl->sl->loop, &c->idle);
 	if (c->state != ST_HANDSHAKE) {
-		LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, "
-		    "%llu bytes down: %s", fl->name, c->peer,
-		    backend_label(c), ev_now(fl->sl->loop) - c->started,
-		    (unsigned long long)c->up, (unsigned long long)c->down,
-		    conn_reason(c));
+		log_conn(c);
 	} else {
 		/* tls.c has logged the failed handshake (rate-limited). */
 		LOGD("%s: %s: closed during the handshake: %s", fl->name,
@@ -505,7 +548,11 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 	}
 	n = forward_proxy_header(c->fl->proxy,
 	    &c->src.sa, dst, hdr, sizeof(hdr));
-	return n > 0 && stream_write(b, hdr, (size_t)n, on_header_sent) == 0;
+	if (n <= 0 || stream_write(b, hdr, (size_t)n, on_header_sent) < 0)
+		return false;
+	/* Not the client's bytes: "bytes up" leaves it out. */
+	c->header_len = (unsigned char)n;
+	return true;
 }
 
 static void
@@ -538,6 +585,7 @@ connect_backend(struct forward_conn *c)
 	}
 	c->s[BACKEND] = b;
 	c->counted_in = c->counted_out = 0;
+	c->header_len = 0;
 	stream_set_callbacks(b, on_close, c);
 	stream_set_eof_cb(b, on_eof);
 	stream_set_fin_cb(b, on_fin);
@@ -588,11 +636,13 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	int side = side_of(c, s);
 	struct stream *other = c->s[1 - side];
 
+	/* Forwarded: handed to the other side's connection, not read. */
 	if (side == CLIENT) {
-		c->up = stream_bytes_in(s);
 		c->down = stream_bytes_out(s);
 	} else {
 		count_backend(c);
+		if (c->state == ST_PUMP)
+			c->up = stream_bytes_out(s) - c->header_len;
 	}
 	c->s[side] = NULL;
 	if (side == BACKEND && c->state == ST_CONNECTING) {
@@ -702,6 +752,8 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 	fl->idle_timeout = o->idle_timeout;
 	fl->fin_timeout = o->fin_timeout;
 	fl->high_water = o->high_water;
+	ev_init(&fl->lines_report, lines_report_cb);
+	fl->lines_report.data = fl;
 	fl->proxy = o->proxy;
 	fl->backend_tls = o->backend_tls ? tls_ctx_ref(o->backend_tls) : NULL;
 	snprintf(fl->backend_sni, sizeof(fl->backend_sni), "%s",
@@ -736,6 +788,8 @@ forward_listener_free(struct forward_listener *fl)
 	if (fl->nconns > 0)
 		LOGW("%s: freed with %zu connections open", fl->name,
 		    fl->nconns);
+	ev_timer_stop(fl->sl->loop, &fl->lines_report);
+	report_lines(fl);
 	tls_ctx_unref(fl->backend_tls);
 	free(fl);
 }

@@ -38,7 +38,12 @@
  * Counting: client bytes and handshakes are counted by the client stream
  * (the listener's counters); backend_failures, backend_bytes_in/out here.
  * One log line per connection that got past its handshake: listener,
- * peer, backend, duration, bytes each way and the reason it ended.
+ * peer, backend, duration, bytes forwarded each way (handed to the other
+ * side's connection: bytes read but still queued when it ended are not)
+ * and the reason it ended.  At most LOG_BURST such lines a second per
+ * listener: a line "NAME: N connection lines suppressed" counts those left
+ * out, before the next line let through, or a second after the first left
+ * out.
  */
 #ifndef FERRY_FORWARD_H
 #define FERRY_FORWARD_H
@@ -48,6 +53,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "log.h"
 #include "stream.h"
 #include "tcpserver.h"
 #include "tls.h"
@@ -112,6 +118,8 @@ struct forward_listener {
 	char backend_sni[256];
 	struct forward_conn *conns;	/* live connections */
 	size_t nconns;
+	struct log_limit lines;		/* the connection lines */
+	ev_timer lines_report;		/* says how many were left out */
 };
 
 /*

@@ -26,6 +26,7 @@
 #include "ferryproc.h"
 #include "forward.h"
 #include "helpers.h"
+#include "log.h"
 #include "netutil.h"
 
 static struct ferry_proc fp;
@@ -1224,6 +1225,20 @@ fill_until_paused(int fd)
 	return sent;
 }
 
+/* "N bytes up" from the connection's log line. */
+static long long
+logged_bytes_up(void)
+{
+	char *log = ferry_log_read(&fp);
+	const char *p = strstr(log, " closed after ");
+	long long up = -1;
+
+	if (p != NULL && (p = strstr(p, " s, ")) != NULL)
+		sscanf(p, " s, %lld bytes up", &up);
+	free(log);
+	return up;
+}
+
 /*
  * Ferry with a backend that never reads, and a client whose bytes have
  * filled the queue: its reading is paused.  With `all_sent`, every byte
@@ -1282,6 +1297,41 @@ Test(forward, paused_client_reset_frees_the_pair, .timeout = 60,
 	    "sockets, %d before the pair", count_sockets(fp.pid), sockets);
 	d.drain = true;
 	cr_assert(wait_flag(&d.done, 20));
+	backend_stop(&be);
+}
+
+/*
+ * "bytes up" is what went to the backend, not what was read from the
+ * client: the queue ferry dropped with the pair never reached it.
+ */
+Test(forward, bytes_up_is_what_the_backend_received, .timeout = 60,
+    .fini = cleanup)
+{
+	struct backend be;
+	struct deaf d = { 0 };
+	struct linger lg = { 1, 0 };
+	int sockets, fd = stalled_pair(&be, &d, "", false, &sockets);
+	double read_from_client;
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	cr_assert(ferry_log_wait(&fp, "closed after", 1, 10));
+	/* Ferry's socket to the backend still holds bytes: they arrive. */
+	d.drain = true;
+	cr_assert(wait_flag(&d.done, 20));
+	read_from_client = ferry_metric(&fp, SERIES(
+	    "ferry_client_received_bytes_total", "web"));
+	cr_log_info("ferry read %.0f bytes from the client, forwarded %lld; "
+	    "the backend received %zu", read_from_client, logged_bytes_up(),
+	    (size_t)d.got);
+	cr_assert_eq(logged_bytes_up(), (long long)d.got,
+	    "logged %lld bytes up; the backend received %zu (ferry read %.0f "
+	    "from the client)", logged_bytes_up(), (size_t)d.got,
+	    read_from_client);
+	cr_assert_eq(ferry_metric(&fp, SERIES(
+	    "ferry_backend_sent_bytes_total", "web")), (double)d.got);
+	cr_assert_gt(read_from_client, (double)d.got,
+	    "the premise: ferry held bytes it never forwarded");
 	backend_stop(&be);
 }
 
@@ -1359,6 +1409,71 @@ Test(forward, fin_timeout_spares_a_download_after_half_close,
 	    10));
 	cr_assert_eq(ferry_log_count(&fp, "idle for"), 0);
 	backend_stop(&be);
+}
+
+/* ---- the per-connection log line under a crowd ---- */
+
+/* Sum of the "N connection lines suppressed" lines. */
+static long
+suppressed_lines(void)
+{
+	char *log = ferry_log_read(&fp);
+	const char *p = log;
+	long sum = 0;
+
+	while ((p = strstr(p, "web: ")) != NULL) {
+		long n;
+		char tail[32];
+		p += 5;
+		if (sscanf(p, "%ld %31[a-z ]", &n, tail) == 2 &&
+		    strcmp(tail, "connection lines suppressed") == 0)
+			sum += n;
+	}
+	free(log);
+	return sum;
+}
+
+/*
+ * 3,000 clients of a listener whose backend is down: at most LOG_BURST
+ * connection lines a second, and every one left out counted in a line
+ * that says so.
+ */
+Test(forward, connection_lines_are_rate_limited, .timeout = 120,
+    .fini = cleanup)
+{
+	const int n = 3000;
+	char extra[256], c;
+	double t0, elapsed;
+	int lines = 0;
+	long suppressed = 0;
+
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d\n",
+	    dead_port());
+	start_web(true, extra);
+	t0 = now_s();
+	for (int i = 0; i < n; i++) {
+		int fd = connect_loopback(false, ferry_port(&fp, "web"));
+		cr_assert_geq(fd, 0, "connect %d: %s", i, strerror(errno));
+		/* Closed by ferry once the backend refused. */
+		cr_assert_leq(recv(fd, &c, 1, 0), 0);
+		close(fd);
+	}
+	for (int i = 0; i < 1000; i++) {
+		lines = ferry_log_count(&fp, " closed after ");
+		suppressed = suppressed_lines();
+		if (lines + suppressed >= n)
+			break;
+		usleep(20 * 1000);
+	}
+	elapsed = now_s() - t0;
+	cr_log_info("%d connection lines and %ld suppressed in %.1f s", lines,
+	    suppressed, elapsed);
+	cr_assert_eq(lines + suppressed, n, "%d lines + %ld suppressed for "
+	    "%d connections", lines, suppressed, n);
+	/* At most LOG_BURST in each second the run touched. */
+	cr_assert_leq(lines, LOG_BURST * ((int)elapsed + 2), "%d lines in "
+	    "%.1f s", lines, elapsed);
+	cr_assert_gt(suppressed, 0);
 }
 
 /* ---- the mechanism below: TLS on a stream already connected ---- */
