@@ -114,6 +114,7 @@ stream_opts_default(struct stream_opts *o)
 	o->handshake_timeout = 10.0;
 	o->idle_timeout = 0;
 	o->linger_timeout = 5.0;
+	o->keepalive = STREAM_DEFAULT_KEEPALIVE;
 }
 
 /* ---- the plain transport ---- */
@@ -477,12 +478,37 @@ hup_open(struct stream_loop *sl)
 	return true;
 }
 
+/*
+ * A peer that closes while its own kernel still holds bytes for us sends
+ * its FIN only after them, and we are not taking them: its kernel gives up
+ * after a few zero-window probes (a minute or two) and says nothing.  A
+ * held-back socket is therefore probed once the peer has been silent for
+ * opts.keepalive: a peer host without the connection answers with a reset,
+ * one that is gone does not answer (ETIMEDOUT); both end up in the hup set
+ * as errors.  A live peer acknowledges, and stays.  Without it, such a
+ * client's pair was still open 400 s after the client closed.
+ */
+static void
+keepalive_on(struct stream *s)
+{
+	int idle = (int)s->opts.keepalive;
+
+	if (s->opts.keepalive <= 0)
+		return;
+	if (idle < 1)
+		idle = 1;
+	/* Not fatal: the stream still works, only its peer's going is not seen. */
+	(void)netutil_set_keepalive(s->fd, idle, idle / 4 > 0 ? idle / 4 : 1,
+	    4);
+}
+
 static void
 hup_join(struct stream *s)
 {
 	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET };
 
 	ev.data.ptr = s;
+	keepalive_on(s);
 	/*
 	 * Without a place in the set the stream still works: its peer's
 	 * going then shows when it reads or writes again, or at a timeout.

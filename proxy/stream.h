@@ -47,11 +47,14 @@
  * (or another socket error) closes it at once with STREAM_CLOSE_RESET
  * (STREAM_CLOSE_ERROR), bytes it had not delivered dropped; the peer's FIN
  * runs the fin callback (stream_set_fin_cb), and the bytes before it are
- * still read, in order, once reading resumes.  Otherwise a stream paused
- * behind a peer that never drains would live, with its descriptor and
- * socket buffers, until its owner's timeout, or for ever without one.
- * (Linux: the loop watches such streams in an epoll set of its own, for
- * EPOLLRDHUP and errors only, see stream.c.)
+ * still read, in order, once reading resumes.  A peer whose FIN cannot
+ * come (it closed with bytes still queued behind our closed window) or
+ * that vanished without a word is found by TCP keepalive (opts.keepalive),
+ * as a reset or a timeout.  Otherwise a stream paused behind a peer that
+ * never drains would live, with its descriptor and socket buffers, until
+ * its owner's timeout, or for ever without one.  (Linux: the loop watches
+ * such streams in an epoll set of its own, for EPOLLRDHUP and errors only,
+ * see stream.c.)
  *
  * The process must ignore SIGPIPE: OpenSSL writes to its socket with
  * write(), which cannot ask for MSG_NOSIGNAL.
@@ -142,9 +145,16 @@ struct stream_opts {
 	double handshake_timeout;	/* seconds for connect + handshake; 0 = none */
 	double idle_timeout;		/* seconds without I/O; 0 = none */
 	double linger_timeout;		/* seconds stream_end() waits to flush */
+	/*
+	 * Once reading is held back: seconds without a segment from the peer
+	 * before TCP keepalive probes it (then 4 more, a quarter of that
+	 * apart); 0 = none.  See stream.c (hup_join).
+	 */
+	double keepalive;
 };
 
 #define STREAM_DEFAULT_MAX_BUFFER	(1024 * 1024)
+#define STREAM_DEFAULT_KEEPALIVE	60.0
 #define STREAM_DEFAULT_CHUNK		(64 * 1024)
 #define STREAM_DIRECT_WRITE		(16 * 1024)
 

@@ -1014,3 +1014,70 @@ ParameterizedTest(int *transport, stream, paused_stream_sees_fin,
 	cr_assert_eq(pr.depth, 1);
 	pair_close(&pr);
 }
+
+/*
+ * Waits for the go-ahead, then goes without a word: TCP_REPAIR makes the
+ * close send neither FIN nor reset (needs CAP_NET_ADMIN), as a peer whose
+ * FIN is stuck behind its own unsent bytes, whose kernel then gives up.
+ */
+static void
+vanish_when_told(struct pair *pr)
+{
+	int on = 1;
+
+	peer_write(&pr->peer, "0123456789", 10);
+	for (int i = 0; i < 2000 && !pr->flag; i++)
+		usleep(10 * 1000);
+	if (setsockopt(pr->peer.fd, IPPROTO_TCP, TCP_REPAIR, &on,
+	    sizeof(on)) < 0) {
+		pr->peer_ok = false;
+		return;
+	}
+	close(pr->peer.fd);
+	pr->peer.fd = -1;
+}
+
+static bool
+can_repair(void)
+{
+	int on = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	bool ok = fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on,
+	    sizeof(on)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+ParameterizedTestParameters(stream, paused_stream_probes_a_vanished_peer)
+{
+	static int t[] = { T_PLAIN, T_TLS };
+	return cr_make_param_array(int, t, 2);
+}
+
+/* Held back, the stream probes a silent peer: one that is gone is found. */
+ParameterizedTest(int *transport, stream,
+    paused_stream_probes_a_vanished_peer, .timeout = 30)
+{
+	struct pair pr;
+	struct stream_opts o = opts_default();
+
+	if (!can_repair())
+		cr_skip_test("TCP_REPAIR needs CAP_NET_ADMIN");
+	o.keepalive = 1;
+	pair_open(&pr, *transport, &o, vanish_when_told);
+	stream_wait_for_handshake(pr.s, pause_when_ready);
+	cr_assert(tloop_run_pred(&pr.t, ready_pred, &pr, 10),
+	    "the handshake did not complete");
+	/* Silent, but there: it answers the probes. */
+	tloop_run_for(&pr.t, 2.5);
+	cr_assert_not(pr.closed, "closed for %s (%s) with its peer there",
+	    stream_close_reason_str(pr.why), pr.error);
+	pr.flag = true;
+	cr_assert(tloop_run_until(&pr.t, &pr.closed, 15),
+	    "the paused stream did not notice its peer was gone");
+	cr_assert(pr.peer_ok, "the peer could not vanish");
+	cr_assert_eq(pr.why, STREAM_CLOSE_RESET, "closed for %s (%s)",
+	    stream_close_reason_str(pr.why), pr.error);
+	pair_close(&pr);
+}
