@@ -268,7 +268,7 @@ lines_report_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /*
  * One line per connection, but at most LOG_BURST a second per listener: a
- * crowd (3,000 clients of a dead backend wrote 3,000 lines in 0.4 s) must
+ * crowd (3,000 clients of a dead backend wrote 3,000 lines) must
  * not flood the log.  The count of those left out goes before the next
  * line let through, or a second after the first left out, so a burst that
  * ends is not left unreported until the next one.
