@@ -83,6 +83,7 @@ const struct config_key config_keys[] = {
 	{ "acl", CONFIG_SCOPE_RELAY },
 	{ "backend", CONFIG_SCOPE_FORWARD },
 	{ "connect_timeout", CONFIG_SCOPE_FORWARD },
+	{ "fin_timeout", CONFIG_SCOPE_FORWARD },
 	{ "backend_tls", CONFIG_SCOPE_FORWARD },
 	{ "backend_ca", CONFIG_SCOPE_FORWARD },
 	{ "backend_sni", CONFIG_SCOPE_FORWARD },
@@ -199,6 +200,7 @@ config_listener_init(struct config_listener *l, const char *name)
 	l->max_keys_bytes = 65536;
 	l->max_keys = 16384;
 	l->connect_timeout = 5;
+	l->fin_timeout = 30;
 	l->high_water = 256 * 1024;
 }
 
@@ -557,6 +559,8 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "connect_timeout"))
 		return parse_deadline(p, k, v, "a backend's connect and TLS "
 		    "handshake", &l->connect_timeout);
+	if (!strcmp(k, "fin_timeout"))
+		return parse_seconds(p, k, v, &l->fin_timeout);
 	if (!strcmp(k, "backend_tls"))
 		return parse_bool(p, k, v, &l->backend_tls);
 	if (!strcmp(k, "backend_ca"))

@@ -103,6 +103,7 @@ struct config_listener {
 	struct config_addr backend[CONFIG_MAX_BACKENDS];
 	size_t nbackend;
 	double connect_timeout;
+	double fin_timeout;		/* once a side has ended; 0 = none */
 	bool backend_tls;
 	char backend_ca[CONFIG_PATH_LEN];
 	char backend_sni[256];

@@ -23,6 +23,14 @@ enum conn_state {
 	ST_PUMP,	/* bytes flow both ways */
 };
 
+/* How far one side's sending has got. */
+enum side_end {
+	END_OPEN,	/* it may send more */
+	END_FIN,	/* its FIN came while we held its reading back: it
+			   sends no more, what came before is still to read */
+	END_EOF,	/* read to its end, passed on as a half-close */
+};
+
 /* One client and its backend: one allocation, freed with the last side. */
 /*
  * An address a TCP listener accepts: a fifth of a sockaddr_storage, and
@@ -45,15 +53,16 @@ struct forward_conn {
 	union inet_addr src, dst;
 	socklen_t srclen, dstlen;
 	bool have_dst;
+	unsigned char header_len;	/* the PROXY header's, if one went */
 	size_t backend;			/* index being tried / used */
 	size_t tries;
 	bool paused[2];			/* we paused reading this side */
-	bool eof[2];			/* this side sent its last byte */
+	unsigned char end[2];		/* enum side_end */
 	int first_eof;			/* CLIENT, BACKEND, or -1: none yet */
-	ev_timer idle;
+	ev_timer idle;			/* idle_timeout / fin_timeout */
 	ev_tstamp started;		/* accepted */
 	char peer[64];			/* the client, for logs */
-	uint64_t up, down;		/* client bytes, kept at close */
+	uint64_t up, down;		/* bytes forwarded, kept at close */
 	uint64_t counted_in;		/* backend bytes in the metrics */
 	uint64_t counted_out;
 	char *reason;			/* the first thing that ended it */
@@ -239,19 +248,60 @@ conn_reason(const struct forward_conn *c)
 	return "done";
 }
 
+/* How many connection lines were left out, if any were. */
+static void
+report_lines(struct forward_listener *fl)
+{
+	unsigned long n = log_limit_take(&fl->lines);
+
+	if (n > 0)
+		LOGI("%s: %lu connection lines suppressed", fl->name, n);
+}
+
+static void
+lines_report_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	report_lines(w->data);
+}
+
+/*
+ * One line per connection, but at most LOG_BURST a second per listener: a
+ * crowd (3,000 clients of a dead backend wrote 3,000 lines) must
+ * not flood the log.  The count of those left out goes before the next
+ * line let through, or a second after the first left out, so a burst that
+ * ends is not left unreported until the next one.
+ */
+static void
+log_conn(struct forward_conn *c)
+{
+	struct forward_listener *fl = c->fl;
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	if (!log_limit_pass(&fl->lines)) {
+		if (!ev_is_active(&fl->lines_report)) {
+			ev_timer_set(&fl->lines_report, 1., 0.);
+			ev_timer_start(fl->sl->loop, &fl->lines_report);
+		}
+		return;
+	}
+	report_lines(fl);
+	LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, %llu bytes "
+	    "down: %s", fl->name, c->peer, backend_label(c),
+	    ev_now(fl->sl->loop) - c->started, (unsigned long long)c->up,
+	    (unsigned long long)c->down, conn_reason(c));
+}
+
 static void
 conn_free(struct forward_conn *c)
 {
 	struct forward_listener *fl = c->fl;
-	ev_tstamp now = ev_now(fl->sl->loop);
 
 	ev_timer_stop(fl->sl->loop, &c->idle);
 	if (c->state != ST_HANDSHAKE) {
-		LOGI("%s: %s -> %s: closed after %.3f s, %llu bytes up, "
-		    "%llu bytes down: %s", fl->name, c->peer,
-		    backend_label(c), now - c->started,
-		    (unsigned long long)c->up, (unsigned long long)c->down,
-		    conn_reason(c));
+		log_conn(c);
 	} else {
 		/* tls.c has logged the failed handshake (rate-limited). */
 		LOGD("%s: %s: closed during the handshake: %s", fl->name,
@@ -317,20 +367,6 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	arm_read(c, from);
 }
 
-/* One direction has ended: pass the half-close on. */
-static void
-on_eof(struct stream *s, void *arg)
-{
-	struct forward_conn *c = conn_of(arg);
-	int from = side_of(c, s);
-
-	c->eof[from] = true;
-	if (c->first_eof < 0)
-		c->first_eof = from;
-	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
-		stream_shutdown_write(c->s[1 - from]);
-}
-
 static void
 close_both(struct forward_conn *c, enum stream_close_reason why)
 {
@@ -339,26 +375,110 @@ close_both(struct forward_conn *c, enum stream_close_reason why)
 			stream_close(c->s[i], why);
 }
 
-/* The pair's idle timeout: traffic either way keeps it open. */
+static bool
+a_side_ended(const struct forward_conn *c)
+{
+	return c->end[CLIENT] != END_OPEN || c->end[BACKEND] != END_OPEN;
+}
+
+/* The pair's limit now (0: none): fin_timeout once a side has ended. */
+static double
+pair_timeout(const struct forward_conn *c, bool *fin)
+{
+	const struct forward_listener *fl = c->fl;
+
+	*fin = a_side_ended(c) && fl->fin_timeout > 0 &&
+	    (fl->idle_timeout <= 0 || fl->fin_timeout < fl->idle_timeout);
+	return *fin ? fl->fin_timeout : fl->idle_timeout;
+}
+
+/* Traffic either way keeps the pair open, whichever limit applies. */
 static void
 idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct forward_conn *c = conn_of(w->data);
 	ev_tstamp last = 0, now = ev_now(loop);
-	double idle = c->fl->idle_timeout;
+	bool fin;
+	double limit = pair_timeout(c, &fin);
 
 	(void)revents;
 	for (int i = 0; i < 2; i++)
 		if (c->s[i] != NULL && stream_last_io(c->s[i]) > last)
 			last = stream_last_io(c->s[i]);
-	if (now - last >= idle) {
+	if (now - last >= limit) {
 		/* Nothing is cut mid-flight: a clean close_notify and FIN. */
-		set_reason(c, "idle for %.0f s", idle);
+		if (fin)
+			set_reason(c, "idle for %g s after the %s closed",
+			    limit, c->first_eof == CLIENT ? "client" :
+			    "backend");
+		else
+			set_reason(c, "idle for %g s", limit);
 		close_both(c, STREAM_CLOSE_LOCAL);
 		return;
 	}
-	ev_timer_set(w, last + idle - now, 0.);
+	ev_timer_set(w, last + limit - now, 0.);
 	ev_timer_start(loop, w);
+}
+
+/*
+ * (Re)starts the pair's timer for the limit that applies now, counted from
+ * now: the pump's start, or a side's end.
+ */
+static void
+timer_restart(struct forward_conn *c)
+{
+	struct ev_loop *loop = c->fl->sl->loop;
+	bool fin;
+	double limit = pair_timeout(c, &fin);
+
+	if (c->state != ST_PUMP)
+		return;		/* pump_start() starts it */
+	ev_timer_stop(loop, &c->idle);
+	if (limit <= 0)
+		return;
+	ev_timer_set(&c->idle, limit, 0.);
+	ev_timer_start(loop, &c->idle);
+}
+
+static void
+side_ended(struct forward_conn *c, int side, enum side_end how)
+{
+	bool first = !a_side_ended(c);
+
+	c->end[side] = (unsigned char)how;
+	if (c->first_eof < 0)
+		c->first_eof = side;
+	/* A second end moves nothing the timer would not see. */
+	if (first)
+		timer_restart(c);
+}
+
+/* One direction has ended: pass the half-close on. */
+static void
+on_eof(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int from = side_of(c, s);
+
+	side_ended(c, from, END_EOF);
+	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
+		stream_shutdown_write(c->s[1 - from]);
+}
+
+/*
+ * A side sent its FIN while we held its reading back (the other side takes
+ * nothing): its bytes still wait to be passed on, and may never be, so
+ * from now on fin_timeout counts.  A client that closed while its backend
+ * stopped reading lived until shutdown otherwise.
+ */
+static void
+on_fin(struct stream *s, void *arg)
+{
+	struct forward_conn *c = conn_of(arg);
+	int side = side_of(c, s);
+
+	if (c->end[side] == END_OPEN)
+		side_ended(c, side, END_FIN);
 }
 
 static void
@@ -369,14 +489,10 @@ pump_start(struct forward_conn *c)
 	c->state = ST_PUMP;
 	LOGD("%s: %s -> %s: connected", fl->name, c->peer,
 	    backend_label(c));
-	if (fl->idle_timeout > 0) {
-		ev_timer_init(&c->idle, idle_cb, fl->idle_timeout, 0.);
-		c->idle.data = c;
-		ev_timer_start(fl->sl->loop, &c->idle);
-	}
+	timer_restart(c);
 	/* A side that ended while the backend was being reached. */
 	for (int i = 0; i < 2; i++)
-		if (c->eof[i] && c->s[1 - i] != NULL)
+		if (c->end[i] == END_EOF && c->s[1 - i] != NULL)
 			stream_shutdown_write(c->s[1 - i]);
 	arm_read(c, CLIENT);
 	arm_read(c, BACKEND);
@@ -432,7 +548,11 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 	}
 	n = forward_proxy_header(c->fl->proxy,
 	    &c->src.sa, dst, hdr, sizeof(hdr));
-	return n > 0 && stream_write(b, hdr, (size_t)n, on_header_sent) == 0;
+	if (n <= 0 || stream_write(b, hdr, (size_t)n, on_header_sent) < 0)
+		return false;
+	/* Not the client's bytes: "bytes up" leaves it out. */
+	c->header_len = (unsigned char)n;
+	return true;
 }
 
 static void
@@ -465,8 +585,10 @@ connect_backend(struct forward_conn *c)
 	}
 	c->s[BACKEND] = b;
 	c->counted_in = c->counted_out = 0;
+	c->header_len = 0;
 	stream_set_callbacks(b, on_close, c);
 	stream_set_eof_cb(b, on_eof);
+	stream_set_fin_cb(b, on_fin);
 	/* Refused at once: on_close tries the next. */
 	if (stream_closed(b))
 		return;
@@ -514,11 +636,13 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	int side = side_of(c, s);
 	struct stream *other = c->s[1 - side];
 
+	/* Forwarded: handed to the other side's connection, not read. */
 	if (side == CLIENT) {
-		c->up = stream_bytes_in(s);
 		c->down = stream_bytes_out(s);
 	} else {
 		count_backend(c);
+		if (c->state == ST_PUMP)
+			c->up = stream_bytes_out(s) - c->header_len;
 	}
 	c->s[side] = NULL;
 	if (side == BACKEND && c->state == ST_CONNECTING) {
@@ -593,6 +717,7 @@ forward_handle_stream(struct stream *s, const struct sockaddr *sa,
 	fl->nconns++;
 	stream_set_callbacks(s, on_close, c);
 	stream_set_eof_cb(s, on_eof);
+	stream_set_fin_cb(s, on_fin);
 	stream_wait_for_handshake(s, on_client_ready);
 }
 
@@ -625,7 +750,10 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 	fl->nbackends = o->nbackends;
 	fl->connect_timeout = o->connect_timeout;
 	fl->idle_timeout = o->idle_timeout;
+	fl->fin_timeout = o->fin_timeout;
 	fl->high_water = o->high_water;
+	ev_init(&fl->lines_report, lines_report_cb);
+	fl->lines_report.data = fl;
 	fl->proxy = o->proxy;
 	fl->backend_tls = o->backend_tls ? tls_ctx_ref(o->backend_tls) : NULL;
 	snprintf(fl->backend_sni, sizeof(fl->backend_sni), "%s",
@@ -660,6 +788,8 @@ forward_listener_free(struct forward_listener *fl)
 	if (fl->nconns > 0)
 		LOGW("%s: freed with %zu connections open", fl->name,
 		    fl->nconns);
+	ev_timer_stop(fl->sl->loop, &fl->lines_report);
+	report_lines(fl);
 	tls_ctx_unref(fl->backend_tls);
 	free(fl);
 }

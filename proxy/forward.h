@@ -19,14 +19,31 @@
  * high_water and resumes when it has drained.  EOF from one side becomes a
  * half-close of the other (FIN, or close_notify then FIN); the connection
  * ends when both directions are done.  An error on either side closes
- * both.  The idle timeout is for the pair: only when no byte has moved
- * either way for idle_timeout seconds is it closed, so a long one-way
- * download is never cut.
+ * both, a reset included, also from a side whose reading is paused (the
+ * stream layer watches it).
+ *
+ * Timeouts, for the pair: only when no byte has moved either way for
+ * idle_timeout seconds is it closed, so a long one-way download is never
+ * cut.  Once either side has ended (its EOF read, or its FIN seen while
+ * its reading was paused behind bytes the other side does not take),
+ * fin_timeout applies instead when it is shorter: a side that has ended
+ * sends no more, and a pair in which nothing then moves for fin_timeout
+ * is closed.  A client that closed (or shut down its sending side) while
+ * its backend stopped reading is otherwise indistinguishable from one
+ * waiting for its answer, and with idle_timeout 0 the pair, its two
+ * descriptors and their socket buffers, lived until shutdown.  Bytes
+ * moving either way keep it open, a download after a client's
+ * shutdown(SHUT_WR) included.  0 turns either off.
  *
  * Counting: client bytes and handshakes are counted by the client stream
  * (the listener's counters); backend_failures, backend_bytes_in/out here.
  * One log line per connection that got past its handshake: listener,
- * peer, backend, duration, bytes each way and the reason it ended.
+ * peer, backend, duration, bytes forwarded each way (handed to the other
+ * side's connection: bytes read but still queued when it ended are not)
+ * and the reason it ended.  At most LOG_BURST such lines a second per
+ * listener: a line "NAME: N connection lines suppressed" counts those left
+ * out, before the next line let through, or a second after the first left
+ * out.
  */
 #ifndef FERRY_FORWARD_H
 #define FERRY_FORWARD_H
@@ -36,6 +53,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "log.h"
 #include "stream.h"
 #include "tcpserver.h"
 #include "tls.h"
@@ -75,6 +93,7 @@ struct forward_opts {
 	size_t nbackends;
 	double connect_timeout;		/* seconds; connect + backend TLS */
 	double idle_timeout;		/* seconds without traffic; 0 = none */
+	double fin_timeout;		/* the same once a side ended; 0 = none */
 	size_t high_water;		/* bytes queued before pausing */
 	enum forward_proxy proxy;
 	struct tls_ctx *backend_tls;	/* NULL: plain to the backend */
@@ -92,12 +111,15 @@ struct forward_listener {
 	size_t next;			/* round-robin position */
 	double connect_timeout;
 	double idle_timeout;
+	double fin_timeout;
 	size_t high_water;
 	enum forward_proxy proxy;
 	struct tls_ctx *backend_tls;	/* referenced */
 	char backend_sni[256];
 	struct forward_conn *conns;	/* live connections */
 	size_t nconns;
+	struct log_limit lines;		/* the connection lines */
+	ev_timer lines_report;		/* says how many were left out */
 };
 
 /*

@@ -8,10 +8,8 @@
 
 static enum log_level current_level = LOG_INFO;
 
-/* Rate limiter for log_limited(): a one-second window. */
-static time_t limit_window;
-static unsigned limit_count;
-static unsigned long limit_suppressed;
+/* log_limited()'s own limit. */
+static struct log_limit limit;
 
 static const char *const level_names[] = { "ERROR", "WARN", "INFO", "DEBUG",
     "NOTICE" };
@@ -83,29 +81,44 @@ log_write(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+bool
+log_limit_pass(struct log_limit *l)
+{
+	time_t now = time(NULL);
+
+	if (now != l->window) {
+		l->window = now;
+		l->count = 0;
+	}
+	if (l->count >= LOG_BURST) {
+		l->suppressed++;
+		return false;
+	}
+	l->count++;
+	return true;
+}
+
+unsigned long
+log_limit_take(struct log_limit *l)
+{
+	unsigned long n = l->suppressed;
+
+	l->suppressed = 0;
+	return n;
+}
+
 void
 log_limited(enum log_level level, const char *fmt, ...)
 {
 	va_list ap;
-	time_t now;
+	unsigned long left_out;
 
-	if (!log_enabled(level))
+	if (!log_enabled(level) || !log_limit_pass(&limit))
 		return;
-	now = time(NULL);
-	if (now != limit_window) {
-		limit_window = now;
-		limit_count = 0;
-	}
-	if (limit_count >= LOG_BURST) {
-		limit_suppressed++;
-		return;
-	}
-	limit_count++;
-	if (limit_suppressed > 0) {
+	left_out = log_limit_take(&limit);
+	if (left_out > 0)
 		log_write(level, "(%lu similar messages suppressed)",
-		    limit_suppressed);
-		limit_suppressed = 0;
-	}
+		    left_out);
 	va_start(ap, fmt);
 	log_vwrite(level, fmt, ap);
 	va_end(ap);

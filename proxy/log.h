@@ -8,13 +8,15 @@
  * data (peer addresses, uuids) always goes through "%s", never into the
  * format itself.
  *
- * The level and the rate limiter are the module's only state; main sets the
- * level once at start-up.
+ * The level and the rate limiter of log_limited() are the module's only
+ * state; main sets the level once at start-up.
  */
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <time.h>
 
 enum log_level {
 	LOG_ERROR = 0,
@@ -49,6 +51,21 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 #define LOG_BURST 20
 void log_limited(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/*
+ * The same limit, kept by its owner, for a kind of line that must not use
+ * up the others' budget nor be crowded out by them (forward's lines, one
+ * per connection, have one per listener).  Zero-initialised.
+ */
+struct log_limit {
+	time_t window;			/* the second being counted */
+	unsigned count;			/* lines let through in it */
+	unsigned long suppressed;	/* left out since last taken */
+};
+/* Whether a line may go out now; if not, it is counted as left out. */
+bool log_limit_pass(struct log_limit *l);
+/* The lines left out since the last call; the count starts again. */
+unsigned long log_limit_take(struct log_limit *l);
 
 /* NOTICE shows whenever warnings do; the others by their order. */
 #define log_rank(lvl) ((lvl) == LOG_NOTICE ? LOG_WARN : (lvl))

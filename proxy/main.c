@@ -466,6 +466,7 @@ forward_from(struct app *app, struct listener *ls, char *err, size_t errlen)
 	fo.nbackends = l->nbackend;
 	fo.connect_timeout = l->connect_timeout;
 	fo.idle_timeout = l->idle_timeout;
+	fo.fin_timeout = l->fin_timeout;
 	fo.high_water = l->high_water;
 	fo.proxy = l->proxy_protocol == CONFIG_PROXY_V1 ? FORWARD_PROXY_V1 :
 	    l->proxy_protocol == CONFIG_PROXY_V2 ? FORWARD_PROXY_V2 :

@@ -41,6 +41,21 @@ netutil_set_nodelay(int fd)
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+int
+netutil_set_keepalive(int fd, int idle, int interval, int count)
+{
+	int one = 1;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle,
+	    sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval,
+	    sizeof(interval)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count,
+	    sizeof(count)) < 0)
+		return -1;
+	return setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
 void
 netutil_format_addr(const struct sockaddr *sa, char *out, size_t outlen)
 {

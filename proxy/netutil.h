@@ -50,6 +50,12 @@ int netutil_resolve(const char *host, int port, struct sockaddr_storage *ss,
 
 int netutil_set_nonblock(int fd);
 int netutil_set_nodelay(int fd);
+/*
+ * TCP keepalive: the first probe after `idle` seconds without a segment
+ * from the peer, then `count` more `interval` seconds apart before the
+ * connection is dropped (ETIMEDOUT).  0, or -1 with errno.
+ */
+int netutil_set_keepalive(int fd, int idle, int interval, int count);
 
 /* "1.2.3.4:80" or "[::1]:80"; always NUL-terminated. */
 void netutil_format_addr(const struct sockaddr *sa, char *out, size_t outlen);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "metrics.h"
@@ -22,7 +23,43 @@ enum {
 	W_DISPATCH = 1 << 2,	/* serve the pending read from the buffer */
 	W_FLUSH = 1 << 3,	/* write the buffer out */
 	W_HS_CB = 1 << 4,	/* report a finished handshake */
+	W_HUP = 1 << 5,		/* look at what the hup set reported */
 };
+
+/*
+ * A stream's place in its loop's hup set (stream_loop.hup_fd).
+ *
+ * A stream that does not read its socket (paused by its owner, or its read
+ * buffer full) must still learn that its peer reset or sent its FIN, yet
+ * cannot keep EV_READ armed: the unread bytes would make the watcher fire
+ * on every iteration.  libev knows only readable and writable, so such a
+ * stream's socket also goes into an epoll set of the loop's own, watched
+ * by one ev_io, for EPOLLRDHUP (the FIN) and the errors and hang-ups that
+ * epoll always reports, never EPOLLIN: arriving bytes wake nobody.  It is
+ * edge-triggered, so a state that lasts (a FIN, while reading is still
+ * held back) is reported once, not on every poll.
+ *
+ * A stream joins the set the first time it is held back and stays until
+ * it closes: pausing and resuming again cost no syscall.  What the set
+ * reports while the stream reads anyway is only noted (peer_fin,
+ * peer_err): reading meets the EOF or the error itself, and if the stream
+ * is held back before it does, the note is acted on then.
+ *
+ * Weighed and not taken: polling held-back sockets on a timer
+ * (recv(MSG_PEEK) or TCP_INFO per stream per tick: latency or syscalls
+ * for every paused stream, all the time); reading on past the limit to
+ * find the end (that is the memory backpressure exists to bound); a
+ * dup()ed descriptor per stream in libev (one more descriptor each, and
+ * still no way to ask for EPOLLRDHUP alone).
+ */
+enum {
+	HUP_OFF = 0,	/* not in the set */
+	HUP_ON,		/* in the set */
+	HUP_FAILED,	/* could not be added (no memory, no descriptor) */
+};
+
+/* hup events taken per callback: the rest come on the next iteration. */
+#define HUP_EVENTS 64
 
 /* Reads per readiness event before other connections get a turn. */
 #define READS_PER_EVENT 16
@@ -46,6 +83,7 @@ enum {
 #define TRIM_MAX_WAIT 10.0
 
 static void update_interest(struct stream *s);
+static void hup_check(struct stream *s);
 static void handle_write(struct stream *s);
 static void advance_handshake(struct stream *s);
 static void timer_arm(struct stream *s);
@@ -76,6 +114,7 @@ stream_opts_default(struct stream_opts *o)
 	o->handshake_timeout = 10.0;
 	o->idle_timeout = 0;
 	o->linger_timeout = 5.0;
+	o->keepalive = STREAM_DEFAULT_KEEPALIVE;
 }
 
 /* ---- the plain transport ---- */
@@ -265,6 +304,8 @@ process_work(struct stream *s)
 			s->handshake_cb = NULL;
 			cb(s, s->arg);
 		}
+		if (!s->closed && (w & W_HUP))
+			hup_check(s);
 		if (!s->closed && (w & W_READ) && can_read(s)) {
 			if (read_turn_over(s))
 				queue_work(s, W_READ);
@@ -352,6 +393,7 @@ stream_loop_init(struct stream_loop *sl, struct ev_loop *loop)
 	malloc_policy();
 	memset(sl, 0, sizeof(*sl));
 	sl->loop = loop;
+	sl->hup_fd = -1;
 	sl->iter = 1;			/* a stream's capped_iter 0 matches none */
 	ev_prepare_init(&sl->prepare, prepare_cb);
 	sl->prepare.data = sl;
@@ -375,6 +417,164 @@ stream_loop_destroy(struct stream_loop *sl)
 		ev_ref(sl->loop);
 		ev_timer_stop(sl->loop, &sl->trim);
 	}
+	if (sl->hup_fd >= 0) {
+		ev_ref(sl->loop);
+		ev_io_stop(sl->loop, &sl->hup_io);
+		close(sl->hup_fd);
+		sl->hup_fd = -1;
+	}
+}
+
+/* ---- the hup set (see HUP_OFF above) ---- */
+
+/* Open and established, but not reading its socket. */
+static bool
+held_back(const struct stream *s)
+{
+	return s->active && !s->closed && !s->connecting &&
+	    !s->handshaking && !s->eof && !s->ending &&
+	    (s->paused || buffer_len(&s->rbuf) >= s->opts.max_buffer_size);
+}
+
+static void
+hup_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct stream_loop *sl = w->data;
+	struct epoll_event ev[HUP_EVENTS];
+	int n;
+
+	(void)loop;
+	(void)revents;
+	/* On EINTR the set stays readable: libev calls again. */
+	n = epoll_wait(sl->hup_fd, ev, HUP_EVENTS, 0);
+	for (int i = 0; i < n; i++) {
+		struct stream *s = ev[i].data.ptr;
+
+		/* A stream leaves the set as it closes, long before it is freed. */
+		if (s->closed)
+			continue;
+		if (ev[i].events & (EPOLLERR | EPOLLHUP))
+			s->peer_err = 1;
+		if (ev[i].events & (EPOLLRDHUP | EPOLLHUP))
+			s->peer_fin = 1;
+		queue_work(s, W_HUP);
+	}
+}
+
+/* Made at the first use, so a loop made before fork() is not shared. */
+static bool
+hup_open(struct stream_loop *sl)
+{
+	if (sl->hup_fd >= 0)
+		return true;
+	sl->hup_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (sl->hup_fd < 0)
+		return false;
+	ev_io_init(&sl->hup_io, hup_cb, sl->hup_fd, EV_READ);
+	sl->hup_io.data = sl;
+	ev_io_start(sl->loop, &sl->hup_io);
+	/* Like the prepare watcher, it alone must not keep ev_run() alive. */
+	ev_unref(sl->loop);
+	return true;
+}
+
+/*
+ * A peer that closes while its own kernel still holds bytes for us sends
+ * its FIN only after them, and we are not taking them: its kernel gives up
+ * after a few zero-window probes (a minute or two) and says nothing.  A
+ * held-back socket is therefore probed once the peer has been silent for
+ * opts.keepalive: a peer host without the connection answers with a reset,
+ * one that is gone does not answer (ETIMEDOUT); both end up in the hup set
+ * as errors.  A live peer acknowledges, and stays.  Without it, such a
+ * client's pair was still open 400 s after the client closed.
+ */
+static void
+keepalive_on(struct stream *s)
+{
+	int idle = (int)s->opts.keepalive;
+
+	if (s->opts.keepalive <= 0)
+		return;
+	if (idle < 1)
+		idle = 1;
+	/* Not fatal: the stream still works, only its peer's going is not seen. */
+	(void)netutil_set_keepalive(s->fd, idle, idle / 4 > 0 ? idle / 4 : 1,
+	    4);
+}
+
+static void
+hup_join(struct stream *s)
+{
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET };
+
+	ev.data.ptr = s;
+	keepalive_on(s);
+	/*
+	 * Without a place in the set the stream still works: its peer's
+	 * going then shows when it reads or writes again, or at a timeout.
+	 * Not retried, or every event would cost a failing syscall.
+	 */
+	if (!hup_open(s->sl) ||
+	    epoll_ctl(s->sl->hup_fd, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
+		s->hup = HUP_FAILED;
+		return;
+	}
+	/* Added, the socket's state now is reported: a FIN already in too. */
+	s->hup = HUP_ON;
+}
+
+/* After every change of state: a held-back stream is watched. */
+static void
+hup_update(struct stream *s)
+{
+	if (!held_back(s))
+		return;
+	if (s->hup == HUP_OFF)
+		hup_join(s);
+	else if (s->peer_err || (s->peer_fin && !s->fin_reported))
+		queue_work(s, W_HUP);	/* noted while it still read */
+}
+
+/* What the set reported, acted on while the stream is still held back. */
+static void
+hup_check(struct stream *s)
+{
+	if (!held_back(s))
+		return;		/* reading meets the error or the EOF itself */
+	if (s->peer_err) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		s->peer_err = 0;
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err != 0) {
+			stream_set_error(s, "%s (reading paused)",
+			    strerror(err));
+			stream_close(s, errno_reason(err));
+			return;
+		}
+		/* A hang-up, no error: the FIN came, and ours went. */
+	}
+	if (s->peer_fin && !s->fin_reported) {
+		s->fin_reported = 1;
+		if (s->fin_cb != NULL)
+			s->fin_cb(s, s->arg);
+	}
+}
+
+static void
+hup_leave(struct stream *s)
+{
+	if (s->hup != HUP_ON || s->sl->hup_fd < 0)
+		return;
+	/*
+	 * close() alone would drop it, unless another process holds the
+	 * socket too; an entry outliving the stream would hand hup_cb a
+	 * freed pointer.  A failure means it was not there.
+	 */
+	(void)epoll_ctl(s->sl->hup_fd, EPOLL_CTL_DEL, s->fd, NULL);
+	s->hup = HUP_OFF;
 }
 
 /* ---- interest and timers ---- */
@@ -410,6 +610,7 @@ update_interest(struct stream *s)
 	if (can_read(s) && !s->tp_blocked && s->tp->pending != NULL &&
 	    s->tp->pending(s))
 		queue_work(s, W_READ);
+	hup_update(s);
 	if (ev == s->interest)
 		return;
 	ev_io_stop(s->sl->loop, &s->io);
@@ -626,6 +827,12 @@ void
 stream_set_eof_cb(struct stream *s, stream_cb on_eof)
 {
 	s->eof_cb = on_eof;
+}
+
+void
+stream_set_fin_cb(struct stream *s, stream_cb on_fin)
+{
+	s->fin_cb = on_fin;
 }
 
 void
@@ -1245,6 +1452,7 @@ stream_close(struct stream *s, enum stream_close_reason why)
 	ev_timer_stop(s->sl->loop, &s->timer);
 	s->interest = 0;
 	s->tp->close(s, why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF);
+	hup_leave(s);
 	if (s->fd >= 0) {
 		close(s->fd);
 		s->fd = -1;

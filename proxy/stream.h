@@ -43,6 +43,19 @@
  * bytes already buffered wait for stream_resume_reading().
  * stream_write_pending() tells how much is still queued for the peer.
  *
+ * A stream held back like this still notices its peer going: a reset
+ * (or another socket error) closes it at once with STREAM_CLOSE_RESET
+ * (STREAM_CLOSE_ERROR), bytes it had not delivered dropped; the peer's FIN
+ * runs the fin callback (stream_set_fin_cb), and the bytes before it are
+ * still read, in order, once reading resumes.  A peer whose FIN cannot
+ * come (it closed with bytes still queued behind our closed window) or
+ * that vanished without a word is found by TCP keepalive (opts.keepalive),
+ * as a reset or a timeout.  Otherwise a stream paused behind a peer that
+ * never drains would live, with its descriptor and socket buffers, until
+ * its owner's timeout, or for ever without one.  (Linux: the loop watches
+ * such streams in an epoll set of its own, for EPOLLRDHUP and errors only,
+ * see stream.c.)
+ *
  * The process must ignore SIGPIPE: OpenSSL writes to its socket with
  * write(), which cannot ask for MSG_NOSIGNAL.
  *
@@ -132,9 +145,16 @@ struct stream_opts {
 	double handshake_timeout;	/* seconds for connect + handshake; 0 = none */
 	double idle_timeout;		/* seconds without I/O; 0 = none */
 	double linger_timeout;		/* seconds stream_end() waits to flush */
+	/*
+	 * Once reading is held back: seconds without a segment from the peer
+	 * before TCP keepalive probes it (then 4 more, a quarter of that
+	 * apart); 0 = none.  See stream.c (hup_join).
+	 */
+	double keepalive;
 };
 
 #define STREAM_DEFAULT_MAX_BUFFER	(1024 * 1024)
+#define STREAM_DEFAULT_KEEPALIVE	60.0
 #define STREAM_DEFAULT_CHUNK		(64 * 1024)
 #define STREAM_DIRECT_WRITE		(16 * 1024)
 
@@ -151,6 +171,13 @@ struct stream_loop {
 	struct stream *work_tail;
 	size_t live;			/* streams not yet freed */
 	unsigned iter;			/* loop iterations (run_pending calls) */
+	/*
+	 * Held-back streams' sockets, watched for the peer's FIN and errors
+	 * only; -1 until the first one (made after any fork, so workers
+	 * never share it).
+	 */
+	int hup_fd;
+	ev_io hup_io;
 };
 
 void stream_loop_init(struct stream_loop *sl, struct ev_loop *loop);
@@ -184,6 +211,7 @@ struct stream {
 	stream_cb handshake_cb;		/* when the transport is ready */
 	stream_close_cb close_cb;
 	stream_cb eof_cb;
+	stream_cb fin_cb;		/* the peer's FIN, seen while held back */
 	void *arg;
 	stream_cb free_cb;		/* the server's hook (stream_set_free_hook) */
 	void *free_arg;
@@ -216,6 +244,11 @@ struct stream {
 	 * read look short otherwise.
 	 */
 	unsigned tp_more:1;
+	unsigned hup:2;			/* in the loop's hup set (stream.c) */
+	unsigned peer_fin:1;		/* the kernel has the peer's FIN */
+	unsigned peer_err:1;		/* the socket reported an error or
+					   hang-up, not yet looked at */
+	unsigned fin_reported:1;
 	unsigned capped_iter;		/* iteration whose read burst hit
 					   READS_PER_EVENT (0: none) */
 	unsigned work;			/* deferred work bits (stream.c) */
@@ -354,6 +387,16 @@ void stream_shutdown_write(struct stream *s);
  */
 void stream_set_eof_cb(struct stream *s, stream_cb on_eof);
 static inline bool stream_peer_eof(const struct stream *s) { return s->eof; }
+/*
+ * The peer's FIN arrived while reading was held back (paused, or the read
+ * buffer full): on_fin runs once, from the loop.  The peer will send no
+ * more, but the bytes before its FIN are still to be read; the EOF (and
+ * its callback) comes as usual once they have been.  A FIN met by reading
+ * is not reported here: the EOF is.
+ */
+void stream_set_fin_cb(struct stream *s, stream_cb on_fin);
+/* The peer has finished sending: its EOF was read, or its FIN seen. */
+static inline bool stream_peer_done(const struct stream *s) { return s->eof || s->fin_reported; }
 
 /* Closes once everything queued is written (or linger_timeout passes). */
 void stream_end(struct stream *s);

@@ -111,6 +111,7 @@ check_listener(const struct config *c, const struct config_listener *l)
 	}
 	check_seconds(l->connect_timeout);
 	CHECK(l->connect_timeout > 0);
+	check_seconds(l->fin_timeout);
 	TERM(l->backend_ca);
 	TERM(l->backend_sni);
 	if (!l->backend_tls)
