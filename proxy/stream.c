@@ -1062,8 +1062,23 @@ stream_resume_reading(struct stream *s)
 
 /* ---- writing ---- */
 
+/* Counts bytes the transport took. */
 static void
-handle_write(struct stream *s)
+wrote(struct stream *s, size_t put)
+{
+	s->bytes_out += put;
+	if (s->stats != NULL)
+		s->stats->bytes_out += put;
+	s->last_io = ev_now(s->sl->loop);
+}
+
+/*
+ * Hands the queue to the transport until it is empty or the transport
+ * would block; runs no callback.  False when the stream was closed (a
+ * failure, reported from the loop like any other).
+ */
+static bool
+write_out(struct stream *s)
 {
 	if (buffer_len(&s->wbuf) > 0)
 		tp_use(s);
@@ -1074,25 +1089,32 @@ handle_write(struct stream *s)
 		    buffer_len(&s->wbuf), &put)) {
 		case IO_DONE:
 			buffer_consume(&s->wbuf, put);
-			s->bytes_out += put;
-			if (s->stats != NULL)
-				s->stats->bytes_out += put;
-			s->last_io = ev_now(s->sl->loop);
+			wrote(s, put);
 			continue;
 		case IO_WANT_READ:
 			s->write_wants = EV_READ;
-			break;
+			return true;
 		case IO_WANT_WRITE:
 			s->write_wants = EV_WRITE;
-			break;
+			return true;
 		case IO_EOF:
 			stream_set_error(s, "peer closed while we wrote");
 			stream_close(s, STREAM_CLOSE_RESET);
-			return;
+			return false;
 		case IO_FAIL:
 			stream_close(s, s->tp_fail);
-			return;
+			return false;
 		}
+	}
+	return true;
+}
+
+static void
+handle_write(struct stream *s)
+{
+	if (!write_out(s))
+		return;
+	if (buffer_len(&s->wbuf) > 0) {
 		update_interest(s);
 		return;
 	}
@@ -1123,16 +1145,115 @@ handle_write(struct stream *s)
 		update_interest(s);
 }
 
+/*
+ * Whether a write may go to the transport at once: the stream is
+ * established, and the write is not made from its own read callback,
+ * whose replies are batched (queued, then flushed once per loop
+ * iteration, many in one syscall).
+ */
+static bool
+can_write_through(const struct stream *s)
+{
+	return !s->closed && !s->connecting && !s->handshaking &&
+	    !s->in_dispatch;
+}
+
+/*
+ * Offers len bytes to the transport until it has taken them all or would
+ * block; *put says how many it took.  What it did not take must be queued
+ * as it is: a TLS transport that would block has sealed the first of those
+ * bytes in a record and expects them again.  IO_DONE when it took all,
+ * IO_WANT_* when it would block, IO_FAIL when the stream was closed.
+ */
+static enum io_result
+write_through(struct stream *s, const char *data, size_t len, size_t *put)
+{
+	*put = 0;
+	tp_use(s);
+	while (*put < len) {
+		size_t n = 0;
+
+		switch (s->tp->write(s, data + *put, len - *put, &n)) {
+		case IO_DONE:
+			wrote(s, n);
+			*put += n;
+			continue;
+		case IO_WANT_READ:
+			s->write_wants = EV_READ;
+			return IO_WANT_READ;
+		case IO_WANT_WRITE:
+			s->write_wants = EV_WRITE;
+			return IO_WANT_WRITE;
+		case IO_EOF:
+		case IO_FAIL:
+			/* Reported from the loop, like any other failure. */
+			stream_close(s, s->tp_fail ? s->tp_fail :
+			    STREAM_CLOSE_RESET);
+			return IO_FAIL;
+		}
+	}
+	return IO_DONE;
+}
+
+/* Appends to the queue; -1 (ENOMEM, the stream closed) on failure. */
+static int
+enqueue(struct stream *s, const char *data, size_t len)
+{
+	bool had = s->wbuf.data != NULL;
+
+	if (len == 0)
+		return 0;
+	if (buffer_append(&s->wbuf, data, len) < 0) {
+		stream_set_error(s, "no memory to queue %zu bytes", len);
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		errno = ENOMEM;
+		return -1;
+	}
+	if (!had)
+		reclaim_later(s);
+	return 0;
+}
+
+/*
+ * After a write: the loop flushes what is queued and runs the drain
+ * callback.  A transport that would block is waited for (its watcher
+ * armed), not asked again before the next poll.
+ */
+static void
+after_write(struct stream *s, enum io_result last)
+{
+	if (s->closed)
+		return;
+	if (buffer_len(&s->wbuf) == 0) {
+		if (s->write_cb != NULL)
+			queue_work(s, W_FLUSH);
+		return;
+	}
+	if (last == IO_WANT_READ || last == IO_WANT_WRITE)
+		update_interest(s);
+	else
+		queue_work(s, W_FLUSH);
+}
+
+static bool
+write_refused(struct stream *s)
+{
+	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
+		errno = EPIPE;
+		return true;
+	}
+	return false;
+}
+
 int
 stream_write(struct stream *s, const void *data, size_t len,
     stream_cb on_done)
 {
-	size_t queued = buffer_len(&s->wbuf);
+	size_t queued = buffer_len(&s->wbuf), put = 0;
+	enum io_result last = IO_DONE;
 
-	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
-		errno = EPIPE;
+	if (write_refused(s))
 		return -1;
-	}
 	if (s->opts.max_write_buffer_size > 0 &&
 	    (queued > s->opts.max_write_buffer_size ||
 	    len > s->opts.max_write_buffer_size - queued)) {
@@ -1142,47 +1263,15 @@ stream_write(struct stream *s, const void *data, size_t len,
 	activate(s);
 	if (on_done != NULL)
 		s->write_cb = on_done;
-	/* Large write, nothing queued: straight to the socket, no copy. */
-	if (queued == 0 && len >= STREAM_DIRECT_WRITE && !s->connecting &&
-	    !s->handshaking && !s->in_dispatch) {
-		size_t put = 0;
-		tp_use(s);
-		switch (s->tp->write(s, data, len, &put)) {
-		case IO_DONE:
-			s->bytes_out += put;
-			if (s->stats != NULL)
-				s->stats->bytes_out += put;
-			s->last_io = ev_now(s->sl->loop);
-			data = (const char *)data + put;
-			len -= put;
-			break;
-		case IO_WANT_READ:
-			s->write_wants = EV_READ;
-			break;
-		case IO_WANT_WRITE:
-			s->write_wants = EV_WRITE;
-			break;
-		case IO_EOF:
-		case IO_FAIL:
-			/* Reported from the loop, like any other failure. */
-			stream_close(s, s->tp_fail ? s->tp_fail :
-			    STREAM_CLOSE_RESET);
+	/* Nothing queued: straight to the socket, no copy, no wait. */
+	if (queued == 0 && len > 0 && can_write_through(s)) {
+		last = write_through(s, data, len, &put);
+		if (last == IO_FAIL)
 			return 0;
-		}
 	}
-	if (len > 0) {
-		bool had = s->wbuf.data != NULL;
-		if (buffer_append(&s->wbuf, data, len) < 0) {
-			stream_set_error(s, "no memory to queue %zu bytes",
-			    len);
-			stream_close(s, STREAM_CLOSE_NOMEM);
-			errno = ENOMEM;
-			return -1;
-		}
-		if (!had)
-			reclaim_later(s);
-	}
-	queue_work(s, W_FLUSH);
+	if (enqueue(s, (const char *)data + put, len - put) < 0)
+		return -1;
+	after_write(s, last);
 	return 0;
 }
 
@@ -1195,9 +1284,15 @@ stream_write_pending(const struct stream *s)
 void
 stream_flush(struct stream *s)
 {
-	if (s->closed || s->connecting || s->handshaking)
+	if (!can_write_through(s) || buffer_len(&s->wbuf) == 0)
 		return;
-	handle_write(s);
+	if (!write_out(s))
+		return;
+	/* The drained follow-ups (callback, shutdown, close) run from the loop. */
+	if (buffer_len(&s->wbuf) == 0)
+		queue_work(s, W_FLUSH);
+	else
+		update_interest(s);
 }
 
 /* ---- closing ---- */

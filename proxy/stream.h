@@ -14,11 +14,16 @@
  * returns.  A callback may arm the next read: if it can be satisfied from
  * the buffer it is served by the same loop, not by recursion.
  *
- * Writing: stream_write() appends to the write buffer and the buffer is
- * flushed once per loop iteration (before the loop sleeps), so the many small
- * frames written while handling one read leave in one syscall.  A write made
- * while nothing is buffered and at least STREAM_DIRECT_WRITE bytes long goes
- * to the socket at once, without the copy.
+ * Writing: a write to a stream with nothing queued goes to the socket at
+ * once, without a copy, and only what the kernel does not take is queued:
+ * a relayed frame leaves as soon as it is handled, not after every other
+ * connection's events of the loop iteration (at 1000 producers x 60 Hz,
+ * waiting for the iteration's end held frames up to milliseconds).  The
+ * exception is a stream's own read callback: what it writes (replies) is
+ * queued and flushed once per loop iteration, before the loop sleeps, so
+ * the replies to one read leave in one syscall.  Batching comes from the
+ * reads: a protocol handing on what one read brought (many frames) makes
+ * one write of it.  What is queued is flushed when the socket is writable.
  *
  * Closing: stream_close() stops I/O and closes the fd at once, but the close
  * callback runs later, from the loop, never from inside the caller: a
@@ -136,7 +141,6 @@ struct stream_opts {
 
 #define STREAM_DEFAULT_MAX_BUFFER	(1024 * 1024)
 #define STREAM_DEFAULT_CHUNK		(64 * 1024)
-#define STREAM_DIRECT_WRITE		(16 * 1024)
 
 void stream_opts_default(struct stream_opts *o);
 
@@ -327,7 +331,12 @@ int stream_write(struct stream *s, const void *data, size_t len,
 /* Bytes accepted by stream_write() but not yet handed to the kernel. */
 size_t stream_write_pending(const struct stream *s);
 
-/* Writes the buffer out now rather than at the end of the loop iteration. */
+/*
+ * Hands what is queued to the kernel now rather than when the loop gets to
+ * it; what the kernel does not take stays queued.  The drain callback, a
+ * pending half-close or stream_end()'s close follow from the loop, never
+ * from inside this call.
+ */
 void stream_flush(struct stream *s);
 
 void stream_pause_reading(struct stream *s);
