@@ -36,10 +36,15 @@
  *     stream to them, one with other keys (or the end of the grace period)
  *     detaches and closes them.
  *
- * Fan-out copies each run of whole frames once into each consumer's write
- * queue (the stream flushes it once per loop iteration).  A consumer whose
- * queue holds its queue_bytes or more is slow, and its listener's policy
- * applies to it alone: RELAY_DROP drops whole frames for it (counted),
+ * Fan-out hands each run of whole frames (what one read of the producer
+ * brought) to each consumer's stream as it is read: one write per consumer,
+ * which goes to the kernel at once when nothing is queued for it, and only
+ * what the kernel does not take is copied into the consumer's queue.  A
+ * consumer is slow when what the kernel will not take passes its
+ * queue_bytes: before judging, what is queued is handed to the kernel
+ * first (a consumer that reads keeps up with any burst the kernel's
+ * buffers absorb).  Its listener's policy applies to it alone: RELAY_DROP
+ * drops the frames that do not fit, whole, for it (counted),
  * RELAY_DISCONNECT closes it, RELAY_BLOCK pauses the producer until every
  * block consumer's queue is back under its queue_bytes.  While a producer
  * is paused nobody gets its frames: a block consumer holds the drop
@@ -82,8 +87,9 @@ struct relay_opts {
 void relay_opts_default(struct relay_opts *o);
 
 /*
- * Frames "out" are frames queued to a consumer; "dropped" frames were
- * meant for a slow consumer and never queued.  producers and consumers
+ * Frames "out" are frames handed to a consumer's stream (written, or
+ * queued); "dropped" frames were meant for a slow consumer and never
+ * handed on.  producers and consumers
  * are gauges (connected now; a consumer counts from its uuid being
  * answered 0x00).  refused counts 0x01 answers, denied those the access
  * list decided (listener totals only).

@@ -1276,6 +1276,60 @@ stream_write(struct stream *s, const void *data, size_t len,
 }
 
 size_t
+stream_write_records(struct stream *s, const void *data, size_t len,
+    size_t size, size_t limit)
+{
+	const char *p = data;
+	size_t n = size > 0 ? len / size : 0, done = 0, room;
+	enum io_result last = IO_DONE;
+
+	if (n == 0 || write_refused(s))
+		return 0;
+	activate(s);
+	/* Only what the kernel will not take counts against the limit. */
+	if (buffer_len(&s->wbuf) > 0 &&
+	    buffer_len(&s->wbuf) + n * size > limit && can_write_through(s)) {
+		if (!write_out(s))
+			return 0;
+		if (buffer_len(&s->wbuf) > 0)
+			last = s->write_wants == EV_READ ? IO_WANT_READ :
+			    IO_WANT_WRITE;
+	}
+	/*
+	 * Write through while the queue is empty, a piece at a time: what the
+	 * transport does not take of a piece is queued whole (TLS wants those
+	 * bytes again), so no piece is larger than the limit allows.
+	 */
+	while (done < n && buffer_len(&s->wbuf) == 0 && can_write_through(s)) {
+		size_t k = limit / size > 0 ? limit / size : 1, put;
+
+		if (k > n - done)
+			k = n - done;
+		last = write_through(s, p + done * size, k * size, &put);
+		if (last == IO_FAIL)
+			return 0;
+		if (enqueue(s, p + done * size + put, k * size - put) < 0)
+			return 0;
+		done += k;
+	}
+	/* The rest, whole records, while the queue holds at most limit. */
+	room = limit > buffer_len(&s->wbuf) ? limit - buffer_len(&s->wbuf) :
+	    0;
+	if (room / size < n - done) {
+		size_t k = room / size;
+		if (enqueue(s, p + done * size, k * size) < 0)
+			return 0;
+		done += k;
+	} else {
+		if (enqueue(s, p + done * size, (n - done) * size) < 0)
+			return 0;
+		done = n;
+	}
+	after_write(s, last);
+	return done;
+}
+
+size_t
 stream_write_pending(const struct stream *s)
 {
 	return buffer_len(&s->wbuf);

@@ -24,6 +24,8 @@
  * the replies to one read leave in one syscall.  Batching comes from the
  * reads: a protocol handing on what one read brought (many frames) makes
  * one write of it.  What is queued is flushed when the socket is writable.
+ * stream_write_records() writes records that may be refused whole once the
+ * queue would pass a limit: only what the kernel will not take counts.
  *
  * Closing: stream_close() stops I/O and closes the fd at once, but the close
  * callback runs later, from the loop, never from inside the caller: a
@@ -327,6 +329,23 @@ bool stream_reading(const struct stream *s);
  */
 int stream_write(struct stream *s, const void *data, size_t len,
     stream_cb on_done);
+
+/*
+ * Writes records (data is len / size records of `size` bytes) for a
+ * producer that would rather drop whole records than queue without bound
+ * (a relay's frames to one consumer): what is queued is handed to the
+ * kernel first when the records would take the queue past `limit`, then
+ * the records, as far as the kernel takes them, and what it does not take
+ * is queued while the queue holds at most `limit` bytes.  A record the
+ * transport has started is always finished (it may take the queue past
+ * the limit by less than a record), so the reader never sees half of
+ * one.  Returns how many records were accepted, the first ones; nothing
+ * of the others was written.  0 also on a stream that takes no more
+ * writes (errno EPIPE), or that a failure closed.  No callback runs from
+ * inside it; max_write_buffer_size does not apply (limit does).
+ */
+size_t stream_write_records(struct stream *s, const void *data, size_t len,
+    size_t size, size_t limit);
 
 /* Bytes accepted by stream_write() but not yet handed to the kernel. */
 size_t stream_write_pending(const struct stream *s);
