@@ -229,6 +229,7 @@ can_read(const struct stream *s)
 
 static void read_from_transport(struct stream *s);
 static void run_reads(struct stream *s);
+static void serve_ready(struct stream_loop *sl);
 
 /*
  * A stream whose last read burst used up its READS_PER_EVENT in this loop
@@ -289,6 +290,7 @@ stream_loop_run_pending(struct stream_loop *sl)
 	/* Never 0, which a stream's capped_iter holds until it is capped. */
 	if (++sl->iter == 0)
 		sl->iter = 1;
+	serve_ready(sl);
 	for (int pass = 0; pass < WORK_PASSES && sl->work_head; pass++) {
 		struct stream *s = sl->work_head;
 		bool progress = false;
@@ -1407,12 +1409,10 @@ stream_close(struct stream *s, enum stream_close_reason why)
 
 /* ---- events ---- */
 
+/* Serves one stream's readiness: connect, handshake, writes, reads. */
 static void
-io_cb(struct ev_loop *loop, ev_io *w, int revents)
+handle_io(struct stream *s, int revents)
 {
-	struct stream *s = w->data;
-
-	(void)loop;
 	if (s->connecting) {
 		finish_connect(s);
 		if (s->closed || s->connecting || s->handshaking)
@@ -1436,4 +1436,46 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (!s->closed)
 		update_interest(s);
+}
+
+/*
+ * libev invokes the watchers a poll made pending last first; each is
+ * pushed here, so the list comes out in the kernel's order, and served
+ * from the loop before it polls again (serve_ready).
+ */
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct stream *s = w->data;
+	struct stream_loop *sl = s->sl;
+
+	(void)loop;
+	if (s->ready_events == 0) {
+		s->ready_next = sl->ready;
+		sl->ready = s;
+	}
+	s->ready_events |= revents;
+}
+
+/*
+ * The readiness events of the last poll, oldest first.  A stream closed
+ * meanwhile (by another's callback) is skipped: it is freed only by the
+ * work list, after this.
+ */
+static void
+serve_ready(struct stream_loop *sl)
+{
+	struct stream *s = sl->ready;
+
+	sl->ready = NULL;
+	while (s != NULL) {
+		struct stream *next = s->ready_next;
+		int ev = s->ready_events;
+
+		s->ready_next = NULL;
+		s->ready_events = 0;
+		if (!s->closed)
+			handle_io(s, ev);
+		s = next;
+	}
 }
