@@ -417,15 +417,12 @@ consumer_drained(struct stream *s, void *arg)
 		maybe_unblock(c->entry);
 }
 
-/* Queues frames to one consumer; the drain callback matters to block. */
+/* Hands frames to one consumer's stream. */
 static int
 queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
-	stream_cb cb = c->origin->opts.slow == RELAY_BLOCK ?
-	    consumer_drained : NULL;
-
-	if (stream_write(c->s, p, n * e->frame_size, cb) < 0)
+	if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
 		return -1;
 	count_out(e, c, n);
 	return 0;
@@ -462,7 +459,11 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 		if (stream_write_pending(c->s) + n * fs > o->queue_bytes)
 			stream_flush(c->s);
 		(void)queue_frames(e, c, frames, n);
-		if (!e->producer_paused && holds(c)) {
+		if (!holds(c))
+			return;
+		/* Once it has drained, the producer may read again. */
+		stream_on_drained(c->s, consumer_drained);
+		if (!e->producer_paused) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
 			stream_pause_reading(e->producer->s);

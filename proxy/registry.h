@@ -126,23 +126,25 @@ struct relay_conn {
 	ev_tstamp since;		/* connected at */
 };
 
+/* What every frame touches comes first, the uuid (256 bytes) last. */
 struct device_entry {
-	struct registry *reg;
-	struct relay_origin *owner;	/* its producer's listener */
-	char uuid[256];
-	size_t uuid_len;
-	size_t bucket;
-	char *keys;
-	size_t keys_len, nkeys, frame_size;
 	struct relay_conn *producer;
 	struct relay_conn *consumers;
-	size_t nconsumers;
+	size_t frame_size;
 	char *last;			/* last frame (last_value) */
 	bool has_last;
 	bool producer_paused;		/* block policy holds the producer */
-	ev_timer grace;
 	struct relay_counters c;
+	struct registry *reg;
+	struct relay_origin *owner;	/* its producer's listener */
+	size_t nconsumers;
+	char *keys;
+	size_t keys_len, nkeys;
+	ev_timer grace;
 	struct device_entry *hnext;
+	size_t bucket;
+	size_t uuid_len;
+	char uuid[256];
 };
 
 #define REGISTRY_BUCKETS 4096

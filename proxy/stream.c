@@ -1331,6 +1331,16 @@ stream_write_records(struct stream *s, const void *data, size_t len,
 	return done;
 }
 
+void
+stream_on_drained(struct stream *s, stream_cb on_done)
+{
+	if (s->closed)
+		return;
+	s->write_cb = on_done;
+	if (buffer_len(&s->wbuf) == 0)
+		queue_work(s, W_FLUSH);
+}
+
 size_t
 stream_write_pending(const struct stream *s)
 {

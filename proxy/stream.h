@@ -356,6 +356,15 @@ int stream_write(struct stream *s, const void *data, size_t len,
 size_t stream_write_records(struct stream *s, const void *data, size_t len,
     size_t size, size_t limit);
 
+/*
+ * on_done runs once, from the loop, when what is queued has gone to the
+ * kernel (on the next iteration if nothing is queued now); it replaces the
+ * one a stream_write() gave.  For a writer that needs to hear of the drain
+ * only sometimes (the relay's block policy, while a consumer holds its
+ * producer back), rather than after every write.
+ */
+void stream_on_drained(struct stream *s, stream_cb on_done);
+
 /* Bytes accepted by stream_write() but not yet handed to the kernel. */
 size_t stream_write_pending(const struct stream *s);
 
