@@ -61,6 +61,12 @@ RELAY_SCENARIOS = [
 
 NA_FORWARD = "n/a (forward listener unavailable)"
 
+# The relay servers, in the order each cell runs them: Ferry, the Ferry of
+# --baseline-ferry, the floor (plain only), the Tornado reference.
+RELAY_SERVERS = ("ferry", "base", "floor", "tornado")
+RELAY_NAMES = {"ferry": "Ferry", "base": "Ferry (baseline)", "floor": "floor",
+               "tornado": "Tornado"}
+
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
@@ -308,21 +314,22 @@ class Runner:
         p.port = int(m.group(1))
         return p
 
-    def ferry_proc(self, name, conf, ports):
+    def ferry_proc(self, name, conf, ports, exe=None):
         """Ferry on conf; ports: listener name -> port.  (proc, reason)."""
+        exe = exe or self.ferry
         path = self.write(name + ".conf", conf)
-        chk = subprocess.run([self.ferry, "--check", "-c", path],
+        chk = subprocess.run([exe, "--check", "-c", path],
                              capture_output=True, text=True, timeout=30)
         if chk.returncode != 0:
             return None, (chk.stderr.strip() or chk.stdout.strip())[:200]
-        p = Proc(self, name, [self.ferry, "-c", path], cpu=0)
+        p = Proc(self, name, [exe, "-c", path], cpu=0)
         for port in ports.values():
             if not p.wait_port(port):
                 return None, p.why()
         p.ports = ports
         return p, None
 
-    def ferry_relay(self):
+    def ferry_relay(self, exe=None, name="ferry-relay"):
         ports = {"devices": free_port(), "devices-tls": free_port()}
         # block: lossless like the seed (its producer waits for each
         # consumer write); at 60 Hz nothing queues, so it changes nothing.
@@ -345,9 +352,10 @@ handshake_timeout = 600
 cert = {certs}/server.pem
 key = {certs}/server.key
 """.format(devices=ports["devices"], tls=ports["devices-tls"], certs=CERTS)
-        p, why = self.ferry_proc("ferry-relay", conf, ports)
+        p, why = self.ferry_proc(name, conf, ports, exe)
         if p is None:
-            raise RuntimeError("ferry (relay) did not start: " + why)
+            raise RuntimeError("%s (relay) did not start: %s" % (
+                exe or "ferry", why))
         return p
 
     def ferry_forward(self, sink_port):
@@ -470,16 +478,21 @@ backend be
     def run_relay(self):
         a = self.args
         want = a.relay_servers
-        ferry = self.ferry_relay() if "ferry" in want else None
+        ferries = {}
+        if "ferry" in want:
+            ferries["ferry"] = self.ferry_relay()
+        if a.baseline_ferry:
+            ferries["base"] = self.ferry_relay(a.baseline_ferry,
+                                               "ferry-baseline")
         refs = {tls: self.reference(tls) for tls in (False, True)} \
             if "tornado" in want else {}
         floor = self.floor() if "floor" in want else None
         targets, pids = {}, {}
         for tls in (False, True):
-            if ferry is not None:
-                targets[("ferry", tls)] = ferry.ports[
+            for name, p in ferries.items():
+                targets[(name, tls)] = p.ports[
                     "devices-tls" if tls else "devices"]
-                pids[("ferry", tls)] = ferry.pid
+                pids[(name, tls)] = p.pid
             if tls in refs:
                 targets[("tornado", tls)] = refs[tls].port
                 pids[("tornado", tls)] = refs[tls].pid
@@ -491,7 +504,7 @@ backend be
         for run in range(a.runs):
             for label, pairs, rate in self.relay_cells():
                 for tls in self.transports():
-                    for server in ("ferry", "floor", "tornado"):
+                    for server in RELAY_SERVERS:
                         if (server, tls) not in targets:
                             continue
                         # The server's CPU and its wait for one, read by
@@ -513,7 +526,7 @@ backend be
                             label, "tls" if tls else "plain", server, run + 1,
                             _brief(res, "frames_per_s", "p50_us", "p99_us",
                                    "lost", "srv_cpu")))
-        for p in [ferry, floor] + list(refs.values()):
+        for p in list(ferries.values()) + [floor] + list(refs.values()):
             if p is not None:
                 p.stop()
 
@@ -786,34 +799,39 @@ backend be
                     "the floor is `floor-relay` (tests/bench/floor_relay.c), "
                     "an epoll loop doing one read and one write per frame "
                     "and nothing else, run in turn with Ferry in the same "
-                    "runs with the same generator.  CPU per frame is the "
+                    "runs with the same generator%s.  CPU per frame is the "
                     "server's time on a CPU over the window (schedstat) "
                     "divided by the frames received.  The ratios are the "
-                    "medians of each run's Ferry / floor (the two measured "
-                    "back to back); below 1.00× Ferry did better.", "",
-                    "| pairs | Ferry frames/s | floor frames/s | Ferry p50 / "
-                    "p99 / p99.9 (µs) | floor p50 / p99 / p99.9 (µs) | p50 "
-                    "Ferry / floor | p99 Ferry / floor | Ferry CPU per "
-                    "frame (µs) | floor CPU per frame (µs) | CPU Ferry / "
-                    "floor | lost (Ferry, floor) |",
-                    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+                    "medians of each run's value over the floor's in the "
+                    "same run (measured back to back); below 1.00× is "
+                    "better than the floor." % (
+                        "; *Ferry (baseline)* is `%s`" % a.baseline_ferry
+                        if a.baseline_ferry else ""), "",
+                    "| pairs | relay | frames/s | p50 / p99 / p99.9 (µs) | "
+                    "p50 / floor | p99 / floor | CPU per frame (µs) | CPU / "
+                    "floor | lost |",
+                    "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
             for cell in plain:
-                f = {k: self.med("relay", cell, "ferry", k) for k in
-                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
-                g = {k: self.med("relay", cell, "floor", k) for k in
-                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
-                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | "
-                           "%s | %s, %s |" % (
-                               cell[0], _int(f["frames_per_s"]),
-                               _int(g["frames_per_s"]), _lat(f), _lat(g),
-                               _x(self.med_ratio(cell, "p50_us")),
-                               _x(self.med_ratio(cell, "p99_us")),
-                               _f2(self.med("relay", cell, "ferry", None,
-                                            _cpu_per_frame)),
-                               _f2(self.med("relay", cell, "floor", None,
-                                            _cpu_per_frame)),
-                               _x(self.med_ratio(cell, None, _cpu_per_frame)),
-                               _int(f["lost"]), _int(g["lost"])))
+                for server in ("ferry", "base", "floor"):
+                    if not self.runs("relay", cell, server):
+                        continue
+                    v = {k: self.med("relay", cell, server, k) for k in
+                         ("frames_per_s", "p50_us", "p99_us", "p999_us",
+                          "lost")}
+                    out.append("| %s | %s | %s | %s | %s | %s | %s | %s | "
+                               "%s |" % (
+                                   cell[0], RELAY_NAMES[server],
+                                   _int(v["frames_per_s"]), _lat(v),
+                                   _x(self.med_ratio(cell, "p50_us",
+                                                     server=server)),
+                                   _x(self.med_ratio(cell, "p99_us",
+                                                     server=server)),
+                                   _f2(self.med("relay", cell, server, None,
+                                                _cpu_per_frame)),
+                                   _x(self.med_ratio(cell, None,
+                                                     _cpu_per_frame,
+                                                     server=server)),
+                                   _int(v["lost"])))
         out += ["", "What each side did in the same runs (medians): frames "
                 "a second each producer sent (paced: of those due in the "
                 "window; the generator skips none, a late one goes late, "
@@ -829,10 +847,9 @@ backend be
                 "socket p50 / p99 / p99.9 (µs) | server CPU | server "
                 "waited (ms) | generator CPU | generator waited (ms) |",
                 "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-        names = {"ferry": "Ferry", "floor": "floor", "tornado": "Tornado"}
         for cell in cells:
             label, tls = cell
-            for server in ("ferry", "floor", "tornado"):
+            for server in RELAY_SERVERS:
                 if not self.runs("relay", cell, server):
                     continue
                 v = {k: self.med("relay", cell, server, k) for k
@@ -845,7 +862,7 @@ backend be
                 out.append("| %s | %s | %s | %s | %s | %s | %s | %s "
                            "| %s |" % (
                                label, "TLS" if tls else "plain",
-                               names[server], _lat1(v["pair_hz"])
+                               RELAY_NAMES[server], _lat1(v["pair_hz"])
                                if v["pair_hz"] is not None else "n/a",
                                sock,
                                _pct(v["srv_cpu"]), _f1(v["srv_wait_ms"]),
@@ -854,14 +871,14 @@ backend be
         out.append("")
         return out
 
-    def med_ratio(self, cell, key, fn=None):
-        """Median over runs of Ferry's value / the floor's, run by run."""
+    def med_ratio(self, cell, key, fn=None, server="ferry"):
+        """Median over runs of server's value / the floor's, run by run."""
         def val(r):
             if r["result"] is None:
                 return None
             v = fn(r) if fn else r["result"].get(key)
             return v if isinstance(v, (int, float)) else None
-        pairs = zip(self.runs("relay", cell, "ferry"),
+        pairs = zip(self.runs("relay", cell, server),
                     self.runs("relay", cell, "floor"))
         ratios = []
         for f, g in pairs:
@@ -1161,6 +1178,9 @@ def main():
                     "(all)")
     ap.add_argument("--relay-servers", default="ferry,floor,tornado",
                     help="relay servers (ferry,floor,tornado)")
+    ap.add_argument("--baseline-ferry", default=None, metavar="PATH",
+                    help="another ferry binary (an earlier build) to run "
+                    "in the relay cells beside this one, against the floor")
     ap.add_argument("--transports", default="plain,tls",
                     help="relay transports (plain,tls)")
     ap.add_argument("--quick", action="store_true",
@@ -1187,7 +1207,8 @@ def main():
 
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(1))
     r = Runner(args)
-    for exe in (r.ferry, r.bench, r.floor_relay):
+    for exe in (r.ferry, r.bench, r.floor_relay) + (
+            (args.baseline_ferry,) if args.baseline_ferry else ()):
         if not os.access(exe, os.X_OK):
             sys.exit("run.py: %s is missing: run make first" % exe)
     r.tornado_python = find_tornado_python()
