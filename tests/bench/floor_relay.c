@@ -62,6 +62,7 @@ struct conn {
 	size_t pend_len, pend_off;
 	struct conn *hnext;		/* producers by uuid */
 	struct conn *dnext;		/* closed in this round */
+	struct conn *anext, *aprev;	/* every open connection */
 	bool registered;		/* producer: in the table */
 };
 
@@ -69,6 +70,8 @@ static int ep;
 static struct conn *table[FLOOR_BUCKETS];
 /* Closed in this round: freed after it, since later events name them. */
 static struct conn *dead;
+/* Every open connection, closed at exit. */
+static struct conn *all;
 static char relay_buf[FLOOR_BUF];
 static volatile sig_atomic_t stop;
 
@@ -146,11 +149,32 @@ conn_close(struct conn *c)
 	(void)epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
+	if (c->aprev != NULL)
+		c->aprev->anext = c->anext;
+	else
+		all = c->anext;
+	if (c->anext != NULL)
+		c->anext->aprev = c->aprev;
 	c->dnext = dead;
 	dead = c;
 	if (peer != NULL && peer->fd >= 0) {
 		peer->peer = NULL;
 		conn_close(peer);
+	}
+}
+
+static void
+free_dead(void)
+{
+	while (dead != NULL) {
+		struct conn *c = dead;
+
+		dead = c->dnext;
+		free(c->hdr);
+		free(c->uuid);
+		free(c->keys);
+		free(c->pend);
+		free(c);
 	}
 }
 
@@ -423,7 +447,12 @@ accept_all(int lfd)
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			close(fd);
 			free(c);
+			continue;
 		}
+		c->anext = all;
+		if (all != NULL)
+			all->aprev = c;
+		all = c;
 	}
 }
 
@@ -495,17 +524,11 @@ main(int argc, char **argv)
 			else
 				on_event(c, evs[i].events);
 		}
-		while (dead != NULL) {
-			struct conn *c = dead;
-
-			dead = c->dnext;
-			free(c->hdr);
-			free(c->uuid);
-			free(c->keys);
-			free(c->pend);
-			free(c);
-		}
+		free_dead();
 	}
+	while (all != NULL)
+		conn_close(all);
+	free_dead();
 	close(lfd);
 	close(ep);
 	return 0;
