@@ -57,8 +57,11 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/helpers.o \
 	    $(BUILD)/tests/ferryproc.o $(BUILD)/tests/relayclient.o
 # The load generator: its own sources over the library's lower layers.
-BENCH_SRC := $(wildcard tests/bench/*.c)
+# floor_relay.c is a program of its own: the benchmark's minimal relay.
+FLOOR_SRC := tests/bench/floor_relay.c
+BENCH_SRC := $(filter-out $(FLOOR_SRC),$(wildcard tests/bench/*.c))
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
+FLOOR_OBJ := $(FLOOR_SRC:%.c=$(BUILD)/%.o)
 
 CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
@@ -66,7 +69,7 @@ CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 .PHONY: all deps certs run test test-c test-py check install uninstall clean \
 	bench fuzz soak
 
-all: $(BUILD)/ferry $(BUILD)/ferry-bench certs
+all: $(BUILD)/ferry $(BUILD)/ferry-bench $(BUILD)/floor-relay certs
 
 certs: $(CERTS)
 $(CERTS) &: scripts/gen-certs.sh
@@ -91,6 +94,11 @@ $(BUILD)/test_ferry: $(TEST_OBJ) $(LIB_OBJ)
 
 $(BUILD)/ferry-bench: $(BENCH_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The floor of the relay benchmark: epoll, one read and one write per
+# frame, nothing else (no library).
+$(BUILD)/floor-relay: $(FLOOR_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^
 
 # The two commands of the README.  The package check runs first, in its
 # own make, so that the flags above are computed with the packages present.
@@ -181,5 +189,5 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) \
-	$(BENCH_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) \
+	$(BENCH_OBJ:.o=.d) $(FLOOR_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) \
 	$(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)

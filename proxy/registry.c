@@ -455,15 +455,12 @@ consumer_drained(struct stream *s, void *arg)
 		maybe_unblock(c->entry);
 }
 
-/* Queues frames to one consumer; the drain callback matters to block. */
+/* Hands frames to one consumer's stream. */
 static int
 queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
-	stream_cb cb = c->origin->opts.slow == RELAY_BLOCK ?
-	    consumer_drained : NULL;
-
-	if (stream_write(c->s, p, n * e->frame_size, cb) < 0)
+	if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
 		return -1;
 	count_out(e, c, n);
 	return 0;
@@ -494,42 +491,54 @@ registry_accept(struct relay_conn *conn, const char **why)
 	return 0;
 }
 
-/* Sends what its policy allows of `n` frames to one consumer. */
+/*
+ * Sends what its policy allows of `n` frames to one consumer.  A consumer
+ * is slow when what the kernel will not take of its frames passes its
+ * queue_bytes, not when one read's worth of frames waits to be written: a
+ * producer's burst (one write of many frames, read at once) is offered to
+ * the kernel as it is handed on, and what was queued goes first.
+ */
 static void
 send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
     size_t n)
 {
 	const struct relay_opts *o = &c->origin->opts;
-	size_t fs = e->frame_size;
-	size_t queued = stream_write_pending(c->s);
-	size_t room = queued < o->queue_bytes ? o->queue_bytes - queued : 0;
-	size_t fit = room / fs;
+	size_t fs = e->frame_size, took;
 
-	if (fit >= n || o->slow == RELAY_BLOCK) {
+	if (o->slow == RELAY_BLOCK) {
+		/* Judged on what the kernel refuses, as below. */
+		if (stream_write_pending(c->s) + n * fs > o->queue_bytes)
+			stream_flush(c->s);
 		(void)queue_frames(e, c, frames, n);
-		if (o->slow == RELAY_BLOCK && !e->producer_paused &&
-		    holds(c)) {
+		if (!holds(c))
+			return;
+		/* Once it has drained, the producer may read again. */
+		stream_on_drained(c->s, consumer_drained);
+		if (!e->producer_paused) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
 			stream_pause_reading(e->producer->s);
 		}
 		return;
 	}
+	took = stream_write_records(c->s, frames, n * fs, fs, o->queue_bytes);
+	if (took > 0)
+		count_out(e, c, took);
+	if (took == n || stream_closed(c->s))
+		return;
 	if (o->slow == RELAY_DISCONNECT) {
-		count_drop(e, c, n);
+		count_drop(e, c, n - took);
 		stream_set_error(c->s, "slow consumer: %zu bytes queued",
-		    queued);
+		    stream_write_pending(c->s));
 		unlink_consumer(e, c);
 		stream_close(c->s, STREAM_CLOSE_LIMIT);
 		return;
 	}
 	/*
-	 * Drop: the oldest frames that fit are queued, the rest of the run
-	 * is dropped whole; the consumer sees a gap, never half a frame.
+	 * Drop: the oldest frames went or wait in the queue, the rest of the
+	 * run is dropped whole; the consumer sees a gap, never half a frame.
 	 */
-	if (fit > 0 && queue_frames(e, c, frames, fit) < 0)
-		return;
-	count_drop(e, c, n - fit);
+	count_drop(e, c, n - took);
 }
 
 void

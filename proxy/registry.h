@@ -45,10 +45,15 @@
  *     same keys resumes the stream to them, one with other keys (or the
  *     end of the grace period) detaches and closes them.
  *
- * Fan-out copies each run of whole frames once into each consumer's write
- * queue (the stream flushes it once per loop iteration).  A consumer whose
- * queue holds its queue_bytes or more is slow, and its listener's policy
- * applies to it alone: RELAY_DROP drops whole frames for it (counted),
+ * Fan-out hands each run of whole frames (what one read of the producer
+ * brought) to each consumer's stream as it is read: one write per consumer,
+ * which goes to the kernel at once when nothing is queued for it, and only
+ * what the kernel does not take is copied into the consumer's queue.  A
+ * consumer is slow when what the kernel will not take passes its
+ * queue_bytes: before judging, what is queued is handed to the kernel
+ * first (a consumer that reads keeps up with any burst the kernel's
+ * buffers absorb).  Its listener's policy applies to it alone: RELAY_DROP
+ * drops the frames that do not fit, whole, for it (counted),
  * RELAY_DISCONNECT closes it, RELAY_BLOCK pauses the producer until every
  * block consumer's queue is back under its queue_bytes.  While a producer
  * is paused nobody gets its frames: a block consumer holds the drop
@@ -91,8 +96,9 @@ struct relay_opts {
 void relay_opts_default(struct relay_opts *o);
 
 /*
- * Frames "out" are frames queued to a consumer; "dropped" frames were
- * meant for a slow consumer and never queued.  producers, consumers and
+ * Frames "out" are frames handed to a consumer's stream (written, or
+ * queued); "dropped" frames were meant for a slow consumer and never
+ * handed on.  producers, consumers and
  * pending are gauges: producers registered, consumers accepted (what
  * max_consumers counts), consumers pending (answered 0x00 at their uuid,
  * keys not yet accepted).  refused counts refusals: 0x01 answers, and
@@ -132,26 +138,28 @@ struct relay_conn {
 	ev_tstamp since;		/* connected at */
 };
 
+/* What every frame touches comes first, the uuid (256 bytes) last. */
 struct device_entry {
-	struct registry *reg;
-	struct relay_origin *owner;	/* its producer's listener */
-	char uuid[256];
-	size_t uuid_len;
-	size_t bucket;
-	char *keys;
-	size_t keys_len, nkeys, frame_size;
 	struct relay_conn *producer;
 	struct relay_conn *consumers;	/* accepted: the fan-out list */
+	size_t frame_size;
+	char *last;			/* last frame (last_value) */
+	bool has_last;
+	bool producer_paused;		/* block policy holds the producer */
+	struct relay_counters c;
+	struct registry *reg;
+	struct relay_origin *owner;	/* its producer's listener */
 	size_t nconsumers;		/* at most the owner's max_consumers,
 					 * unless a new owner lowered it */
 	struct relay_conn *pending;	/* sent the keys, not yet accepted */
 	size_t npending;
-	char *last;			/* last frame (last_value) */
-	bool has_last;
-	bool producer_paused;		/* block policy holds the producer */
+	char *keys;
+	size_t keys_len, nkeys;
 	ev_timer grace;
-	struct relay_counters c;
 	struct device_entry *hnext;
+	size_t bucket;
+	size_t uuid_len;
+	char uuid[256];
 };
 
 #define REGISTRY_BUCKETS 4096

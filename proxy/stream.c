@@ -268,6 +268,7 @@ can_read(const struct stream *s)
 
 static void read_from_transport(struct stream *s);
 static void run_reads(struct stream *s);
+static void serve_ready(struct stream_loop *sl);
 
 /*
  * A stream whose last read burst used up its READS_PER_EVENT in this loop
@@ -330,6 +331,7 @@ stream_loop_run_pending(struct stream_loop *sl)
 	/* Never 0, which a stream's capped_iter holds until it is capped. */
 	if (++sl->iter == 0)
 		sl->iter = 1;
+	serve_ready(sl);
 	for (int pass = 0; pass < WORK_PASSES && sl->work_head; pass++) {
 		struct stream *s = sl->work_head;
 		bool progress = false;
@@ -1269,8 +1271,23 @@ stream_resume_reading(struct stream *s)
 
 /* ---- writing ---- */
 
+/* Counts bytes the transport took. */
 static void
-handle_write(struct stream *s)
+wrote(struct stream *s, size_t put)
+{
+	s->bytes_out += put;
+	if (s->stats != NULL)
+		s->stats->bytes_out += put;
+	s->last_io = ev_now(s->sl->loop);
+}
+
+/*
+ * Hands the queue to the transport until it is empty or the transport
+ * would block; runs no callback.  False when the stream was closed (a
+ * failure, reported from the loop like any other).
+ */
+static bool
+write_out(struct stream *s)
 {
 	if (buffer_len(&s->wbuf) > 0)
 		tp_use(s);
@@ -1281,25 +1298,32 @@ handle_write(struct stream *s)
 		    buffer_len(&s->wbuf), &put)) {
 		case IO_DONE:
 			buffer_consume(&s->wbuf, put);
-			s->bytes_out += put;
-			if (s->stats != NULL)
-				s->stats->bytes_out += put;
-			s->last_io = ev_now(s->sl->loop);
+			wrote(s, put);
 			continue;
 		case IO_WANT_READ:
 			s->write_wants = EV_READ;
-			break;
+			return true;
 		case IO_WANT_WRITE:
 			s->write_wants = EV_WRITE;
-			break;
+			return true;
 		case IO_EOF:
 			stream_set_error(s, "peer closed while we wrote");
 			stream_close(s, STREAM_CLOSE_RESET);
-			return;
+			return false;
 		case IO_FAIL:
 			stream_close(s, s->tp_fail);
-			return;
+			return false;
 		}
+	}
+	return true;
+}
+
+static void
+handle_write(struct stream *s)
+{
+	if (!write_out(s))
+		return;
+	if (buffer_len(&s->wbuf) > 0) {
 		update_interest(s);
 		return;
 	}
@@ -1330,16 +1354,115 @@ handle_write(struct stream *s)
 		update_interest(s);
 }
 
+/*
+ * Whether a write may go to the transport at once: the stream is
+ * established, and the write is not made from its own read callback,
+ * whose replies are batched (queued, then flushed once per loop
+ * iteration, many in one syscall).
+ */
+static bool
+can_write_through(const struct stream *s)
+{
+	return !s->closed && !s->connecting && !s->handshaking &&
+	    !s->in_dispatch;
+}
+
+/*
+ * Offers len bytes to the transport until it has taken them all or would
+ * block; *put says how many it took.  What it did not take must be queued
+ * as it is: a TLS transport that would block has sealed the first of those
+ * bytes in a record and expects them again.  IO_DONE when it took all,
+ * IO_WANT_* when it would block, IO_FAIL when the stream was closed.
+ */
+static enum io_result
+write_through(struct stream *s, const char *data, size_t len, size_t *put)
+{
+	*put = 0;
+	tp_use(s);
+	while (*put < len) {
+		size_t n = 0;
+
+		switch (s->tp->write(s, data + *put, len - *put, &n)) {
+		case IO_DONE:
+			wrote(s, n);
+			*put += n;
+			continue;
+		case IO_WANT_READ:
+			s->write_wants = EV_READ;
+			return IO_WANT_READ;
+		case IO_WANT_WRITE:
+			s->write_wants = EV_WRITE;
+			return IO_WANT_WRITE;
+		case IO_EOF:
+		case IO_FAIL:
+			/* Reported from the loop, like any other failure. */
+			stream_close(s, s->tp_fail ? s->tp_fail :
+			    STREAM_CLOSE_RESET);
+			return IO_FAIL;
+		}
+	}
+	return IO_DONE;
+}
+
+/* Appends to the queue; -1 (ENOMEM, the stream closed) on failure. */
+static int
+enqueue(struct stream *s, const char *data, size_t len)
+{
+	bool had = s->wbuf.data != NULL;
+
+	if (len == 0)
+		return 0;
+	if (buffer_append(&s->wbuf, data, len) < 0) {
+		stream_set_error(s, "no memory to queue %zu bytes", len);
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		errno = ENOMEM;
+		return -1;
+	}
+	if (!had)
+		reclaim_later(s);
+	return 0;
+}
+
+/*
+ * After a write: the loop flushes what is queued and runs the drain
+ * callback.  A transport that would block is waited for (its watcher
+ * armed), not asked again before the next poll.
+ */
+static void
+after_write(struct stream *s, enum io_result last)
+{
+	if (s->closed)
+		return;
+	if (buffer_len(&s->wbuf) == 0) {
+		if (s->write_cb != NULL)
+			queue_work(s, W_FLUSH);
+		return;
+	}
+	if (last == IO_WANT_READ || last == IO_WANT_WRITE)
+		update_interest(s);
+	else
+		queue_work(s, W_FLUSH);
+}
+
+static bool
+write_refused(struct stream *s)
+{
+	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
+		errno = EPIPE;
+		return true;
+	}
+	return false;
+}
+
 int
 stream_write(struct stream *s, const void *data, size_t len,
     stream_cb on_done)
 {
-	size_t queued = buffer_len(&s->wbuf);
+	size_t queued = buffer_len(&s->wbuf), put = 0;
+	enum io_result last = IO_DONE;
 
-	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
-		errno = EPIPE;
+	if (write_refused(s))
 		return -1;
-	}
 	if (s->opts.max_write_buffer_size > 0 &&
 	    (queued > s->opts.max_write_buffer_size ||
 	    len > s->opts.max_write_buffer_size - queued)) {
@@ -1349,48 +1472,80 @@ stream_write(struct stream *s, const void *data, size_t len,
 	activate(s);
 	if (on_done != NULL)
 		s->write_cb = on_done;
-	/* Large write, nothing queued: straight to the socket, no copy. */
-	if (queued == 0 && len >= STREAM_DIRECT_WRITE && !s->connecting &&
-	    !s->handshaking && !s->in_dispatch) {
-		size_t put = 0;
-		tp_use(s);
-		switch (s->tp->write(s, data, len, &put)) {
-		case IO_DONE:
-			s->bytes_out += put;
-			if (s->stats != NULL)
-				s->stats->bytes_out += put;
-			s->last_io = ev_now(s->sl->loop);
-			data = (const char *)data + put;
-			len -= put;
-			break;
-		case IO_WANT_READ:
-			s->write_wants = EV_READ;
-			break;
-		case IO_WANT_WRITE:
-			s->write_wants = EV_WRITE;
-			break;
-		case IO_EOF:
-		case IO_FAIL:
-			/* Reported from the loop, like any other failure. */
-			stream_close(s, s->tp_fail ? s->tp_fail :
-			    STREAM_CLOSE_RESET);
+	/* Nothing queued: straight to the socket, no copy, no wait. */
+	if (queued == 0 && len > 0 && can_write_through(s)) {
+		last = write_through(s, data, len, &put);
+		if (last == IO_FAIL)
 			return 0;
-		}
 	}
-	if (len > 0) {
-		bool had = s->wbuf.data != NULL;
-		if (buffer_append(&s->wbuf, data, len) < 0) {
-			stream_set_error(s, "no memory to queue %zu bytes",
-			    len);
-			stream_close(s, STREAM_CLOSE_NOMEM);
-			errno = ENOMEM;
-			return -1;
-		}
-		if (!had)
-			reclaim_later(s);
-	}
-	queue_work(s, W_FLUSH);
+	if (enqueue(s, (const char *)data + put, len - put) < 0)
+		return -1;
+	after_write(s, last);
 	return 0;
+}
+
+size_t
+stream_write_records(struct stream *s, const void *data, size_t len,
+    size_t size, size_t limit)
+{
+	const char *p = data;
+	size_t n = size > 0 ? len / size : 0, done = 0, room;
+	enum io_result last = IO_DONE;
+
+	if (n == 0 || write_refused(s))
+		return 0;
+	activate(s);
+	/* Only what the kernel will not take counts against the limit. */
+	if (buffer_len(&s->wbuf) > 0 &&
+	    buffer_len(&s->wbuf) + n * size > limit && can_write_through(s)) {
+		if (!write_out(s))
+			return 0;
+		if (buffer_len(&s->wbuf) > 0)
+			last = s->write_wants == EV_READ ? IO_WANT_READ :
+			    IO_WANT_WRITE;
+	}
+	/*
+	 * Write through while the queue is empty, a piece at a time: what the
+	 * transport does not take of a piece is queued whole (TLS wants those
+	 * bytes again), so no piece is larger than the limit allows.
+	 */
+	while (done < n && buffer_len(&s->wbuf) == 0 && can_write_through(s)) {
+		size_t k = limit / size > 0 ? limit / size : 1, put;
+
+		if (k > n - done)
+			k = n - done;
+		last = write_through(s, p + done * size, k * size, &put);
+		if (last == IO_FAIL)
+			return 0;
+		if (enqueue(s, p + done * size + put, k * size - put) < 0)
+			return 0;
+		done += k;
+	}
+	/* The rest, whole records, while the queue holds at most limit. */
+	room = limit > buffer_len(&s->wbuf) ? limit - buffer_len(&s->wbuf) :
+	    0;
+	if (room / size < n - done) {
+		size_t k = room / size;
+		if (enqueue(s, p + done * size, k * size) < 0)
+			return 0;
+		done += k;
+	} else {
+		if (enqueue(s, p + done * size, (n - done) * size) < 0)
+			return 0;
+		done = n;
+	}
+	after_write(s, last);
+	return done;
+}
+
+void
+stream_on_drained(struct stream *s, stream_cb on_done)
+{
+	if (s->closed)
+		return;
+	s->write_cb = on_done;
+	if (buffer_len(&s->wbuf) == 0)
+		queue_work(s, W_FLUSH);
 }
 
 size_t
@@ -1402,9 +1557,15 @@ stream_write_pending(const struct stream *s)
 void
 stream_flush(struct stream *s)
 {
-	if (s->closed || s->connecting || s->handshaking)
+	if (!can_write_through(s) || buffer_len(&s->wbuf) == 0)
 		return;
-	handle_write(s);
+	if (!write_out(s))
+		return;
+	/* The drained follow-ups (callback, shutdown, close) run from the loop. */
+	if (buffer_len(&s->wbuf) == 0)
+		queue_work(s, W_FLUSH);
+	else
+		update_interest(s);
 }
 
 /* ---- closing ---- */
@@ -1466,12 +1627,10 @@ stream_close(struct stream *s, enum stream_close_reason why)
 
 /* ---- events ---- */
 
+/* Serves one stream's readiness: connect, handshake, writes, reads. */
 static void
-io_cb(struct ev_loop *loop, ev_io *w, int revents)
+handle_io(struct stream *s, int revents)
 {
-	struct stream *s = w->data;
-
-	(void)loop;
 	if (s->connecting) {
 		finish_connect(s);
 		if (s->closed || s->connecting || s->handshaking)
@@ -1495,4 +1654,46 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (!s->closed)
 		update_interest(s);
+}
+
+/*
+ * libev invokes the watchers a poll made pending last first; each is
+ * pushed here, so the list comes out in the kernel's order, and served
+ * from the loop before it polls again (serve_ready).
+ */
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct stream *s = w->data;
+	struct stream_loop *sl = s->sl;
+
+	(void)loop;
+	if (s->ready_events == 0) {
+		s->ready_next = sl->ready;
+		sl->ready = s;
+	}
+	s->ready_events |= revents;
+}
+
+/*
+ * The readiness events of the last poll, oldest first.  A stream closed
+ * meanwhile (by another's callback) is skipped: it is freed only by the
+ * work list, after this.
+ */
+static void
+serve_ready(struct stream_loop *sl)
+{
+	struct stream *s = sl->ready;
+
+	sl->ready = NULL;
+	while (s != NULL) {
+		struct stream *next = s->ready_next;
+		int ev = s->ready_events;
+
+		s->ready_next = NULL;
+		s->ready_events = 0;
+		if (!s->closed)
+			handle_io(s, ev);
+		s = next;
+	}
 }

@@ -560,6 +560,104 @@ rc_read_frames(struct rclient *c, size_t n, uint32_t *seqs, bool *torn)
 	return got;
 }
 
+/*
+ * Reads whatever has arrived, up to 256 KB at a time, never past the
+ * want-th frame, and publishes the count after each read.
+ */
+static void *
+reader_main(void *arg)
+{
+	struct rc_reader *r = arg;
+	size_t fs = r->c->nkeys * 4;
+	size_t cap = fs > 256 * 1024 ? fs : 256 * 1024 / fs * fs;
+	uint8_t *buf = malloc(cap);
+	size_t got = 0, have = 0;
+
+	while (buf != NULL && got < r->want) {
+		size_t want = (r->want - got) * fs - have, off = 0;
+		if (want > cap - have)
+			want = cap - have;
+		long n = rc_read(r->c, buf + have, want, r->c->timeout);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		for (; have - off >= fs; off += fs, got++)
+			if (!rc_frame_seq(buf + off, r->c->nkeys,
+			    &r->seqs[got])) {
+				r->torn = true;
+				have = off = 0;
+				break;
+			}
+		__atomic_store_n(&r->got, got, __ATOMIC_RELEASE);
+		if (r->torn)
+			break;
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+	free(buf);
+	return NULL;
+}
+
+int
+rc_reader_start(struct rc_reader *r, struct rclient *c, size_t want)
+{
+	memset(r, 0, sizeof(*r));
+	r->c = c;
+	r->want = want;
+	r->seqs = calloc(want > 0 ? want : 1, sizeof(*r->seqs));
+	if (r->seqs == NULL)
+		return -1;
+	if (pthread_create(&r->th, NULL, reader_main, r) != 0) {
+		free(r->seqs);
+		r->seqs = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+size_t
+rc_reader_got(struct rc_reader *r)
+{
+	return __atomic_load_n(&r->got, __ATOMIC_ACQUIRE);
+}
+
+void
+rc_reader_join(struct rc_reader *r)
+{
+	pthread_join(r->th, NULL);
+}
+
+void
+rc_reader_free(struct rc_reader *r)
+{
+	free(r->seqs);
+	r->seqs = NULL;
+}
+
+int
+rc_readers_take(struct rc_reader *rs, size_t nr, size_t n, double timeout,
+    size_t *which)
+{
+	double end = now_s() + timeout;
+
+	for (size_t i = 0; i < nr; i++) {
+		*which = i;
+		for (;;) {
+			size_t g = rc_reader_got(&rs[i]);
+			if (g > 0 && rs[i].seqs[g - 1] != g - 1)
+				return RC_ERROR;
+			if (g >= n)
+				break;
+			if (rs[i].torn)
+				return RC_ERROR;
+			if (now_s() > end)
+				return RC_TIMEDOUT;
+			usleep(200);
+		}
+	}
+	return RC_OK;
+}
+
 long long
 rc_metric(int admin_port, const char *series)
 {

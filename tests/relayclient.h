@@ -17,6 +17,7 @@
 #ifndef FERRY_TEST_RELAYCLIENT_H
 #define FERRY_TEST_RELAYCLIENT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -127,6 +128,38 @@ bool rc_send_frames(struct rclient *c, uint32_t first, size_t n);
  */
 size_t rc_read_frames(struct rclient *c, size_t n, uint32_t *seqs,
     bool *torn);
+
+/*
+ * A consumer that keeps reading: a thread reads what has arrived (up to
+ * 256 KB at a time, never past the want-th frame) until `want` frames, or
+ * an EOF, error, timeout or torn frame, keeping each frame's sequence
+ * number.
+ */
+struct rc_reader {
+	pthread_t th;
+	struct rclient *c;
+	size_t want;
+	uint32_t *seqs;			/* want entries; [0, got) written */
+	size_t got;			/* atomic: read it with rc_reader_got */
+	bool torn;
+};
+
+/* 0, or -1 (no memory, no thread). */
+int rc_reader_start(struct rc_reader *r, struct rclient *c, size_t want);
+/* Frames read so far. */
+size_t rc_reader_got(struct rc_reader *r);
+/* Waits for the thread to end (want frames, or it stopped). */
+void rc_reader_join(struct rc_reader *r);
+/* Frees seqs (after rc_reader_join). */
+void rc_reader_free(struct rc_reader *r);
+/*
+ * Waits (timeout seconds at most) until each of nr readers has frames 0 ..
+ * n - 1 of a stream whose frames are numbered from 0.  RC_OK; RC_ERROR as
+ * soon as one has lost (or reordered) frames: its last frame's number is
+ * not its count, or it stopped short; RC_TIMEDOUT.  *which says which.
+ */
+int rc_readers_take(struct rc_reader *rs, size_t nr, size_t n,
+    double timeout, size_t *which);
 
 /* Value of one series ("name{labels}") on the admin page, or -1. */
 long long rc_metric(int admin_port, const char *series);

@@ -228,3 +228,65 @@ Test(bench, relay_paced_trace, .timeout = 60, .fini = cleanup)
 	fclose(f);
 	cr_assert_eq(lines, (long long)result(out, "frames"), "%s", out);
 }
+
+/* floor-relay next to ferry-bench; its port, or fails.  *pid set. */
+static int
+floor_start(pid_t *pid)
+{
+	char bin[600], dir[512], buf[128] = "";
+	int pfd[2], port = 0;
+	size_t used = 0;
+
+	bench_bin(dir, sizeof(dir));
+	snprintf(bin, sizeof(bin), "%s/floor-relay", dirname(dir));
+	cr_assert(access(bin, X_OK) == 0, "%s: %s (built by make)", bin,
+	    strerror(errno));
+	cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
+	*pid = fork();
+	cr_assert(*pid >= 0);
+	if (*pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pfd[1], STDOUT_FILENO);
+		execl(bin, bin, "--port", "0", (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (used < sizeof(buf) - 1 && strchr(buf, '\n') == NULL) {
+		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+		cr_assert(poll(&p, 1, 10000) > 0, "floor-relay did not start");
+		ssize_t r = read(pfd[0], buf + used, sizeof(buf) - 1 - used);
+		cr_assert(r > 0, "floor-relay exited");
+		used += (size_t)r;
+		buf[used] = '\0';
+	}
+	close(pfd[0]);
+	cr_assert_eq(sscanf(buf, "LISTEN port=%d", &port), 1, "%s", buf);
+	return port;
+}
+
+/*
+ * The benchmark's floor relays ferry-bench's pairs as Ferry does, at
+ * full speed and paced: every frame arrives, in order.
+ */
+Test(bench, floor_relay_relays, .timeout = 60)
+{
+	char port[16], out[4096];
+	pid_t pid;
+	int status;
+
+	snprintf(port, sizeof(port), "%d", floor_start(&pid));
+	const char *full[] = { "relay", "--quiet", "--port", port,
+	    "--pairs", "4", "--duration", "1", "--warmup", "0.2", NULL };
+	status = run_bench(full, out, sizeof(out), 40);
+	check_run(out, status, 4);
+	const char *paced[] = { "relay", "--quiet", "--port", port,
+	    "--pairs", "8", "--rate", "200", "--duration", "1", "--warmup",
+	    "0.2", NULL };
+	status = run_bench(paced, out, sizeof(out), 40);
+	check_run(out, status, 8);
+	kill(pid, SIGTERM);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "floor-relay status %d", status);
+}

@@ -1101,6 +1101,111 @@ Test(hostile, resets_at_every_stage, .timeout = 180, .fini = cleanup)
 	cr_assert(proc_alive(fp.pid));
 }
 
+/* ---- bursts against small queues ---- */
+
+#define FAN_READERS 15			/* per listener: 30 in all */
+#define FAN_KEYS 52			/* 208-byte frames */
+#define FAN_FRAMES 200			/* 41,600 bytes in one write */
+#define FAN_BURSTS 128			/* 5.3 MB: past the kernel's 4 MB
+					   send buffer for the stalled ones */
+
+/*
+ * A producer's bursts of 200 frames (41.6 KB, one write each) to 30
+ * consumers that keep reading, half over plain TCP and half over TLS, on
+ * listeners with queue_bytes = 8k: five times the queue, but the kernel
+ * takes it.  Every consumer that reads gets every frame of every burst;
+ * a consumer that never reads, one on each listener, loses frames, and
+ * its listener counts them.  Before, a burst was queued to each consumer
+ * before any of it was written, and each of the 30 was judged slow: they
+ * lost 121 to 161 frames of every 200.
+ */
+Test(hostile, bursts_to_thirty_small_queues, .timeout = 180,
+    .fini = cleanup)
+{
+	const size_t total = (size_t)FAN_BURSTS * FAN_FRAMES;
+	const char *names[2] = { "relay", "relay-tls" };
+	struct rclient p, c[2 * FAN_READERS], stalled[2];
+	struct rc_reader rd[2 * FAN_READERS];
+	size_t fs = FAN_KEYS * 4, keys_len = 0, which;
+	uint8_t *burst = malloc(FAN_FRAMES * fs);
+	uint32_t *seqs = calloc(total, sizeof(*seqs));
+	char keys[FAN_KEYS * 4], conf[2048];
+	long long got[2];
+	bool torn;
+
+	cr_assert(burst != NULL && seqs != NULL);
+	need_fds(256);
+	for (int k = 0; k < FAN_KEYS; k++)
+		keys_len += (size_t)sprintf(keys + keys_len, "%sk%d",
+		    k ? "," : "", k);
+	snprintf(conf, sizeof(conf),
+	    "[ferry]\nadmin = 127.0.0.1:0\n"
+	    "[relay]\nmode = relay\nbind = 127.0.0.1:0\n"
+	    "queue_bytes = 8k\ngrace = 0\n"
+	    "[relay-tls]\nmode = relay\nbind = 127.0.0.1:0\n"
+	    "cert = %s\nkey = %s\nqueue_bytes = 8k\ngrace = 0\n",
+	    CERT("server.pem"), CERT("server.key"));
+	ferry_start(&fp, conf);
+	cr_assert_eq(rc_producer(&p, false, ferry_port(&fp, "relay"),
+	    "fan-30", keys), RC_OK);
+	for (int t = 0; t < 2; t++) {
+		int port = ferry_port(&fp, names[t]);
+		cr_assert_eq(rc_consumer(&stalled[t], t == 1, port, "fan-30",
+		    4096), RC_OK);
+		for (int i = t * FAN_READERS; i < (t + 1) * FAN_READERS; i++)
+			cr_assert_eq(rc_consumer(&c[i], t == 1, port, "fan-30",
+			    0), RC_OK);
+	}
+	/* Every consumer is in once the server has read its accept byte. */
+	cr_assert(ferry_log_wait(&fp, " joined uuid 'fan-30'",
+	    2 * FAN_READERS + 2, 10));
+	for (int i = 0; i < 2 * FAN_READERS; i++)
+		cr_assert_eq(rc_reader_start(&rd[i], &c[i], total), 0);
+	for (uint32_t b = 0; b < FAN_BURSTS; b++) {
+		for (uint32_t k = 0; k < FAN_FRAMES; k++)
+			rc_frame(burst + k * fs, FAN_KEYS, b * FAN_FRAMES + k);
+		cr_assert(rc_send(&p, burst, FAN_FRAMES * fs),
+		    "burst %u did not go", b);
+		int r = rc_readers_take(rd, 2 * FAN_READERS,
+		    (size_t)(b + 1) * FAN_FRAMES, 20, &which);
+		size_t g = rc_reader_got(&rd[which]);
+		cr_assert_neq(r, RC_ERROR, "burst %u: reader %zu lost frames "
+		    "(it has %zu, the last numbered %u)", b, which, g,
+		    g > 0 ? rd[which].seqs[g - 1] : 0);
+		cr_assert_eq(r, RC_OK, "burst %u: reader %zu stuck at %zu", b,
+		    which, g);
+	}
+	for (int i = 0; i < 2 * FAN_READERS; i++) {
+		rc_reader_join(&rd[i]);
+		cr_assert_not(rd[i].torn, "reader %d: a torn frame", i);
+		rc_reader_free(&rd[i]);
+	}
+	/* The producer leaves: each stalled one gets its queue, then EOF. */
+	rc_close(&p);
+	for (int t = 0; t < 2; t++) {
+		got[t] = (long long)rc_read_frames(&stalled[t], total, seqs,
+		    &torn);
+		cr_assert_not(torn, "%s: a torn frame", names[t]);
+		cr_assert(rc_closed(&stalled[t], 10));
+		cr_assert_lt(got[t], (long long)total, "%s: the stalled "
+		    "consumer lost nothing", names[t]);
+	}
+	/* Its frames lost are the only ones, and counted where it is. */
+	for (int t = 0; t < 2; t++) {
+		expect_relay("ferry_relay_frames_dropped_total", names[t],
+		    (long long)total - got[t]);
+		expect_relay("ferry_relay_frames_out_total", names[t],
+		    FAN_READERS * (long long)total + got[t]);
+	}
+	expect_relay("ferry_relay_frames_in_total", "relay", (long long)total);
+	for (int i = 0; i < 2 * FAN_READERS; i++)
+		rc_close(&c[i]);
+	rc_close(&stalled[0]);
+	rc_close(&stalled[1]);
+	free(burst);
+	free(seqs);
+}
+
 /* ---- out of file descriptors ---- */
 
 #define FLOOD_N 200

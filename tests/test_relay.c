@@ -232,60 +232,29 @@ send_bytewise(struct rclient *c, const uint8_t *p, size_t n)
 		cr_assert(rc_send(c, p + i, 1), "send byte %zu", i);
 }
 
-/* A consumer reading in a thread, frame by frame, until `want` or EOF. */
-struct reader {
-	pthread_t th;
-	struct rclient *c;
-	size_t want;
-	uint32_t *seqs;
-	size_t got;		/* atomic: seqs[0..got) are written */
-	bool torn;
-};
-
-static void *
-reader_main(void *arg)
-{
-	struct reader *r = arg;
-	size_t got = 0;
-
-	while (got < r->want) {
-		size_t k = r->want - got < 64 ? r->want - got : 64;
-		size_t n = rc_read_frames(r->c, k, r->seqs + got, &r->torn);
-		got += n;
-		__atomic_store_n(&r->got, got, __ATOMIC_RELEASE);
-		if (n < k)
-			break;
-	}
-	return NULL;
-}
-
+/* Consumers reading in threads (relayclient.h), checked here. */
 static void
-reader_start(struct reader *r, struct rclient *c, size_t want)
+reader_start(struct rc_reader *r, struct rclient *c, size_t want)
 {
-	memset(r, 0, sizeof(*r));
-	r->c = c;
-	r->want = want;
-	r->seqs = calloc(want, sizeof(*r->seqs));
-	cr_assert_not_null(r->seqs);
-	cr_assert_eq(pthread_create(&r->th, NULL, reader_main, r), 0);
+	cr_assert_eq(rc_reader_start(r, c, want), 0);
 }
 
 static size_t
-reader_got(struct reader *r)
+reader_got(struct rc_reader *r)
 {
-	return __atomic_load_n(&r->got, __ATOMIC_ACQUIRE);
+	return rc_reader_got(r);
 }
 
 static void
-reader_join(struct reader *r)
+reader_join(struct rc_reader *r)
 {
-	pthread_join(r->th, NULL);
+	rc_reader_join(r);
 	cr_assert_not(r->torn, "a torn frame after %zu", r->got);
 }
 
 /* Waits until every reader has `n` frames (their queues stay short). */
 static void
-readers_reach(struct reader *rs, size_t nr, size_t n)
+readers_reach(struct rc_reader *rs, size_t nr, size_t n)
 {
 	double end = now_s() + 20;
 
@@ -453,7 +422,7 @@ ParameterizedTest(int *t, relay, three_consumers_byte_exact_in_order,
  * load, only the stalled one can be slow.  Returns the stalled consumer.
  */
 static void
-slow_setup(struct rclient *p, struct rclient *fast, struct reader *rd,
+slow_setup(struct rclient *p, struct rclient *fast, struct rc_reader *rd,
     struct rclient *slow, const char *uuid, size_t want)
 {
 	char *keys = keys_n(SLOW_KEYS);
@@ -468,7 +437,7 @@ slow_setup(struct rclient *p, struct rclient *fast, struct reader *rd,
 }
 
 static void
-send_in_batches(struct rclient *p, struct reader *rd, size_t n)
+send_in_batches(struct rclient *p, struct rc_reader *rd, size_t n)
 {
 	for (size_t i = 0; i < n; i += SLOW_BATCH) {
 		cr_assert(rc_send_frames(p, (uint32_t)i, SLOW_BATCH),
@@ -482,7 +451,7 @@ ParameterizedTest(int *t, relay, slow_consumer_drop, .timeout = 120,
     .fini = cleanup)
 {
 	struct rclient p, fast[2], slow;
-	struct reader rd[2];
+	struct rc_reader rd[2];
 	uint32_t *seqs = calloc(SLOW_FRAMES, sizeof(*seqs));
 	size_t got, gaps = 0;
 	bool torn;
@@ -529,12 +498,100 @@ ParameterizedTest(int *t, relay, slow_consumer_drop, .timeout = 120,
 	free(seqs);
 }
 
+/* ---- bursts ---- */
+
+#define BURST_KEYS 52			/* 208-byte frames */
+#define BURST_FRAMES 5000		/* 1.04 MB in one write */
+#define BURSTS 8			/* 8.3 MB: past the kernel's 4 MB
+					   send buffer for the stalled one */
+
+/*
+ * A producer writes 5,000 frames in one write (1 MB, four times the
+ * default queue_bytes), eight times, each once the readers have the one
+ * before.  Consumers that keep reading get every frame of every burst, in
+ * order, under the default drop policy; the one that never reads (a 4 KB
+ * receive window) is the only one to lose frames, and they are counted.
+ * Before, each read's frames were queued to every consumer and written
+ * once per loop iteration, so a consumer reading as fast as the kernel
+ * delivered was judged slow and got about 2,000 of a burst's 5,000.
+ */
+/* Waits until every reader has frames 0 .. n - 1, none lost. */
+static void
+readers_take(struct rc_reader *rs, size_t nr, size_t n)
+{
+	size_t i;
+	int r = rc_readers_take(rs, nr, n, 20, &i);
+	size_t g = rc_reader_got(&rs[i]);
+
+	cr_assert_neq(r, RC_ERROR, "reader %zu lost frames: it has %zu, the "
+	    "last numbered %u", i, g, g > 0 ? rs[i].seqs[g - 1] : 0);
+	cr_assert_eq(r, RC_OK, "reader %zu stuck at %zu of %zu", i, g, n);
+}
+
+BOTH(burst_reaches_consumers_that_read)
+ParameterizedTest(int *t, relay, burst_reaches_consumers_that_read,
+    .timeout = 120, .fini = cleanup)
+{
+	const size_t total = (size_t)BURSTS * BURST_FRAMES;
+	struct rclient p, fast[2], slow;
+	struct rc_reader rd[2];
+	size_t fs = BURST_KEYS * 4, got;
+	uint8_t *burst = malloc(BURST_FRAMES * fs);
+	uint32_t *seqs = calloc(total, sizeof(*seqs));
+	char *keys = keys_n(BURST_KEYS);
+	bool torn;
+
+	cr_assert(burst != NULL && seqs != NULL);
+	start_relay(*t, "grace = 0\n");
+	producer(&p, "burst", keys);
+	consumer(&slow, "burst", 4096);
+	for (int i = 0; i < 2; i++) {
+		consumer(&fast[i], "burst", 0);
+		reader_start(&rd[i], &fast[i], total);
+	}
+	for (uint32_t b = 0; b < BURSTS; b++) {
+		for (uint32_t k = 0; k < BURST_FRAMES; k++)
+			rc_frame(burst + k * fs, BURST_KEYS,
+			    b * BURST_FRAMES + k);
+		cr_assert(rc_send(&p, burst, BURST_FRAMES * fs),
+		    "burst %u did not go", b);
+		readers_take(rd, 2, (size_t)(b + 1) * BURST_FRAMES);
+	}
+	for (int i = 0; i < 2; i++) {
+		reader_join(&rd[i]);
+		for (size_t k = 0; k < total; k++)
+			cr_assert_eq(rd[i].seqs[k], k, "reader %d: frame %zu "
+			    "is %u", i, k, rd[i].seqs[k]);
+		rc_reader_free(&rd[i]);
+	}
+	expect_metric("ferry_relay_frames_in_total", (long long)total);
+	/* The producer leaves: the stalled consumer gets its queue, then EOF. */
+	rc_close(&p);
+	got = rc_read_frames(&slow, total, seqs, &torn);
+	cr_assert_not(torn, "a torn frame after %zu", got);
+	cr_assert(rc_closed(&slow, RC_TIMEOUT));
+	cr_assert_lt(got, total, "the stalled consumer lost nothing");
+	for (size_t k = 1; k < got; k++)
+		cr_assert_gt(seqs[k], seqs[k - 1], "out of order at %zu", k);
+	/* Its losses, and only its, are counted. */
+	expect_metric("ferry_relay_frames_dropped_total",
+	    (long long)(total - got));
+	expect_metric("ferry_relay_frames_out_total",
+	    (long long)(2 * total + got));
+	rc_close(&slow);
+	for (int i = 0; i < 2; i++)
+		rc_close(&fast[i]);
+	free(burst);
+	free(seqs);
+	free(keys);
+}
+
 BOTH(slow_consumer_disconnect)
 ParameterizedTest(int *t, relay, slow_consumer_disconnect, .timeout = 120,
     .fini = cleanup)
 {
 	struct rclient p, fast[2], slow;
-	struct reader rd[2];
+	struct rc_reader rd[2];
 	uint32_t *seqs = calloc(SLOW_FRAMES, sizeof(*seqs));
 	size_t got;
 	bool torn;
@@ -575,7 +632,7 @@ ParameterizedTest(int *t, relay, slow_consumer_block, .timeout = 120,
     .fini = cleanup)
 {
 	struct rclient p, fast[2], slow;
-	struct reader rd[3];
+	struct rc_reader rd[3];
 	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
 	uint8_t *stream = malloc(total);
 	int small = 65536;
@@ -627,7 +684,7 @@ ParameterizedTest(int *t, relay, slow_consumer_block_then_leaves,
     .timeout = 120, .fini = cleanup)
 {
 	struct rclient p, fast[2], slow;
-	struct reader rd[2];
+	struct rc_reader rd[2];
 	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
 	uint8_t *stream = malloc(total);
 	int small = 65536;
@@ -1478,7 +1535,7 @@ Test(relay, consumer_policy_is_its_listeners_drop, .timeout = 120,
     .fini = cleanup)
 {
 	struct rclient p, slow, fast;
-	struct reader rd;
+	struct rc_reader rd;
 	uint32_t *seqs = calloc(SLOW_FRAMES, sizeof(*seqs));
 	char *keys = keys_n(SLOW_KEYS);
 	size_t got, gaps = 0;
@@ -1533,7 +1590,7 @@ Test(relay, consumer_policy_is_its_listeners_block, .timeout = 120,
     .fini = cleanup)
 {
 	struct rclient p, slow, fast;
-	struct reader rd[2];
+	struct rc_reader rd[2];
 	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
 	uint8_t *stream = malloc(total);
 	char *keys = keys_n(SLOW_KEYS);

@@ -6,7 +6,9 @@ backend) to core 1, the median of --runs runs per cell:
 
   relay     Ferry against the Tornado reference (tests/bench/reference_relay.py)
             for P = 1, 10, 100 pairs at full speed and 100 and 1000 pairs at
-            60 Hz, plain and TLS;
+            60 Hz, plain and TLS, and against the floor (floor-relay, built
+            from tests/bench/floor_relay.c: epoll, one read and one write
+            per frame) on plain connections;
   tls       Ferry's forward listener, hitch and HAProxy (one worker each, in
             front of the same sink): TLS 1.3 and 1.2 handshakes/s and server
             CPU per handshake, bulk TLS->plain MB/s and server CPU per GB;
@@ -58,6 +60,12 @@ RELAY_SCENARIOS = [
 ]
 
 NA_FORWARD = "n/a (forward listener unavailable)"
+
+# The relay servers, in the order each cell runs them: Ferry, the Ferry of
+# --baseline-ferry, the floor (plain only), the Tornado reference.
+RELAY_SERVERS = ("ferry", "base", "floor", "tornado")
+RELAY_NAMES = {"ferry": "Ferry", "base": "Ferry (baseline)", "floor": "floor",
+               "tornado": "Tornado"}
 
 
 def log(*args):
@@ -235,6 +243,7 @@ class Runner:
         self.build = os.path.abspath(args.build)
         self.ferry = os.path.join(self.build, "ferry")
         self.bench = os.path.join(self.build, "ferry-bench")
+        self.floor_relay = os.path.join(self.build, "floor-relay")
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="ferry-bench-")
         self.pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
@@ -305,21 +314,22 @@ class Runner:
         p.port = int(m.group(1))
         return p
 
-    def ferry_proc(self, name, conf, ports):
+    def ferry_proc(self, name, conf, ports, exe=None):
         """Ferry on conf; ports: listener name -> port.  (proc, reason)."""
+        exe = exe or self.ferry
         path = self.write(name + ".conf", conf)
-        chk = subprocess.run([self.ferry, "--check", "-c", path],
+        chk = subprocess.run([exe, "--check", "-c", path],
                              capture_output=True, text=True, timeout=30)
         if chk.returncode != 0:
             return None, (chk.stderr.strip() or chk.stdout.strip())[:200]
-        p = Proc(self, name, [self.ferry, "-c", path], cpu=0)
+        p = Proc(self, name, [exe, "-c", path], cpu=0)
         for port in ports.values():
             if not p.wait_port(port):
                 return None, p.why()
         p.ports = ports
         return p, None
 
-    def ferry_relay(self):
+    def ferry_relay(self, exe=None, name="ferry-relay"):
         ports = {"devices": free_port(), "devices-tls": free_port()}
         # block: lossless like the seed (its producer waits for each
         # consumer write); at 60 Hz nothing queues, so it changes nothing.
@@ -342,9 +352,10 @@ handshake_timeout = 600
 cert = {certs}/server.pem
 key = {certs}/server.key
 """.format(devices=ports["devices"], tls=ports["devices-tls"], certs=CERTS)
-        p, why = self.ferry_proc("ferry-relay", conf, ports)
+        p, why = self.ferry_proc(name, conf, ports, exe)
         if p is None:
-            raise RuntimeError("ferry (relay) did not start: " + why)
+            raise RuntimeError("%s (relay) did not start: %s" % (
+                exe or "ferry", why))
         return p
 
     def ferry_forward(self, sink_port):
@@ -381,6 +392,15 @@ backend = 127.0.0.1:{sink}
         m = p.wait_line(r"LISTEN port=(\d+)")
         if m is None:
             raise RuntimeError("the Tornado reference did not start: " + p.why())
+        p.port = int(m.group(1))
+        return p
+
+    def floor(self):
+        """The minimal epoll relay (plain only): the relay's floor."""
+        p = Proc(self, "floor", [self.floor_relay, "--port", "0"], cpu=0)
+        m = p.wait_line(r"LISTEN port=(\d+)")
+        if m is None:
+            raise RuntimeError("floor-relay did not start: " + p.why())
         p.port = int(m.group(1))
         return p
 
@@ -457,23 +477,39 @@ backend be
 
     def run_relay(self):
         a = self.args
-        ferry = self.ferry_relay()
-        refs = {False: self.reference(False), True: self.reference(True)}
-        targets = {
-            ("ferry", False): ferry.ports["devices"],
-            ("ferry", True): ferry.ports["devices-tls"],
-            ("tornado", False): refs[False].port,
-            ("tornado", True): refs[True].port,
-        }
-        # The server's CPU and its wait for one, read by ferry-bench over
-        # the window (schedstat): a stall that is the machine's shows.
-        pids = {("ferry", False): ferry.pid, ("ferry", True): ferry.pid,
-                ("tornado", False): refs[False].pid,
-                ("tornado", True): refs[True].pid}
+        want = a.relay_servers
+        ferries = {}
+        if "ferry" in want:
+            ferries["ferry"] = self.ferry_relay()
+        if a.baseline_ferry:
+            ferries["base"] = self.ferry_relay(a.baseline_ferry,
+                                               "ferry-baseline")
+        refs = {tls: self.reference(tls) for tls in (False, True)} \
+            if "tornado" in want else {}
+        floor = self.floor() if "floor" in want else None
+        targets, pids = {}, {}
+        for tls in (False, True):
+            for name, p in ferries.items():
+                targets[(name, tls)] = p.ports[
+                    "devices-tls" if tls else "devices"]
+                pids[(name, tls)] = p.pid
+            if tls in refs:
+                targets[("tornado", tls)] = refs[tls].port
+                pids[("tornado", tls)] = refs[tls].pid
+        if floor is not None:
+            targets[("floor", False)] = floor.port
+            pids[("floor", False)] = floor.pid
+        # Each cell's servers run one after the other, run after run, so a
+        # drift of the shared machine touches them all alike.
         for run in range(a.runs):
-            for label, pairs, rate in RELAY_SCENARIOS:
-                for tls in (False, True):
-                    for server in ("ferry", "tornado"):
+            for label, pairs, rate in self.relay_cells():
+                for tls in self.transports():
+                    for server in RELAY_SERVERS:
+                        if (server, tls) not in targets:
+                            continue
+                        # The server's CPU and its wait for one, read by
+                        # ferry-bench over the window (schedstat): a stall
+                        # that is the machine's shows.
                         opts = ["--port", targets[(server, tls)],
                                 "--pairs", pairs, "--keys", 52,
                                 "--duration", a.duration,
@@ -488,10 +524,20 @@ backend be
                         self.record("relay", (label, tls), server, res)
                         log("relay %-20s %-5s %-7s run %d: %s" % (
                             label, "tls" if tls else "plain", server, run + 1,
-                            _brief(res, "frames_per_s", "p99_us", "lost")))
-        ferry.stop()
-        for p in refs.values():
-            p.stop()
+                            _brief(res, "frames_per_s", "p50_us", "p99_us",
+                                   "lost", "srv_cpu")))
+        for p in list(ferries.values()) + [floor] + list(refs.values()):
+            if p is not None:
+                p.stop()
+
+    def relay_cells(self):
+        cells = self.args.relay_cells
+        return [c for c in RELAY_SCENARIOS if cells is None or
+                any(x == c[0] or x == _cell_key(c) for x in cells)]
+
+    def transports(self):
+        return [t for t in (False, True)
+                if ("tls" if t else "plain") in self.args.transports]
 
     def run_tls(self):
         a = self.args
@@ -723,6 +769,8 @@ backend be
 
     def report_relay(self):
         a = self.args
+        cells = [(label, tls) for label, _, _ in self.relay_cells()
+                 for tls in self.transports()]
         out = ["**Device relay**: Ferry against the Tornado reference; "
                "K = 52 floats (208-byte frames); frames/s received by the "
                "consumers in a %g s window after %g s of warm-up; latency "
@@ -733,19 +781,57 @@ backend be
                "Tornado p50 / p99 / p99.9 (µs) | p99 Tornado / Ferry | "
                "lost (Ferry, Tornado) |",
                "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
-        for label, pairs, rate in RELAY_SCENARIOS:
-            for tls in (False, True):
-                cell = (label, tls)
-                f = {k: self.med("relay", cell, "ferry", k) for k in
-                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
-                t = {k: self.med("relay", cell, "tornado", k) for k in
-                     ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
-                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |" % (
-                    label, "TLS" if tls else "plain",
-                    _int(f["frames_per_s"]), _int(t["frames_per_s"]),
-                    _ratio(f["frames_per_s"], t["frames_per_s"]),
-                    _lat(f), _lat(t), _ratio(t["p99_us"], f["p99_us"]),
-                    _int(f["lost"]), _int(t["lost"])))
+        for cell in cells:
+            label, tls = cell
+            f = {k: self.med("relay", cell, "ferry", k) for k in
+                 ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
+            t = {k: self.med("relay", cell, "tornado", k) for k in
+                 ("frames_per_s", "p50_us", "p99_us", "p999_us", "lost")}
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |" % (
+                label, "TLS" if tls else "plain",
+                _int(f["frames_per_s"]), _int(t["frames_per_s"]),
+                _ratio(f["frames_per_s"], t["frames_per_s"]),
+                _lat(f), _lat(t), _ratio(t["p99_us"], f["p99_us"]),
+                _int(f["lost"]), _int(t["lost"])))
+        plain = [c for c in cells if not c[1]]
+        if plain and "floor" in a.relay_servers:
+            out += ["", "**Ferry against the floor**, plain connections: "
+                    "the floor is `floor-relay` (tests/bench/floor_relay.c), "
+                    "an epoll loop doing one read and one write per frame "
+                    "and nothing else, run in turn with Ferry in the same "
+                    "runs with the same generator%s.  CPU per frame is the "
+                    "server's time on a CPU over the window (schedstat) "
+                    "divided by the frames received.  The ratios are the "
+                    "medians of each run's value over the floor's in the "
+                    "same run (measured back to back); below 1.00× is "
+                    "better than the floor." % (
+                        "; *Ferry (baseline)* is `%s`" % a.baseline_ferry
+                        if a.baseline_ferry else ""), "",
+                    "| pairs | relay | frames/s | p50 / p99 / p99.9 (µs) | "
+                    "p50 / floor | p99 / floor | CPU per frame (µs) | CPU / "
+                    "floor | lost |",
+                    "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+            for cell in plain:
+                for server in ("ferry", "base", "floor"):
+                    if not self.runs("relay", cell, server):
+                        continue
+                    v = {k: self.med("relay", cell, server, k) for k in
+                         ("frames_per_s", "p50_us", "p99_us", "p999_us",
+                          "lost")}
+                    out.append("| %s | %s | %s | %s | %s | %s | %s | %s | "
+                               "%s |" % (
+                                   cell[0], RELAY_NAMES[server],
+                                   _int(v["frames_per_s"]), _lat(v),
+                                   _x(self.med_ratio(cell, "p50_us",
+                                                     server=server)),
+                                   _x(self.med_ratio(cell, "p99_us",
+                                                     server=server)),
+                                   _f2(self.med("relay", cell, server, None,
+                                                _cpu_per_frame)),
+                                   _x(self.med_ratio(cell, None,
+                                                     _cpu_per_frame,
+                                                     server=server)),
+                                   _int(v["lost"])))
         out += ["", "What each side did in the same runs (medians): frames "
                 "a second each producer sent (paced: of those due in the "
                 "window; the generator skips none, a late one goes late, "
@@ -761,28 +847,45 @@ backend be
                 "socket p50 / p99 / p99.9 (µs) | server CPU | server "
                 "waited (ms) | generator CPU | generator waited (ms) |",
                 "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-        for label, pairs, rate in RELAY_SCENARIOS:
-            for tls in (False, True):
-                for server in ("ferry", "tornado"):
-                    v = {k: self.med("relay", (label, tls), server, k) for k
-                         in ("pair_hz", "srv_p50_us", "srv_p99_us",
-                             "srv_p999_us", "srv_cpu", "srv_wait_ms",
-                             "gen_cpu", "gen_wait_ms")}
-                    sock = "n/a" if tls else _lat(
-                        {"p50_us": v["srv_p50_us"], "p99_us": v["srv_p99_us"],
-                         "p999_us": v["srv_p999_us"]})
-                    out.append("| %s | %s | %s | %s | %s | %s | %s | %s "
-                               "| %s |" % (
-                                   label, "TLS" if tls else "plain",
-                                   "Ferry" if server == "ferry" else
-                                   "Tornado", _lat1(v["pair_hz"])
-                                   if v["pair_hz"] is not None else "n/a",
-                                   sock,
-                                   _pct(v["srv_cpu"]), _f1(v["srv_wait_ms"]),
-                                   _pct(v["gen_cpu"]),
-                                   _f1(v["gen_wait_ms"])))
+        for cell in cells:
+            label, tls = cell
+            for server in RELAY_SERVERS:
+                if not self.runs("relay", cell, server):
+                    continue
+                v = {k: self.med("relay", cell, server, k) for k
+                     in ("pair_hz", "srv_p50_us", "srv_p99_us",
+                         "srv_p999_us", "srv_cpu", "srv_wait_ms",
+                         "gen_cpu", "gen_wait_ms")}
+                sock = "n/a" if tls else _lat(
+                    {"p50_us": v["srv_p50_us"], "p99_us": v["srv_p99_us"],
+                     "p999_us": v["srv_p999_us"]})
+                out.append("| %s | %s | %s | %s | %s | %s | %s | %s "
+                           "| %s |" % (
+                               label, "TLS" if tls else "plain",
+                               RELAY_NAMES[server], _lat1(v["pair_hz"])
+                               if v["pair_hz"] is not None else "n/a",
+                               sock,
+                               _pct(v["srv_cpu"]), _f1(v["srv_wait_ms"]),
+                               _pct(v["gen_cpu"]),
+                               _f1(v["gen_wait_ms"])))
         out.append("")
         return out
+
+    def med_ratio(self, cell, key, fn=None, server="ferry"):
+        """Median over runs of server's value / the floor's, run by run."""
+        def val(r):
+            if r["result"] is None:
+                return None
+            v = fn(r) if fn else r["result"].get(key)
+            return v if isinstance(v, (int, float)) else None
+        pairs = zip(self.runs("relay", cell, server),
+                    self.runs("relay", cell, "floor"))
+        ratios = []
+        for f, g in pairs:
+            fv, gv = val(f), val(g)
+            if fv is not None and gv:
+                ratios.append(fv / gv)
+        return statistics.median(ratios) if ratios else None
 
     def tls_med(self, cell, server, what):
         def cpu_per_hs(r):
@@ -917,6 +1020,11 @@ backend be
             row("relay p99 at 1000 × 60 Hz < 1 ms",
                 "%s µs" % _lat1(f) if f else "n/a",
                 None if f is None else f < 1000)
+            cell = ("1000 pairs x 60 Hz", False)
+            for key, what in (("p50_us", "p50"), ("p99_us", "p99")):
+                r = self.med_ratio(cell, key)
+                row("relay %s at 1000 × 60 Hz ≤ the floor's" % what, _x(r),
+                    None if r is None else r <= 1.0)
         if "tls" in self.args.sections:
             for cell, label in (("hs13", "TLS 1.3"), ("hs12", "TLS 1.2")):
                 f = self.tls_med(cell, "ferry", "cpu_hs")
@@ -1017,6 +1125,20 @@ def _lat1(v):
     return "{:,}".format(int(round(v))) if v >= 100 else "%.1f" % v
 
 
+def _cpu_per_frame(r):
+    """The server's CPU per frame received (µs), from a relay RESULT."""
+    res = r["result"]
+    if not res or not res.get("frames_per_s") or "srv_cpu" not in res:
+        return None
+    return res["srv_cpu"] / res["frames_per_s"] * 1e6
+
+
+def _cell_key(c):
+    """A scenario's short name: 1000x60, 100x60, P=10, ..."""
+    label, pairs, rate = c
+    return "%dx%d" % (pairs, rate) if rate else "P=%d" % pairs
+
+
 def _brief(res, *keys):
     if res is None:
         return "no result"
@@ -1051,6 +1173,16 @@ def main():
                     help="idle connections for the memory cells (10000)")
     ap.add_argument("--only", default="relay,tls,limits,memory",
                     help="sections to run (relay,tls,limits,memory)")
+    ap.add_argument("--relay-cells", default=None,
+                    help="relay cells to run, e.g. 1000x60,100x60,P=10 "
+                    "(all)")
+    ap.add_argument("--relay-servers", default="ferry,floor,tornado",
+                    help="relay servers (ferry,floor,tornado)")
+    ap.add_argument("--baseline-ferry", default=None, metavar="PATH",
+                    help="another ferry binary (an earlier build) to run "
+                    "in the relay cells beside this one, against the floor")
+    ap.add_argument("--transports", default="plain,tls",
+                    help="relay transports (plain,tls)")
     ap.add_argument("--quick", action="store_true",
                     help="one short run per cell, 1000 idle connections")
     args = ap.parse_args()
@@ -1068,14 +1200,20 @@ def main():
         args.runs, args.mem_runs = 1, 1
         args.duration, args.warmup, args.idle = 1.0, 0.5, 1000
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    args.relay_cells = None if args.relay_cells is None else [
+        c.strip() for c in args.relay_cells.split(",") if c.strip()]
+    args.relay_servers = [x.strip() for x in args.relay_servers.split(",")]
+    args.transports = [x.strip() for x in args.transports.split(",")]
 
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(1))
     r = Runner(args)
-    for exe in (r.ferry, r.bench):
+    for exe in (r.ferry, r.bench, r.floor_relay) + (
+            (args.baseline_ferry,) if args.baseline_ferry else ()):
         if not os.access(exe, os.X_OK):
             sys.exit("run.py: %s is missing: run make first" % exe)
     r.tornado_python = find_tornado_python()
-    if "relay" in args.sections and r.tornado_python is None:
+    if "relay" in args.sections and "tornado" in args.relay_servers and \
+            r.tornado_python is None:
         sys.exit("run.py: no python3 with tornado (apt-get install "
                  "python3-tornado)")
     if not r.pin:
