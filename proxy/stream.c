@@ -1011,12 +1011,6 @@ stream_wait_for_handshake(struct stream *s, stream_cb on_done)
 	}
 }
 
-bool
-stream_handshake_done(const struct stream *s)
-{
-	return !s->connecting && !s->handshaking && !s->closed;
-}
-
 /* ---- reading ---- */
 
 /*

@@ -420,7 +420,6 @@ void stream_resume_reading(struct stream *s);
  * For a plain stream on_done runs on the next loop iteration.
  */
 void stream_wait_for_handshake(struct stream *s, stream_cb on_done);
-bool stream_handshake_done(const struct stream *s);
 
 /* Sends a half-close (FIN / close_notify) once the write buffer is flushed. */
 void stream_shutdown_write(struct stream *s);

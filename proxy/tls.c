@@ -1125,25 +1125,6 @@ tls_stream_is_tls(const struct stream *s)
 	    s->tp_data != NULL);
 }
 
-const char *
-tls_stream_version(const struct stream *s)
-{
-	return live_ssl(s) != NULL ? SSL_get_version(live_ssl(s)) : "";
-}
-
-const char *
-tls_stream_cipher(const struct stream *s)
-{
-	return live_ssl(s) != NULL ? SSL_get_cipher_name(live_ssl(s)) : "";
-}
-
-const char *
-tls_stream_sni(const struct stream *s)
-{
-	return live_ssl(s) != NULL ?
-	    SSL_get_servername(live_ssl(s), TLSEXT_NAMETYPE_host_name) : NULL;
-}
-
 const unsigned char *
 tls_stream_alpn(const struct stream *s, unsigned *len)
 {

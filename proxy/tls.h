@@ -135,10 +135,6 @@ int tls_stream_connect(struct stream *s, struct tls_ctx *c,
     const char *host);
 
 bool tls_stream_is_tls(const struct stream *s);
-/* After the handshake; NULL/"" when not applicable. */
-const char *tls_stream_version(const struct stream *s);
-const char *tls_stream_cipher(const struct stream *s);
-const char *tls_stream_sni(const struct stream *s);
 /* Selected ALPN protocol, or NULL; *len gets its length. */
 const unsigned char *tls_stream_alpn(const struct stream *s, unsigned *len);
 /* Whether the peer presented a certificate that verified. */
