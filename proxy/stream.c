@@ -1,6 +1,7 @@
-/* stream: see stream.h. */
+/* stream: see stream.h and stream_transport.h. */
 #define _GNU_SOURCE
 #include "stream.h"
+#include "stream_transport.h"
 
 #include <errno.h>
 #ifdef __GLIBC__
@@ -15,6 +16,95 @@
 
 #include "metrics.h"
 #include "netutil.h"
+
+struct stream {
+	struct stream_loop *sl;
+	const struct stream_transport *tp;
+	void *tp_data;			/* transport state (SSL *) */
+	int fd;
+	ev_io io;
+	ev_timer timer;
+	int interest;			/* EV_READ|EV_WRITE currently armed */
+
+	struct buffer rbuf;
+	struct buffer wbuf;
+	struct stream_opts opts;
+
+	/* the one pending read */
+	enum { READ_NONE, READ_BYTES, READ_UNTIL } read_kind;
+	size_t read_n;			/* bytes wanted / max_bytes */
+	bool read_partial;
+	char read_delim[16];
+	size_t read_delim_len;
+	size_t read_scan_from;		/* where the delimiter search resumes */
+	stream_read_cb read_cb;
+
+	stream_cb write_cb;		/* when the write buffer drains */
+	stream_cb handshake_cb;		/* when the transport is ready */
+	stream_close_cb close_cb;
+	stream_cb eof_cb;
+	stream_cb fin_cb;		/* the peer's FIN, seen while held back */
+	void *arg;
+	stream_cb free_cb;		/* the server's hook (stream_set_free_hook) */
+	void *free_arg;
+
+	int read_wants;			/* EV_READ, or EV_WRITE for TLS */
+	int write_wants;		/* EV_WRITE, or EV_READ for TLS */
+	int hs_wants;
+
+	unsigned connecting:1;		/* outgoing connect in progress */
+	unsigned handshaking:1;		/* transport handshake not done */
+	unsigned handshake_started:1;
+	unsigned paused:1;		/* owner paused reading */
+	unsigned eof:1;			/* the peer will send no more */
+	unsigned write_shut:1;		/* our sending side is closed */
+	unsigned want_shutdown:1;	/* shut the sending side once flushed */
+	unsigned ending:1;		/* close once flushed (stream_end) */
+	unsigned closed:1;
+	unsigned in_dispatch:1;		/* inside the read loop */
+	unsigned work_queued:1;		/* on the loop's work list */
+
+	unsigned active:1;		/* the owner asked for I/O: start */
+	unsigned eof_reported:1;
+	unsigned tp_blocked:1;		/* the last transport read would block */
+	unsigned tp_held:1;		/* the transport may hold buffers */
+	/*
+	 * Set by a transport that reads the socket in its own buffer (TLS)
+	 * when its last read filled it: the socket may hold more, so the
+	 * read loop goes on, as after a full read on a plain stream, rather
+	 * than wait for the next poll.  One record per SSL_read makes every
+	 * read look short otherwise.
+	 */
+	unsigned tp_more:1;
+	unsigned hup:2;			/* in the loop's hup set (stream.c) */
+	unsigned peer_fin:1;		/* the kernel has the peer's FIN */
+	unsigned peer_err:1;		/* the socket reported an error or
+					   hang-up, not yet looked at */
+	unsigned fin_reported:1;
+	unsigned capped_iter;		/* iteration whose read burst hit
+					   READS_PER_EVENT (0: none) */
+	unsigned work;			/* deferred work bits (stream.c) */
+
+	enum stream_close_reason close_reason;
+	enum stream_close_reason tp_fail;	/* set by a transport with IO_FAIL */
+	/*
+	 * Detail for ERROR/TLS/CONNECT, STREAM_ERROR_MAX bytes allocated by
+	 * the first error: most streams never have one, and 128 bytes in
+	 * every idle connection's struct were a fifth of it.
+	 */
+	char *error;
+	char peer[64];			/* "1.2.3.4:5678" / "[::1]:5678" */
+
+	ev_tstamp last_io;
+	ev_tstamp deadline;		/* connect/handshake/linger deadline */
+
+	uint64_t bytes_in, bytes_out;
+	struct metrics_conn *stats;	/* listener counters, or NULL */
+	struct stream *work_next;
+	struct stream *ready_next;	/* on the loop's ready list */
+	int ready_events;		/* readiness not yet served; 0: none */
+};
+
 
 /* Deferred work, run from the loop's prepare watcher. */
 enum {
@@ -87,6 +177,7 @@ static void hup_check(struct stream *s);
 static void handle_write(struct stream *s);
 static void advance_handshake(struct stream *s);
 static void timer_arm(struct stream *s);
+static void start_deadline(struct stream *s, double seconds);
 
 const char *
 stream_close_reason_str(enum stream_close_reason why)
@@ -142,9 +233,8 @@ plain_read(struct stream *s, char *buf, size_t len, size_t *got)
 		return IO_EOF;
 	if (errno == EAGAIN)
 		return IO_WANT_READ;
-	s->tp_fail = errno_reason(errno);
-	stream_set_error(s, "read: %s", strerror(errno));
-	return IO_FAIL;
+	return stream_fail(s, errno_reason(errno), "read: %s",
+	    strerror(errno));
 }
 
 static enum io_result
@@ -161,9 +251,8 @@ plain_write(struct stream *s, const char *buf, size_t len, size_t *put)
 	}
 	if (errno == EAGAIN)
 		return IO_WANT_WRITE;
-	s->tp_fail = errno_reason(errno);
-	stream_set_error(s, "write: %s", strerror(errno));
-	return IO_FAIL;
+	return stream_fail(s, errno_reason(errno), "write: %s",
+	    strerror(errno));
 }
 
 static void
@@ -179,7 +268,7 @@ plain_close(struct stream *s, bool clean)
 	(void)clean;
 }
 
-const struct stream_transport stream_plain_transport = {
+static const struct stream_transport plain_transport = {
 	.name = "tcp",
 	.handshake = NULL,
 	.read = plain_read,
@@ -740,8 +829,7 @@ tp_use(struct stream *s)
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 struct stream *
-stream_new(struct stream_loop *sl, int fd, const struct stream_transport *tp,
-    const struct stream_opts *opts)
+stream_new(struct stream_loop *sl, int fd, const struct stream_opts *opts)
 {
 	struct stream *s = calloc(1, sizeof(*s));
 
@@ -749,7 +837,7 @@ stream_new(struct stream_loop *sl, int fd, const struct stream_transport *tp,
 		return NULL;
 	s->sl = sl;
 	s->fd = fd;
-	s->tp = tp ? tp : &stream_plain_transport;
+	s->tp = &plain_transport;
 	if (opts != NULL)
 		s->opts = *opts;
 	else
@@ -786,7 +874,7 @@ stream_connect(struct stream_loop *sl, const struct sockaddr *addr,
 	if (fd < 0)
 		return NULL;
 	(void)netutil_set_nodelay(fd);
-	s = stream_new(sl, fd, NULL, opts);
+	s = stream_new(sl, fd, opts);
 	if (s == NULL) {
 		close(fd);
 		errno = ENOMEM;
@@ -805,7 +893,7 @@ stream_connect(struct stream_loop *sl, const struct sockaddr *addr,
 	}
 	if (rc < 0) {
 		s->connecting = 1;
-		stream_start_deadline(s, s->opts.handshake_timeout);
+		start_deadline(s, s->opts.handshake_timeout);
 	}
 	update_interest(s);
 	return s;
@@ -855,17 +943,89 @@ stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
 	return getsockname(s->fd, (struct sockaddr *)ss, len);
 }
 
+static void __attribute__((format(printf, 2, 0)))
+vset_error(struct stream *s, const char *fmt, va_list ap)
+{
+	/* Without memory the close is reported without its detail. */
+	if (s->error == NULL && (s->error = malloc(STREAM_ERROR_MAX)) == NULL)
+		return;
+	vsnprintf(s->error, STREAM_ERROR_MAX, fmt, ap);
+}
+
 void
 stream_set_error(struct stream *s, const char *fmt, ...)
 {
 	va_list ap;
 
-	/* Without memory the close is reported without its detail. */
-	if (s->error == NULL && (s->error = malloc(STREAM_ERROR_MAX)) == NULL)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(s->error, STREAM_ERROR_MAX, fmt, ap);
+	vset_error(s, fmt, ap);
 	va_end(ap);
+}
+
+void
+stream_set_stats(struct stream *s, struct metrics_conn *stats)
+{
+	s->stats = stats;
+}
+
+void *
+stream_arg(const struct stream *s)
+{
+	return s->arg;
+}
+
+const char *
+stream_peer(const struct stream *s)
+{
+	return s->peer;
+}
+
+uint64_t
+stream_bytes_in(const struct stream *s)
+{
+	return s->bytes_in;
+}
+
+uint64_t
+stream_bytes_out(const struct stream *s)
+{
+	return s->bytes_out;
+}
+
+ev_tstamp
+stream_last_io(const struct stream *s)
+{
+	return s->last_io;
+}
+
+struct metrics_conn *
+stream_stats(const struct stream *s)
+{
+	return s->stats;
+}
+
+const char *
+stream_error(const struct stream *s)
+{
+	return s->error != NULL ? s->error : "";
+}
+
+bool
+stream_peer_eof(const struct stream *s)
+{
+	return s->eof;
+}
+
+bool
+stream_peer_done(const struct stream *s)
+{
+	return s->eof || s->fin_reported;
+}
+
+bool
+stream_closed(const struct stream *s)
+{
+	return s->closed;
 }
 
 void
@@ -876,8 +1036,12 @@ stream_set_idle_timeout(struct stream *s, double seconds)
 	timer_arm(s);
 }
 
-void
-stream_start_deadline(struct stream *s, double seconds)
+/*
+ * The connection must be established (handshake done) within `seconds`
+ * from now, or it is closed with STREAM_CLOSE_TIMEOUT.
+ */
+static void
+start_deadline(struct stream *s, double seconds)
 {
 	if (seconds <= 0)
 		return;
@@ -885,20 +1049,98 @@ stream_start_deadline(struct stream *s, double seconds)
 	timer_arm(s);
 }
 
-void
-stream_begin_handshake(struct stream *s)
+/*
+ * We speak first: the handshake starts as soon as the connect completes
+ * or, on a stream that is already connected, right away, bounded by
+ * handshake_timeout from now.
+ */
+static void
+begin_handshake(struct stream *s)
 {
-	if (s->closed)
-		return;
 	s->handshaking = 1;
 	s->handshake_started = 1;
 	s->active = 1;
+	s->hs_wants = EV_WRITE;
 	/* A connect in progress is under its deadline; finish_connect goes on. */
 	if (!s->connecting) {
-		stream_start_deadline(s, s->opts.handshake_timeout);
+		start_deadline(s, s->opts.handshake_timeout);
 		queue_work(s, W_HANDSHAKE);
 	}
 	update_interest(s);
+}
+
+/* ---- for transports (stream_transport.h) ---- */
+
+int
+stream_install_transport(struct stream *s, const struct stream_transport *tp,
+    void *data)
+{
+	if (s->closed || s->tp != &plain_transport ||
+	    buffer_len(&s->rbuf) > 0)
+		return -1;
+	s->tp = tp;
+	s->tp_data = data;
+	if (s->active) {
+		begin_handshake(s);
+		return 0;
+	}
+	/* The peer speaks first, once the owner asks for I/O (activate). */
+	s->handshaking = 1;
+	s->hs_wants = EV_READ;
+	/* Silent clients (port scans, slowloris) must not hold a slot. */
+	start_deadline(s, s->opts.handshake_timeout);
+	return 0;
+}
+
+void
+stream_switch_transport(struct stream *s, const struct stream_transport *tp,
+    void *data)
+{
+	s->tp = tp;
+	s->tp_data = data;
+}
+
+const struct stream_transport *
+stream_transport_of(const struct stream *s)
+{
+	return s->tp;
+}
+
+void *
+stream_transport_data(const struct stream *s)
+{
+	return s->tp_data;
+}
+
+int
+stream_fd(const struct stream *s)
+{
+	return s->fd;
+}
+
+enum io_result
+stream_fail(struct stream *s, enum stream_close_reason why,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	s->tp_fail = why;
+	va_start(ap, fmt);
+	vset_error(s, fmt, ap);
+	va_end(ap);
+	return IO_FAIL;
+}
+
+void
+stream_transport_more(struct stream *s, bool more)
+{
+	s->tp_more = more;
+}
+
+ev_tstamp
+stream_now(const struct stream *s)
+{
+	return ev_now(s->sl->loop);
 }
 
 /* The owner asked for I/O: a deferred handshake starts now. */
@@ -1548,6 +1790,20 @@ stream_write_pending(const struct stream *s)
 	return buffer_len(&s->wbuf);
 }
 
+size_t
+stream_read_pending(const struct stream *s)
+{
+	return buffer_len(&s->rbuf);
+}
+
+void
+stream_memory(const struct stream *s, struct stream_memory *m)
+{
+	m->read_buffer = s->rbuf.cap;
+	m->write_buffer = s->wbuf.cap;
+	m->transport = s->tp_held;
+}
+
 void
 stream_flush(struct stream *s)
 {
@@ -1606,7 +1862,9 @@ stream_close(struct stream *s, enum stream_close_reason why)
 	ev_io_stop(s->sl->loop, &s->io);
 	ev_timer_stop(s->sl->loop, &s->timer);
 	s->interest = 0;
-	s->tp->close(s, why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF);
+	s->tp->close(s, (why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF) &&
+	    !s->handshaking && !s->connecting);
+	s->tp_data = NULL;
 	hup_leave(s);
 	if (s->fd >= 0) {
 		close(s->fd);

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "stream_transport.h"
 
 /* Mozilla's "intermediate" TLS 1.2 list: forward secrecy, AEAD only. */
 #define DEFAULT_CIPHERS \
@@ -568,7 +569,7 @@ struct tls_conn {
 static struct tls_conn *
 conn_of(const struct stream *s)
 {
-	return s->tp_data;
+	return stream_transport_data(s);
 }
 
 static SSL *
@@ -599,18 +600,15 @@ tls_result(struct stream *s, int ret, const char *op)
 		if (ERR_peek_error() == 0) {
 			if (errno == 0)
 				return IO_EOF;
-			s->tp_fail = (errno == ECONNRESET || errno == EPIPE) ?
-			    STREAM_CLOSE_RESET : STREAM_CLOSE_ERROR;
-			stream_set_error(s, "%s: %s", op, strerror(errno));
-			return IO_FAIL;
+			return stream_fail(s, errno == ECONNRESET ||
+			    errno == EPIPE ? STREAM_CLOSE_RESET :
+			    STREAM_CLOSE_ERROR, "%s: %s", op, strerror(errno));
 		}
 		/* The error queue says more than errno. */
 		__attribute__((fallthrough));
 	default:
 		ssl_errors(reason, sizeof(reason));
-		stream_set_error(s, "%s: %s", op, reason);
-		s->tp_fail = STREAM_CLOSE_TLS;
-		return IO_FAIL;
+		return stream_fail(s, STREAM_CLOSE_TLS, "%s: %s", op, reason);
 	}
 }
 
@@ -678,7 +676,7 @@ tls_handshake(struct stream *s)
 		if (c->server)
 			log_limited(LOG_INFO, "%s%stls handshake failed: "
 			    "peer %s: %s", c->name, c->name[0] ? ": " : "",
-			    s->peer, stream_error(s));
+			    stream_peer(s), stream_error(s));
 	}
 	return r;
 }
@@ -772,13 +770,12 @@ flood_fail(struct stream *s, const char *what)
 	const struct tls_conn *t = conn_of(s);
 	const char *name = listener_name(s);
 
-	stream_set_error(s, "flood: %s", what);
-	s->tp_fail = STREAM_CLOSE_TLS;
+	(void)stream_fail(s, STREAM_CLOSE_TLS, "flood: %s", what);
 	if (stream_stats(s) != NULL)
 		stream_stats(s)->tls_floods++;
 	log_limited(LOG_WARN, "%s%stls flood: peer %s: %s; since the "
 	    "handshake: %llu bytes of data, %u handshake, %u alert and %u "
-	    "other records: closed", name, name[0] ? ": " : "", s->peer, what,
+	    "other records: closed", name, name[0] ? ": " : "", stream_peer(s), what,
 	    (unsigned long long)(stream_bytes_in(s) + stream_bytes_out(s)),
 	    t->handshakes, t->alerts, t->others);
 	return IO_FAIL;
@@ -861,7 +858,8 @@ raw_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi,
 	(void)argi;
 	(void)argl;
 	if (oper == (BIO_CB_READ | BIO_CB_RETURN))
-		s->tp_more = ret > 0 && processed != NULL && *processed == len;
+		stream_transport_more(s, ret > 0 && processed != NULL &&
+		    *processed == len);
 	return ret;
 }
 
@@ -880,7 +878,7 @@ tls_shutdown(struct stream *s)
 	if (SSL_is_init_finished(ssl_of(s)))
 		(void)SSL_shutdown(ssl_of(s));
 	ERR_clear_error();
-	(void)shutdown(s->fd, SHUT_WR);
+	(void)shutdown(stream_fd(s), SHUT_WR);
 }
 
 static void
@@ -899,14 +897,12 @@ tls_close(struct stream *s, bool clean)
 	if (t == NULL)
 		return;
 	/* One best-effort close_notify; a close never waits for the peer. */
-	if (clean && !s->handshaking && !(SSL_get_shutdown(t->ssl) &
-	    SSL_SENT_SHUTDOWN)) {
+	if (clean && !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)) {
 		ERR_clear_error();
 		(void)SSL_shutdown(t->ssl);
 	}
 	ERR_clear_error();
 	conn_free(t);
-	s->tp_data = NULL;
 }
 
 static const struct stream_transport tls_transport = {
@@ -929,21 +925,13 @@ conn_new(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
 	if (t == NULL)
 		return NULL;
 	t->ssl = SSL_new(ctx);
-	if (t->ssl == NULL || SSL_set_fd(t->ssl, s->fd) != 1) {
+	if (t->ssl == NULL || SSL_set_fd(t->ssl, stream_fd(s)) != 1) {
 		SSL_free(t->ssl);
 		free(t);
 		return NULL;
 	}
 	SSL_set_app_data(t->ssl, tls_ctx_ref(c));
 	return t;
-}
-
-static void
-install(struct stream *s, struct tls_conn *t)
-{
-	s->tp = &tls_transport;
-	s->tp_data = t;
-	s->handshaking = 1;
 }
 
 /*
@@ -957,13 +945,13 @@ install(struct stream *s, struct tls_conn *t)
 static enum io_result
 lazy_handshake(struct stream *s)
 {
-	struct tls_ctx *c = s->tp_data;
+	struct tls_ctx *c = stream_transport_data(s);
 	struct tls_conn *t;
 	ssize_t n;
 	char b;
 
 	do
-		n = recv(s->fd, &b, 1, MSG_PEEK);
+		n = recv(stream_fd(s), &b, 1, MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return IO_WANT_READ;
@@ -971,13 +959,12 @@ lazy_handshake(struct stream *s)
 	t = conn_new(s, c, c->certs[0].ctx);
 	if (t == NULL) {
 		ERR_clear_error();
-		stream_set_error(s, "handshake: no memory for the TLS state");
-		s->tp_fail = STREAM_CLOSE_NOMEM;
-		return IO_FAIL;
+		return stream_fail(s, STREAM_CLOSE_NOMEM, "handshake: no "
+		    "memory for the TLS state");
 	}
 	SSL_set_accept_state(t->ssl);
 	tls_ctx_unref(c);		/* conn_new took its own reference */
-	install(s, t);
+	stream_switch_transport(s, &tls_transport, t);
 	return tls_handshake(s);
 }
 
@@ -985,9 +972,8 @@ lazy_handshake(struct stream *s)
 static enum io_result
 lazy_io(struct stream *s)
 {
-	stream_set_error(s, "TLS I/O before the handshake");
-	s->tp_fail = STREAM_CLOSE_TLS;
-	return IO_FAIL;
+	return stream_fail(s, STREAM_CLOSE_TLS, "TLS I/O before the "
+	    "handshake");
 }
 
 static enum io_result
@@ -1024,15 +1010,14 @@ lazy_release(struct stream *s)
 static void
 lazy_shutdown(struct stream *s)
 {
-	stream_plain_transport.shutdown(s);
+	(void)shutdown(stream_fd(s), SHUT_WR);
 }
 
 static void
 lazy_close(struct stream *s, bool clean)
 {
 	(void)clean;
-	tls_ctx_unref(s->tp_data);
-	s->tp_data = NULL;
+	tls_ctx_unref(stream_transport_data(s));
 }
 
 static const struct stream_transport tls_lazy_transport = {
@@ -1050,8 +1035,8 @@ static const struct stream_transport tls_lazy_transport = {
 static SSL *
 live_ssl(const struct stream *s)
 {
-	return s->tp == &tls_transport && s->tp_data != NULL ? ssl_of(s) :
-	    NULL;
+	return stream_transport_of(s) == &tls_transport &&
+	    conn_of(s) != NULL ? ssl_of(s) : NULL;
 }
 
 int
@@ -1059,12 +1044,12 @@ tls_stream_accept(struct stream *s, struct tls_ctx *c)
 {
 	if (!c->server)
 		return -1;
-	s->tp = &tls_lazy_transport;
-	s->tp_data = tls_ctx_ref(c);
-	s->handshaking = 1;
-	s->hs_wants = EV_READ;
-	/* Silent clients (port scans, slowloris) must not hold a slot. */
-	stream_start_deadline(s, s->opts.handshake_timeout);
+	/* The handshake, when the owner asks for I/O, bounded from now. */
+	if (stream_install_transport(s, &tls_lazy_transport,
+	    tls_ctx_ref(c)) < 0) {
+		tls_ctx_unref(c);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1085,13 +1070,6 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 
 	if (c->server || c->client == NULL)
 		return -1;
-	/*
-	 * Bytes already read in the clear would pass for TLS plaintext (the
-	 * STARTTLS injection); a closed stream would never free the SSL.
-	 */
-	if (s->closed || s->tp != &stream_plain_transport ||
-	    buffer_len(&s->rbuf) > 0)
-		return -1;
 	t = conn_new(s, c, c->client);
 	if (t == NULL)
 		return -1;
@@ -1111,18 +1089,24 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 			return -1;
 		}
 	}
-	install(s, t);
-	s->hs_wants = EV_WRITE;
-	/* The client speaks first: once connected, or now if it is. */
-	stream_begin_handshake(s);
+	/*
+	 * The client speaks first: once connected, or now if it is.  Refused
+	 * on a stream holding bytes read in the clear (they would pass for
+	 * TLS plaintext), or one already TLS or closed.
+	 */
+	if (stream_install_transport(s, &tls_transport, t) < 0) {
+		conn_free(t);
+		return -1;
+	}
 	return 0;
 }
 
 bool
 tls_stream_is_tls(const struct stream *s)
 {
-	return live_ssl(s) != NULL || (s->tp == &tls_lazy_transport &&
-	    s->tp_data != NULL);
+	return live_ssl(s) != NULL ||
+	    (stream_transport_of(s) == &tls_lazy_transport &&
+	    stream_transport_data(s) != NULL);
 }
 
 const unsigned char *

@@ -557,9 +557,9 @@ Test(tls, records_split_across_reads, .timeout = 30)
 	cr_assert(tloop_run_until(&sv.t, &c.half_sent, 20));
 	tloop_run_for(&sv.t, 0.1);
 	cr_assert_not_null(sv.last);
-	cr_assert_eq(sv.last->bytes_in, 2 * SPLIT_RECORD,
+	cr_assert_eq(stream_bytes_in(sv.last), 2 * SPLIT_RECORD,
 	    "%llu bytes delivered of the two whole records",
-	    (unsigned long long)sv.last->bytes_in);
+	    (unsigned long long)stream_bytes_in(sv.last));
 	iters = ev_iteration(sv.t.loop);
 	tloop_run_for(&sv.t, 0.3);
 	iters = ev_iteration(sv.t.loop) - iters;
@@ -636,23 +636,27 @@ Test(tls, record_buffers_given_back, .timeout = 30)
 {
 	struct srv sv;
 	struct idle_client c = { 0 };
+	struct stream_memory m;
 
 	srv_start(&sv, TLS_VERIFY_NONE, 5, NULL);
 	c.port = sv.port;
 	cr_assert_eq(pthread_create(&c.th, NULL, idle_main, &c), 0);
 	cr_assert(tloop_run_pred(&sv.t, srv_ready_one, &sv, 20));
 	cr_assert_not_null(sv.last);
-	cr_assert_not(sv.last->tp_held, "record buffers kept after the "
+	stream_memory(sv.last, &m);
+	cr_assert_not(m.transport, "record buffers kept after the "
 	    "handshake");
 	c.go1 = true;
 	cr_assert(tloop_run_until(&sv.t, &c.echoed, 20));
 	cr_assert_not_null(sv.last);
-	cr_assert(sv.last->tp_held, "record buffers given back while busy");
+	stream_memory(sv.last, &m);
+	cr_assert(m.transport, "record buffers given back while busy");
 	tloop_run_for(&sv.t, 1.5);
 	cr_assert_not_null(sv.last);
-	cr_assert_not(sv.last->tp_held, "record buffers kept while idle");
-	cr_assert_null(sv.last->rbuf.data);
-	cr_assert_null(sv.last->wbuf.data);
+	stream_memory(sv.last, &m);
+	cr_assert_not(m.transport, "record buffers kept while idle");
+	cr_assert_eq(m.read_buffer, 0);
+	cr_assert_eq(m.write_buffer, 0);
 	c.go2 = true;
 	cr_assert(tloop_run_until(&sv.t, &c.done, 20));
 	pthread_join(c.th, NULL);
