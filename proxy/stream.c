@@ -17,6 +17,69 @@
 #include "metrics.h"
 #include "netutil.h"
 
+/*
+ * The states of a stream.  Its life (state):
+ *
+ *   state        what it means                     leaves for
+ *   IDLE         accepted; the owner has asked     OPEN at the owner's first I/O;
+ *                for nothing: the socket is        IDLE_HS when a transport with
+ *                left alone                        a handshake is installed
+ *   IDLE_HS      the same, a transport             HANDSHAKING at the first I/O
+ *                handshake to run first            or stream_wait_for_handshake
+ *   CONNECTING   stream_connect's connect()        HANDSHAKING once connected, if
+ *                in progress                       a transport was installed
+ *                                                  meanwhile; else OPEN
+ *   HANDSHAKING  the transport's handshake runs    OPEN when it is done
+ *   OPEN         bytes move                        HANDSHAKING when a transport is
+ *                                                  installed (TLS to a backend
+ *                                                  after a PROXY header)
+ *   CLOSED       stream_close(): fd closed,        freed by the loop after the
+ *                no more callbacks but the close   close callback
+ *
+ * Every state but CLOSED goes to CLOSED on stream_close() (the owner, an
+ * error, a timeout, the peer's EOF).  IDLE and OPEN are "established": no
+ * connect or handshake stands between the owner and the bytes.
+ *
+ * Each direction ends on its own, while the stream is established:
+ *
+ *   sending (out):    OPEN --stream_shutdown_write--> SHUTTING
+ *                     SHUTTING --queue drained: FIN / close_notify--> SHUT
+ *                     OPEN, SHUTTING --stream_end--> ENDING
+ *                     ENDING --queue drained--> (stream CLOSED)
+ *   receiving (in):   OPEN --the peer's FIN seen while held back--> FIN
+ *                     OPEN, FIN --the transport reads the EOF--> EOF
+ *                     EOF --the owner's eof callback has run--> EOF_TOLD
+ *
+ * (stream_end with nothing queued, or after SHUT, closes at once.)  The
+ * remaining flags are independent of these: the owner's pause, the
+ * transport's hints, the hup set's notes, and the loop's bookkeeping.
+ */
+enum stream_state {
+	ST_IDLE = 0,
+	ST_IDLE_HS,
+	ST_CONNECTING,
+	ST_HANDSHAKING,
+	ST_OPEN,
+	ST_CLOSED,
+};
+
+enum stream_out {
+	OUT_OPEN = 0,
+	OUT_SHUTTING,		/* shut the sending side once flushed */
+	OUT_SHUT,		/* our sending side is closed */
+	OUT_ENDING,		/* close once flushed (stream_end) */
+};
+
+enum stream_in {
+	IN_OPEN = 0,
+	IN_FIN,			/* the FIN came while held back (fin_cb) */
+	IN_EOF,			/* the peer will send no more: read */
+	IN_EOF_TOLD,		/* ... and the eof callback has run */
+};
+
+/* Directions, for the byte counts. */
+enum { DIR_IN = 0, DIR_OUT };
+
 struct stream {
 	struct stream_loop *sl;
 	const struct stream_transport *tp;
@@ -52,41 +115,25 @@ struct stream {
 	int write_wants;		/* EV_WRITE, or EV_READ for TLS */
 	int hs_wants;
 
-	unsigned connecting:1;		/* outgoing connect in progress */
-	unsigned handshaking:1;		/* transport handshake not done */
-	unsigned handshake_started:1;
+	enum stream_state state:4;
+	enum stream_out out:4;
+	enum stream_in in:4;
 	unsigned paused:1;		/* owner paused reading */
-	unsigned eof:1;			/* the peer will send no more */
-	unsigned write_shut:1;		/* our sending side is closed */
-	unsigned want_shutdown:1;	/* shut the sending side once flushed */
-	unsigned ending:1;		/* close once flushed (stream_end) */
-	unsigned closed:1;
 	unsigned in_dispatch:1;		/* inside the read loop */
 	unsigned work_queued:1;		/* on the loop's work list */
-
-	unsigned active:1;		/* the owner asked for I/O: start */
-	unsigned eof_reported:1;
 	unsigned tp_blocked:1;		/* the last transport read would block */
 	unsigned tp_held:1;		/* the transport may hold buffers */
-	/*
-	 * Set by a transport that reads the socket in its own buffer (TLS)
-	 * when its last read filled it: the socket may hold more, so the
-	 * read loop goes on, as after a full read on a plain stream, rather
-	 * than wait for the next poll.  One record per SSL_read makes every
-	 * read look short otherwise.
-	 */
-	unsigned tp_more:1;
-	unsigned hup:2;			/* in the loop's hup set (stream.c) */
+	unsigned tp_more:1;		/* stream_transport_more() */
+	unsigned hup:2;			/* in the loop's hup set (HUP_ON) */
 	unsigned peer_fin:1;		/* the kernel has the peer's FIN */
 	unsigned peer_err:1;		/* the socket reported an error or
 					   hang-up, not yet looked at */
-	unsigned fin_reported:1;
 	unsigned capped_iter;		/* iteration whose read burst hit
 					   READS_PER_EVENT (0: none) */
-	unsigned work;			/* deferred work bits (stream.c) */
+	unsigned work;			/* deferred work bits (W_*) */
 
 	enum stream_close_reason close_reason;
-	enum stream_close_reason tp_fail;	/* set by a transport with IO_FAIL */
+	enum stream_close_reason tp_fail;	/* set by stream_fail() */
 	/*
 	 * Detail for ERROR/TLS/CONNECT, STREAM_ERROR_MAX bytes allocated by
 	 * the first error: most streams never have one, and 128 bytes in
@@ -98,13 +145,73 @@ struct stream {
 	ev_tstamp last_io;
 	ev_tstamp deadline;		/* connect/handshake/linger deadline */
 
-	uint64_t bytes_in, bytes_out;
+	uint64_t bytes[2];		/* moved through the transport (DIR_*) */
 	struct metrics_conn *stats;	/* listener counters, or NULL */
 	struct stream *work_next;
 	struct stream *ready_next;	/* on the loop's ready list */
 	int ready_events;		/* readiness not yet served; 0: none */
 };
 
+static inline bool
+is_closed(const struct stream *s)
+{
+	return s->state == ST_CLOSED;
+}
+
+/* No connect or handshake stands between the owner and the bytes. */
+static inline bool
+established(const struct stream *s)
+{
+	return s->state == ST_OPEN || s->state == ST_IDLE;
+}
+
+/* A transport handshake is still to come (after a connect) or under way. */
+static inline bool
+handshake_owed(const struct stream *s)
+{
+	return s->state == ST_IDLE_HS || s->state == ST_HANDSHAKING ||
+	    (s->state == ST_CONNECTING && s->tp->handshake != NULL);
+}
+
+/* Counts bytes the transport moved (dir: DIR_IN, DIR_OUT). */
+static inline void
+moved(struct stream *s, int dir, size_t n)
+{
+	s->bytes[dir] += n;
+	if (s->stats != NULL) {
+		if (dir == DIR_IN)
+			s->stats->bytes_in += n;
+		else
+			s->stats->bytes_out += n;
+	}
+	s->last_io = ev_now(s->sl->loop);
+}
+
+/*
+ * The one reading of a transport call that moved nothing (not IO_DONE):
+ * it would block, and *wants gets the readiness it waits for; the peer
+ * ended (IO_EOF: the caller's to judge); or it failed, and the stream is
+ * closed with the reason the transport gave (stream_fail).  Returns r.
+ */
+static inline enum io_result
+io_stalled(struct stream *s, enum io_result r, int *wants)
+{
+	switch (r) {
+	case IO_WANT_READ:
+		*wants = EV_READ;
+		break;
+	case IO_WANT_WRITE:
+		*wants = EV_WRITE;
+		break;
+	case IO_FAIL:
+		stream_close(s, s->tp_fail);
+		break;
+	case IO_DONE:
+	case IO_EOF:
+		break;
+	}
+	return r;
+}
 
 /* Deferred work, run from the loop's prepare watcher. */
 enum {
@@ -175,6 +282,7 @@ enum {
 static void update_interest(struct stream *s);
 static void hup_check(struct stream *s);
 static void handle_write(struct stream *s);
+static enum io_result write_out(struct stream *s);
 static void advance_handshake(struct stream *s);
 static void timer_arm(struct stream *s);
 static void start_deadline(struct stream *s, double seconds);
@@ -350,8 +458,8 @@ finalize(struct stream *s)
 static bool
 can_read(const struct stream *s)
 {
-	return s->active && !s->closed && !s->eof && !s->paused &&
-	    !s->ending && !s->connecting && !s->handshaking &&
+	return s->state == ST_OPEN && s->in < IN_EOF && !s->paused &&
+	    s->out != OUT_ENDING &&
 	    buffer_len(&s->rbuf) < s->opts.max_buffer_size;
 }
 
@@ -378,7 +486,7 @@ process_work(struct stream *s)
 	unsigned w = s->work;
 
 	s->work = 0;
-	if (s->closed) {
+	if (is_closed(s)) {
 		finalize(s);
 		return true;
 	}
@@ -386,28 +494,28 @@ process_work(struct stream *s)
 		queue_work(s, W_READ);
 		return false;
 	}
-	if ((w & W_HANDSHAKE) && s->handshaking && !s->connecting)
+	if ((w & W_HANDSHAKE) && s->state == ST_HANDSHAKING)
 		advance_handshake(s);
-	if (!s->closed && !s->handshaking && !s->connecting) {
+	if (established(s)) {
 		if ((w & W_HS_CB) && s->handshake_cb != NULL) {
 			stream_cb cb = s->handshake_cb;
 			s->handshake_cb = NULL;
 			cb(s, s->arg);
 		}
-		if (!s->closed && (w & W_HUP))
+		if (!is_closed(s) && (w & W_HUP))
 			hup_check(s);
-		if (!s->closed && (w & W_READ) && can_read(s)) {
+		if (!is_closed(s) && (w & W_READ) && can_read(s)) {
 			if (read_turn_over(s))
 				queue_work(s, W_READ);
 			else
 				read_from_transport(s);
 		}
-		if (!s->closed && (w & (W_READ | W_DISPATCH)))
+		if (!is_closed(s) && (w & (W_READ | W_DISPATCH)))
 			run_reads(s);
-		if (!s->closed && (w & W_FLUSH))
+		if (!is_closed(s) && (w & W_FLUSH))
 			handle_write(s);
 	}
-	if (s->closed)
+	if (is_closed(s))
 		queue_work(s, 0);	/* finalize on the next pass */
 	else
 		update_interest(s);
@@ -522,8 +630,7 @@ stream_loop_destroy(struct stream_loop *sl)
 static bool
 held_back(const struct stream *s)
 {
-	return s->active && !s->closed && !s->connecting &&
-	    !s->handshaking && !s->eof && !s->ending &&
+	return s->state == ST_OPEN && s->in < IN_EOF && s->out != OUT_ENDING &&
 	    (s->paused || buffer_len(&s->rbuf) >= s->opts.max_buffer_size);
 }
 
@@ -542,7 +649,7 @@ hup_cb(struct ev_loop *loop, ev_io *w, int revents)
 		struct stream *s = ev[i].data.ptr;
 
 		/* A stream leaves the set as it closes, long before it is freed. */
-		if (s->closed)
+		if (is_closed(s))
 			continue;
 		if (ev[i].events & (EPOLLERR | EPOLLHUP))
 			s->peer_err = 1;
@@ -622,7 +729,7 @@ hup_update(struct stream *s)
 		return;
 	if (s->hup == HUP_OFF)
 		hup_join(s);
-	else if (s->peer_err || (s->peer_fin && !s->fin_reported))
+	else if (s->peer_err || (s->peer_fin && s->in == IN_OPEN))
 		queue_work(s, W_HUP);	/* noted while it still read */
 }
 
@@ -647,8 +754,8 @@ hup_check(struct stream *s)
 		}
 		/* A hang-up, no error: the FIN came, and ours went. */
 	}
-	if (s->peer_fin && !s->fin_reported) {
-		s->fin_reported = 1;
+	if (s->peer_fin && s->in == IN_OPEN) {
+		s->in = IN_FIN;
 		if (s->fin_cb != NULL)
 			s->fin_cb(s, s->arg);
 	}
@@ -675,15 +782,21 @@ wanted_events(const struct stream *s)
 {
 	int ev = 0;
 
-	if (s->closed)
+	switch (s->state) {
+	case ST_IDLE_HS:
+	case ST_CLOSED:
 		return 0;
-	if (s->connecting)
+	case ST_CONNECTING:
 		return EV_WRITE;
-	if (s->handshaking)
-		return s->handshake_started ? s->hs_wants : 0;
+	case ST_HANDSHAKING:
+		return s->hs_wants;
+	case ST_IDLE:
+	case ST_OPEN:
+		break;
+	}
 	if (can_read(s))
 		ev |= s->read_wants;
-	if (buffer_len(&s->wbuf) > 0 && !s->write_shut)
+	if (buffer_len(&s->wbuf) > 0 && s->out != OUT_SHUT)
 		ev |= s->write_wants;
 	return ev;
 }
@@ -748,9 +861,9 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	if (s->deadline > 0 && now >= s->deadline) {
-		if (s->connecting)
+		if (s->state == ST_CONNECTING)
 			stream_set_error(s, "connect timed out");
-		else if (s->handshaking)
+		else if (handshake_owed(s))
 			stream_set_error(s, "handshake timed out");
 		else
 			stream_set_error(s, "flush timed out");
@@ -779,7 +892,7 @@ timer_arm(struct stream *s)
 	ev_tstamp now = ev_now(s->sl->loop);
 	ev_tstamp at = 0;
 
-	if (s->closed)
+	if (is_closed(s))
 		return;
 	if (s->deadline > 0)
 		at = s->deadline;
@@ -881,7 +994,7 @@ stream_connect(struct stream_loop *sl, const struct sockaddr *addr,
 		return NULL;
 	}
 	stream_set_peer(s, addr);
-	s->active = 1;
+	s->state = ST_CONNECTING;
 	do
 		rc = connect(fd, addr, addrlen);
 	while (rc < 0 && errno == EINTR);
@@ -891,10 +1004,10 @@ stream_connect(struct stream_loop *sl, const struct sockaddr *addr,
 		stream_close(s, STREAM_CLOSE_CONNECT);
 		return s;
 	}
-	if (rc < 0) {
-		s->connecting = 1;
+	if (rc < 0)
 		start_deadline(s, s->opts.handshake_timeout);
-	}
+	else
+		s->state = ST_OPEN;	/* connected at once */
 	update_interest(s);
 	return s;
 }
@@ -983,13 +1096,13 @@ stream_peer(const struct stream *s)
 uint64_t
 stream_bytes_in(const struct stream *s)
 {
-	return s->bytes_in;
+	return s->bytes[DIR_IN];
 }
 
 uint64_t
 stream_bytes_out(const struct stream *s)
 {
-	return s->bytes_out;
+	return s->bytes[DIR_OUT];
 }
 
 ev_tstamp
@@ -1013,19 +1126,19 @@ stream_error(const struct stream *s)
 bool
 stream_peer_eof(const struct stream *s)
 {
-	return s->eof;
+	return s->in >= IN_EOF;
 }
 
 bool
 stream_peer_done(const struct stream *s)
 {
-	return s->eof || s->fin_reported;
+	return s->in != IN_OPEN;
 }
 
 bool
 stream_closed(const struct stream *s)
 {
-	return s->closed;
+	return is_closed(s);
 }
 
 void
@@ -1057,12 +1170,10 @@ start_deadline(struct stream *s, double seconds)
 static void
 begin_handshake(struct stream *s)
 {
-	s->handshaking = 1;
-	s->handshake_started = 1;
-	s->active = 1;
 	s->hs_wants = EV_WRITE;
 	/* A connect in progress is under its deadline; finish_connect goes on. */
-	if (!s->connecting) {
+	if (s->state != ST_CONNECTING) {
+		s->state = ST_HANDSHAKING;
 		start_deadline(s, s->opts.handshake_timeout);
 		queue_work(s, W_HANDSHAKE);
 	}
@@ -1075,17 +1186,17 @@ int
 stream_install_transport(struct stream *s, const struct stream_transport *tp,
     void *data)
 {
-	if (s->closed || s->tp != &plain_transport ||
+	if (is_closed(s) || s->tp != &plain_transport ||
 	    buffer_len(&s->rbuf) > 0)
 		return -1;
 	s->tp = tp;
 	s->tp_data = data;
-	if (s->active) {
+	if (s->state != ST_IDLE) {
 		begin_handshake(s);
 		return 0;
 	}
 	/* The peer speaks first, once the owner asks for I/O (activate). */
-	s->handshaking = 1;
+	s->state = ST_IDLE_HS;
 	s->hs_wants = EV_READ;
 	/* Silent clients (port scans, slowloris) must not hold a slot. */
 	start_deadline(s, s->opts.handshake_timeout);
@@ -1147,11 +1258,10 @@ stream_now(const struct stream *s)
 static void
 activate(struct stream *s)
 {
-	if (s->active)
-		return;
-	s->active = 1;
-	if (s->handshaking && !s->handshake_started) {
-		s->handshake_started = 1;
+	if (s->state == ST_IDLE) {
+		s->state = ST_OPEN;
+	} else if (s->state == ST_IDLE_HS) {
+		s->state = ST_HANDSHAKING;
 		queue_work(s, W_HANDSHAKE);
 	}
 }
@@ -1161,10 +1271,10 @@ activate(struct stream *s)
 static void
 handshake_done(struct stream *s)
 {
-	s->handshaking = 0;
+	s->state = ST_OPEN;
 	if (s->stats != NULL)
 		s->stats->handshakes_ok++;
-	if (!s->ending)
+	if (s->out != OUT_ENDING)
 		s->deadline = 0;
 	/*
 	 * The handshake's record buffers go back now, unless bytes that
@@ -1184,28 +1294,19 @@ handshake_done(struct stream *s)
 static void
 advance_handshake(struct stream *s)
 {
-	s->handshake_started = 1;
+	enum io_result r;
+
 	tp_use(s);
-	switch (s->tp->handshake(s)) {
-	case IO_DONE:
+	r = s->tp->handshake(s);
+	if (r == IO_DONE) {
 		handshake_done(s);
-		break;
-	case IO_WANT_READ:
-		s->hs_wants = EV_READ;
-		break;
-	case IO_WANT_WRITE:
-		s->hs_wants = EV_WRITE;
-		break;
-	case IO_EOF:
+	} else if (io_stalled(s, r, &s->hs_wants) == IO_EOF) {
 		if (stream_error(s)[0] == '\0')
 			stream_set_error(s, "peer closed during handshake");
 		stream_close(s, STREAM_CLOSE_TLS);
-		return;
-	case IO_FAIL:
-		stream_close(s, s->tp_fail);
-		return;
 	}
-	update_interest(s);
+	if (!is_closed(s))
+		update_interest(s);
 }
 
 static void
@@ -1222,12 +1323,13 @@ finish_connect(struct stream *s)
 		stream_close(s, STREAM_CLOSE_CONNECT);
 		return;
 	}
-	s->connecting = 0;
-	if (s->handshaking) {
-		s->handshake_started = 1;
+	/* A transport installed meanwhile (a TLS client) speaks now. */
+	if (s->tp->handshake != NULL) {
+		s->state = ST_HANDSHAKING;
 		advance_handshake(s);
 		return;
 	}
+	s->state = ST_OPEN;
 	s->deadline = 0;
 	timer_arm(s);
 	queue_work(s, W_HS_CB | (buffer_len(&s->wbuf) ? W_FLUSH : 0));
@@ -1236,21 +1338,13 @@ finish_connect(struct stream *s)
 void
 stream_wait_for_handshake(struct stream *s, stream_cb on_done)
 {
-	if (s->closed)
+	if (is_closed(s))
 		return;
 	s->handshake_cb = on_done;
-	if (s->handshaking) {
-		if (!s->handshake_started) {
-			s->handshake_started = 1;
-			queue_work(s, W_HANDSHAKE);
-		}
-		s->active = 1;
-	} else if (!s->connecting) {
-		activate(s);
+	activate(s);
+	/* Otherwise handshake_done() or finish_connect() queues it. */
+	if (s->state == ST_OPEN)
 		queue_work(s, W_HS_CB);
-	} else {
-		s->active = 1;
-	}
 }
 
 /* ---- reading ---- */
@@ -1262,6 +1356,7 @@ stream_wait_for_handshake(struct stream *s, stream_cb on_done)
 static void
 read_from_transport(struct stream *s)
 {
+	enum io_result r;
 	int i;
 
 	for (i = 0; i < READS_PER_EVENT && can_read(s); i++) {
@@ -1281,13 +1376,10 @@ read_from_transport(struct stream *s)
 		if (!had)
 			reclaim_later(s);
 		tp_use(s);
-		switch (s->tp->read(s, buffer_tail(&s->rbuf), want, &got)) {
-		case IO_DONE:
+		r = s->tp->read(s, buffer_tail(&s->rbuf), want, &got);
+		if (r == IO_DONE) {
 			buffer_commit(&s->rbuf, got);
-			s->bytes_in += got;
-			if (s->stats != NULL)
-				s->stats->bytes_in += got;
-			s->last_io = ev_now(s->sl->loop);
+			moved(s, DIR_IN, got);
 			s->tp_blocked = 0;
 			/*
 			 * A short read from the kernel says it has no more:
@@ -1302,20 +1394,16 @@ read_from_transport(struct stream *s)
 			    (s->tp->pending != NULL && s->tp->pending(s)))
 				continue;
 			break;
-		case IO_WANT_READ:
-			s->read_wants = EV_READ;
-			s->tp_blocked = 1;
-			break;
-		case IO_WANT_WRITE:
-			s->read_wants = EV_WRITE;
-			s->tp_blocked = 1;
-			break;
+		}
+		switch (io_stalled(s, r, &s->read_wants)) {
 		case IO_EOF:
-			s->eof = 1;
+			s->in = IN_EOF;
 			break;
 		case IO_FAIL:
-			stream_close(s, s->tp_fail);
 			return;
+		default:
+			s->tp_blocked = 1;
+			break;
 		}
 		break;
 	}
@@ -1368,20 +1456,20 @@ too_long:
 static void
 check_eof(struct stream *s)
 {
-	if (!s->eof || s->closed)
+	if (s->in < IN_EOF || is_closed(s))
 		return;
 	if (s->read_kind != READ_NONE && read_satisfiable(s) > 0)
 		return;
-	if (s->closed)
+	if (is_closed(s))
 		return;
 	if (s->read_kind == READ_NONE && buffer_len(&s->rbuf) > 0)
 		return;	/* the owner will still read these */
 	if (s->eof_cb != NULL) {
-		if (!s->eof_reported) {
-			s->eof_reported = 1;
+		if (s->in == IN_EOF) {
+			s->in = IN_EOF_TOLD;
 			s->eof_cb(s, s->arg);
 		}
-		if (!s->closed && s->write_shut)
+		if (!is_closed(s) && s->out == OUT_SHUT)
 			stream_close(s, STREAM_CLOSE_EOF);
 		return;
 	}
@@ -1396,7 +1484,7 @@ run_reads(struct stream *s)
 		return;
 	s->in_dispatch = 1;
 	/* Paused means paused: buffered bytes wait too (backpressure). */
-	while (!s->closed && !s->paused && s->read_kind != READ_NONE) {
+	while (!is_closed(s) && !s->paused && s->read_kind != READ_NONE) {
 		size_t n = read_satisfiable(s);
 		if (n == 0)
 			break;
@@ -1416,14 +1504,15 @@ static int
 arm_read(struct stream *s, stream_read_cb cb)
 {
 	if (cb == NULL) {
-		errno = s->closed ? EPIPE : EBUSY;
+		errno = is_closed(s) ? EPIPE : EBUSY;
 		return -1;
 	}
 	s->read_cb = cb;
 	s->read_scan_from = 0;
 	activate(s);
 	/* Inside the dispatch loop the loop itself picks the read up. */
-	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 || s->eof))
+	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 ||
+	    s->in >= IN_EOF))
 		queue_work(s, W_DISPATCH);
 	if (!s->in_dispatch)
 		update_interest(s);
@@ -1437,7 +1526,7 @@ stream_read_bytes(struct stream *s, size_t n, bool partial, stream_read_cb cb)
 		errno = EINVAL;
 		return -1;
 	}
-	if (s->read_kind != READ_NONE || s->closed || cb == NULL)
+	if (s->read_kind != READ_NONE || is_closed(s) || cb == NULL)
 		return arm_read(s, NULL);
 	s->read_kind = READ_BYTES;
 	s->read_n = n;
@@ -1465,7 +1554,7 @@ stream_read_until(struct stream *s, const char *delim, size_t dlen,
 		errno = EINVAL;
 		return -1;
 	}
-	if (s->read_kind != READ_NONE || s->closed || cb == NULL)
+	if (s->read_kind != READ_NONE || is_closed(s) || cb == NULL)
 		return arm_read(s, NULL);
 	s->read_kind = READ_UNTIL;
 	memcpy(s->read_delim, delim, dlen);
@@ -1487,7 +1576,7 @@ stream_reading(const struct stream *s)
 void
 stream_pause_reading(struct stream *s)
 {
-	if (s->paused || s->closed)
+	if (s->paused || is_closed(s))
 		return;
 	s->paused = 1;
 	update_interest(s);
@@ -1496,86 +1585,40 @@ stream_pause_reading(struct stream *s)
 void
 stream_resume_reading(struct stream *s)
 {
-	if (!s->paused || s->closed)
+	if (!s->paused || is_closed(s))
 		return;
 	s->paused = 0;
 	activate(s);
-	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 || s->eof))
+	if (!s->in_dispatch && (buffer_len(&s->rbuf) > 0 ||
+	    s->in >= IN_EOF))
 		queue_work(s, W_DISPATCH);
 	update_interest(s);
 }
 
 /* ---- writing ---- */
 
-/* Counts bytes the transport took. */
-static void
-wrote(struct stream *s, size_t put)
-{
-	s->bytes_out += put;
-	if (s->stats != NULL)
-		s->stats->bytes_out += put;
-	s->last_io = ev_now(s->sl->loop);
-}
-
-/*
- * Hands the queue to the transport until it is empty or the transport
- * would block; runs no callback.  False when the stream was closed (a
- * failure, reported from the loop like any other).
- */
-static bool
-write_out(struct stream *s)
-{
-	if (buffer_len(&s->wbuf) > 0)
-		tp_use(s);
-	while (buffer_len(&s->wbuf) > 0) {
-		size_t put = 0;
-
-		switch (s->tp->write(s, buffer_data(&s->wbuf),
-		    buffer_len(&s->wbuf), &put)) {
-		case IO_DONE:
-			buffer_consume(&s->wbuf, put);
-			wrote(s, put);
-			continue;
-		case IO_WANT_READ:
-			s->write_wants = EV_READ;
-			return true;
-		case IO_WANT_WRITE:
-			s->write_wants = EV_WRITE;
-			return true;
-		case IO_EOF:
-			stream_set_error(s, "peer closed while we wrote");
-			stream_close(s, STREAM_CLOSE_RESET);
-			return false;
-		case IO_FAIL:
-			stream_close(s, s->tp_fail);
-			return false;
-		}
-	}
-	return true;
-}
-
 static void
 handle_write(struct stream *s)
 {
-	if (!write_out(s))
+	if (write_out(s) == IO_FAIL)
 		return;
 	if (buffer_len(&s->wbuf) > 0) {
 		update_interest(s);
 		return;
 	}
 	/* Drained; the buffer is kept while the stream is busy. */
-	if (s->ending) {
+	if (s->out == OUT_ENDING) {
 		stream_close(s, STREAM_CLOSE_LOCAL);
 		return;
 	}
-	if (s->want_shutdown && !s->write_shut) {
-		s->write_shut = 1;
+	if (s->out == OUT_SHUTTING) {
+		s->out = OUT_SHUT;
 		/*
 		 * Both ways done: a clean close says goodbye the same way
 		 * (close_notify, then FIN from close()) without a shutdown()
 		 * call just before it.
 		 */
-		if (s->eof && s->eof_reported) {
+		if (s->in == IN_EOF_TOLD) {
 			stream_close(s, STREAM_CLOSE_EOF);
 			return;
 		}
@@ -1586,7 +1629,7 @@ handle_write(struct stream *s)
 		s->write_cb = NULL;
 		cb(s, s->arg);
 	}
-	if (!s->closed)
+	if (!is_closed(s))
 		update_interest(s);
 }
 
@@ -1599,8 +1642,7 @@ handle_write(struct stream *s)
 static bool
 can_write_through(const struct stream *s)
 {
-	return !s->closed && !s->connecting && !s->handshaking &&
-	    !s->in_dispatch;
+	return established(s) && !s->in_dispatch;
 }
 
 /*
@@ -1617,27 +1659,40 @@ write_through(struct stream *s, const char *data, size_t len, size_t *put)
 	tp_use(s);
 	while (*put < len) {
 		size_t n = 0;
+		enum io_result r = s->tp->write(s, data + *put, len - *put,
+		    &n);
 
-		switch (s->tp->write(s, data + *put, len - *put, &n)) {
-		case IO_DONE:
-			wrote(s, n);
-			*put += n;
-			continue;
-		case IO_WANT_READ:
-			s->write_wants = EV_READ;
-			return IO_WANT_READ;
-		case IO_WANT_WRITE:
-			s->write_wants = EV_WRITE;
-			return IO_WANT_WRITE;
-		case IO_EOF:
-		case IO_FAIL:
-			/* Reported from the loop, like any other failure. */
-			stream_close(s, s->tp_fail ? s->tp_fail :
-			    STREAM_CLOSE_RESET);
+		if (r != IO_DONE) {
+			/* A failure is reported from the loop, like any other. */
+			if (io_stalled(s, r, &s->write_wants) != IO_EOF)
+				return r;
+			stream_set_error(s, "peer closed while we wrote");
+			stream_close(s, STREAM_CLOSE_RESET);
 			return IO_FAIL;
 		}
+		moved(s, DIR_OUT, n);
+		*put += n;
 	}
 	return IO_DONE;
+}
+
+/*
+ * Hands the queue to the transport until it is empty (IO_DONE) or the
+ * transport would block (IO_WANT_*); runs no callback.  IO_FAIL when the
+ * stream was closed (a failure, reported from the loop like any other).
+ */
+static enum io_result
+write_out(struct stream *s)
+{
+	size_t put;
+	enum io_result r;
+
+	if (buffer_len(&s->wbuf) == 0)
+		return IO_DONE;
+	r = write_through(s, buffer_data(&s->wbuf), buffer_len(&s->wbuf),
+	    &put);
+	buffer_consume(&s->wbuf, put);
+	return r;
 }
 
 /* Appends to the queue; -1 (ENOMEM, the stream closed) on failure. */
@@ -1667,7 +1722,7 @@ enqueue(struct stream *s, const char *data, size_t len)
 static void
 after_write(struct stream *s, enum io_result last)
 {
-	if (s->closed)
+	if (is_closed(s))
 		return;
 	if (buffer_len(&s->wbuf) == 0) {
 		if (s->write_cb != NULL)
@@ -1683,7 +1738,7 @@ after_write(struct stream *s, enum io_result last)
 static bool
 write_refused(struct stream *s)
 {
-	if (s->closed || s->write_shut || s->want_shutdown || s->ending) {
+	if (is_closed(s) || s->out != OUT_OPEN) {
 		errno = EPIPE;
 		return true;
 	}
@@ -1734,11 +1789,9 @@ stream_write_records(struct stream *s, const void *data, size_t len,
 	/* Only what the kernel will not take counts against the limit. */
 	if (buffer_len(&s->wbuf) > 0 &&
 	    buffer_len(&s->wbuf) + n * size > limit && can_write_through(s)) {
-		if (!write_out(s))
+		last = write_out(s);
+		if (last == IO_FAIL)
 			return 0;
-		if (buffer_len(&s->wbuf) > 0)
-			last = s->write_wants == EV_READ ? IO_WANT_READ :
-			    IO_WANT_WRITE;
 	}
 	/*
 	 * Write through while the queue is empty, a piece at a time: what the
@@ -1777,7 +1830,7 @@ stream_write_records(struct stream *s, const void *data, size_t len,
 void
 stream_on_drained(struct stream *s, stream_cb on_done)
 {
-	if (s->closed)
+	if (is_closed(s))
 		return;
 	s->write_cb = on_done;
 	if (buffer_len(&s->wbuf) == 0)
@@ -1809,7 +1862,7 @@ stream_flush(struct stream *s)
 {
 	if (!can_write_through(s) || buffer_len(&s->wbuf) == 0)
 		return;
-	if (!write_out(s))
+	if (write_out(s) == IO_FAIL)
 		return;
 	/* The drained follow-ups (callback, shutdown, close) run from the loop. */
 	if (buffer_len(&s->wbuf) == 0)
@@ -1823,19 +1876,19 @@ stream_flush(struct stream *s)
 void
 stream_shutdown_write(struct stream *s)
 {
-	if (s->closed || s->want_shutdown)
+	if (is_closed(s) || s->out != OUT_OPEN)
 		return;
 	activate(s);
-	s->want_shutdown = 1;
+	s->out = OUT_SHUTTING;
 	queue_work(s, W_FLUSH);
 }
 
 void
 stream_end(struct stream *s)
 {
-	if (s->closed || s->ending)
+	if (is_closed(s) || s->out == OUT_ENDING)
 		return;
-	s->ending = 1;
+	s->out = OUT_ENDING;
 	if (buffer_len(&s->wbuf) == 0) {
 		stream_close(s, STREAM_CLOSE_LOCAL);
 		return;
@@ -1853,17 +1906,19 @@ stream_end(struct stream *s)
 void
 stream_close(struct stream *s, enum stream_close_reason why)
 {
-	if (s->closed)
+	bool clean = (why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF) &&
+	    established(s);
+
+	if (is_closed(s))
 		return;
-	s->closed = 1;
-	s->close_reason = why;
-	if (s->handshaking && s->stats != NULL)
+	if (handshake_owed(s) && s->stats != NULL)
 		s->stats->handshakes_failed++;
+	s->state = ST_CLOSED;
+	s->close_reason = why;
 	ev_io_stop(s->sl->loop, &s->io);
 	ev_timer_stop(s->sl->loop, &s->timer);
 	s->interest = 0;
-	s->tp->close(s, (why == STREAM_CLOSE_LOCAL || why == STREAM_CLOSE_EOF) &&
-	    !s->handshaking && !s->connecting);
+	s->tp->close(s, clean);
 	s->tp_data = NULL;
 	hup_leave(s);
 	if (s->fd >= 0) {
@@ -1883,11 +1938,11 @@ stream_close(struct stream *s, enum stream_close_reason why)
 static void
 handle_io(struct stream *s, int revents)
 {
-	if (s->connecting) {
+	if (s->state == ST_CONNECTING) {
 		finish_connect(s);
-		if (s->closed || s->connecting || s->handshaking)
+		if (s->state != ST_OPEN)
 			return;
-	} else if (s->handshaking) {
+	} else if (s->state == ST_HANDSHAKING) {
 		if (revents & s->hs_wants)
 			advance_handshake(s);
 		/* handshake_done() queued the follow-up work. */
@@ -1897,14 +1952,14 @@ handle_io(struct stream *s, int revents)
 	if (revents & s->read_wants)
 		s->tp_blocked = 0;
 	if ((revents & s->write_wants) && buffer_len(&s->wbuf) > 0 &&
-	    !s->write_shut)
+	    s->out != OUT_SHUT)
 		handle_write(s);
-	if (!s->closed && (revents & s->read_wants) && can_read(s)) {
+	if (!is_closed(s) && (revents & s->read_wants) && can_read(s)) {
 		read_from_transport(s);
-		if (!s->closed)
+		if (!is_closed(s))
 			run_reads(s);
 	}
-	if (!s->closed)
+	if (!is_closed(s))
 		update_interest(s);
 }
 
@@ -1944,7 +1999,7 @@ serve_ready(struct stream_loop *sl)
 
 		s->ready_next = NULL;
 		s->ready_events = 0;
-		if (!s->closed)
+		if (!is_closed(s))
 			handle_io(s, ev);
 		s = next;
 	}
