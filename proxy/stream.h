@@ -62,7 +62,7 @@
  * never drains would live, with its descriptor and socket buffers, until
  * its owner's timeout, or for ever without one.  (Linux: the loop watches
  * such streams in an epoll set of its own, for EPOLLRDHUP and errors only,
- * see stream.c.)
+ * see stream_loop.c.)
  *
  * The process must ignore SIGPIPE: OpenSSL writes to its socket with
  * write(), which cannot ask for MSG_NOSIGNAL.
@@ -120,7 +120,7 @@ struct stream_opts {
 	/*
 	 * Once reading is held back: seconds without a segment from the peer
 	 * before TCP keepalive probes it (then 4 more, a quarter of that
-	 * apart); 0 = none.  See stream.c (hup_join).
+	 * apart); 0 = none.  See stream_loop.c (hup_join).
 	 */
 	double keepalive;
 };

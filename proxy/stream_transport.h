@@ -2,10 +2,10 @@
  * stream_transport: what a transport sees of a stream, for transports only
  * (tls.c).  Protocol code includes stream.h and never this.
  *
- * A transport moves a stream's bytes over its socket (the plain one inside
- * stream.c: read(), send()) and says, for every call, whether bytes moved,
- * whether it would block and on which readiness, or that the peer ended or
- * something failed.  It keeps its own state (an SSL object) behind one
+ * A transport moves a stream's bytes over its socket (the plain one in
+ * stream_transport.c: read(), send()) and says, for every call, whether
+ * bytes moved, whether it would block and on which readiness, or that the
+ * peer ended or something failed.  It keeps its own state (an SSL object) behind one
  * pointer that the stream holds for it and hands back
  * (stream_transport_data); it installs itself with
  * stream_install_transport() and never touches the stream otherwise than
