@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "netutil.h"
+#include "peer_id.h"
 
 /*
  * The states of a stream (struct stream in stream_impl.h) and their
@@ -310,6 +311,16 @@ bool
 stream_closed(const struct stream *s)
 {
 	return is_closed(s);
+}
+
+bool
+stream_peer_ids(const struct stream *s, struct peer_ids *out)
+{
+	out->n = 0;
+	out->truncated = false;
+	if (is_closed(s) || s->tp->peer_ids == NULL)
+		return false;
+	return s->tp->peer_ids(s, out);
 }
 
 void

@@ -89,6 +89,7 @@
 
 struct stream;
 struct metrics_conn;
+struct peer_ids;
 
 enum stream_close_reason {
 	STREAM_CLOSE_LOCAL = 0,	/* the owner called stream_close() */
@@ -209,6 +210,13 @@ const char *stream_peer(const struct stream *s);
  */
 int stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
     socklen_t *len);
+/*
+ * Who the peer is, by the certificate its transport verified (TLS with
+ * client certificates; see peer_id.h): true with *out filled.  False,
+ * with out->n = 0, for a plain stream, a peer without a certificate that
+ * verified, or a closed stream.
+ */
+bool stream_peer_ids(const struct stream *s, struct peer_ids *out);
 /* Bytes moved through the transport so far (plaintext for TLS). */
 uint64_t stream_bytes_in(const struct stream *s);
 uint64_t stream_bytes_out(const struct stream *s);

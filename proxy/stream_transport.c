@@ -73,6 +73,7 @@ const struct stream_transport st_plain_transport = {
 	.release = NULL,
 	.shutdown = plain_shutdown,
 	.close = plain_close,
+	.peer_ids = NULL,
 };
 
 /* ---- for transports (stream_transport.h) ---- */

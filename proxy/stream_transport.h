@@ -68,6 +68,12 @@ struct stream_transport {
 	 * (close_notify) is in order, best effort, never waited for.
 	 */
 	void (*close)(struct stream *s, bool clean);
+	/*
+	 * The identities of the peer's certificate (stream_peer_ids): true
+	 * with *out filled, false when it has none that verified.  NULL: a
+	 * transport without certificates.
+	 */
+	bool (*peer_ids)(const struct stream *s, struct peer_ids *out);
 };
 
 /*
