@@ -189,9 +189,10 @@ void *stream_arg(const struct stream *s);
  * For the server that made the stream (tcpserver counts its live
  * connections with it): `on_free` runs once, when the stream is freed,
  * whatever closed it, after the close callback and with the stream already
- * closed; it is the stream's very last call and must not use the stream
- * beyond reading its fields.  It is separate from stream_set_callbacks()
- * so that the protocol, which owns those, can never displace it.
+ * closed; it is the stream's very last call and may only ask the stream
+ * questions (stream_peer, stream_error...).  It is separate from
+ * stream_set_callbacks() so that the protocol, which owns those, can
+ * never displace it.
  */
 void stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg);
 /*

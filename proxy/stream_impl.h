@@ -149,21 +149,21 @@ enum {
 /* Reads per readiness event before other connections get a turn. */
 #define READS_PER_EVENT 16
 
-/* stream.c */
+/* stream.c: the one timer (deadline, idle, memory) and the end. */
 void st_timer_arm(struct stream *s);
 void st_start_deadline(struct stream *s, double seconds);
-void st_reclaim_later(struct stream *s);
-void st_finalize(struct stream *s);
-/* stream_transport.c */
+void st_reclaim_later(struct stream *s);	/* a buffer was allocated */
+void st_finalize(struct stream *s);		/* close callback, free */
+/* stream_transport.c: the steps before OPEN. */
 extern const struct stream_transport st_plain_transport;
 void st_advance_handshake(struct stream *s);
 void st_finish_connect(struct stream *s);
-/* stream_read.c */
+/* stream_read.c: transport -> read buffer -> the owner's pending read. */
 void st_read_from_transport(struct stream *s);
 void st_run_reads(struct stream *s);
-/* stream_write.c */
+/* stream_write.c: the queue -> transport, then what follows a drain. */
 void st_handle_write(struct stream *s);
-/* stream_loop.c */
+/* stream_loop.c: after every change of state, and the loop's hooks. */
 void st_update_interest(struct stream *s);
 void st_trim_later(struct stream_loop *sl);
 void st_hup_leave(struct stream *s);

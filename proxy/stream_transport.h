@@ -5,8 +5,8 @@
  * A transport moves a stream's bytes over its socket (the plain one in
  * stream_transport.c: read(), send()) and says, for every call, whether
  * bytes moved, whether it would block and on which readiness, or that the
- * peer ended or something failed.  It keeps its own state (an SSL object) behind one
- * pointer that the stream holds for it and hands back
+ * peer ended or something failed.  It keeps its own state (an SSL
+ * object) behind one pointer that the stream holds for it and hands back
  * (stream_transport_data); it installs itself with
  * stream_install_transport() and never touches the stream otherwise than
  * through the calls below and stream.h's.

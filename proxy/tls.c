@@ -40,7 +40,7 @@
 #define FLOOD_BYTES (16 * 1024)
 #define FLOOD_SECONDS 1.0
 
-/* What the transport keeps per connection (tp_data). */
+/* What the transport keeps per connection (stream_transport_data). */
 struct tls_conn {
 	SSL *ssl;
 	int credits;			/* records without data still allowed */
@@ -259,7 +259,8 @@ flood_fail(struct stream *s, const char *what)
 		stream_stats(s)->tls_floods++;
 	log_limited(LOG_WARN, "%s%stls flood: peer %s: %s; since the "
 	    "handshake: %llu bytes of data, %u handshake, %u alert and %u "
-	    "other records: closed", name, name[0] ? ": " : "", stream_peer(s), what,
+	    "other records: closed", name, name[0] ? ": " : "", stream_peer(s),
+	    what,
 	    (unsigned long long)(stream_bytes_in(s) + stream_bytes_out(s)),
 	    t->handshakes, t->alerts, t->others);
 	return IO_FAIL;
@@ -330,7 +331,7 @@ tls_pending(struct stream *s)
 
 /*
  * Notes whether a socket read filled what OpenSSL asked for: the socket
- * likely holds more (see tp_more in stream.h).
+ * likely holds more (see stream_transport_more).
  */
 static long
 raw_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi,
@@ -435,11 +436,12 @@ conn_new(struct stream *s, struct tls_ctx *c)
 
 /*
  * The server side until the client's first byte: no SSL object yet, only
- * a reference to the context (tp_data).  The first SSL_do_handshake
- * allocates the object and its handshake and record buffers, and a client
- * that stays silent (a port scan, a slowloris client, a pool's spare
- * connection) held them until its handshake timeout: 38.7 KiB of RSS per
- * connection, where the stream and its protocol's state are about 1 KiB.
+ * a reference to the context (its transport data).  The first
+ * SSL_do_handshake allocates the object and its handshake and record
+ * buffers, and a client that stays silent (a port scan, a slowloris
+ * client, a pool's spare connection) held them until its handshake
+ * timeout: 38.7 KiB of RSS per connection, where the stream and its
+ * protocol's state are about 1 KiB.
  */
 static enum io_result
 lazy_handshake(struct stream *s)

@@ -28,6 +28,7 @@
 #include "helpers.h"
 #include "metrics.h"
 #include "netutil.h"
+#include "peer_id.h"
 #include "tcpserver.h"
 
 /* An echo server that remembers how its connections ended. */
@@ -43,6 +44,8 @@ struct srv {
 	char tls_error[128];
 	char subject[256];
 	bool verified;
+	struct peer_ids ids;		/* stream_peer_ids() of the newest */
+	bool has_ids;
 	char alpn[32];
 	/* echo read size; small values force SSL_pending */
 	size_t chunk;
@@ -88,6 +91,7 @@ srv_ready(struct stream *s, void *arg)
 
 	sv->ready++;
 	sv->verified = tls_stream_peer_verified(s);
+	sv->has_ids = stream_peer_ids(s, &sv->ids);
 	if (!tls_stream_peer_subject(s, sv->subject, sizeof(sv->subject)))
 		sv->subject[0] = '\0';
 	if (p != NULL && len < sizeof(sv->alpn)) {
@@ -351,6 +355,13 @@ Test(tls, client_certificate_required, .timeout = 30)
 	cr_assert(sv.verified);
 	cr_assert(strstr(sv.subject, "ferry-client") != NULL, "%s",
 	    sv.subject);
+	/* What the access lists match: the leaf's CN, then its DNS name. */
+	cr_assert(sv.has_ids);
+	cr_assert_eq(sv.ids.n, 2);
+	cr_assert_eq(sv.ids.id[0].kind, PEER_ID_CN);
+	cr_assert_str_eq(sv.ids.id[0].value, "ferry-client");
+	cr_assert_eq(sv.ids.id[1].kind, PEER_ID_DNS);
+	cr_assert_str_eq(sv.ids.id[1].value, "ferry-client");
 	cr_assert_geq(sv.tls_fails, 2);
 	srv_stop(&sv);
 }
@@ -365,6 +376,8 @@ Test(tls, client_certificate_optional, .timeout = 30)
 	client_wait(&sv, &none);
 	cr_assert(none.echo_ok);
 	cr_assert_not(sv.verified);
+	cr_assert_not(sv.has_ids);
+	cr_assert_eq(sv.ids.n, 0);
 	srv_stop(&sv);
 }
 
