@@ -320,7 +320,7 @@ stream_peer_ids(const struct stream *s, struct peer_ids *out)
 	out->truncated = false;
 	if (is_closed(s) || s->tp->peer_ids == NULL)
 		return false;
-	return s->tp->peer_ids(s, out);
+	return s->tp->peer_ids(s, s->tp_data, out);
 }
 
 void
@@ -368,7 +368,7 @@ reclaim(struct stream *s)
 		buffer_free(&s->wbuf);
 		freed = true;
 	}
-	if (s->tp_held && s->tp->release(s)) {
+	if (s->tp_held && s->tp->release(s, s->tp_data)) {
 		s->tp_held = 0;
 		freed = true;
 	}
@@ -503,7 +503,7 @@ stream_close(struct stream *s, enum stream_close_reason why)
 	ev_io_stop(s->sl->loop, &s->io);
 	ev_timer_stop(s->sl->loop, &s->timer);
 	s->interest = 0;
-	s->tp->close(s, clean);
+	s->tp->close(s, s->tp_data, clean);
 	s->tp_data = NULL;
 	st_hup_leave(s);
 	if (s->fd >= 0) {

@@ -297,8 +297,9 @@ serve_ready(struct stream_loop *sl)
 	}
 }
 
+/* The readiness to watch for; `readable` is can_read(s). */
 static int
-wanted_events(const struct stream *s)
+wanted_events(const struct stream *s, bool readable)
 {
 	int ev = 0;
 
@@ -314,7 +315,7 @@ wanted_events(const struct stream *s)
 	case ST_OPEN:
 		break;
 	}
-	if (can_read(s))
+	if (readable)
 		ev |= s->read_wants;
 	if (buffer_len(&s->wbuf) > 0 && s->out != OUT_SHUT)
 		ev |= s->write_wants;
@@ -324,15 +325,16 @@ wanted_events(const struct stream *s)
 void
 st_update_interest(struct stream *s)
 {
-	int ev = wanted_events(s);
+	bool readable = can_read(s);
+	int ev = wanted_events(s, readable);
 
 	/*
 	 * Bytes a transport already holds raise no readiness event; after a
 	 * read that would block they are an incomplete record, which the
 	 * socket completes.
 	 */
-	if (s->tp->pending != NULL && !s->tp_blocked && can_read(s) &&
-	    s->tp->pending(s))
+	if (readable && s->tp->pending != NULL && !s->tp_blocked &&
+	    s->tp->pending(s, s->tp_data))
 		queue_work(s, W_READ);
 	hup_update(s);
 	if (ev == s->interest)

@@ -31,7 +31,8 @@ st_read_from_transport(struct stream *s)
 		if (!had)
 			st_reclaim_later(s);
 		tp_use(s);
-		r = s->tp->read(s, buffer_tail(&s->rbuf), want, &got);
+		r = s->tp->read(s, s->tp_data, buffer_tail(&s->rbuf), want,
+		    &got);
 		if (r == IO_DONE) {
 			buffer_commit(&s->rbuf, got);
 			moved(s, DIR_IN, got);
@@ -46,7 +47,8 @@ st_read_from_transport(struct stream *s)
 			 * there is more (the watcher is level-triggered).
 			 */
 			if (got == want || s->tp_more ||
-			    (s->tp->pending != NULL && s->tp->pending(s)))
+			    (s->tp->pending != NULL &&
+			    s->tp->pending(s, s->tp_data)))
 				continue;
 			break;
 		}

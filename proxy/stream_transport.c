@@ -14,10 +14,11 @@
 /* ---- the plain transport ---- */
 
 static enum io_result
-plain_read(struct stream *s, char *buf, size_t len, size_t *got)
+plain_read(struct stream *s, void *tp, char *buf, size_t len, size_t *got)
 {
 	ssize_t n;
 
+	(void)tp;
 	do
 		n = read(s->fd, buf, len);
 	while (n < 0 && errno == EINTR);
@@ -34,10 +35,12 @@ plain_read(struct stream *s, char *buf, size_t len, size_t *got)
 }
 
 static enum io_result
-plain_write(struct stream *s, const char *buf, size_t len, size_t *put)
+plain_write(struct stream *s, void *tp, const char *buf, size_t len,
+    size_t *put)
 {
 	ssize_t n;
 
+	(void)tp;
 	do
 		n = send(s->fd, buf, len, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
@@ -52,15 +55,17 @@ plain_write(struct stream *s, const char *buf, size_t len, size_t *put)
 }
 
 static void
-plain_shutdown(struct stream *s)
+plain_shutdown(struct stream *s, void *tp)
 {
+	(void)tp;
 	(void)shutdown(s->fd, SHUT_WR);
 }
 
 static void
-plain_close(struct stream *s, bool clean)
+plain_close(struct stream *s, void *tp, bool clean)
 {
 	(void)s;
+	(void)tp;
 	(void)clean;
 }
 
@@ -171,7 +176,7 @@ handshake_done(struct stream *s)
 	 * Those bytes (read ahead with the last handshake record) are
 	 * picked up by st_update_interest(), which sees them pending.
 	 */
-	if (s->tp_held && s->tp->release(s)) {
+	if (s->tp_held && s->tp->release(s, s->tp_data)) {
 		s->tp_held = 0;
 		st_trim_later(s->sl);
 	}
@@ -186,7 +191,7 @@ st_advance_handshake(struct stream *s)
 	enum io_result r;
 
 	tp_use(s);
-	r = s->tp->handshake(s);
+	r = s->tp->handshake(s, s->tp_data);
 	if (r == IO_DONE) {
 		handshake_done(s);
 	} else if (io_stalled(s, r, &s->hs_wants) == IO_EOF) {

@@ -37,15 +37,17 @@ enum io_result {
 };
 
 /*
- * The transport vtable.  `handshake` may be NULL (nothing to negotiate).
+ * The transport vtable.  Every hook gets the stream and the transport's
+ * state (`tp`, as installed; the same as stream_transport_data(s)).
+ * `handshake` may be NULL (nothing to negotiate).
  */
 struct stream_transport {
 	const char *name;
-	enum io_result (*handshake)(struct stream *s);
-	enum io_result (*read)(struct stream *s, char *buf, size_t len,
-	    size_t *got);
-	enum io_result (*write)(struct stream *s, const char *buf, size_t len,
-	    size_t *put);
+	enum io_result (*handshake)(struct stream *s, void *tp);
+	enum io_result (*read)(struct stream *s, void *tp, char *buf,
+	    size_t len, size_t *got);
+	enum io_result (*write)(struct stream *s, void *tp, const char *buf,
+	    size_t len, size_t *put);
 	/*
 	 * Whether the transport holds bytes the socket will not signal
 	 * again (TLS records read ahead from the kernel, decrypted or not).
@@ -53,27 +55,28 @@ struct stream_transport {
 	 * more.  After a read that would block, what it holds is an
 	 * incomplete record: the stream waits for the socket then.
 	 */
-	bool (*pending)(struct stream *s);
+	bool (*pending)(struct stream *s, void *tp);
 	/*
 	 * Gives back the memory the transport can do without while the
 	 * stream is idle (TLS record buffers); false when it must keep it (a
 	 * record half read or half written).  NULL: nothing to give back.
 	 */
-	bool (*release)(struct stream *s);
+	bool (*release)(struct stream *s, void *tp);
 	/* Half-close the sending direction (close_notify / SHUT_WR). */
-	void (*shutdown)(struct stream *s);
+	void (*shutdown)(struct stream *s, void *tp);
 	/*
 	 * Frees the transport's state, before the fd is closed.  `clean`: the
 	 * stream was established and closes without a fault, so a goodbye
 	 * (close_notify) is in order, best effort, never waited for.
 	 */
-	void (*close)(struct stream *s, bool clean);
+	void (*close)(struct stream *s, void *tp, bool clean);
 	/*
 	 * The identities of the peer's certificate (stream_peer_ids): true
 	 * with *out filled, false when it has none that verified.  NULL: a
 	 * transport without certificates.
 	 */
-	bool (*peer_ids)(const struct stream *s, struct peer_ids *out);
+	bool (*peer_ids)(const struct stream *s, void *tp,
+	    struct peer_ids *out);
 };
 
 /*

@@ -29,8 +29,8 @@ write_through(struct stream *s, const char *data, size_t len, size_t *put)
 	tp_use(s);
 	while (*put < len) {
 		size_t n = 0;
-		enum io_result r = s->tp->write(s, data + *put, len - *put,
-		    &n);
+		enum io_result r = s->tp->write(s, s->tp_data, data + *put,
+		    len - *put, &n);
 
 		if (r != IO_DONE) {
 			/* Failures are reported from the loop, like any. */
@@ -95,7 +95,7 @@ st_handle_write(struct stream *s)
 			stream_close(s, STREAM_CLOSE_EOF);
 			return;
 		}
-		s->tp->shutdown(s);
+		s->tp->shutdown(s, s->tp_data);
 	}
 	if (s->write_cb != NULL) {
 		stream_cb cb = s->write_cb;
