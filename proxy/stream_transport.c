@@ -110,6 +110,8 @@ stream_install_transport(struct stream *s, const struct stream_transport *tp,
 		return -1;
 	s->tp = tp;
 	s->tp_data = data;
+	if (tp->handshake == NULL)
+		return 0;		/* nothing to negotiate */
 	if (s->state != ST_IDLE) {
 		begin_handshake(s);
 		return 0;

@@ -83,7 +83,7 @@ struct stream_transport {
  * Installs `tp` with its state `data` on a stream that is still on the
  * plain transport, not closed, and has read nothing in the clear (bytes
  * read before would pass for the new transport's plaintext: the STARTTLS
- * injection).  Its handshake runs
+ * injection).  Its handshake, if it has one, runs
  *  - on a stream the owner has asked nothing of yet (just accepted): at
  *    the owner's first I/O or stream_wait_for_handshake(), and the peer
  *    is expected to speak first; bounded by handshake_timeout from now,
@@ -102,7 +102,8 @@ int stream_install_transport(struct stream *s,
  * From inside its handshake hook: the transport hands the stream over to
  * another, with its state (the lazy TLS server, which makes its SSL object
  * at the client's first byte).  The old state is the caller's to free;
- * the handshake goes on with the new transport's hook.
+ * the next steps of the handshake, and all I/O, go to the new transport
+ * (the caller may take the first step itself, as the lazy server does).
  */
 void stream_switch_transport(struct stream *s,
     const struct stream_transport *tp, void *data);
