@@ -104,6 +104,25 @@ alpn_wire(const char *list, unsigned char *out, size_t outlen, size_t *len)
 	return 0;
 }
 
+/*
+ * The ALPN list (NULL: none) into c, in wire format, and into a client's
+ * SSL_CTX; false, with the error, when it is no list.
+ */
+static bool
+alpn_parse(struct tls_ctx *c, SSL_CTX *client, const char *list,
+    struct tls_fault *f, char *err, size_t errlen)
+{
+	if (list == NULL)
+		return true;
+	if (alpn_wire(list, c->alpn, sizeof(c->alpn), &c->alpn_len) == 0 &&
+	    (client == NULL || SSL_CTX_set_alpn_protos(client, c->alpn,
+	    (unsigned)c->alpn_len) == 0))
+		return true;
+	snprintf(err, errlen, "bad ALPN list '%s'", list);
+	fault(f, TLS_OPT_ALPN, 0);
+	return false;
+}
+
 static int
 alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     const unsigned char *in, unsigned int inlen, void *arg)
@@ -414,12 +433,8 @@ tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
 	c->server = true;
 	snprintf(c->name, sizeof(c->name), "%s", o->name ? o->name : "");
 	ERR_clear_error();
-	if (o->alpn && alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
-	    &c->alpn_len) < 0) {
-		snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
-		fault(o->fault, TLS_OPT_ALPN, 0);
+	if (!alpn_parse(c, NULL, o->alpn, o->fault, err, errlen))
 		goto fail;
-	}
 	for (size_t i = 0; i < o->ncerts; i++) {
 		c->certs[i].ctx = server_ctx(c, o, i, err, errlen);
 		if (c->certs[i].ctx == NULL)
@@ -484,15 +499,8 @@ tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
 			goto fail;
 		}
 	}
-	if (o->alpn) {
-		if (alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
-		    &c->alpn_len) < 0 || SSL_CTX_set_alpn_protos(ctx, c->alpn,
-		    (unsigned)c->alpn_len) != 0) {
-			snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
-			fault(o->fault, TLS_OPT_ALPN, 0);
-			goto fail;
-		}
-	}
+	if (!alpn_parse(c, ctx, o->alpn, o->fault, err, errlen))
+		goto fail;
 	return c;
 fail:
 	ctx_free(c);
