@@ -180,7 +180,8 @@ stream_write(struct stream *s, const void *data, size_t len,
 		if (last == IO_FAIL)
 			return 0;
 	}
-	if (enqueue(s, (const char *)data + put, len - put) < 0)
+	/* What the transport did not take, if anything, waits. */
+	if (put < len && enqueue(s, (const char *)data + put, len - put) < 0)
 		return -1;
 	after_write(s, last);
 	return 0;
