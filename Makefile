@@ -1,6 +1,7 @@
 # Ferry: a plain Makefile.  Everything is built into build/.
 #
-#   make            build build/ferry (and development certificates)
+#   make            build build/ferry, the man pages (build/man/) and the
+#                   development certificates
 #   make run        install missing packages, build, run on the default
 #   make test       install missing packages, build, run every test
 #   make bench      install missing packages (and the peers), run the
@@ -63,13 +64,25 @@ BENCH_SRC := $(filter-out $(FLOOR_SRC),$(wildcard tests/bench/*.c))
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 FLOOR_OBJ := $(FLOOR_SRC:%.c=$(BUILD)/%.o)
 
+# Man pages: scdoc sources in man/, roff in $(BUILD)/man/ (man -l to read).
+MAN_SRC := $(wildcard man/*.scd)
+MAN     := $(MAN_SRC:man/%.scd=$(BUILD)/man/%)
+
 CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
-.PHONY: all deps certs run test test-c test-py check install uninstall clean \
-	bench fuzz soak
+.PHONY: all deps certs man run test test-c test-py check install uninstall \
+	clean bench fuzz soak
 
-all: $(BUILD)/ferry $(BUILD)/ferry-bench $(BUILD)/floor-relay certs
+all: $(BUILD)/ferry $(BUILD)/ferry-bench $(BUILD)/floor-relay man certs
+
+man: $(MAN)
+
+$(BUILD)/man/%: man/%.scd
+	@command -v scdoc >/dev/null || { echo "make: the man pages need scdoc" \
+	    "(scripts/install-deps.sh installs it)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@.tmp && mv $@.tmp $@
 
 certs: $(CERTS)
 $(CERTS) &: scripts/gen-certs.sh
@@ -121,20 +134,22 @@ test-c: $(BUILD)/test_ferry certs
 
 # Sanitized, the server the Python runner starts writes any sanitizer
 # report to a file (the runner does not show its stderr): one fails the run.
+# The man page test reads the pages built here, and ferry's --help.
 PY_SAN_LOG := $(CURDIR)/$(BUILD)/py-sanitizer
-test-py: $(BUILD)/ferry certs
+PY_ENV := FERRY_MAN_DIR=$(CURDIR)/$(BUILD)/man FERRY_BIN=$(CURDIR)/$(BUILD)/ferry
+test-py: $(BUILD)/ferry $(MAN) certs
 ifeq ($(SANITIZE),1)
 	@rm -f $(PY_SAN_LOG).*
 	ASAN_OPTIONS=log_path=$(PY_SAN_LOG) UBSAN_OPTIONS=log_path=$(PY_SAN_LOG) \
-	    $(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
+	    $(PY_ENV) $(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
 	@if ls $(PY_SAN_LOG).* >/dev/null 2>&1; then cat $(PY_SAN_LOG).* >&2; \
 	    echo "test-py: ferry logged a sanitizer report" >&2; exit 1; fi
 else
-	$(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
+	$(PY_ENV) $(PYTHON) tests/run_py_tests.py $(BUILD)/ferry
 endif
 
 # Side by side with the Tornado reference, hitch and HAProxy (installed
-# here when missing); takes about 15 minutes.  See README "Benchmarks".
+# here when missing); takes about 15 minutes.  See docs/benchmarks.md.
 bench:
 	@scripts/install-deps.sh hitch haproxy python3-tornado
 	@$(MAKE) --no-print-directory all
@@ -171,18 +186,26 @@ fuzz:
 
 # The relay under a steady load for minutes (not part of `make test`):
 # ferry-bench's pairs through slow_consumer = block, every frame checked,
-# ferry's RSS sampled every 10 s.  See README "Reliability".
+# ferry's RSS sampled every 10 s.  See docs/reliability.md.
 soak: $(BUILD)/ferry $(BUILD)/ferry-bench certs
 	$(PYTHON) tests/soak/soak.py --build $(BUILD)
 
-install: $(BUILD)/ferry
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry
+MANDIR ?= $(PREFIX)/share/man
+
+install: $(BUILD)/ferry $(MAN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
 	install -m 0755 scripts/ferry_client.py $(DESTDIR)$(PREFIX)/bin/ferry-client
 	install -m 0644 ferry.conf.example $(DESTDIR)$(PREFIX)/share/ferry/ 2>/dev/null || true
+	install -m 0644 $(BUILD)/man/ferry-client.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BUILD)/man/ferry.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(BUILD)/man/ferry.8 $(DESTDIR)$(MANDIR)/man8/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/ferry $(DESTDIR)$(PREFIX)/bin/ferry-client
+	rm -f $(DESTDIR)$(MANDIR)/man1/ferry-client.1 \
+	    $(DESTDIR)$(MANDIR)/man5/ferry.conf.5 $(DESTDIR)$(MANDIR)/man8/ferry.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/ferry
 
 clean:
