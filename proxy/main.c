@@ -33,7 +33,7 @@
 
 struct listener {
 	const struct config_listener *cfg;
-	struct tcpserver srv;
+	struct tcpserver *srv;
 	struct tls_ctx *tls;		/* towards clients, or NULL */
 	struct tls_ctx *backend_tls;	/* forward: towards backends, or NULL */
 	int metrics_id;
@@ -49,9 +49,8 @@ struct app {
 	struct listener ls[CONFIG_MAX_LISTENERS];
 	size_t nls;
 	struct registry *reg;		/* every relay listener's uuids */
-	struct tcpserver admin;
+	struct tcpserver *admin;	/* NULL: no admin page */
 	struct admin *admin_srv;	/* its connections */
-	bool admin_on;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer drain;
 	ev_tstamp drain_deadline;
@@ -260,7 +259,7 @@ reload(struct app *app, const char *who)
 	for (size_t i = 0; i < app->nls; i++) {
 		struct listener *ls = &app->ls[i];
 		if (fresh.server[i] != NULL) {
-			tcpserver_set_tls(&ls->srv, fresh.server[i]);
+			tcpserver_set_tls(ls->srv, fresh.server[i]);
 			tls_ctx_unref(ls->tls);
 			ls->tls = fresh.server[i];
 		}
@@ -284,9 +283,9 @@ static void
 stop_listening(struct app *app)
 {
 	for (size_t i = 0; i < app->nls; i++)
-		tcpserver_stop(&app->ls[i].srv);
-	if (app->admin_on)
-		tcpserver_stop(&app->admin);
+		tcpserver_stop(app->ls[i].srv);
+	if (app->admin != NULL)
+		tcpserver_stop(app->admin);
 }
 
 /*
@@ -504,7 +503,7 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 		}
 		relay_listener_set_acl(ls->relay, ls->acl);
 		ls->acl = NULL;
-		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
+		ls->srv = tcpserver_new(&app->sl, l->name, &so, ls->tls,
 		    device_handle_stream, ls->relay);
 	} else {
 		ls->fwd = forward_from(app, ls, err, errlen);
@@ -512,12 +511,16 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 			return -1;
 		/* A client's side reads at most high_water ahead. */
 		so.max_buffer_size = l->high_water;
-		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
+		ls->srv = tcpserver_new(&app->sl, l->name, &so, ls->tls,
 		    forward_handle_stream, ls->fwd);
+	}
+	if (ls->srv == NULL) {
+		snprintf(err, errlen, "[%s] out of memory", l->name);
+		return -1;
 	}
 	for (size_t i = 0; i < l->nbind; i++) {
 		char why[256];
-		if (tcpserver_bind(&ls->srv, l->bind[i].host[0] ?
+		if (tcpserver_bind(ls->srv, l->bind[i].host[0] ?
 		    l->bind[i].host : NULL, l->bind[i].port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
 			/* One `bind` line holds the whole list. */
@@ -533,19 +536,18 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
  * so they show at log_level = warn too.
  */
 static void
-log_listening(const char *mode, const char *transport,
+log_listening(const char *mode, const char *transport, const char *name,
     const struct tcpserver *srv)
 {
-	for (size_t i = 0; i < srv->nacc; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
+	struct sockaddr_storage ss[TCPSERVER_MAX_SOCKETS];
+	size_t n = tcpserver_addresses(srv, ss, TCPSERVER_MAX_SOCKETS);
+
+	for (size_t i = 0; i < n; i++) {
 		char addr[80];
-		if (getsockname(srv->acc[i].fd, (struct sockaddr *)&ss,
-		    &len) < 0)
-			continue;
-		netutil_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
+		netutil_format_addr((struct sockaddr *)&ss[i], addr,
+		    sizeof(addr));
 		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
-		    srv->name);
+		    name);
 	}
 }
 
@@ -588,10 +590,13 @@ setup(struct app *app, char *err, size_t errlen)
 			snprintf(err, errlen, "admin: out of memory");
 			return -1;
 		}
-		tcpserver_init(&app->admin, &app->sl, "admin", NULL, NULL,
+		app->admin = tcpserver_new(&app->sl, "admin", NULL, NULL,
 		    admin_handle_stream, app->admin_srv);
-		app->admin_on = true;
-		if (tcpserver_bind(&app->admin, app->cfg.admin.host[0] ?
+		if (app->admin == NULL) {
+			snprintf(err, errlen, "admin: out of memory");
+			return -1;
+		}
+		if (tcpserver_bind(app->admin, app->cfg.admin.host[0] ?
 		    app->cfg.admin.host : NULL, app->cfg.admin.port, AF_UNSPEC,
 		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
 			config_error(&app->cfg, NULL, "admin", 0, why, err,
@@ -622,37 +627,33 @@ start(struct app *app)
 	for (size_t i = 0; i < app->nls; i++) {
 		struct listener *ls = &app->ls[i];
 		if (!serves(app, ls)) {
-			tcpserver_stop(&ls->srv);
+			tcpserver_stop(ls->srv);
 			continue;
 		}
-		tcpserver_set_stats(&ls->srv, metrics_conn(ls->metrics_id));
-		if (tcpserver_set_limits(&ls->srv, ls->cfg->max_connections,
+		tcpserver_set_stats(ls->srv, metrics_conn(ls->metrics_id));
+		if (tcpserver_set_limits(ls->srv, ls->cfg->max_connections,
 		    ls->cfg->max_per_source) < 0) {
 			LOGE("[%s] no memory for its connection limits",
 			    ls->cfg->name);
 			return -1;
 		}
-		tcpserver_add_sockets(&ls->srv, ls->srv.pending,
-		    ls->srv.npending);
-		ls->srv.npending = 0;
+		tcpserver_start(ls->srv);
 		log_listening(ls->cfg->mode == CONFIG_RELAY ? "relay" :
-		    "forward", ls->tls ? "tls" : "tcp", &ls->srv);
+		    "forward", ls->tls ? "tls" : "tcp", ls->cfg->name, ls->srv);
 	}
-	if (app->admin_on) {
+	if (app->admin != NULL) {
 		if (app->worker == 0) {
-			if (tcpserver_set_limits(&app->admin,
+			if (tcpserver_set_limits(app->admin,
 			    app->cfg.admin_max_connections, 0) < 0) {
 				LOGE("admin: no memory for its connection "
 				    "limit");
 				return -1;
 			}
-			tcpserver_add_sockets(&app->admin, app->admin.pending,
-			    app->admin.npending);
-			app->admin.npending = 0;
-			log_listening("admin", "http", &app->admin);
+			tcpserver_start(app->admin);
+			log_listening("admin", "http", "admin", app->admin);
 		} else {
-			tcpserver_stop(&app->admin);
-			app->admin_on = false;
+			tcpserver_free(app->admin);
+			app->admin = NULL;
 		}
 	}
 	metrics_add_source(relay_metrics, app);
@@ -671,13 +672,14 @@ teardown(struct app *app)
 {
 	for (size_t i = 0; i < app->nls; i++) {
 		struct listener *ls = &app->ls[i];
-		tcpserver_destroy(&ls->srv);
+		tcpserver_free(ls->srv);
+		ls->srv = NULL;
 		if (ls->fwd != NULL)
 			forward_listener_close_all(ls->fwd);
 		relay_listener_close_all(ls->relay);
 	}
-	if (app->admin_on)
-		tcpserver_destroy(&app->admin);
+	tcpserver_free(app->admin);
+	app->admin = NULL;
 	admin_close_all(app->admin_srv);
 	/*
 	 * Connections closed above finish here (their close callbacks), before
