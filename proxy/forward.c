@@ -250,9 +250,11 @@ report_lines(struct forward_listener *fl)
 static void
 lines_report_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	struct forward_listener *fl = w->data;
+
 	(void)loop;
 	(void)revents;
-	report_lines(w->data);
+	report_lines(fl);
 }
 
 /*
