@@ -13,7 +13,8 @@
  * Connection limits (tcpserver_set_limits) are enforced here, so every
  * listener mode gets them: a connection over a limit is closed right after
  * accept, before any TLS work, counted in the listener's `refused` counter
- * and logged (rate-limited) with the peer and the limit.  A connection
+ * (tcpserver_set_stats; the server keeps no counts of its own) and logged
+ * (rate-limited) with the peer and the limit.  A connection
  * counts from its accept until its stream is freed, whatever closed it
  * (the stream's free hook).  Limits are per process: with workers, each
  * worker counts the connections it accepted.
