@@ -11,6 +11,7 @@
 #include "acl.h"
 #include "log.h"
 #include "metrics.h"
+#include "obj.h"
 #include "tls.h"
 
 /* Bytes handed to the parser per callback; bounds a blocked overshoot. */
@@ -401,8 +402,10 @@ device_parser_feed(struct device_parser *p, const char *data, size_t len,
 
 /* ---- the glue ---- */
 
+#define DEVICE_CONN_MAGIC 0x64636f6eu	/* "dcon" */
+
 struct device_conn {
-	struct relay_conn rc;		/* first: the stream's callback arg */
+	uint32_t magic;			/* DEVICE_CONN_MAGIC while it lives */
 	struct relay_listener *lst;
 	struct device_conn *next, *prev;	/* the listener's open ones */
 	struct device_parser p;
@@ -420,7 +423,22 @@ struct device_conn {
 	size_t nkeys;
 	char *reason;			/* why it ended, when we decided */
 	char *grant;			/* what the access list allowed, if any */
+	/* The registry's part; &rc is the stream's callback argument. */
+	struct relay_conn rc;
 };
+
+/* The connection of a stream's callback argument (its relay_conn). */
+static struct device_conn *
+conn_of(void *arg)
+{
+	struct relay_conn *rc;
+	struct device_conn *dc;
+
+	CAST_OBJ_NOTNULL(rc, arg, RELAY_CONN_MAGIC);
+	dc = container_of(rc, struct device_conn, rc);
+	CHECK_OBJ_NOTNULL(dc, DEVICE_CONN_MAGIC);
+	return dc;
+}
 
 /* For log lines: "" for a part not allocated. */
 static const char *
@@ -701,8 +719,11 @@ on_accept(struct device_conn *dc, const struct device_event *ev)
 static int
 on_event(void *arg, const struct device_event *ev)
 {
-	struct device_conn *dc = arg;
-	struct stream *s = dc->rc.s;
+	struct device_conn *dc;
+	struct stream *s;
+
+	CAST_OBJ_NOTNULL(dc, arg, DEVICE_CONN_MAGIC);
+	s = dc->rc.s;
 
 	if (dc->done || dc->lingering || stream_closed(s))
 		return 1;
@@ -738,7 +759,7 @@ on_event(void *arg, const struct device_event *ev)
 static void
 on_data(struct stream *s, const char *data, size_t len, void *arg)
 {
-	struct device_conn *dc = arg;
+	struct device_conn *dc = conn_of(arg);
 
 	/* Once refused, bytes are read only to see the client close. */
 	if (!dc->lingering && !dc->done)
@@ -750,10 +771,11 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 static void
 on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct device_conn *dc = w->data;
+	struct device_conn *dc;
 
 	(void)loop;
 	(void)revents;
+	CAST_OBJ_NOTNULL(dc, w->data, DEVICE_CONN_MAGIC);
 	dc->done = true;
 	if (dc->lingering) {
 		stream_close(dc->rc.s, STREAM_CLOSE_LOCAL);
@@ -767,7 +789,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 on_close(struct stream *s, enum stream_close_reason why, void *arg)
 {
-	struct device_conn *dc = arg;
+	struct device_conn *dc = conn_of(arg);
 	struct registry *reg = dc->lst->reg;
 	double secs = ev_now(reg->loop) - dc->rc.since;
 	char u[REGISTRY_UUID_STR], reason[320];
@@ -808,6 +830,8 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	free(dc->uuid);
 	free(dc->reason);
 	free(dc->grant);
+	dc->rc.magic = 0;
+	dc->magic = 0;
 	free(dc);
 }
 
@@ -826,16 +850,16 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		return;
 	}
+	dc->magic = DEVICE_CONN_MAGIC;
 	dc->lst = lst;
 	dc->next = lst->conns;
 	if (lst->conns != NULL)
 		lst->conns->prev = dc;
 	lst->conns = dc;
-	dc->rc.s = s;
-	dc->rc.origin = &lst->o;
+	registry_conn_init(&dc->rc, s, &lst->o);
 	dc->rc.since = ev_now(lst->reg->loop);
 	device_parser_init(&dc->p, &lst->o.opts);
-	stream_set_callbacks(s, on_close, dc);
+	stream_set_callbacks(s, on_close, &dc->rc);
 	ev_timer_init(&dc->timer, on_timer, 0., 0.);
 	dc->timer.data = dc;
 	arm_timer(dc, lst->o.opts.header_timeout);

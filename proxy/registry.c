@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "obj.h"
 
 void
 relay_opts_default(struct relay_opts *o)
@@ -124,6 +125,7 @@ entry_free(struct device_entry *e)
 	if (*pp == e)
 		*pp = e->hnext;
 	ev_timer_stop(reg->loop, &e->grace);
+	e->magic = 0;
 	reg->entries--;
 	if (e->owner != NULL)
 		e->owner->devices--;
@@ -234,10 +236,11 @@ detach_consumers(struct device_entry *e, const char *why, bool flush)
 static void
 grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct device_entry *e = w->data;
+	struct device_entry *e;
 
 	(void)loop;
 	(void)revents;
+	CAST_OBJ_NOTNULL(e, w->data, REGISTRY_ENTRY_MAGIC);
 	if (e->producer != NULL)
 		return;
 	log_entry(e, "no producer within the grace period, closing");
@@ -252,6 +255,7 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 
 	if (e == NULL)
 		return NULL;
+	e->magic = REGISTRY_ENTRY_MAGIC;
 	e->reg = reg;
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
@@ -292,6 +296,16 @@ set_owner(struct device_entry *e, struct relay_origin *o)
 		e->owner->devices--;
 	e->owner = o;
 	o->devices++;
+}
+
+void
+registry_conn_init(struct relay_conn *conn, struct stream *s,
+    struct relay_origin *origin)
+{
+	memset(conn, 0, sizeof(*conn));
+	conn->magic = RELAY_CONN_MAGIC;
+	conn->s = s;
+	conn->origin = origin;
 }
 
 bool
@@ -448,9 +462,11 @@ maybe_unblock(struct device_entry *e)
 static void
 consumer_drained(struct stream *s, void *arg)
 {
-	struct relay_conn *c = arg;	/* see registry.h: stream_arg */
+	struct relay_conn *c;
 
 	(void)s;
+	/* The stream's callback argument is its relay_conn (registry.h). */
+	CAST_OBJ_NOTNULL(c, arg, RELAY_CONN_MAGIC);
 	if (c->entry != NULL)
 		maybe_unblock(c->entry);
 }

@@ -21,11 +21,14 @@
  * consumers on their own.  Each origin's `devices` counts the entries it
  * owns, so the origins' sum is the registry's entry count.
  *
- * Connections are struct relay_conn records owned by the device layer; the
+ * Connections are struct relay_conn records that the device layer embeds
+ * in its own, anywhere in them, and sets up with registry_conn_init(); the
  * registry links them into entries and writes to their streams.  A
- * connection's stream must have the relay_conn as its callback argument
- * (stream_set_callbacks), so the registry's write callbacks find it.  An entry
- * lives while it has a producer or consumers:
+ * connection's stream has the relay_conn itself as its callback argument
+ * (stream_set_callbacks(s, cb, &conn)): the registry's stream callbacks
+ * take it from there and check its magic number, and the owner's recover
+ * their record from it with container_of (obj.h).  An entry lives while it
+ * has a producer or consumers:
  *
  *   - a producer registers a uuid with its keys; a second producer of a
  *     live uuid replaces the first, unless the owner's takeover = refuse;
@@ -125,8 +128,11 @@ struct relay_origin {
 
 struct device_entry;
 
+#define RELAY_CONN_MAGIC 0x72636f6eu	/* "rcon" */
+
 /* One relay connection (producer or consumer). */
 struct relay_conn {
+	uint32_t magic;			/* RELAY_CONN_MAGIC while it lives */
 	struct stream *s;
 	struct relay_origin *origin;	/* the listener it arrived on */
 	struct device_entry *entry;	/* NULL when detached */
@@ -137,6 +143,8 @@ struct relay_conn {
 	uint64_t dropped;		/* consumer: frames dropped for it */
 	ev_tstamp since;		/* connected at */
 };
+
+#define REGISTRY_ENTRY_MAGIC 0x72656e74u	/* "rent" */
 
 /* What every frame touches comes first, the uuid (256 bytes) last. */
 struct device_entry {
@@ -156,6 +164,7 @@ struct device_entry {
 	char *keys;
 	size_t keys_len, nkeys;
 	ev_timer grace;
+	uint32_t magic;			/* REGISTRY_ENTRY_MAGIC while it lives */
 	struct device_entry *hnext;
 	size_t bucket;
 	size_t uuid_len;
@@ -195,6 +204,14 @@ struct device_entry *registry_next(struct registry *reg,
  * owner refuses takeovers. */
 bool registry_refuses_producer(struct registry *reg, const char *uuid,
     size_t len);
+
+/*
+ * Makes `conn` a detached connection on stream `s` (whose callback
+ * argument must be `conn`) from listener `origin`.  Its owner clears
+ * conn->magic when it frees it, after registry_remove().
+ */
+void registry_conn_init(struct relay_conn *conn, struct stream *s,
+    struct relay_origin *origin);
 
 /*
  * Registers `conn` (its origin set) as the producer of uuid with the given
