@@ -19,387 +19,6 @@
 /* How long a refused client has to read its 0x01 and close. */
 #define LINGER_SECONDS 2.0
 
-/* ---- the parser ---- */
-
-void
-device_parser_init(struct device_parser *p, const struct relay_opts *o)
-{
-	memset(p, 0, sizeof(*p));
-	p->state = DP_ROLE;
-	p->max_uuid = o->max_uuid;
-	p->max_keys_bytes = o->max_keys_bytes;
-	p->max_keys = o->max_keys;
-}
-
-void
-device_parser_free(struct device_parser *p)
-{
-	free(p->body);
-	free(p->scratch);
-	p->body = p->scratch = NULL;
-}
-
-bool
-device_utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned c = u[i], cp;
-		size_t more;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			more = 1;
-		else if (c >= 0xe0 && c <= 0xef)
-			more = 2;
-		else if (c >= 0xf0 && c <= 0xf4)
-			more = 3;
-		else
-			return false;
-		cp = c & (0x3fu >> more);
-		if (len - i - 1 < more)
-			return false;
-		for (size_t k = 1; k <= more; k++) {
-			if ((u[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (u[i + k] & 0x3f);
-		}
-		/* Overlong forms, surrogates and beyond U+10FFFF. */
-		if (cp < (more == 1 ? 0x80u : more == 2 ? 0x800u : 0x10000u) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += more + 1;
-	}
-	return true;
-}
-
-enum fail_kind { F_PROTOCOL, F_LIMIT, F_NOMEM };
-
-static int fail(struct device_parser *p, device_event_cb cb, void *arg,
-    enum fail_kind kind, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
-
-/* Ends the parser with an error event; returns 1 (stop). */
-static int
-fail(struct device_parser *p, device_event_cb cb, void *arg,
-    enum fail_kind kind, const char *fmt, ...)
-{
-	struct device_event ev = { .type = DEV_ERROR, .role = p->role,
-	    .error = p->err, .limit = kind == F_LIMIT,
-	    .nomem = kind == F_NOMEM };
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(p->err, sizeof(p->err), fmt, ap);
-	va_end(ap);
-	p->state = DP_DEAD;
-	cb(arg, &ev);
-	return 1;
-}
-
-/* Whether a uuid or key byte is a control character (NUL included). */
-static bool
-is_control(char c)
-{
-	return (unsigned char)c < 0x20 || c == 0x7f;
-}
-
-/*
- * Counts the comma-separated names of a key list into *n; fails the
- * parser on an empty name or a control character.
- */
-static int
-count_keys(struct device_parser *p, const char *k, size_t len, size_t *n,
-    device_event_cb cb, void *arg)
-{
-	size_t cur = 0;
-
-	*n = 1;
-	for (size_t i = 0; i < len; i++) {
-		if (k[i] == ',') {
-			if (cur == 0)
-				break;
-			++*n;
-			cur = 0;
-		} else if (is_control(k[i])) {
-			return fail(p, cb, arg, F_LIMIT, "key %zu has a control "
-			    "character (0x%02x)", *n,
-			    (unsigned)(unsigned char)k[i]);
-		} else {
-			cur++;
-		}
-	}
-	if (cur == 0)
-		return fail(p, cb, arg, F_LIMIT, "empty key name");
-	return 0;
-}
-
-/* One name of a key list, for the duplicate check. */
-struct key_name {
-	uint32_t off, len;
-};
-
-static int
-key_name_cmp(const void *a, const void *b, void *keys)
-{
-	const struct key_name *x = a, *y = b;
-	const char *k = keys;
-	int c = memcmp(k + x->off, k + y->off, x->len < y->len ? x->len :
-	    y->len);
-
-	if (c != 0)
-		return c;
-	if (x->len != y->len)
-		return x->len < y->len ? -1 : 1;
-	/* Equal names: the first in the list first, to name the pair. */
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-/* The 1-based position of the name at byte `off` of the list. */
-static size_t
-key_position(const char *k, uint32_t off)
-{
-	size_t n = 1;
-
-	for (uint32_t i = 0; i < off; i++)
-		n += k[i] == ',';
-	return n;
-}
-
-/*
- * Fails the parser if two of the n names (well-formed, non-empty) of the
- * list are the same.  Sorted, not compared in pairs: 16,384 names would
- * be 134 million comparisons.
- */
-static int
-unique_keys(struct device_parser *p, const char *k, size_t len, size_t n,
-    device_event_cb cb, void *arg)
-{
-	struct key_name *names;
-	size_t i = 0, start = 0;
-	int stop = 0;
-
-	if (n < 2)
-		return 0;
-	if ((names = malloc(n * sizeof(*names))) == NULL)
-		return fail(p, cb, arg, F_NOMEM, "out of memory");
-	for (size_t b = 0; b <= len; b++)
-		if (b == len || k[b] == ',') {
-			names[i].off = (uint32_t)start;
-			names[i].len = (uint32_t)(b - start);
-			i++;
-			start = b + 1;
-		}
-	qsort_r(names, n, sizeof(*names), key_name_cmp, (void *)k);
-	for (i = 1; i < n; i++) {
-		const struct key_name *x = &names[i - 1], *y = &names[i];
-		if (x->len == y->len &&
-		    memcmp(k + x->off, k + y->off, x->len) == 0) {
-			stop = fail(p, cb, arg, F_LIMIT, "keys %zu and %zu have "
-			    "the same name", key_position(k, x->off),
-			    key_position(k, y->off));
-			break;
-		}
-	}
-	free(names);
-	return stop;
-}
-
-/* A complete uuid or key list of p->need bytes. */
-static int
-field_done(struct device_parser *p, const char *body, device_event_cb cb,
-    void *arg)
-{
-	struct device_event ev = { .role = p->role, .data = body,
-	    .len = p->need };
-
-	if (p->field == 0) {
-		if (!device_utf8_valid(body, p->need))
-			return fail(p, cb, arg, F_LIMIT, "uuid is not UTF-8");
-		/* An identifier: shown in logs and metric labels as is. */
-		for (size_t i = 0; i < p->need; i++)
-			if (is_control(body[i]))
-				return fail(p, cb, arg, F_LIMIT, "uuid has a "
-				    "control character (0x%02x)",
-				    (unsigned)(unsigned char)body[i]);
-		ev.type = DEV_UUID;
-		p->state = p->role == DEVICE_PRODUCER ? DP_LEN : DP_ACCEPT;
-		p->field = 1;
-		p->lenhave = 0;
-		return cb(arg, &ev);
-	}
-	if (!device_utf8_valid(body, p->need))
-		return fail(p, cb, arg, F_LIMIT, "keys are not UTF-8");
-	if (count_keys(p, body, p->need, &ev.count, cb, arg) != 0)
-		return 1;
-	if (ev.count > p->max_keys)
-		return fail(p, cb, arg, F_LIMIT, "%zu keys, more than %zu",
-		    ev.count, p->max_keys);
-	/* Names the consumers map values by: one name, one value. */
-	if (unique_keys(p, body, p->need, ev.count, cb, arg) != 0)
-		return 1;
-	ev.type = DEV_KEYS;
-	p->frame_size = ev.count * 4;
-	p->state = DP_FRAMES;
-	return cb(arg, &ev);
-}
-
-static int
-length_done(struct device_parser *p, device_event_cb cb, void *arg)
-{
-	uint32_t need = (uint32_t)p->lenbuf[0] << 24 |
-	    (uint32_t)p->lenbuf[1] << 16 | (uint32_t)p->lenbuf[2] << 8 |
-	    p->lenbuf[3];
-	size_t max = p->field == 0 ? p->max_uuid : p->max_keys_bytes;
-
-	/* Checked before anything is allocated: 4 GB claims cost nothing. */
-	if (need == 0 || need > max)
-		return fail(p, cb, arg, F_LIMIT, "%s length %lu out of range "
-		    "1..%zu", p->field == 0 ? "uuid" : "keys",
-		    (unsigned long)need, max);
-	p->need = need;
-	p->bodyhave = 0;
-	p->state = DP_BODY;
-	return 0;
-}
-
-static int
-feed_body(struct device_parser *p, const char *data, size_t len,
-    size_t *used, device_event_cb cb, void *arg)
-{
-	size_t n = p->need - p->bodyhave;
-	int stop;
-
-	if (p->bodyhave == 0 && len >= n) {
-		/* Whole in this chunk: no copy. */
-		*used = n;
-		return field_done(p, data, cb, arg);
-	}
-	if (p->body == NULL && (p->body = malloc(p->need)) == NULL) {
-		*used = 0;
-		return fail(p, cb, arg, F_NOMEM, "out of memory");
-	}
-	if (n > len)
-		n = len;
-	memcpy(p->body + p->bodyhave, data, n);
-	p->bodyhave += n;
-	*used = n;
-	if (p->bodyhave < p->need)
-		return 0;
-	stop = field_done(p, p->body, cb, arg);
-	free(p->body);
-	p->body = NULL;
-	return stop;
-}
-
-static int
-feed_frames(struct device_parser *p, const char *data, size_t len,
-    size_t *used, device_event_cb cb, void *arg)
-{
-	struct device_event ev = { .type = DEV_FRAMES, .role = p->role };
-	size_t fs = p->frame_size, i = 0;
-
-	*used = 0;
-	if (p->scratch_have > 0) {
-		size_t n = fs - p->scratch_have;
-		if (n > len)
-			n = len;
-		memcpy(p->scratch + p->scratch_have, data, n);
-		p->scratch_have += n;
-		i = *used = n;
-		if (p->scratch_have < fs)
-			return 0;
-		p->scratch_have = 0;
-		ev.data = p->scratch;
-		ev.count = 1;
-		ev.len = fs;
-		if (cb(arg, &ev))
-			return 1;
-	}
-	if (len - i >= fs) {
-		ev.count = (len - i) / fs;
-		ev.data = data + i;
-		ev.len = ev.count * fs;
-		i += ev.len;
-		*used = i;
-		if (cb(arg, &ev))
-			return 1;
-	}
-	if (i < len) {
-		/* The head of a frame: kept until its tail arrives. */
-		if (p->scratch == NULL && (p->scratch = malloc(fs)) == NULL)
-			return fail(p, cb, arg, F_NOMEM, "out of memory");
-		memcpy(p->scratch, data + i, len - i);
-		p->scratch_have = len - i;
-		*used = len;
-	}
-	return 0;
-}
-
-size_t
-device_parser_feed(struct device_parser *p, const char *data, size_t len,
-    device_event_cb cb, void *arg)
-{
-	size_t i = 0, used;
-	int stop = 0;
-
-	while (i < len && !stop) {
-		switch (p->state) {
-		case DP_ROLE: {
-			unsigned char b = (unsigned char)data[i++];
-			if (b != DEVICE_PRODUCER && b != DEVICE_CONSUMER) {
-				fail(p, cb, arg, F_PROTOCOL,
-				    "unknown first byte 0x%02x", b);
-				return i;
-			}
-			struct device_event ev = { .type = DEV_ROLE,
-			    .role = b };
-			p->role = b;
-			p->state = DP_LEN;
-			p->field = 0;
-			p->lenhave = 0;
-			stop = cb(arg, &ev);
-			break;
-		}
-		case DP_LEN:
-			while (i < len && p->lenhave < 4)
-				p->lenbuf[p->lenhave++] = (uint8_t)data[i++];
-			if (p->lenhave == 4)
-				stop = length_done(p, cb, arg);
-			break;
-		case DP_BODY:
-			stop = feed_body(p, data + i, len - i, &used, cb, arg);
-			i += used;
-			break;
-		case DP_ACCEPT: {
-			struct device_event ev = { .type = DEV_ACCEPT,
-			    .role = (unsigned char)data[i++] };
-			p->state = DP_IGNORE;
-			stop = cb(arg, &ev);
-			break;
-		}
-		case DP_FRAMES:
-			stop = feed_frames(p, data + i, len - i, &used, cb,
-			    arg);
-			i += used;
-			break;
-		case DP_IGNORE:
-			/* A consumer has nothing more to say; ignore it. */
-			p->ignored += len - i;
-			i = len;
-			break;
-		case DP_DEAD:
-			return i;
-		}
-	}
-	return i;
-}
-
 /* ---- the glue ---- */
 
 #define DEVICE_CONN_MAGIC 0x64636f6eu	/* "dcon" */
@@ -408,7 +27,7 @@ struct device_conn {
 	uint32_t magic;			/* DEVICE_CONN_MAGIC while it lives */
 	struct relay_listener *lst;
 	struct device_conn *next, *prev;	/* the listener's open ones */
-	struct device_parser p;
+	struct relay_parser p;
 	ev_timer timer;			/* registration deadline, then linger */
 	bool registered;		/* producer registered / consumer in */
 	bool lingering;			/* refused: reading until the close */
@@ -447,13 +66,13 @@ opt_str(const char *s)
 	return s != NULL ? s : "";
 }
 
-static const char ACK = 0x00, NAK = 0x01;
+static const char ACK = RELAY_OK, NAK = RELAY_REFUSED;
 
 static const char *
 role_name(const struct device_conn *dc)
 {
-	return dc->p.role == DEVICE_PRODUCER ? "producer" :
-	    dc->p.role == DEVICE_CONSUMER ? "consumer" : "client";
+	return dc->p.role == RELAY_PRODUCER ? "producer" :
+	    dc->p.role == RELAY_CONSUMER ? "consumer" : "client";
 }
 
 static void set_reason(struct device_conn *dc, const char *fmt, ...)
@@ -584,7 +203,7 @@ static bool
 acl_allows(struct device_conn *dc, const char *uuid, size_t ulen)
 {
 	struct relay_listener *lst = dc->lst;
-	enum acl_role role = dc->p.role == DEVICE_PRODUCER ? ACL_PRODUCE :
+	enum acl_role role = dc->p.role == RELAY_PRODUCER ? ACL_PRODUCE :
 	    ACL_CONSUME;
 	const struct tls_peer_id *id;
 	struct tls_peer_ids ids;
@@ -622,7 +241,7 @@ acl_allows(struct device_conn *dc, const char *uuid, size_t ulen)
 }
 
 static int
-on_uuid(struct device_conn *dc, const struct device_event *ev)
+on_uuid(struct device_conn *dc, const struct relay_event *ev)
 {
 	struct registry *reg = dc->lst->reg;
 	struct device_entry *e;
@@ -641,7 +260,7 @@ on_uuid(struct device_conn *dc, const struct device_event *ev)
 	/* As for an unknown uuid: a refusal tells nothing about the uuid. */
 	if (!acl_allows(dc, ev->data, ev->len))
 		return refuse(dc, "not allowed by the access list");
-	if (dc->p.role == DEVICE_PRODUCER) {
+	if (dc->p.role == RELAY_PRODUCER) {
 		/* Refused at the uuid, as soon as it can be known. */
 		if (registry_refuses_producer(reg, ev->data, ev->len))
 			return refuse(dc, "uuid held by a live producer");
@@ -650,9 +269,8 @@ on_uuid(struct device_conn *dc, const struct device_event *ev)
 	e = registry_add_consumer(reg, &dc->rc, ev->data, ev->len, &why);
 	if (e == NULL)
 		return refuse(dc, why);
-	uint8_t hdr[5] = { 0x00, (uint8_t)(e->keys_len >> 24),
-	    (uint8_t)(e->keys_len >> 16), (uint8_t)(e->keys_len >> 8),
-	    (uint8_t)e->keys_len };
+	uint8_t hdr[1 + RELAY_LEN_SIZE] = { RELAY_OK };
+	relay_len_put(hdr + 1, (uint32_t)e->keys_len);
 	dc->nkeys = e->nkeys;
 	if (reply(dc, hdr, sizeof(hdr)) != 0)
 		return 1;
@@ -660,7 +278,7 @@ on_uuid(struct device_conn *dc, const struct device_event *ev)
 }
 
 static int
-on_keys(struct device_conn *dc, const struct device_event *ev)
+on_keys(struct device_conn *dc, const struct relay_event *ev)
 {
 	struct registry *reg = dc->lst->reg;
 	const char *why = NULL;
@@ -681,12 +299,12 @@ on_keys(struct device_conn *dc, const struct device_event *ev)
 }
 
 static int
-on_accept(struct device_conn *dc, const struct device_event *ev)
+on_accept(struct device_conn *dc, const struct relay_event *ev)
 {
 	char u[REGISTRY_UUID_STR];
 	const char *why = NULL;
 
-	if (ev->role != 0x00) {
+	if (ev->role != RELAY_ACCEPT) {
 		set_reason(dc, "declined the keys (0x%02x)",
 		    (unsigned)ev->role);
 		dc->done = true;
@@ -717,7 +335,7 @@ on_accept(struct device_conn *dc, const struct device_event *ev)
 }
 
 static int
-on_event(void *arg, const struct device_event *ev)
+on_event(void *arg, const struct relay_event *ev)
 {
 	struct device_conn *dc;
 	struct stream *s;
@@ -728,18 +346,18 @@ on_event(void *arg, const struct device_event *ev)
 	if (dc->done || dc->lingering || stream_closed(s))
 		return 1;
 	switch (ev->type) {
-	case DEV_ROLE:
+	case RELAY_EV_ROLE:
 		return reply(dc, &ACK, 1);
-	case DEV_UUID:
+	case RELAY_EV_UUID:
 		return on_uuid(dc, ev);
-	case DEV_KEYS:
+	case RELAY_EV_KEYS:
 		return on_keys(dc, ev);
-	case DEV_ACCEPT:
+	case RELAY_EV_ACCEPT:
 		return on_accept(dc, ev);
-	case DEV_FRAMES:
+	case RELAY_EV_FRAMES:
 		registry_publish(&dc->rc, ev->data, ev->count);
 		return 0;
-	case DEV_ERROR:
+	case RELAY_EV_ERROR:
 		if (ev->limit)
 			return refuse(dc, ev->error);
 		dc->done = true;
@@ -763,7 +381,7 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 
 	/* Once refused, bytes are read only to see the client close. */
 	if (!dc->lingering && !dc->done)
-		(void)device_parser_feed(&dc->p, data, len, on_event, dc);
+		(void)relay_parser_feed(&dc->p, data, len, on_event, dc);
 	if (!dc->done && !stream_closed(s))
 		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
 }
@@ -820,7 +438,7 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		    (unsigned long long)stream_bytes_out(s), reason);
 	registry_remove(&dc->rc);
 	ev_timer_stop(reg->loop, &dc->timer);
-	device_parser_free(&dc->p);
+	relay_parser_free(&dc->p);
 	if (dc->prev != NULL)
 		dc->prev->next = dc->next;
 	else
@@ -858,7 +476,7 @@ device_handle_stream(struct stream *s, const struct sockaddr *sa,
 	lst->conns = dc;
 	registry_conn_init(&dc->rc, s, &lst->o);
 	dc->rc.since = ev_now(lst->reg->loop);
-	device_parser_init(&dc->p, &lst->o.opts);
+	relay_parser_init(&dc->p, &lst->o.opts.limits);
 	stream_set_callbacks(s, on_close, &dc->rc);
 	ev_timer_init(&dc->timer, on_timer, 0., 0.);
 	dc->timer.data = dc;

@@ -1,22 +1,11 @@
 /*
  * device: the device protocol, version 1, on one stream.
  *
- * Two parts.  The parser is pure (no I/O, no registry): bytes in, events
- * out, fed in chunks of any size, so it can be tested with every split and
- * fuzzed.  Lengths are checked against the limits before anything is
- * buffered, so a claimed 4 GB never allocates.  Runs of whole frames are
- * reported as pointers into the fed chunk (no copy); only a frame split
- * across two chunks is assembled, in a frame-sized scratch buffer.
- *
- * The glue (device_handle_stream) reads a stream with partial reads, feeds
- * the parser, answers each step (0x00 / 0x01 / the keys) and hands frames
- * to the registry.
- *
- * Producer: 0x0a -> 0x00; uuid (BE32 len + bytes) -> 0x00;
- *           keys (BE32 len + names joined by ',') -> 0x00; frames of 4N.
- * Consumer: 0x0b -> 0x00; uuid -> 0x00 if a producer holds it, else 0x01;
- *           then the keys (BE32 len + bytes); 0x00 accepts; then frames.
- *
+ * The protocol itself (bytes, limits, checks, the pure parser) is
+ * relay_proto.h.  This is the glue: device_handle_stream reads a stream
+ * with partial reads, feeds the parser, answers each step (0x00 / 0x01 /
+ * the keys) and hands frames to the registry.
+
  * Consumer slots: a consumer is pending from its uuid's 0x00 until its
  * accept byte, and holds no slot meanwhile; only accepted consumers count
  * against the device's max_consumers (registry.h).  Its uuid is answered
@@ -33,17 +22,13 @@
  * one registry (one uuid namespace).  A connection's limits and timeouts
  * are those of the listener it arrived on (see registry.h for the rest).
  *
- * Limits (each from relay_opts): uuid 1..max_uuid bytes, keys
- * 1..max_keys_bytes bytes naming 1..max_keys keys; uuid and keys must be
- * UTF-8 and free of control characters (0x00-0x1f, 0x7f); no key name may
- * be empty or given twice (byte for byte: "a" and "A" are two names).  The
- * parser finds a repeated name by sorting the names (8 bytes each, freed
- * at once): O(n log n), never pairwise.  A broken limit is answered 0x01;
- * the server then sends its FIN and reads (discarding) until the client
- * closes, or a couple of seconds pass, so that the 0x01 is not lost to a
- * reset.  Any other first byte than 0x0a / 0x0b closes the connection.
- * Bytes a consumer sends after its accept byte are read and ignored.
- *
+ * Limits: those of relay_proto.h, each from the listener's relay_opts.
+ * A broken limit is answered 0x01; the server then sends its FIN and
+ * reads (discarding) until the client closes, or a couple of seconds
+ * pass, so that the 0x01 is not lost to a reset.  Any other first byte
+ * than 0x0a / 0x0b closes the connection.  Bytes a consumer sends after
+ * its accept byte are read and ignored.
+
  * Access list: on a listener with one (acl.h), the uuid step asks it
  * first, with the identities of the client's verified certificate and the
  * role: a client it does not allow gets 0x01, exactly as for an unknown
@@ -65,71 +50,8 @@
 #include <stdint.h>
 
 #include "registry.h"
+#include "relay_proto.h"
 #include "tcpserver.h"
-
-#define DEVICE_PRODUCER 0x0a
-#define DEVICE_CONSUMER 0x0b
-
-enum device_ev {
-	DEV_ROLE,	/* role: DEVICE_PRODUCER / DEVICE_CONSUMER */
-	DEV_UUID,	/* data, len */
-	DEV_KEYS,	/* data, len; count = number of keys (all limits
-			 * kept: names distinct, none empty) */
-	DEV_ACCEPT,	/* role = the consumer's answer byte */
-	DEV_FRAMES,	/* data, len = count * frame size */
-	DEV_ERROR,	/* error: reason; `limit` when a limit was broken,
-			 * `nomem` when memory could not be had */
-};
-
-struct device_event {
-	enum device_ev type;
-	int role;
-	const char *data;
-	size_t len;
-	size_t count;		/* frames (DEV_FRAMES) or keys (DEV_KEYS) */
-	const char *error;
-	bool limit;
-	bool nomem;
-};
-
-/*
- * Return non-zero to stop the feed: device_parser_feed() returns at once
- * and the parser must not be fed again (the connection is done with it).
- */
-typedef int (*device_event_cb)(void *arg, const struct device_event *ev);
-
-enum device_parser_state {
-	DP_ROLE, DP_LEN, DP_BODY, DP_ACCEPT, DP_FRAMES, DP_IGNORE, DP_DEAD
-};
-
-struct device_parser {
-	enum device_parser_state state;
-	int role;
-	int field;			/* 0 = uuid, 1 = keys */
-	uint8_t lenbuf[4];
-	size_t lenhave;
-	size_t need;
-	char *body;			/* uuid / keys split across chunks */
-	size_t bodyhave;
-	size_t frame_size;		/* 4 * keys, once the keys are read */
-	char *scratch;			/* a frame split across chunks */
-	size_t scratch_have;
-	size_t max_uuid, max_keys_bytes, max_keys;
-	uint64_t ignored;		/* consumer bytes after its accept */
-	char err[96];
-};
-
-void device_parser_init(struct device_parser *p, const struct relay_opts *o);
-void device_parser_free(struct device_parser *p);
-/*
- * Feeds bytes; returns how many were consumed (all, unless the callback
- * stopped the feed or an error ended the parser).
- */
-size_t device_parser_feed(struct device_parser *p, const char *data,
-    size_t len, device_event_cb cb, void *arg);
-
-/* Whether uuid / key bytes are well-formed UTF-8. */
-bool device_utf8_valid(const char *s, size_t len);
 
 struct acl;
 struct device_conn;

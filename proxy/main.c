@@ -444,9 +444,9 @@ relay_opts_from(const struct config_listener *l, struct relay_opts *o)
 	o->grace = l->grace;
 	o->takeover = (enum relay_takeover)l->takeover;
 	o->last_value = l->last_value;
-	o->max_uuid = l->max_uuid;
-	o->max_keys_bytes = l->max_keys_bytes;
-	o->max_keys = l->max_keys;
+	o->limits.max_uuid = l->max_uuid;
+	o->limits.max_keys_bytes = l->max_keys_bytes;
+	o->limits.max_keys = l->max_keys;
 	o->header_timeout = l->handshake_timeout;
 	o->idle_timeout = l->idle_timeout;
 }

@@ -20,9 +20,7 @@ relay_opts_default(struct relay_opts *o)
 	o->slow = RELAY_DROP;
 	o->grace = 10;
 	o->takeover = RELAY_REPLACE;
-	o->max_uuid = 255;
-	o->max_keys_bytes = 65536;
-	o->max_keys = 16384;
+	relay_limits_default(&o->limits);
 	o->header_timeout = 10;
 }
 

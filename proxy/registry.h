@@ -75,6 +75,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "relay_proto.h"
 #include "stream.h"
 
 enum relay_slow { RELAY_DROP = 0, RELAY_DISCONNECT, RELAY_BLOCK };
@@ -89,9 +90,7 @@ struct relay_opts {
 	/* about a connection: its own listener's */
 	size_t queue_bytes;		/* per consumer, before the policy */
 	enum relay_slow slow;
-	size_t max_uuid;		/* 1..255 */
-	size_t max_keys_bytes;		/* 1..65536 */
-	size_t max_keys;		/* 1..16384 */
+	struct relay_limits limits;	/* uuid and keys */
 	double header_timeout;		/* registration deadline; 0 = none */
 	double idle_timeout;		/* after registration; 0 = none */
 };
