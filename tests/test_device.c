@@ -683,3 +683,47 @@ Test(device, utf8_validation, .timeout = 10)
 		cr_assert_eq(relay_utf8_valid(t[i].s, t[i].n), t[i].ok,
 		    "case %zu", i);
 }
+
+/* The checks a caller without a parser uses say what the parser says. */
+Test(device, checks_without_the_parser, .timeout = 10)
+{
+	static const struct {
+		bool keys;
+		const char *s;
+		size_t n;
+		enum relay_verdict v;
+		size_t count;
+		const char *why;
+	} t[] = {
+		{ false, "phone-1", 7, RELAY_VALID, 0, "" },
+		{ false, "", 0, RELAY_BROKEN, 0,
+		    "uuid length 0 out of range 1..255" },
+		{ false, "a\nb", 3, RELAY_BROKEN, 0,
+		    "uuid has a control character (0x0a)" },
+		{ false, "\xc0\xaf", 2, RELAY_BROKEN, 0, "uuid is not UTF-8" },
+		{ true, "x,y", 3, RELAY_VALID, 2, "" },
+		{ true, "a,\tb", 4, RELAY_BROKEN, 0,
+		    "key 2 has a control character (0x09)" },
+		{ true, "x,y,x", 5, RELAY_BROKEN, 0,
+		    "keys 1 and 3 have the same name" },
+		{ true, "a,,b", 4, RELAY_BROKEN, 0, "empty key name" },
+		{ true, "a,b,c,d", 7, RELAY_BROKEN, 0, "4 keys, more than 3" },
+	};
+	struct relay_limits l;
+
+	relay_limits_default(&l);
+	l.max_keys = 3;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char why[96] = "";
+		size_t count = 99;
+		enum relay_verdict v = t[i].keys ?
+		    relay_check_keys(&l, t[i].s, t[i].n, &count, why,
+		    sizeof(why)) :
+		    relay_check_uuid(&l, t[i].s, t[i].n, why, sizeof(why));
+
+		cr_assert_eq(v, t[i].v, "case %zu", i);
+		cr_assert_str_eq(why, t[i].why, "case %zu", i);
+		if (t[i].keys)
+			cr_assert_eq(count, t[i].count, "case %zu", i);
+	}
+}
