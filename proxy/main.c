@@ -20,13 +20,14 @@
 #include "acl.h"
 #include "admin.h"
 #include "config.h"
-#include "device.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "netutil.h"
 #include "process.h"
 #include "registry.h"
+#include "relay.h"
+#include "relay_metrics.h"
 #include "stream.h"
 #include "tcpserver.h"
 #include "tls.h"
@@ -505,7 +506,7 @@ bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
 		relay_listener_set_acl(ls->relay, ls->acl);
 		ls->acl = NULL;
 		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
-		    device_handle_stream, ls->relay);
+		    relay_handle_stream, ls->relay);
 	} else {
 		ls->fwd = forward_from(app, ls, err, errlen);
 		if (ls->fwd == NULL)

@@ -86,18 +86,18 @@ registry_free(struct registry *reg)
 	free(reg);
 }
 
-struct device_entry *
+struct registry_entry *
 registry_find(struct registry *reg, const char *uuid, size_t len)
 {
-	for (struct device_entry *e = reg->buckets[hash(reg, uuid, len)]; e;
+	for (struct registry_entry *e = reg->buckets[hash(reg, uuid, len)]; e;
 	    e = e->hnext)
 		if (e->uuid_len == len && memcmp(e->uuid, uuid, len) == 0)
 			return e;
 	return NULL;
 }
 
-struct device_entry *
-registry_next(struct registry *reg, struct device_entry *e)
+struct registry_entry *
+registry_next(struct registry *reg, struct registry_entry *e)
 {
 	size_t b = 0;
 
@@ -113,10 +113,10 @@ registry_next(struct registry *reg, struct device_entry *e)
 }
 
 static void
-entry_free(struct device_entry *e)
+entry_free(struct registry_entry *e)
 {
 	struct registry *reg = e->reg;
-	struct device_entry **pp = &reg->buckets[e->bucket];
+	struct registry_entry **pp = &reg->buckets[e->bucket];
 
 	while (*pp != NULL && *pp != e)
 		pp = &(*pp)->hnext;
@@ -133,21 +133,21 @@ entry_free(struct device_entry *e)
 }
 
 static bool
-entry_has_consumers(const struct device_entry *e)
+entry_has_consumers(const struct registry_entry *e)
 {
 	return e->consumers != NULL || e->pending != NULL;
 }
 
 /* Frees the entry once nobody is attached: the uuid is released. */
 static void
-entry_maybe_free(struct device_entry *e)
+entry_maybe_free(struct registry_entry *e)
 {
 	if (e->producer == NULL && !entry_has_consumers(e))
 		entry_free(e);
 }
 
 static void
-log_entry(const struct device_entry *e, const char *what)
+log_entry(const struct registry_entry *e, const char *what)
 {
 	char u[REGISTRY_UUID_STR], pending[48] = "";
 
@@ -161,13 +161,13 @@ log_entry(const struct device_entry *e, const char *what)
 
 /* The list a consumer is on: accepted ones get frames, pending ones not. */
 static struct relay_conn **
-consumer_list(struct device_entry *e, const struct relay_conn *c)
+consumer_list(struct registry_entry *e, const struct relay_conn *c)
 {
 	return c->accepted ? &e->consumers : &e->pending;
 }
 
 static void
-link_consumer(struct device_entry *e, struct relay_conn *c)
+link_consumer(struct registry_entry *e, struct relay_conn *c)
 {
 	struct relay_conn **head = consumer_list(e, c);
 
@@ -189,7 +189,7 @@ link_consumer(struct device_entry *e, struct relay_conn *c)
 }
 
 static void
-unlink_consumer(struct device_entry *e, struct relay_conn *c)
+unlink_consumer(struct registry_entry *e, struct relay_conn *c)
 {
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -217,7 +217,7 @@ unlink_consumer(struct device_entry *e, struct relay_conn *c)
  * whether to free it.
  */
 static void
-detach_consumers(struct device_entry *e, const char *why, bool flush)
+detach_consumers(struct registry_entry *e, const char *why, bool flush)
 {
 	struct relay_conn *c;
 
@@ -234,7 +234,7 @@ detach_consumers(struct device_entry *e, const char *why, bool flush)
 static void
 grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct device_entry *e;
+	struct registry_entry *e;
 
 	(void)loop;
 	(void)revents;
@@ -246,10 +246,10 @@ grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 	entry_maybe_free(e);
 }
 
-static struct device_entry *
+static struct registry_entry *
 entry_new(struct registry *reg, const char *uuid, size_t ulen)
 {
-	struct device_entry *e = calloc(1, sizeof(*e));
+	struct registry_entry *e = calloc(1, sizeof(*e));
 
 	if (e == NULL)
 		return NULL;
@@ -268,7 +268,7 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 
 /* The producer slot is emptied; its consumers start waiting if `grace`. */
 static void
-unlink_producer(struct device_entry *e, bool grace)
+unlink_producer(struct registry_entry *e, bool grace)
 {
 	struct relay_conn *p = e->producer;
 
@@ -286,7 +286,7 @@ unlink_producer(struct device_entry *e, bool grace)
 
 /* The device's settings are now those of `o`. */
 static void
-set_owner(struct device_entry *e, struct relay_origin *o)
+set_owner(struct registry_entry *e, struct relay_origin *o)
 {
 	if (e->owner == o)
 		return;
@@ -310,7 +310,7 @@ bool
 registry_refuses_producer(struct registry *reg, const char *uuid,
     size_t len)
 {
-	struct device_entry *e = registry_find(reg, uuid, len);
+	struct registry_entry *e = registry_find(reg, uuid, len);
 
 	return registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE;
 }
@@ -320,7 +320,7 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
     size_t nkeys, const char **why)
 {
-	struct device_entry *e = registry_find(reg, uuid, ulen);
+	struct registry_entry *e = registry_find(reg, uuid, ulen);
 	struct relay_origin *o = conn->origin;
 	size_t fs = nkeys * 4;
 	char *kcopy, *last = NULL;
@@ -390,11 +390,11 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	return 0;
 }
 
-struct device_entry *
+struct registry_entry *
 registry_add_consumer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char **why)
 {
-	struct device_entry *e = registry_find(reg, uuid, ulen);
+	struct registry_entry *e = registry_find(reg, uuid, ulen);
 
 	if (!registry_live(e)) {
 		*why = "no producer holds this uuid";
@@ -412,7 +412,7 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 }
 
 static void
-count_out(struct device_entry *e, struct relay_conn *c, size_t frames)
+count_out(struct registry_entry *e, struct relay_conn *c, size_t frames)
 {
 	size_t bytes = frames * e->frame_size;
 
@@ -424,7 +424,7 @@ count_out(struct device_entry *e, struct relay_conn *c, size_t frames)
 }
 
 static void
-count_drop(struct device_entry *e, struct relay_conn *c, size_t frames)
+count_drop(struct registry_entry *e, struct relay_conn *c, size_t frames)
 {
 	size_t bytes = frames * e->frame_size;
 
@@ -446,7 +446,7 @@ holds(const struct relay_conn *c)
 
 /* Block policy: the producer reads again once no consumer holds it. */
 static void
-maybe_unblock(struct device_entry *e)
+maybe_unblock(struct registry_entry *e)
 {
 	if (!e->producer_paused || e->producer == NULL)
 		return;
@@ -471,7 +471,7 @@ consumer_drained(struct stream *s, void *arg)
 
 /* Hands frames to one consumer's stream. */
 static int
-queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
+queue_frames(struct registry_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
 	if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
@@ -483,7 +483,7 @@ queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
 int
 registry_accept(struct relay_conn *conn, const char **why)
 {
-	struct device_entry *e = conn->entry;
+	struct registry_entry *e = conn->entry;
 
 	if (e == NULL) {
 		*why = "detached from its uuid";
@@ -513,7 +513,7 @@ registry_accept(struct relay_conn *conn, const char **why)
  * the kernel as it is handed on, and what was queued goes first.
  */
 static void
-send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
+send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
     size_t n)
 {
 	const struct relay_opts *o = &c->origin->opts;
@@ -558,7 +558,7 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 void
 registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 {
-	struct device_entry *e = producer->entry;
+	struct registry_entry *e = producer->entry;
 	struct relay_conn *c, *next;
 	size_t bytes;
 
@@ -584,7 +584,7 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 void
 registry_remove(struct relay_conn *conn)
 {
-	struct device_entry *e = conn->entry;
+	struct registry_entry *e = conn->entry;
 
 	if (e == NULL)
 		return;

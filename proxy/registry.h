@@ -1,5 +1,5 @@
 /*
- * registry: uuid -> device entry (producer, keys, frame size, consumers,
+ * registry: uuid -> entry (producer, keys, frame size, consumers,
  * counters), and the fan-out of frames to consumers under the
  * slow-consumer policy.
  *
@@ -9,7 +9,7 @@
  * options split by what they are about:
  *
  *   - a connection's own settings come from the listener it arrived on:
- *     for a consumer, slow_consumer and queue_bytes (and, in the device
+ *     for a consumer, slow_consumer and queue_bytes (and, in the relay
  *     layer, the limits and timeouts of any connection);
  *   - a device's settings come from the listener its producer registered
  *     on, the entry's `owner`: max_consumers, grace, takeover, last_value.
@@ -21,7 +21,7 @@
  * consumers on their own.  Each origin's `devices` counts the entries it
  * owns, so the origins' sum is the registry's entry count.
  *
- * Connections are struct relay_conn records that the device layer embeds
+ * Connections are struct relay_conn records that the relay layer (relay.h) embeds
  * in its own, anywhere in them, and sets up with registry_conn_init(); the
  * registry links them into entries and writes to their streams.  A
  * connection's stream has the relay_conn itself as its callback argument
@@ -39,7 +39,7 @@
  *     when max_consumers are accepted already, and so is an accept byte
  *     (registry_accept) that comes when they are.  A pending consumer
  *     holds no slot, and is not on the fan-out list (a crowd of them
- *     costs a frame nothing); the device layer bounds how long it may
+ *     costs a frame nothing); the relay layer bounds how long it may
  *     stay pending by its registration deadline.  A limit lowered by a
  *     new owner applies from the next admission: no one accepted is
  *     closed for it;
@@ -65,7 +65,7 @@
  *
  * Everything runs on one loop thread.  Closing a stream from here is safe
  * (close callbacks are deferred); a connection the registry closes is
- * detached at once, so the device layer's registry_remove() finds it gone.
+ * detached at once, so the relay layer's registry_remove() finds it gone.
  */
 #ifndef FERRY_REGISTRY_H
 #define FERRY_REGISTRY_H
@@ -125,7 +125,7 @@ struct relay_origin {
 	size_t devices;			/* entries it owns now */
 };
 
-struct device_entry;
+struct registry_entry;
 
 #define RELAY_CONN_MAGIC 0x72636f6eu	/* "rcon" */
 
@@ -134,19 +134,18 @@ struct relay_conn {
 	uint32_t magic;			/* RELAY_CONN_MAGIC while it lives */
 	struct stream *s;
 	struct relay_origin *origin;	/* the listener it arrived on */
-	struct device_entry *entry;	/* NULL when detached */
+	struct registry_entry *entry;	/* NULL when detached */
 	struct relay_conn *prev, *next;	/* consumers: the entry's list */
 	bool producer;
 	bool accepted;			/* consumer: took a slot, gets frames */
 	uint64_t frames;		/* published (producer) / queued */
 	uint64_t dropped;		/* consumer: frames dropped for it */
-	ev_tstamp since;		/* connected at */
 };
 
 #define REGISTRY_ENTRY_MAGIC 0x72656e74u	/* "rent" */
 
 /* What every frame touches comes first, the uuid (256 bytes) last. */
-struct device_entry {
+struct registry_entry {
 	struct relay_conn *producer;
 	struct relay_conn *consumers;	/* accepted: the fan-out list */
 	size_t frame_size;
@@ -164,7 +163,7 @@ struct device_entry {
 	size_t keys_len, nkeys;
 	ev_timer grace;
 	uint32_t magic;			/* REGISTRY_ENTRY_MAGIC while it lives */
-	struct device_entry *hnext;
+	struct registry_entry *hnext;
 	size_t bucket;
 	size_t uuid_len;
 	char uuid[256];
@@ -175,7 +174,7 @@ struct device_entry {
 struct registry {
 	struct ev_loop *loop;
 	uint64_t seed;			/* of the uuid hash */
-	struct device_entry *buckets[REGISTRY_BUCKETS];
+	struct registry_entry *buckets[REGISTRY_BUCKETS];
 	size_t entries;
 };
 
@@ -186,18 +185,18 @@ void registry_destroy(struct registry *reg);
 struct registry *registry_new(struct ev_loop *loop);
 void registry_free(struct registry *reg);
 
-struct device_entry *registry_find(struct registry *reg, const char *uuid,
+struct registry_entry *registry_find(struct registry *reg, const char *uuid,
     size_t len);
 /* The entry has a producer now. */
 static inline bool
-registry_live(const struct device_entry *e)
+registry_live(const struct registry_entry *e)
 {
 	return e != NULL && e->producer != NULL;
 }
 
 /* Iterates the entries: NULL starts, NULL ends.  No changes meanwhile. */
-struct device_entry *registry_next(struct registry *reg,
-    struct device_entry *e);
+struct registry_entry *registry_next(struct registry *reg,
+    struct registry_entry *e);
 
 /* Whether a producer of uuid would be refused: it is live, and its
  * owner refuses takeovers. */
@@ -228,7 +227,7 @@ int registry_add_producer(struct registry *reg, struct relay_conn *conn,
  * *why set (no producer holds the uuid, or the owner's max_consumers are
  * accepted already).
  */
-struct device_entry *registry_add_consumer(struct registry *reg,
+struct registry_entry *registry_add_consumer(struct registry *reg,
     struct relay_conn *conn, const char *uuid, size_t ulen,
     const char **why);
 

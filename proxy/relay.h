@@ -1,14 +1,16 @@
 /*
- * device: the device protocol, version 1, on one stream.
+ * relay: the relay protocol on a stream, and the relay listeners.
  *
  * The protocol itself (bytes, limits, checks, the pure parser) is
- * relay_proto.h.  This is the glue: device_handle_stream reads a stream
- * with partial reads, feeds the parser, answers each step (0x00 / 0x01 /
- * the keys) and hands frames to the registry.
-
+ * relay_proto.h; the uuid -> producer and consumers table and the
+ * fan-out are the registry (registry.h); the metric families are
+ * relay_metrics.h.  This is the glue between them: relay_handle_stream
+ * reads a client's stream with partial reads, feeds the parser, answers
+ * each step (0x00 / 0x01 / the keys) and hands frames to the registry.
+ *
  * Consumer slots: a consumer is pending from its uuid's 0x00 until its
  * accept byte, and holds no slot meanwhile; only accepted consumers count
- * against the device's max_consumers (registry.h).  Its uuid is answered
+ * against the uuid's max_consumers (registry.h).  Its uuid is answered
  * 0x01 when max_consumers are accepted already.  An accept byte that
  * comes when they are (others accepted since its uuid step) is refused
  * the only way the protocol allows after the keys: the server closes
@@ -28,42 +30,34 @@
  * pass, so that the 0x01 is not lost to a reset.  Any other first byte
  * than 0x0a / 0x0b closes the connection.  Bytes a consumer sends after
  * its accept byte are read and ignored.
-
+ *
  * Access list: on a listener with one (acl.h), the uuid step asks it
  * first, with the identities of the client's verified certificate and the
  * role: a client it does not allow gets 0x01, exactly as for an unknown
  * uuid, and a warning (listener, role, peer, certificate identities,
  * uuid).  What it allowed is logged with the registration: the identity
  * that matched and the rule's line.  A new list (a reload) applies from
- * the next uuid step on; devices already registered stay.
+ * the next uuid step on; uuids already registered stay.
  *
  * Logging: one line when a producer registers or a consumer is accepted,
- * one when such a device leaves (uuid, keys, peer, duration, frames,
+ * one when such a client leaves (uuid, keys, peer, duration, frames,
  * drops, bytes each way, why); every other connection gets one line
  * when it closes (peer, duration, bytes each way, why), rate-limited.
+ *
+ * Memory: a connection's record (its parser, timer and the registry's
+ * relay_conn) is freed by its stream's close callback, whatever closed
+ * it; the listener keeps a list of the open ones for shutdown.
  */
-#ifndef FERRY_DEVICE_H
-#define FERRY_DEVICE_H
+#ifndef FERRY_RELAY_H
+#define FERRY_RELAY_H
 
-#include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "registry.h"
-#include "relay_proto.h"
-#include "tcpserver.h"
 
 struct acl;
-struct device_conn;
-
-/* A relay listener: what its connections share. */
-struct relay_listener {
-	struct relay_origin o;		/* name, options, totals */
-	struct registry *reg;		/* every relay listener's */
-	struct acl *acl;		/* NULL: none */
-	uint64_t protocol_errors;	/* unknown first byte, bad accept */
-	struct device_conn *conns;	/* open connections (shutdown) */
-};
+struct relay_listener;
 
 /* A listener on the shared registry; NULL when memory cannot be had. */
 struct relay_listener *relay_listener_new(const char *name,
@@ -81,22 +75,14 @@ void relay_listener_close_all(struct relay_listener *rl);
 /* The listener's access list from now on (NULL: none); frees the old. */
 void relay_listener_set_acl(struct relay_listener *rl, struct acl *acl);
 
-/* At most this many uuids get their own series. */
-#define RELAY_METRICS_MAX_DEVICES 1000
-
-/*
- * The relay metric families (Prometheus text), each family's header once:
- * totals per listener (ferry_relay_*{listener}; ferry_relay_devices counts
- * the uuids whose device settings come from that listener, so the sum is
- * the registry's entry count), and per uuid (ferry_relay_device_*{uuid})
- * for the uuids an entry exists for now, at most
- * RELAY_METRICS_MAX_DEVICES.  main.c registers this as a metrics source.
- */
-void relay_render_metrics(struct registry *reg,
-    struct relay_listener *const *ls, size_t n, struct buffer *out);
+/* Its name, options and totals, as the registry counts them. */
+const struct relay_origin *relay_listener_origin(
+    const struct relay_listener *rl);
+/* Connections it closed for a protocol error (first byte, accept byte). */
+uint64_t relay_listener_protocol_errors(const struct relay_listener *rl);
 
 /* tcpserver_handler; arg is a struct relay_listener. */
-void device_handle_stream(struct stream *s, const struct sockaddr *sa,
+void relay_handle_stream(struct stream *s, const struct sockaddr *sa,
     socklen_t salen, void *arg);
 
 #endif
