@@ -266,6 +266,33 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 	return e;
 }
 
+/*
+ * The producer side: all the registry asks of a producer's connection
+ * beyond its frames (see registry.h on a remote producer).
+ */
+
+/* Stop taking its frames (the block policy). */
+static void
+producer_hold(struct relay_conn *p)
+{
+	stream_pause_reading(p->s);
+}
+
+static void
+producer_release(struct relay_conn *p)
+{
+	stream_resume_reading(p->s);
+}
+
+/* Replaced by the producer `by` (a takeover): closed, saying by whom. */
+static void
+producer_evict(struct relay_conn *p, const struct relay_conn *by)
+{
+	stream_set_error(p->s, "replaced by a new producer from %s on %s",
+	    stream_peer(by->s), by->origin->name);
+	stream_close(p->s, STREAM_CLOSE_LOCAL);
+}
+
 /* The producer slot is emptied; its consumers start waiting if `grace`. */
 static void
 unlink_producer(struct registry_entry *e, bool grace)
@@ -346,10 +373,8 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	if (e->producer != NULL) {
 		/* A phone reconnecting: the new connection wins. */
 		struct relay_conn *old = e->producer;
-		stream_set_error(old->s, "replaced by a new producer from %s "
-		    "on %s", stream_peer(conn->s), o->name);
 		unlink_producer(e, false);
-		stream_close(old->s, STREAM_CLOSE_LOCAL);
+		producer_evict(old, conn);
 	}
 	same = e->keys != NULL && e->keys_len == klen &&
 	    memcmp(e->keys, keys, klen) == 0;
@@ -411,28 +436,28 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 	return e;
 }
 
+/* Frames and their bytes, counted on the entry and on a listener. */
+static void
+flow_add(struct relay_flow *f, size_t frames, size_t frame_size)
+{
+	f->frames += frames;
+	f->bytes += frames * frame_size;
+}
+
 static void
 count_out(struct registry_entry *e, struct relay_conn *c, size_t frames)
 {
-	size_t bytes = frames * e->frame_size;
-
 	c->frames += frames;
-	e->c.frames_out += frames;
-	e->c.bytes_out += bytes;
-	c->origin->total.frames_out += frames;
-	c->origin->total.bytes_out += bytes;
+	flow_add(&e->c.out, frames, e->frame_size);
+	flow_add(&c->origin->total.out, frames, e->frame_size);
 }
 
 static void
 count_drop(struct registry_entry *e, struct relay_conn *c, size_t frames)
 {
-	size_t bytes = frames * e->frame_size;
-
 	c->dropped += frames;
-	e->c.frames_dropped += frames;
-	e->c.bytes_dropped += bytes;
-	c->origin->total.frames_dropped += frames;
-	c->origin->total.bytes_dropped += bytes;
+	flow_add(&e->c.dropped, frames, e->frame_size);
+	flow_add(&c->origin->total.dropped, frames, e->frame_size);
 }
 
 /* A block consumer holding its producer back. */
@@ -454,7 +479,7 @@ maybe_unblock(struct registry_entry *e)
 		if (holds(c))
 			return;
 	e->producer_paused = false;
-	stream_resume_reading(e->producer->s);
+	producer_release(e->producer);
 }
 
 static void
@@ -531,7 +556,7 @@ send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
 		if (!e->producer_paused) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
-			stream_pause_reading(e->producer->s);
+			producer_hold(e->producer);
 		}
 		return;
 	}
@@ -560,23 +585,20 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 {
 	struct registry_entry *e = producer->entry;
 	struct relay_conn *c, *next;
-	size_t bytes;
 
 	if (e == NULL || e->producer != producer || n == 0)
 		return;
-	bytes = n * e->frame_size;
 	producer->frames += n;
-	e->c.frames_in += n;
-	e->c.bytes_in += bytes;
-	producer->origin->total.frames_in += n;
-	producer->origin->total.bytes_in += bytes;
+	flow_add(&e->c.in, n, e->frame_size);
+	flow_add(&producer->origin->total.in, n, e->frame_size);
 	for (c = e->consumers; c != NULL; c = next) {
 		next = c->next;		/* disconnect unlinks c */
 		if (!stream_closed(c->s))
 			send_to(e, c, frames, n);
 	}
 	if (e->last != NULL) {
-		memcpy(e->last, frames + bytes - e->frame_size, e->frame_size);
+		memcpy(e->last, frames + (n - 1) * e->frame_size,
+		    e->frame_size);
 		e->has_last = true;
 	}
 }

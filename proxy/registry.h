@@ -21,9 +21,10 @@
  * consumers on their own.  Each origin's `devices` counts the entries it
  * owns, so the origins' sum is the registry's entry count.
  *
- * Connections are struct relay_conn records that the relay layer (relay.h) embeds
- * in its own, anywhere in them, and sets up with registry_conn_init(); the
- * registry links them into entries and writes to their streams.  A
+ * Connections are struct relay_conn records that the relay layer
+ * (relay.h) embeds in its own, anywhere in them, and sets up with
+ * registry_conn_init(); the registry links them into entries and writes
+ * to their streams.  A
  * connection's stream has the relay_conn itself as its callback argument
  * (stream_set_callbacks(s, cb, &conn)): the registry's stream callbacks
  * take it from there and check its magic number, and the owner's recover
@@ -66,6 +67,30 @@
  * Everything runs on one loop thread.  Closing a stream from here is safe
  * (close callbacks are deferred); a connection the registry closes is
  * detached at once, so the relay layer's registry_remove() finds it gone.
+ *
+ * A remote peer (not built: a cluster link, a producer on another node
+ * feeding local consumers, or a local producer feeding another node)
+ * would plug in here as follows:
+ *
+ *   - a remote producer is a relay_conn whose origin is its link (name,
+ *     options, totals, like a listener) and that has no stream.  Its
+ *     whole interface is registry_add_producer, registry_publish (whole
+ *     frames, as they arrive) and registry_remove.  What the registry
+ *     asks of a producer otherwise is three calls, in registry.c's
+ *     producer side: hold and release (the block policy: a link would
+ *     ask its node to pause, or refuse block consumers) and evict (a
+ *     takeover; which node's producer may take a uuid is the cluster's
+ *     decision, made before registry_add_producer).  They would go
+ *     through a small table of operations on the relay_conn instead of
+ *     the stream;
+ *   - a remote consumer (a node that wants a local uuid) is fanned out
+ *     to like the local ones, which are streams today: send_to() writes
+ *     runs of frames, asks what is pending, closes, and hears of the
+ *     drain.  A link would take one slot of max_consumers for all its
+ *     node's consumers, and fan out there;
+ *   - which uuids live where (interest, so that a node subscribes only
+ *     to what its consumers ask for) is the cluster's, kept outside the
+ *     registry with registry_find / registry_live / registry_next.
  */
 #ifndef FERRY_REGISTRY_H
 #define FERRY_REGISTRY_H
@@ -97,11 +122,15 @@ struct relay_opts {
 
 void relay_opts_default(struct relay_opts *o);
 
+/* Frames, and the bytes they make. */
+struct relay_flow {
+	uint64_t frames, bytes;
+};
+
 /*
  * Frames "out" are frames handed to a consumer's stream (written, or
  * queued); "dropped" frames were meant for a slow consumer and never
- * handed on.  producers, consumers and
- * pending are gauges: producers registered, consumers accepted (what
+ * handed on.  producers, consumers and pending are gauges: producers registered, consumers accepted (what
  * max_consumers counts), consumers pending (answered 0x00 at their uuid,
  * keys not yet accepted).  refused counts refusals: 0x01 answers, and
  * consumers closed at their accept byte for max_consumers (the protocol
@@ -109,9 +138,7 @@ void relay_opts_default(struct relay_opts *o);
  * totals only).
  */
 struct relay_counters {
-	uint64_t frames_in, bytes_in;
-	uint64_t frames_out, bytes_out;
-	uint64_t frames_dropped, bytes_dropped;
+	struct relay_flow in, out, dropped;
 	uint64_t producers, consumers, pending;
 	uint64_t refused;
 	uint64_t denied;		/* refused by the access list */

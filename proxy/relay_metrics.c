@@ -15,17 +15,17 @@ static const struct {
 	bool per_device;
 } relay_families[] = {
 	{ "frames_in_total", "counter", "Frames received from producers.",
-	    C(frames_in), true },
+	    C(in.frames), true },
 	{ "bytes_in_total", "counter", "Frame bytes received from producers.",
-	    C(bytes_in), true },
+	    C(in.bytes), true },
 	{ "frames_out_total", "counter", "Frames queued to consumers.",
-	    C(frames_out), true },
+	    C(out.frames), true },
 	{ "bytes_out_total", "counter", "Frame bytes queued to consumers.",
-	    C(bytes_out), true },
+	    C(out.bytes), true },
 	{ "frames_dropped_total", "counter",
-	    "Frames dropped for slow consumers.", C(frames_dropped), true },
+	    "Frames dropped for slow consumers.", C(dropped.frames), true },
 	{ "bytes_dropped_total", "counter",
-	    "Frame bytes dropped for slow consumers.", C(bytes_dropped), true },
+	    "Frame bytes dropped for slow consumers.", C(dropped.bytes), true },
 	{ "refused_total", "counter", "Requests refused: answered with 0x01, "
 	    "or a consumer closed at its accept byte (max_consumers).",
 	    C(refused), false },
