@@ -8,12 +8,13 @@
 
 #include "acl.h"
 #include "admin.h"
-#include "device.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "netutil.h"
 #include "registry.h"
+#include "relay.h"
+#include "relay_metrics.h"
 #include "tcpserver.h"
 #include "tls.h"
 
@@ -200,9 +201,9 @@ relay_opts_from(const struct config_listener *l, struct relay_opts *o)
 	o->grace = l->grace;
 	o->takeover = (enum relay_takeover)l->takeover;
 	o->last_value = l->last_value;
-	o->max_uuid = l->max_uuid;
-	o->max_keys_bytes = l->max_keys_bytes;
-	o->max_keys = l->max_keys;
+	o->limits.max_uuid = l->max_uuid;
+	o->limits.max_keys_bytes = l->max_keys_bytes;
+	o->limits.max_keys = l->max_keys;
 	o->header_timeout = l->handshake_timeout;
 	o->idle_timeout = l->idle_timeout;
 }
@@ -295,7 +296,7 @@ listener_build(struct listeners *ls, struct listener *ln,
 		if (relay_from(ls, ln, &t->acl[i], err, errlen) < 0)
 			return -1;
 		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
-		    device_handle_stream, ln->relay);
+		    relay_handle_stream, ln->relay);
 	} else {
 		if (forward_from(ls, ln, t->backend[i], err, errlen) < 0)
 			return -1;
