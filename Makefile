@@ -4,6 +4,8 @@
 #                   development certificates
 #   make run        install missing packages, build, run on the default
 #   make test       install missing packages, build, run every test
+#   make test-package  build the Debian package, check it, install it in a
+#                   throwaway Debian root (a few minutes; root for that)
 #   make bench      install missing packages (and the peers), run the
 #                   side-by-side benchmarks (BENCH_ARGS=... for the runner)
 #   make fuzz       install clang if missing, build the libFuzzer targets
@@ -75,7 +77,7 @@ CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
 .PHONY: all programs deps certs man run test test-c test-py check install \
-	uninstall clean bench fuzz soak FORCE
+	uninstall clean bench fuzz soak test-package FORCE
 
 all: programs $(BUILD)/floor-relay certs
 
@@ -159,6 +161,14 @@ bench:
 	@scripts/install-deps.sh hitch haproxy python3-tornado
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/run.py --build $(BUILD) $(BENCH_ARGS)
+
+# The Debian package (debian/): built from a copy of the tree, its contents
+# and lintian checked, then installed, run and purged in a throwaway Debian
+# root (debootstrap, kept in $(BUILD)/package/base; root only).  A few
+# minutes, so not part of `make test`; .ci/run runs it.
+test-package:
+	@scripts/install-deps.sh debhelper lintian debootstrap
+	$(PYTHON) tests/package/test_package.py --build $(BUILD)
 
 # libFuzzer targets (tests/fuzz/), built with clang and ASan+UBSan into
 # $(BUILD)/libfuzzer; `make test` needs none of it.
