@@ -156,9 +156,11 @@ else
 endif
 
 # Side by side with the Tornado reference, hitch and HAProxy (installed
-# here when missing); takes about 15 minutes.  See docs/benchmarks.md.
+# here when missing); takes about 15 minutes.  Results and their figures
+# (gnuplot, SVG: tests/bench/plot.py) in $(BUILD)/bench.  See
+# docs/benchmarks.md.
 bench:
-	@scripts/install-deps.sh hitch haproxy python3-tornado
+	@scripts/install-deps.sh hitch haproxy python3-tornado gnuplot-nox
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/run.py --build $(BUILD) $(BENCH_ARGS)
 
