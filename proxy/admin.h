@@ -13,7 +13,7 @@
  *  - the whole exchange has one deadline, counted from the accept and
  *    never moved by traffic: a client still sending (or not reading) when
  *    it passes is closed, however it trickles;
- *  - the number of connections is the tcpserver's limit (main.c sets it).
+ *  - the number of connections is the tcpserver's limit (listeners.c sets it).
  * After answering, the server sends its FIN and reads, discarding, until
  * the client closes (within the deadline): closing with the client's
  * bytes unread would send a reset that can destroy the answer.

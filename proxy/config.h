@@ -5,7 +5,7 @@
  * One section per listener plus [ferry] for the process.  Every value is
  * checked here, with the file, line, key and reason in the error, so that
  * `ferry --check` catches a bad file before it is deployed.  The structs
- * below are plain data: main.c turns them into SSL contexts, relay options
+ * below are plain data: listeners.c turns them into SSL contexts, relay options
  * and forward options.  See ferry.conf.example for every key.
  */
 #ifndef FERRY_CONFIG_H
@@ -121,6 +121,8 @@ struct config {
 	struct config_addr admin;
 	bool admin_set;
 	int log_level;			/* enum log_level */
+	int log_dest;			/* enum log_dest (0: stderr) */
+	int log_format;			/* enum log_format (0: text) */
 	char user[64];
 	char group[64];
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */

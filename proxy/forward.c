@@ -1,26 +1,68 @@
-/* forward: see forward.h. */
+/*
+ * forward: see forward.h.
+ *
+ * A connection's steps (enum conn_state), each waiting for one event:
+ *
+ *   CLIENT_HANDSHAKE     the client's TLS handshake (plain: one loop turn)
+ *         |  done: pick a backend (round-robin), connect without blocking
+ *         v
+ *   PROXY_HEADER         proxy_protocol on: the connect, then the header
+ *         |              written in the clear (no such step when off)
+ *         v
+ *   BACKEND_TLS          backend_tls on: the connect, then the handshake
+ *     or BACKEND_CONNECT otherwise: the connect (after a header: one turn)
+ *         |  ready
+ *         v
+ *   PUMP                 bytes flow both ways
+ *         |  a side's EOF, or its FIN while its reading is held back
+ *         v
+ *   HALF_CLOSED          the other direction still flows; fin_timeout may
+ *                        apply (forward.h); a second end changes no state.
+ *                        The pump starts here if a side ended before it.
+ *
+ * A backend stream that closes in PROXY_HEADER, BACKEND_TLS or
+ * BACKEND_CONNECT is a failed backend: the next one is tried from
+ * connect_backend() (each at most once), else the client is closed.  In
+ * any step, a close other than a clean EOF closes the other side too, and
+ * the connection is freed once both streams' close callbacks have run.
+ *
+ * Each side's sending has its own state (enum side_end: open, FIN seen
+ * while held back, EOF read), kept from any step: a side that ended while
+ * the backend was being reached is passed on when the pump starts.
+ *
+ * Paused reads have one record, the stream's own: a side's next read is
+ * armed as soon as its bytes are handed on, and the side is paused when
+ * the other's queue passes high_water; the drain of that queue resumes
+ * it (stream_resume_reading() does nothing to a stream not paused).
+ */
 #define _GNU_SOURCE
 #include "forward.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "log.h"
 #include "metrics.h"
 
 #define CONN_MAGIC 0x66776463u	/* "fwdc" */
 
+/* A reason longer than this is cut (a long backend name, a long error). */
+#define REASON_MAX 200
+
 enum { CLIENT = 0, BACKEND = 1 };
 
 enum conn_state {
-	ST_HANDSHAKE,	/* waiting for the client's TLS handshake */
-	ST_CONNECTING,	/* backend connect (+ PROXY header, TLS) */
-	ST_PUMP,	/* bytes flow both ways */
+	ST_CLIENT_HANDSHAKE,
+	ST_PROXY_HEADER,
+	ST_BACKEND_TLS,
+	ST_BACKEND_CONNECT,
+	ST_PUMP,
+	ST_HALF_CLOSED,
 };
 
 /* How far one side's sending has got. */
@@ -31,7 +73,6 @@ enum side_end {
 	END_EOF,	/* read to its end, passed on as a half-close */
 };
 
-/* One client and its backend: one allocation, freed with the last side. */
 /*
  * An address a TCP listener accepts: a fifth of a sockaddr_storage, and
  * a connection holds two of them for as long as it lives.
@@ -42,21 +83,20 @@ union inet_addr {
 	struct sockaddr_in6 in6;
 };
 
+/* One client and its backend: one allocation, freed with the last side. */
 struct forward_conn {
 	uint32_t magic;
 	struct forward_listener *fl;
-	struct forward_conn *prev, *next;	/* the listener's list */
+	LIST_ENTRY(forward_conn) link;	/* the listener's connections */
 	struct stream *s[2];		/* NULL once closed */
 	struct metrics_conn *stats;	/* the listener's, or NULL */
 	enum conn_state state;
-	/* the client, and the address it reached (PROXY headers) */
+	/* the client, and the address it reached (PROXY headers; 0: unknown) */
 	union inet_addr src, dst;
 	socklen_t srclen, dstlen;
-	bool have_dst;
 	unsigned char header_len;	/* the PROXY header's, if one went */
 	size_t backend;			/* index being tried / used */
 	size_t tries;
-	bool paused[2];			/* we paused reading this side */
 	unsigned char end[2];		/* enum side_end */
 	int first_eof;			/* CLIENT, BACKEND, or -1: none yet */
 	ev_timer idle;			/* idle_timeout / fin_timeout */
@@ -68,97 +108,28 @@ struct forward_conn {
 	char *reason;			/* the first thing that ended it */
 };
 
-static void pump_start(struct forward_conn *c);
-static void connect_backend(struct forward_conn *c);
-
-/* ---- the PROXY protocol header ---- */
-
-static const unsigned char proxy_v2_sig[12] = {
-	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+/* One per forward listener and process: what its connections share. */
+struct forward_listener {
+	char name[64];
+	struct stream_loop *sl;
+	struct forward_backend backends[FORWARD_MAX_BACKENDS];
+	size_t nbackends;
+	size_t next;			/* round-robin position */
+	double connect_timeout;
+	double idle_timeout;
+	double fin_timeout;
+	size_t high_water;
+	enum forward_proxy proxy;
+	struct tls_ctx *backend_tls;	/* referenced */
+	char backend_sni[256];
+	LIST_HEAD(, forward_conn) conns;	/* live connections */
+	size_t nconns;
+	struct log_limit lines;		/* the connection lines */
+	ev_timer lines_report;		/* says how many were left out */
 };
 
-static int
-proxy_v1(const struct sockaddr *src, const struct sockaddr *dst,
-    unsigned char *out, size_t outlen)
-{
-	char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
-	int n;
-
-	if (src->sa_family == AF_INET && dst->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)src;
-		const struct sockaddr_in *d4 = (const void *)dst;
-		inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
-		inet_ntop(AF_INET, &d4->sin_addr, b, sizeof(b));
-		n = snprintf((char *)out, outlen, "PROXY TCP4 %s %s %u %u\r\n",
-		    a, b, ntohs(s4->sin_port), ntohs(d4->sin_port));
-	} else if (src->sa_family == AF_INET6 && dst->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)src;
-		const struct sockaddr_in6 *d6 = (const void *)dst;
-		inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
-		inet_ntop(AF_INET6, &d6->sin6_addr, b, sizeof(b));
-		n = snprintf((char *)out, outlen, "PROXY TCP6 %s %s %u %u\r\n",
-		    a, b, ntohs(s6->sin6_port), ntohs(d6->sin6_port));
-	} else {
-		n = snprintf((char *)out, outlen, "PROXY UNKNOWN\r\n");
-	}
-	return n < 0 || (size_t)n >= outlen ? -1 : n;
-}
-
-static int
-proxy_v2(const struct sockaddr *src, const struct sockaddr *dst,
-    unsigned char *out, size_t outlen)
-{
-	unsigned char fam = 0x00;	/* UNSPEC: the receiver ignores it */
-	size_t alen = 0;
-	unsigned char *p = out + 16;
-
-	if (src->sa_family == AF_INET && dst->sa_family == AF_INET) {
-		fam = 0x11;
-		alen = 12;
-	} else if (src->sa_family == AF_INET6 &&
-	    dst->sa_family == AF_INET6) {
-		fam = 0x21;
-		alen = 36;
-	}
-	if (outlen < 16 + alen)
-		return -1;
-	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
-	out[12] = 0x21;			/* version 2, command PROXY */
-	out[13] = fam;
-	out[14] = (unsigned char)(alen >> 8);
-	out[15] = (unsigned char)(alen & 0xff);
-	if (fam == 0x11) {
-		const struct sockaddr_in *s4 = (const void *)src;
-		const struct sockaddr_in *d4 = (const void *)dst;
-		memcpy(p, &s4->sin_addr, 4);
-		memcpy(p + 4, &d4->sin_addr, 4);
-		memcpy(p + 8, &s4->sin_port, 2);	/* already big-endian */
-		memcpy(p + 10, &d4->sin_port, 2);
-	} else if (fam == 0x21) {
-		const struct sockaddr_in6 *s6 = (const void *)src;
-		const struct sockaddr_in6 *d6 = (const void *)dst;
-		memcpy(p, &s6->sin6_addr, 16);
-		memcpy(p + 16, &d6->sin6_addr, 16);
-		memcpy(p + 32, &s6->sin6_port, 2);
-		memcpy(p + 34, &d6->sin6_port, 2);
-	}
-	return (int)(16 + alen);
-}
-
-int
-forward_proxy_header(enum forward_proxy version, const struct sockaddr *src,
-    const struct sockaddr *dst, unsigned char *out, size_t outlen)
-{
-	switch (version) {
-	case FORWARD_PROXY_V1:
-		return proxy_v1(src, dst, out, outlen);
-	case FORWARD_PROXY_V2:
-		return proxy_v2(src, dst, out, outlen);
-	case FORWARD_PROXY_OFF:
-		break;
-	}
-	return -1;
-}
+static void pump_start(struct forward_conn *c);
+static void connect_backend(struct forward_conn *c);
 
 /* ---- connection bookkeeping ---- */
 
@@ -187,19 +158,23 @@ static void
 set_reason(struct forward_conn *c, const char *fmt, ...)
 {
 	va_list ap;
-	char buf[200];
+	int n;
 
 	if (c->reason != NULL)
 		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
 	/*
 	 * Allocated: a connection has none until it ends, and an idle one
-	 * should not carry 200 bytes for it.  Without memory the close is
-	 * logged with the side that closed first, as when nothing set one.
+	 * should not carry REASON_MAX bytes for it.  Without memory the
+	 * close is logged with the side that closed first, as when nothing
+	 * set one.
 	 */
-	c->reason = strdup(buf);
+	va_start(ap, fmt);
+	n = vasprintf(&c->reason, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		c->reason = NULL;
+	else if (n >= REASON_MAX)
+		c->reason[REASON_MAX - 1] = '\0';
 }
 
 /* Closing streams stay in s[] until their close callback has run. */
@@ -209,10 +184,24 @@ client_alive(const struct forward_conn *c)
 	return c->s[CLIENT] != NULL && !stream_closed(c->s[CLIENT]);
 }
 
+/* A backend is being reached: its stream closing now is a failure. */
+static bool
+reaching_backend(const struct forward_conn *c)
+{
+	return c->state == ST_PROXY_HEADER || c->state == ST_BACKEND_TLS ||
+	    c->state == ST_BACKEND_CONNECT;
+}
+
+static bool
+pumping(const struct forward_conn *c)
+{
+	return c->state == ST_PUMP || c->state == ST_HALF_CLOSED;
+}
+
 static const char *
 backend_label(const struct forward_conn *c)
 {
-	return c->state == ST_HANDSHAKE ? "-" :
+	return c->state == ST_CLIENT_HANDSHAKE ? "-" :
 	    c->fl->backends[c->backend].label;
 }
 
@@ -261,9 +250,11 @@ report_lines(struct forward_listener *fl)
 static void
 lines_report_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	struct forward_listener *fl = w->data;
+
 	(void)loop;
 	(void)revents;
-	report_lines(w->data);
+	report_lines(fl);
 }
 
 /*
@@ -300,19 +291,14 @@ conn_free(struct forward_conn *c)
 	struct forward_listener *fl = c->fl;
 
 	ev_timer_stop(fl->sl->loop, &c->idle);
-	if (c->state != ST_HANDSHAKE) {
+	if (c->state != ST_CLIENT_HANDSHAKE) {
 		log_conn(c);
 	} else {
 		/* tls.c has logged the failed handshake (rate-limited). */
 		LOGD("%s: %s: closed during the handshake: %s", fl->name,
 		    c->peer, conn_reason(c));
 	}
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		fl->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	fl->nconns--;
 	c->magic = 0;
 	free(c->reason);
@@ -333,21 +319,21 @@ arm_read(struct forward_conn *c, int side)
 		(void)stream_read_bytes(s, c->fl->high_water, true, on_data);
 }
 
-/* The other side's queue is below the mark again: read on. */
+/* The other side's queue has drained: read on, if it was paused. */
 static void
 on_drained(struct stream *s, void *arg)
 {
 	struct forward_conn *c = conn_of(arg);
-	int from = 1 - side_of(c, s);
+	struct stream *from = c->s[1 - side_of(c, s)];
 
-	if (c->paused[from] && c->s[from] != NULL) {
-		c->paused[from] = false;
-		stream_resume_reading(c->s[from]);
-		arm_read(c, from);
-	}
+	if (from != NULL)
+		stream_resume_reading(from);
 }
 
-/* Bytes from one side go straight to the other. */
+/*
+ * Bytes from one side go straight to the other.  The next read is armed
+ * at once; a pause holds it (and the socket) until on_drained.
+ */
 static void
 on_data(struct stream *s, const char *data, size_t len, void *arg)
 {
@@ -359,12 +345,9 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	if (to == NULL || stream_write(to, data, len, on_drained) < 0)
 		return;
 	count_backend(c);
-	if (stream_write_pending(to) > c->fl->high_water) {
-		c->paused[from] = true;
-		stream_pause_reading(s);
-		return;
-	}
 	arm_read(c, from);
+	if (stream_write_pending(to) > c->fl->high_water)
+		stream_pause_reading(s);
 }
 
 static void
@@ -375,19 +358,13 @@ close_both(struct forward_conn *c, enum stream_close_reason why)
 			stream_close(c->s[i], why);
 }
 
-static bool
-a_side_ended(const struct forward_conn *c)
-{
-	return c->end[CLIENT] != END_OPEN || c->end[BACKEND] != END_OPEN;
-}
-
 /* The pair's limit now (0: none): fin_timeout once a side has ended. */
 static double
 pair_timeout(const struct forward_conn *c, bool *fin)
 {
 	const struct forward_listener *fl = c->fl;
 
-	*fin = a_side_ended(c) && fl->fin_timeout > 0 &&
+	*fin = c->state == ST_HALF_CLOSED && fl->fin_timeout > 0 &&
 	    (fl->idle_timeout <= 0 || fl->fin_timeout < fl->idle_timeout);
 	return *fin ? fl->fin_timeout : fl->idle_timeout;
 }
@@ -406,6 +383,7 @@ idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		if (c->s[i] != NULL && stream_last_io(c->s[i]) > last)
 			last = stream_last_io(c->s[i]);
 	if (now - last >= limit) {
+		ev_timer_stop(loop, w);
 		/* Nothing is cut mid-flight: a clean close_notify and FIN. */
 		if (fin)
 			set_reason(c, "idle for %g s after the %s closed",
@@ -416,8 +394,8 @@ idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		close_both(c, STREAM_CLOSE_LOCAL);
 		return;
 	}
-	ev_timer_set(w, last + limit - now, 0.);
-	ev_timer_start(loop, w);
+	w->repeat = last + limit - now;
+	ev_timer_again(loop, w);
 }
 
 /*
@@ -431,26 +409,24 @@ timer_restart(struct forward_conn *c)
 	bool fin;
 	double limit = pair_timeout(c, &fin);
 
-	if (c->state != ST_PUMP)
+	if (!pumping(c))
 		return;		/* pump_start() starts it */
-	ev_timer_stop(loop, &c->idle);
-	if (limit <= 0)
-		return;
-	ev_timer_set(&c->idle, limit, 0.);
-	ev_timer_start(loop, &c->idle);
+	/* A repeat of 0 stops it. */
+	c->idle.repeat = limit > 0 ? limit : 0.;
+	ev_timer_again(loop, &c->idle);
 }
 
 static void
 side_ended(struct forward_conn *c, int side, enum side_end how)
 {
-	bool first = !a_side_ended(c);
-
 	c->end[side] = (unsigned char)how;
 	if (c->first_eof < 0)
 		c->first_eof = side;
 	/* A second end moves nothing the timer would not see. */
-	if (first)
+	if (c->state == ST_PUMP) {
+		c->state = ST_HALF_CLOSED;
 		timer_restart(c);
+	}
 }
 
 /* One direction has ended: pass the half-close on. */
@@ -461,7 +437,7 @@ on_eof(struct stream *s, void *arg)
 	int from = side_of(c, s);
 
 	side_ended(c, from, END_EOF);
-	if (c->state == ST_PUMP && c->s[1 - from] != NULL)
+	if (pumping(c) && c->s[1 - from] != NULL)
 		stream_shutdown_write(c->s[1 - from]);
 }
 
@@ -486,7 +462,8 @@ pump_start(struct forward_conn *c)
 {
 	struct forward_listener *fl = c->fl;
 
-	c->state = ST_PUMP;
+	c->state = c->end[CLIENT] != END_OPEN || c->end[BACKEND] != END_OPEN ?
+	    ST_HALF_CLOSED : ST_PUMP;
 	LOGD("%s: %s -> %s: connected", fl->name, c->peer,
 	    backend_label(c));
 	timer_restart(c);
@@ -509,7 +486,10 @@ on_backend_ready(struct stream *s, void *arg)
 	pump_start(c);
 }
 
-/* The PROXY header is on the wire, in the clear: now TLS, if any. */
+/*
+ * The PROXY header, if one was sent, is on the wire in the clear: now TLS,
+ * if any, else wait for the stream to be ready (connected).
+ */
 static void
 on_header_sent(struct stream *s, void *arg)
 {
@@ -519,9 +499,11 @@ on_header_sent(struct stream *s, void *arg)
 	    fl->backends[c->backend].host;
 
 	if (fl->backend_tls == NULL) {
+		c->state = ST_BACKEND_CONNECT;
 		stream_wait_for_handshake(s, on_backend_ready);
 		return;
 	}
+	c->state = ST_BACKEND_TLS;
 	if (tls_stream_connect(s, fl->backend_tls, sni) < 0) {
 		stream_set_error(s, "cannot set up TLS");
 		stream_close(s, STREAM_CLOSE_NOMEM);
@@ -541,7 +523,7 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 	const struct sockaddr *dst = &c->dst.sa;
 	int n;
 
-	if (!c->have_dst) {
+	if (c->dstlen == 0) {
 		/* Mixed families make the header say UNKNOWN / UNSPEC. */
 		memset(&none, 0, sizeof(none));
 		dst = (const struct sockaddr *)&none;
@@ -563,7 +545,7 @@ connect_backend(struct forward_conn *c)
 	struct stream_opts so;
 	struct stream *b;
 
-	c->state = ST_CONNECTING;
+	c->state = ST_BACKEND_CONNECT;
 	c->backend = fl->next++ % fl->nbackends;
 	c->tries++;
 	be = &fl->backends[c->backend];
@@ -593,6 +575,7 @@ connect_backend(struct forward_conn *c)
 	if (stream_closed(b))
 		return;
 	if (fl->proxy != FORWARD_PROXY_OFF) {
+		c->state = ST_PROXY_HEADER;
 		if (!write_proxy_header(c, b)) {
 			stream_set_error(b, "cannot queue the PROXY header");
 			stream_close(b, STREAM_CLOSE_NOMEM);
@@ -641,11 +624,11 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		c->down = stream_bytes_out(s);
 	} else {
 		count_backend(c);
-		if (c->state == ST_PUMP)
+		if (pumping(c))
 			c->up = stream_bytes_out(s) - c->header_len;
 	}
 	c->s[side] = NULL;
-	if (side == BACKEND && c->state == ST_CONNECTING) {
+	if (side == BACKEND && reaching_backend(c)) {
 		backend_failed(c, s, why);
 	} else if (why != STREAM_CLOSE_EOF) {
 		/*
@@ -673,20 +656,17 @@ on_client_ready(struct stream *s, void *arg)
 	connect_backend(c);
 }
 
-void
-forward_handle_stream(struct stream *s, const struct sockaddr *sa,
-    socklen_t salen, void *arg)
+/* A connection for a client just accepted; NULL without memory. */
+static struct forward_conn *
+conn_new(struct forward_listener *fl, struct stream *s,
+    const struct sockaddr *sa, socklen_t salen)
 {
-	struct forward_listener *fl = arg;
-	struct forward_conn *c = calloc(1, sizeof(*c));
+	struct forward_conn *c;
+	struct sockaddr_storage ss;
+	socklen_t len;
 
-	if (c == NULL || salen > sizeof(c->src)) {
-		free(c);
-		LOGW("%s: no memory for a connection from %s", fl->name,
-		    stream_peer(s));
-		stream_close(s, STREAM_CLOSE_NOMEM);
-		return;
-	}
+	if (salen > sizeof(c->src) || (c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
 	c->magic = CONN_MAGIC;
 	c->fl = fl;
 	c->first_eof = -1;
@@ -698,22 +678,30 @@ forward_handle_stream(struct stream *s, const struct sockaddr *sa,
 	snprintf(c->peer, sizeof(c->peer), "%s", stream_peer(s));
 	ev_init(&c->idle, idle_cb);
 	c->idle.data = c;
-	if (fl->proxy != FORWARD_PROXY_OFF) {
-		/* Where the client connected to, while the fd is known open. */
-		struct sockaddr_storage ss;
-		socklen_t len;
-
-		c->have_dst = stream_local_address(s, &ss, &len) == 0 &&
-		    ss.ss_family == sa->sa_family && len <= sizeof(c->dst);
-		if (c->have_dst) {
-			memcpy(&c->dst, &ss, len);
-			c->dstlen = len;
-		}
+	/* Where the client connected to, while the fd is known open. */
+	if (fl->proxy != FORWARD_PROXY_OFF &&
+	    stream_local_address(s, &ss, &len) == 0 &&
+	    ss.ss_family == sa->sa_family && len <= sizeof(c->dst)) {
+		memcpy(&c->dst, &ss, len);
+		c->dstlen = len;
 	}
-	c->next = fl->conns;
-	if (fl->conns != NULL)
-		fl->conns->prev = c;
-	fl->conns = c;
+	return c;
+}
+
+void
+forward_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg)
+{
+	struct forward_listener *fl = arg;
+	struct forward_conn *c = conn_new(fl, s, sa, salen);
+
+	if (c == NULL) {
+		LOGW("%s: no memory for a connection from %s", fl->name,
+		    stream_peer(s));
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	LIST_INSERT_HEAD(&fl->conns, c, link);
 	fl->nconns++;
 	stream_set_callbacks(s, on_close, c);
 	stream_set_eof_cb(s, on_eof);
@@ -746,6 +734,7 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 	}
 	snprintf(fl->name, sizeof(fl->name), "%s", name);
 	fl->sl = sl;
+	LIST_INIT(&fl->conns);
 	memcpy(fl->backends, o->backends, o->nbackends * sizeof(*o->backends));
 	fl->nbackends = o->nbackends;
 	fl->connect_timeout = o->connect_timeout;
@@ -774,7 +763,9 @@ forward_listener_set_backend_tls(struct forward_listener *fl,
 void
 forward_listener_close_all(struct forward_listener *fl)
 {
-	for (struct forward_conn *c = fl->conns; c != NULL; c = c->next) {
+	struct forward_conn *c;
+
+	LIST_FOREACH(c, &fl->conns, link) {
 		set_reason(c, "shutting down");
 		close_both(c, STREAM_CLOSE_LOCAL);
 	}

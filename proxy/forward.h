@@ -53,33 +53,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "log.h"
+#include "forward_proxy.h"
 #include "stream.h"
-#include "tcpserver.h"
 #include "tls.h"
 
 #define FORWARD_MAX_BACKENDS 16
-
-enum forward_proxy { FORWARD_PROXY_OFF = 0, FORWARD_PROXY_V1,
-    FORWARD_PROXY_V2 };
-
-/* A v1 header is at most 107 bytes; a v2 header for TCP6 is 52. */
-#define FORWARD_PROXY_MAX 108
-
-/*
- * The PROXY protocol header (HAProxy's proxy-protocol.txt) for a TCP
- * connection from `src` (the client) to `dst` (the address it reached).
- * v1: "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" (TCP6 for IPv6), or
- * "PROXY UNKNOWN\r\n" for other or mixed families.  v2: the 12-byte
- * signature, 0x21 (version 2, PROXY), 0x11 (TCP over IPv4) or 0x21 (TCP
- * over IPv6), the address block length (BE16), then source and
- * destination addresses and ports in network order; other families get
- * 0x00 (UNSPEC) and no addresses.  Pure: no I/O.  Returns the length
- * written to out, or -1 if outlen is too small or the version unknown.
- */
-int forward_proxy_header(enum forward_proxy version,
-    const struct sockaddr *src, const struct sockaddr *dst,
-    unsigned char *out, size_t outlen);
 
 struct forward_backend {
 	char label[320];		/* "host:port" for logs */
@@ -100,27 +78,8 @@ struct forward_opts {
 	const char *backend_sni;	/* NULL/"": the backend's host */
 };
 
-struct forward_conn;
-
 /* One per forward listener and process: what its connections share. */
-struct forward_listener {
-	char name[64];
-	struct stream_loop *sl;
-	struct forward_backend backends[FORWARD_MAX_BACKENDS];
-	size_t nbackends;
-	size_t next;			/* round-robin position */
-	double connect_timeout;
-	double idle_timeout;
-	double fin_timeout;
-	size_t high_water;
-	enum forward_proxy proxy;
-	struct tls_ctx *backend_tls;	/* referenced */
-	char backend_sni[256];
-	struct forward_conn *conns;	/* live connections */
-	size_t nconns;
-	struct log_limit lines;		/* the connection lines */
-	ev_timer lines_report;		/* says how many were left out */
-};
+struct forward_listener;
 
 /*
  * A listener (the options are copied; backend_tls is referenced).

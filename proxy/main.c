@@ -1,13 +1,15 @@
 /*
- * ferry: entry point.  config -> SSL contexts -> bind -> drop privileges ->
- * fork workers -> loop -> signals.
+ * ferry: entry point.  The command line -> the configuration -> its
+ * listeners, bound -> privileges dropped -> workers forked -> the loop,
+ * until a signal: SIGHUP reloads certificates and access lists, SIGTERM
+ * and SIGINT drain, with a deadline.  What the listeners are is
+ * listeners.c's; this is the process's life.
  *
  * The only global state is here: the running app, reached from signal
  * watchers (and the supervisor's hook) through their data pointers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stddef.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -17,56 +19,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "acl.h"
-#include "admin.h"
 #include "config.h"
-#include "device.h"
-#include "forward.h"
+#include "listeners.h"
 #include "log.h"
 #include "metrics.h"
-#include "netutil.h"
 #include "process.h"
-#include "registry.h"
 #include "stream.h"
-#include "tcpserver.h"
-#include "tls.h"
-
-struct listener {
-	const struct config_listener *cfg;
-	struct tcpserver srv;
-	struct tls_ctx *tls;		/* towards clients, or NULL */
-	struct tls_ctx *backend_tls;	/* forward: towards backends, or NULL */
-	int metrics_id;
-	struct relay_listener *relay;	/* mode = relay */
-	struct acl *acl;		/* until the relay listener takes it */
-	struct forward_listener *fwd;	/* mode = forward */
-};
 
 struct app {
 	struct config cfg;
 	struct ev_loop *loop;
 	struct stream_loop sl;
-	struct listener ls[CONFIG_MAX_LISTENERS];
-	size_t nls;
-	struct registry *reg;		/* every relay listener's uuids */
-	struct tcpserver admin;
-	struct admin *admin_srv;	/* its connections */
-	bool admin_on;
+	struct listeners *ls;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer drain;
 	ev_tstamp drain_deadline;
 	bool draining;
 	int worker;
-};
-
-/*
- * What SIGHUP reloads: every listener's TLS contexts and access lists,
- * built together so that a reload is all or nothing.
- */
-struct tls_set {
-	struct tls_ctx *server[CONFIG_MAX_LISTENERS];
-	struct tls_ctx *backend[CONFIG_MAX_LISTENERS];
-	struct acl *acl[CONFIG_MAX_LISTENERS];
 };
 
 static void
@@ -99,195 +68,7 @@ usage(FILE *f)
 	    "is bad).\n");
 }
 
-/* ---- TLS contexts ---- */
-
-static const char *
-tls_opt_key(enum tls_opt opt)
-{
-	switch (opt) {
-	case TLS_OPT_CERT: return "cert";
-	case TLS_OPT_KEY: return "key";
-	case TLS_OPT_CLIENT_CA: return "client_ca";
-	case TLS_OPT_VERSION: return "tls_min_version";
-	case TLS_OPT_CIPHERS: return "ciphers";
-	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
-	case TLS_OPT_ALPN: return "alpn";
-	case TLS_OPT_CA_FILE: return "backend_ca";
-	case TLS_OPT_OTHER: break;
-	}
-	return "cert";
-}
-
-static struct tls_ctx *
-listener_tls(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
-{
-	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
-	struct tls_server_opts o = { 0 };
-	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
-	struct tls_ctx *c;
-	char why[384];
-
-	for (size_t i = 0; i < l->ncert; i++) {
-		pairs[i].cert = l->cert[i];
-		pairs[i].key = l->key[i];
-	}
-	o.certs = pairs;
-	o.ncerts = l->ncert;
-	o.client_ca = l->client_ca[0] ? l->client_ca : NULL;
-	o.verify = (enum tls_verify)l->verify;
-	o.min_version = l->tls_min_version;
-	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
-	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
-	o.alpn = l->alpn[0] ? l->alpn : NULL;
-	o.name = l->name;
-	o.fault = &fault;
-	c = tls_ctx_new_server(&o, why, sizeof(why));
-	if (c == NULL)
-		config_error(cfg, l, tls_opt_key(fault.opt), fault.index, why,
-		    err, errlen);
-	return c;
-}
-
-/* TLS towards a forward listener's backends: verified, always. */
-static struct tls_ctx *
-backend_tls(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
-{
-	struct tls_client_opts o = { 0 };
-	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
-	struct tls_ctx *c;
-	char why[384];
-
-	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
-	o.verify = true;
-	o.fault = &fault;
-	c = tls_ctx_new_client(&o, why, sizeof(why));
-	if (c == NULL)
-		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
-		    "backend_ca" : "backend_tls", 0, why, err, errlen);
-	return c;
-}
-
-static struct acl *
-listener_acl(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
-{
-	char why[512];
-	struct acl *a = acl_load(l->acl, why, sizeof(why));
-
-	if (a == NULL)
-		config_error(cfg, l, "acl", 0, why, err, errlen);
-	return a;
-}
-
-static void
-tls_set_free(struct tls_set *t, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		tls_ctx_unref(t->server[i]);
-		tls_ctx_unref(t->backend[i]);
-		acl_free(t->acl[i]);
-	}
-}
-
-/* Builds every TLS context and access list; on failure nothing is kept. */
-static int
-build_tls(const struct config *cfg, struct tls_set *t, char *err,
-    size_t errlen)
-{
-	memset(t, 0, sizeof(*t));
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct config_listener *l = &cfg->listeners[i];
-		if (l->ncert > 0 &&
-		    (t->server[i] = listener_tls(cfg, l, err, errlen)) == NULL)
-			goto fail;
-		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
-		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
-			goto fail;
-		if (l->mode == CONFIG_RELAY && l->acl[0] != '\0' &&
-		    (t->acl[i] = listener_acl(cfg, l, err, errlen)) == NULL)
-			goto fail;
-	}
-	return 0;
-fail:
-	tls_set_free(t, cfg->nlisteners);
-	return -1;
-}
-
-/* Resolves a forward listener's backends (once, at start-up). */
-static int
-resolve_backends(const struct config *cfg, const struct config_listener *l,
-    struct forward_backend *out, char *err, size_t errlen)
-{
-	for (size_t i = 0; i < l->nbackend; i++) {
-		const struct config_addr *a = &l->backend[i];
-		struct forward_backend *b = &out[i];
-		char why[256];
-
-		memset(b, 0, sizeof(*b));
-		snprintf(b->host, sizeof(b->host), "%s", a->host);
-		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
-		    "[%s]:%d" : "%s:%d", a->host, a->port);
-		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
-		    why, sizeof(why)) < 0) {
-			/* One `backend` line holds the whole list. */
-			config_error(cfg, l, "backend", 0, why, err, errlen);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* ---- signals ---- */
-
-/*
- * SIGHUP: new certificates (and backend CAs) for new connections; live
- * connections keep the contexts they hold.  New access lists for the next
- * uuid steps.  All or nothing.
- */
-static void
-reload(struct app *app, const char *who)
-{
-	struct tls_set fresh;
-	char err[1024];
-
-	if (build_tls(&app->cfg, &fresh, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; keeping the current certificates and "
-		    "access lists", who, err);
-		return;
-	}
-	for (size_t i = 0; i < app->nls; i++) {
-		struct listener *ls = &app->ls[i];
-		if (fresh.server[i] != NULL) {
-			tcpserver_set_tls(&ls->srv, fresh.server[i]);
-			tls_ctx_unref(ls->tls);
-			ls->tls = fresh.server[i];
-		}
-		if (fresh.backend[i] != NULL) {
-			forward_listener_set_backend_tls(ls->fwd,
-			    fresh.backend[i]);
-			tls_ctx_unref(ls->backend_tls);
-			ls->backend_tls = fresh.backend[i];
-		}
-		if (fresh.acl[i] != NULL) {
-			LOGI("%sreload: [%s] access list %s: %zu rules", who,
-			    ls->cfg->name, acl_path(fresh.acl[i]),
-			    acl_rules(fresh.acl[i]));
-			relay_listener_set_acl(ls->relay, fresh.acl[i]);
-		}
-	}
-	LOGI("%sreload: certificates reloaded for new connections", who);
-}
-
-static void
-stop_listening(struct app *app)
-{
-	for (size_t i = 0; i < app->nls; i++)
-		tcpserver_stop(&app->ls[i].srv);
-	if (app->admin_on)
-		tcpserver_stop(&app->admin);
-}
 
 /*
  * The supervisor's part of a signal, before the workers get it: a worker
@@ -301,9 +82,9 @@ supervisor_signal(int sig, void *arg)
 	struct app *app = arg;
 
 	if (sig == SIGHUP)
-		reload(app, "supervisor: ");
+		listeners_reload(app->ls, "supervisor: ");
 	else if (sig == SIGTERM || sig == SIGINT)
-		stop_listening(app);
+		listeners_stop(app->ls);
 }
 
 /*
@@ -339,7 +120,7 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	(void)revents;
 	if (w->signum == SIGHUP) {
-		reload(app, "");
+		listeners_reload(app->ls, "");
 		return;
 	}
 	if (app->draining) {
@@ -348,16 +129,9 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	app->draining = true;
-	stop_listening(app);
-	/*
-	 * The admin page answers no one while draining, and its clients
-	 * must not hold the drain: a half-sent request would until the
-	 * deadline.
-	 */
-	admin_close_all(app->admin_srv);
+	listeners_stop(app->ls);
 	LOGI("signal %d: no new connections; draining %zu for up to %g s",
-	    w->signum, app->sl.live - admin_live(app->admin_srv),
-	    app->cfg.drain_timeout);
+	    w->signum, listeners_streams(app->ls), app->cfg.drain_timeout);
 	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
 	ev_timer_init(&app->drain, drain_check, 0., 0.1);
 	app->drain.data = app;
@@ -432,234 +206,6 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* ---- listeners ---- */
-
-static void
-relay_opts_from(const struct config_listener *l, struct relay_opts *o)
-{
-	relay_opts_default(o);
-	o->max_consumers = l->max_consumers;
-	o->queue_bytes = l->queue_bytes;
-	o->slow = (enum relay_slow)l->slow_consumer;
-	o->grace = l->grace;
-	o->takeover = (enum relay_takeover)l->takeover;
-	o->last_value = l->last_value;
-	o->max_uuid = l->max_uuid;
-	o->max_keys_bytes = l->max_keys_bytes;
-	o->max_keys = l->max_keys;
-	o->header_timeout = l->handshake_timeout;
-	o->idle_timeout = l->idle_timeout;
-}
-
-static struct forward_listener *
-forward_from(struct app *app, struct listener *ls, char *err, size_t errlen)
-{
-	const struct config_listener *l = ls->cfg;
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
-	struct forward_opts fo = { 0 };
-	struct forward_listener *fl;
-	char why[256];
-
-	if (resolve_backends(&app->cfg, l, backends, err, errlen) < 0)
-		return NULL;
-	fo.backends = backends;
-	fo.nbackends = l->nbackend;
-	fo.connect_timeout = l->connect_timeout;
-	fo.idle_timeout = l->idle_timeout;
-	fo.fin_timeout = l->fin_timeout;
-	fo.high_water = l->high_water;
-	fo.proxy = l->proxy_protocol == CONFIG_PROXY_V1 ? FORWARD_PROXY_V1 :
-	    l->proxy_protocol == CONFIG_PROXY_V2 ? FORWARD_PROXY_V2 :
-	    FORWARD_PROXY_OFF;
-	fo.backend_tls = ls->backend_tls;
-	fo.backend_sni = l->backend_sni;
-	fl = forward_listener_new(l->name, &app->sl, &fo, why, sizeof(why));
-	if (fl == NULL)
-		config_error(&app->cfg, l, "backend", 0, why, err, errlen);
-	return fl;
-}
-
-static int
-bind_listener(struct app *app, struct listener *ls, char *err, size_t errlen)
-{
-	const struct config_listener *l = ls->cfg;
-	struct stream_opts so;
-
-	stream_opts_default(&so);
-	so.handshake_timeout = l->handshake_timeout;
-	ls->metrics_id = metrics_listener(l->name,
-	    l->mode == CONFIG_RELAY ? "relay" : "forward");
-	if (l->mode == CONFIG_RELAY) {
-		struct relay_opts ro;
-		relay_opts_from(l, &ro);
-		if (app->reg == NULL && (app->reg = registry_new(app->loop)) ==
-		    NULL) {
-			snprintf(err, errlen, "[%s] out of memory", l->name);
-			return -1;
-		}
-		ls->relay = relay_listener_new(l->name, app->reg, &ro);
-		if (ls->relay == NULL) {
-			snprintf(err, errlen, "[%s] out of memory", l->name);
-			return -1;
-		}
-		relay_listener_set_acl(ls->relay, ls->acl);
-		ls->acl = NULL;
-		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
-		    device_handle_stream, ls->relay);
-	} else {
-		ls->fwd = forward_from(app, ls, err, errlen);
-		if (ls->fwd == NULL)
-			return -1;
-		/* A client's side reads at most high_water ahead. */
-		so.max_buffer_size = l->high_water;
-		tcpserver_init(&ls->srv, &app->sl, l->name, &so, ls->tls,
-		    forward_handle_stream, ls->fwd);
-	}
-	for (size_t i = 0; i < l->nbind; i++) {
-		char why[256];
-		if (tcpserver_bind(&ls->srv, l->bind[i].host[0] ?
-		    l->bind[i].host : NULL, l->bind[i].port, AF_UNSPEC,
-		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			/* One `bind` line holds the whole list. */
-			config_error(&app->cfg, l, "bind", 0, why, err, errlen);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/*
- * The bound addresses (port 0 resolved): operators and tests read these,
- * so they show at log_level = warn too.
- */
-static void
-log_listening(const char *mode, const char *transport,
-    const struct tcpserver *srv)
-{
-	for (size_t i = 0; i < srv->nacc; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		char addr[80];
-		if (getsockname(srv->acc[i].fd, (struct sockaddr *)&ss,
-		    &len) < 0)
-			continue;
-		netutil_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
-		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
-		    srv->name);
-	}
-}
-
-/*
- * Relay listeners share one registry (one uuid namespace): only worker 0
- * serves them.  Forward listeners are served by every worker (the kernel
- * spreads the accepts).
- */
-static bool
-serves(const struct app *app, const struct listener *ls)
-{
-	return ls->cfg->mode != CONFIG_RELAY || app->worker == 0;
-}
-
-static int
-setup(struct app *app, char *err, size_t errlen)
-{
-	struct tls_set tls;
-
-	if (build_tls(&app->cfg, &tls, err, errlen) < 0)
-		return -1;
-	/* From here on each listener owns its contexts (teardown frees). */
-	for (size_t i = 0; i < app->cfg.nlisteners; i++) {
-		struct listener *ls = &app->ls[app->nls++];
-		ls->cfg = &app->cfg.listeners[i];
-		ls->tls = tls.server[i];
-		ls->backend_tls = tls.backend[i];
-		ls->acl = tls.acl[i];
-		if (ls->acl != NULL)
-			LOGI("[%s] access list %s: %zu rules", ls->cfg->name,
-			    acl_path(ls->acl), acl_rules(ls->acl));
-	}
-	for (size_t i = 0; i < app->nls; i++)
-		if (bind_listener(app, &app->ls[i], err, errlen) < 0)
-			return -1;
-	if (app->cfg.admin_set) {
-		char why[256];
-		app->admin_srv = admin_new(app->loop, app->cfg.admin_timeout);
-		if (app->admin_srv == NULL) {
-			snprintf(err, errlen, "admin: out of memory");
-			return -1;
-		}
-		tcpserver_init(&app->admin, &app->sl, "admin", NULL, NULL,
-		    admin_handle_stream, app->admin_srv);
-		app->admin_on = true;
-		if (tcpserver_bind(&app->admin, app->cfg.admin.host[0] ?
-		    app->cfg.admin.host : NULL, app->cfg.admin.port, AF_UNSPEC,
-		    NETUTIL_DEFAULT_BACKLOG, false, why, sizeof(why)) < 0) {
-			config_error(&app->cfg, NULL, "admin", 0, why, err,
-			    errlen);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* The relay listeners' families, rendered together (one header each). */
-static void
-relay_metrics(struct buffer *out, void *arg)
-{
-	struct app *app = arg;
-	struct relay_listener *rls[CONFIG_MAX_LISTENERS];
-	size_t n = 0;
-
-	for (size_t i = 0; i < app->nls; i++)
-		if (app->ls[i].relay != NULL)
-			rls[n++] = app->ls[i].relay;
-	relay_render_metrics(app->reg, rls, n, out);
-}
-
-static int
-start(struct app *app)
-{
-	for (size_t i = 0; i < app->nls; i++) {
-		struct listener *ls = &app->ls[i];
-		if (!serves(app, ls)) {
-			tcpserver_stop(&ls->srv);
-			continue;
-		}
-		tcpserver_set_stats(&ls->srv, metrics_conn(ls->metrics_id));
-		if (tcpserver_set_limits(&ls->srv, ls->cfg->max_connections,
-		    ls->cfg->max_per_source) < 0) {
-			LOGE("[%s] no memory for its connection limits",
-			    ls->cfg->name);
-			return -1;
-		}
-		tcpserver_add_sockets(&ls->srv, ls->srv.pending,
-		    ls->srv.npending);
-		ls->srv.npending = 0;
-		log_listening(ls->cfg->mode == CONFIG_RELAY ? "relay" :
-		    "forward", ls->tls ? "tls" : "tcp", &ls->srv);
-	}
-	if (app->admin_on) {
-		if (app->worker == 0) {
-			if (tcpserver_set_limits(&app->admin,
-			    app->cfg.admin_max_connections, 0) < 0) {
-				LOGE("admin: no memory for its connection "
-				    "limit");
-				return -1;
-			}
-			tcpserver_add_sockets(&app->admin, app->admin.pending,
-			    app->admin.npending);
-			app->admin.npending = 0;
-			log_listening("admin", "http", &app->admin);
-		} else {
-			tcpserver_stop(&app->admin);
-			app->admin_on = false;
-		}
-	}
-	metrics_add_source(relay_metrics, app);
-	LOGN("ready: worker %d (pid %ld)", app->worker, (long)getpid());
-	return 0;
-}
-
 /*
  * Frees everything the loop ran, connections left open by a drain that ran
  * out of time included, so that an exit leaves nothing allocated (a leak
@@ -669,16 +215,7 @@ start(struct app *app)
 static void
 teardown(struct app *app)
 {
-	for (size_t i = 0; i < app->nls; i++) {
-		struct listener *ls = &app->ls[i];
-		tcpserver_destroy(&ls->srv);
-		if (ls->fwd != NULL)
-			forward_listener_close_all(ls->fwd);
-		relay_listener_close_all(ls->relay);
-	}
-	if (app->admin_on)
-		tcpserver_destroy(&app->admin);
-	admin_close_all(app->admin_srv);
+	listeners_close_all(app->ls);
 	/*
 	 * Connections closed above finish here (their close callbacks), before
 	 * what they use goes; then no stream work is left to run.
@@ -686,18 +223,8 @@ teardown(struct app *app)
 	stream_loop_destroy(&app->sl);
 	if (app->sl.live > 0)
 		LOGW("exit: %zu streams still open", app->sl.live);
-	admin_free(app->admin_srv);
-	app->admin_srv = NULL;
-	/* Its entries point to the relay listeners: it goes first. */
-	registry_free(app->reg);
-	for (size_t i = 0; i < app->nls; i++) {
-		struct listener *ls = &app->ls[i];
-		relay_listener_free(ls->relay);
-		acl_free(ls->acl);
-		forward_listener_free(ls->fwd);
-		tls_ctx_unref(ls->tls);
-		tls_ctx_unref(ls->backend_tls);
-	}
+	listeners_free(app->ls);
+	app->ls = NULL;
 	ev_signal_stop(app->loop, &app->sig_term);
 	ev_signal_stop(app->loop, &app->sig_int);
 	ev_signal_stop(app->loop, &app->sig_hup);
@@ -793,74 +320,21 @@ cli_listeners(struct config *c, const struct cli *cli, char *err,
 	return config_load_string(c, text, "(command line)", err, errlen);
 }
 
-/*
- * --check: the addresses to bind (and the admin page's) must resolve.
- * Resolving, not binding: a check must not take the ports of a running
- * ferry, nor need its privileges.
- */
-static int
-check_addresses(const struct config *cfg, char *err, size_t errlen)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-	char why[256];
-
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct config_listener *l = &cfg->listeners[i];
-		for (size_t j = 0; j < l->nbind; j++) {
-			const struct config_addr *a = &l->bind[j];
-			if (a->host[0] != '\0' && netutil_resolve(a->host,
-			    a->port, &ss, &len, why, sizeof(why)) < 0) {
-				config_error(cfg, l, "bind", 0, why, err,
-				    errlen);
-				return -1;
-			}
-		}
-	}
-	if (cfg->admin_set && cfg->admin.host[0] != '\0' &&
-	    netutil_resolve(cfg->admin.host, cfg->admin.port, &ss, &len, why,
-	    sizeof(why)) < 0) {
-		config_error(cfg, NULL, "admin", 0, why, err, errlen);
-		return -1;
-	}
-	return 0;
-}
-
 /* --check: everything but binding, so a bad file never reaches a reload. */
 static int
-check(struct app *app)
+check(const struct config *cfg)
 {
-	struct tls_set tls;
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
 	char err[1024];
+	uid_t uid;
+	gid_t gid;
 
-	if (build_tls(&app->cfg, &tls, err, sizeof(err)) < 0) {
+	if (listeners_check(cfg, err, sizeof(err)) < 0 ||
+	    (cfg->user[0] != '\0' &&
+	    lookup_user(cfg, &uid, &gid, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "ferry: %s\n", err);
 		return 2;
 	}
-	tls_set_free(&tls, app->cfg.nlisteners);
-	for (size_t i = 0; i < app->cfg.nlisteners; i++) {
-		const struct config_listener *l = &app->cfg.listeners[i];
-		if (l->mode == CONFIG_FORWARD && resolve_backends(&app->cfg, l,
-		    backends, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s\n", err);
-			return 2;
-		}
-	}
-	if (check_addresses(&app->cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "ferry: %s\n", err);
-		return 2;
-	}
-	if (app->cfg.user[0] != '\0') {
-		uid_t uid;
-		gid_t gid;
-		if (lookup_user(&app->cfg, &uid, &gid, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry: %s\n", err);
-			return 2;
-		}
-	}
-	printf("%s: OK (%zu listeners)\n", app->cfg.label,
-	    app->cfg.nlisteners);
+	printf("%s: OK (%zu listeners)\n", cfg->label, cfg->nlisteners);
 	return 0;
 }
 
@@ -905,7 +379,18 @@ main(int argc, char **argv)
 		return 2;
 	log_set_level((enum log_level)app.cfg.log_level);
 	if (cli.check)
-		return check(&app);
+		return check(&app.cfg);
+	/* Before anything is logged, and before the workers share it. */
+	if (log_open((enum log_dest)app.cfg.log_dest,
+	    (enum log_format)app.cfg.log_format, NULL) < 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "cannot reach syslog at /dev/log: "
+		    "%s", strerror(errno));
+		config_error(&app.cfg, NULL, "log", 0, why, err, sizeof(err));
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
 
 	struct sigaction sa = { .sa_handler = early_hup };
 	sigemptyset(&sa.sa_mask);
@@ -920,7 +405,8 @@ main(int argc, char **argv)
 	    app.cfg.workers;
 	if (metrics_init(workers) < 0)
 		LOGW("shared metrics unavailable: counting per process");
-	if (setup(&app, err, sizeof(err)) < 0) {
+	app.ls = listeners_new(&app.cfg, &app.sl, err, sizeof(err));
+	if (app.ls == NULL) {
 		LOGE("%s", err);
 		return 1;
 	}
@@ -935,8 +421,9 @@ main(int argc, char **argv)
 		ev_loop_fork(app.loop);
 	}
 	metrics_set_worker(app.worker);
-	if (start(&app) < 0)
+	if (listeners_start(app.ls, app.worker) < 0)
 		return 1;
+	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
 
 	ev_signal_init(&app.sig_term, on_signal, SIGTERM);
 	ev_signal_init(&app.sig_int, on_signal, SIGINT);
@@ -950,5 +437,6 @@ main(int argc, char **argv)
 
 	teardown(&app);
 	LOGN("stopped");
+	log_close();
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "obj.h"
 
 void
 relay_opts_default(struct relay_opts *o)
@@ -19,9 +20,7 @@ relay_opts_default(struct relay_opts *o)
 	o->slow = RELAY_DROP;
 	o->grace = 10;
 	o->takeover = RELAY_REPLACE;
-	o->max_uuid = 255;
-	o->max_keys_bytes = 65536;
-	o->max_keys = 16384;
+	relay_limits_default(&o->limits);
 	o->header_timeout = 10;
 }
 
@@ -87,18 +86,18 @@ registry_free(struct registry *reg)
 	free(reg);
 }
 
-struct device_entry *
+struct registry_entry *
 registry_find(struct registry *reg, const char *uuid, size_t len)
 {
-	for (struct device_entry *e = reg->buckets[hash(reg, uuid, len)]; e;
+	for (struct registry_entry *e = reg->buckets[hash(reg, uuid, len)]; e;
 	    e = e->hnext)
 		if (e->uuid_len == len && memcmp(e->uuid, uuid, len) == 0)
 			return e;
 	return NULL;
 }
 
-struct device_entry *
-registry_next(struct registry *reg, struct device_entry *e)
+struct registry_entry *
+registry_next(struct registry *reg, struct registry_entry *e)
 {
 	size_t b = 0;
 
@@ -114,16 +113,17 @@ registry_next(struct registry *reg, struct device_entry *e)
 }
 
 static void
-entry_free(struct device_entry *e)
+entry_free(struct registry_entry *e)
 {
 	struct registry *reg = e->reg;
-	struct device_entry **pp = &reg->buckets[e->bucket];
+	struct registry_entry **pp = &reg->buckets[e->bucket];
 
 	while (*pp != NULL && *pp != e)
 		pp = &(*pp)->hnext;
 	if (*pp == e)
 		*pp = e->hnext;
 	ev_timer_stop(reg->loop, &e->grace);
+	e->magic = 0;
 	reg->entries--;
 	if (e->owner != NULL)
 		e->owner->devices--;
@@ -133,21 +133,21 @@ entry_free(struct device_entry *e)
 }
 
 static bool
-entry_has_consumers(const struct device_entry *e)
+entry_has_consumers(const struct registry_entry *e)
 {
 	return e->consumers != NULL || e->pending != NULL;
 }
 
 /* Frees the entry once nobody is attached: the uuid is released. */
 static void
-entry_maybe_free(struct device_entry *e)
+entry_maybe_free(struct registry_entry *e)
 {
 	if (e->producer == NULL && !entry_has_consumers(e))
 		entry_free(e);
 }
 
 static void
-log_entry(const struct device_entry *e, const char *what)
+log_entry(const struct registry_entry *e, const char *what)
 {
 	char u[REGISTRY_UUID_STR], pending[48] = "";
 
@@ -161,13 +161,13 @@ log_entry(const struct device_entry *e, const char *what)
 
 /* The list a consumer is on: accepted ones get frames, pending ones not. */
 static struct relay_conn **
-consumer_list(struct device_entry *e, const struct relay_conn *c)
+consumer_list(struct registry_entry *e, const struct relay_conn *c)
 {
 	return c->accepted ? &e->consumers : &e->pending;
 }
 
 static void
-link_consumer(struct device_entry *e, struct relay_conn *c)
+link_consumer(struct registry_entry *e, struct relay_conn *c)
 {
 	struct relay_conn **head = consumer_list(e, c);
 
@@ -189,7 +189,7 @@ link_consumer(struct device_entry *e, struct relay_conn *c)
 }
 
 static void
-unlink_consumer(struct device_entry *e, struct relay_conn *c)
+unlink_consumer(struct registry_entry *e, struct relay_conn *c)
 {
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -217,7 +217,7 @@ unlink_consumer(struct device_entry *e, struct relay_conn *c)
  * whether to free it.
  */
 static void
-detach_consumers(struct device_entry *e, const char *why, bool flush)
+detach_consumers(struct registry_entry *e, const char *why, bool flush)
 {
 	struct relay_conn *c;
 
@@ -234,10 +234,11 @@ detach_consumers(struct device_entry *e, const char *why, bool flush)
 static void
 grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct device_entry *e = w->data;
+	struct registry_entry *e;
 
 	(void)loop;
 	(void)revents;
+	CAST_OBJ_NOTNULL(e, w->data, REGISTRY_ENTRY_MAGIC);
 	if (e->producer != NULL)
 		return;
 	log_entry(e, "no producer within the grace period, closing");
@@ -245,13 +246,14 @@ grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 	entry_maybe_free(e);
 }
 
-static struct device_entry *
+static struct registry_entry *
 entry_new(struct registry *reg, const char *uuid, size_t ulen)
 {
-	struct device_entry *e = calloc(1, sizeof(*e));
+	struct registry_entry *e = calloc(1, sizeof(*e));
 
 	if (e == NULL)
 		return NULL;
+	e->magic = REGISTRY_ENTRY_MAGIC;
 	e->reg = reg;
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
@@ -264,9 +266,36 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 	return e;
 }
 
+/*
+ * The producer side: all the registry asks of a producer's connection
+ * beyond its frames (see registry.h on a remote producer).
+ */
+
+/* Stop taking its frames (the block policy). */
+static void
+producer_hold(struct relay_conn *p)
+{
+	stream_pause_reading(p->s);
+}
+
+static void
+producer_release(struct relay_conn *p)
+{
+	stream_resume_reading(p->s);
+}
+
+/* Replaced by the producer `by` (a takeover): closed, saying by whom. */
+static void
+producer_evict(struct relay_conn *p, const struct relay_conn *by)
+{
+	stream_set_error(p->s, "replaced by a new producer from %s on %s",
+	    stream_peer(by->s), by->origin->name);
+	stream_close(p->s, STREAM_CLOSE_LOCAL);
+}
+
 /* The producer slot is emptied; its consumers start waiting if `grace`. */
 static void
-unlink_producer(struct device_entry *e, bool grace)
+unlink_producer(struct registry_entry *e, bool grace)
 {
 	struct relay_conn *p = e->producer;
 
@@ -284,7 +313,7 @@ unlink_producer(struct device_entry *e, bool grace)
 
 /* The device's settings are now those of `o`. */
 static void
-set_owner(struct device_entry *e, struct relay_origin *o)
+set_owner(struct registry_entry *e, struct relay_origin *o)
 {
 	if (e->owner == o)
 		return;
@@ -294,11 +323,21 @@ set_owner(struct device_entry *e, struct relay_origin *o)
 	o->devices++;
 }
 
+void
+registry_conn_init(struct relay_conn *conn, struct stream *s,
+    struct relay_origin *origin)
+{
+	memset(conn, 0, sizeof(*conn));
+	conn->magic = RELAY_CONN_MAGIC;
+	conn->s = s;
+	conn->origin = origin;
+}
+
 bool
 registry_refuses_producer(struct registry *reg, const char *uuid,
     size_t len)
 {
-	struct device_entry *e = registry_find(reg, uuid, len);
+	struct registry_entry *e = registry_find(reg, uuid, len);
 
 	return registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE;
 }
@@ -308,7 +347,7 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
     size_t nkeys, const char **why)
 {
-	struct device_entry *e = registry_find(reg, uuid, ulen);
+	struct registry_entry *e = registry_find(reg, uuid, ulen);
 	struct relay_origin *o = conn->origin;
 	size_t fs = nkeys * 4;
 	char *kcopy, *last = NULL;
@@ -334,10 +373,8 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	if (e->producer != NULL) {
 		/* A phone reconnecting: the new connection wins. */
 		struct relay_conn *old = e->producer;
-		stream_set_error(old->s, "replaced by a new producer from %s "
-		    "on %s", stream_peer(conn->s), o->name);
 		unlink_producer(e, false);
-		stream_close(old->s, STREAM_CLOSE_LOCAL);
+		producer_evict(old, conn);
 	}
 	same = e->keys != NULL && e->keys_len == klen &&
 	    memcmp(e->keys, keys, klen) == 0;
@@ -378,11 +415,11 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	return 0;
 }
 
-struct device_entry *
+struct registry_entry *
 registry_add_consumer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char **why)
 {
-	struct device_entry *e = registry_find(reg, uuid, ulen);
+	struct registry_entry *e = registry_find(reg, uuid, ulen);
 
 	if (!registry_live(e)) {
 		*why = "no producer holds this uuid";
@@ -399,28 +436,28 @@ registry_add_consumer(struct registry *reg, struct relay_conn *conn,
 	return e;
 }
 
+/* Frames and their bytes, counted on the entry and on a listener. */
 static void
-count_out(struct device_entry *e, struct relay_conn *c, size_t frames)
+flow_add(struct relay_flow *f, size_t frames, size_t frame_size)
 {
-	size_t bytes = frames * e->frame_size;
-
-	c->frames += frames;
-	e->c.frames_out += frames;
-	e->c.bytes_out += bytes;
-	c->origin->total.frames_out += frames;
-	c->origin->total.bytes_out += bytes;
+	f->frames += frames;
+	f->bytes += frames * frame_size;
 }
 
 static void
-count_drop(struct device_entry *e, struct relay_conn *c, size_t frames)
+count_out(struct registry_entry *e, struct relay_conn *c, size_t frames)
 {
-	size_t bytes = frames * e->frame_size;
+	c->frames += frames;
+	flow_add(&e->c.out, frames, e->frame_size);
+	flow_add(&c->origin->total.out, frames, e->frame_size);
+}
 
+static void
+count_drop(struct registry_entry *e, struct relay_conn *c, size_t frames)
+{
 	c->dropped += frames;
-	e->c.frames_dropped += frames;
-	e->c.bytes_dropped += bytes;
-	c->origin->total.frames_dropped += frames;
-	c->origin->total.bytes_dropped += bytes;
+	flow_add(&e->c.dropped, frames, e->frame_size);
+	flow_add(&c->origin->total.dropped, frames, e->frame_size);
 }
 
 /* A block consumer holding its producer back. */
@@ -434,7 +471,7 @@ holds(const struct relay_conn *c)
 
 /* Block policy: the producer reads again once no consumer holds it. */
 static void
-maybe_unblock(struct device_entry *e)
+maybe_unblock(struct registry_entry *e)
 {
 	if (!e->producer_paused || e->producer == NULL)
 		return;
@@ -442,22 +479,24 @@ maybe_unblock(struct device_entry *e)
 		if (holds(c))
 			return;
 	e->producer_paused = false;
-	stream_resume_reading(e->producer->s);
+	producer_release(e->producer);
 }
 
 static void
 consumer_drained(struct stream *s, void *arg)
 {
-	struct relay_conn *c = arg;	/* see registry.h: stream_arg */
+	struct relay_conn *c;
 
 	(void)s;
+	/* The stream's callback argument is its relay_conn (registry.h). */
+	CAST_OBJ_NOTNULL(c, arg, RELAY_CONN_MAGIC);
 	if (c->entry != NULL)
 		maybe_unblock(c->entry);
 }
 
 /* Hands frames to one consumer's stream. */
 static int
-queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
+queue_frames(struct registry_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
 	if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
@@ -469,7 +508,7 @@ queue_frames(struct device_entry *e, struct relay_conn *c, const char *p,
 int
 registry_accept(struct relay_conn *conn, const char **why)
 {
-	struct device_entry *e = conn->entry;
+	struct registry_entry *e = conn->entry;
 
 	if (e == NULL) {
 		*why = "detached from its uuid";
@@ -499,7 +538,7 @@ registry_accept(struct relay_conn *conn, const char **why)
  * the kernel as it is handed on, and what was queued goes first.
  */
 static void
-send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
+send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
     size_t n)
 {
 	const struct relay_opts *o = &c->origin->opts;
@@ -517,7 +556,7 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 		if (!e->producer_paused) {
 			/* The seed's behaviour, by choice: hold the producer. */
 			e->producer_paused = true;
-			stream_pause_reading(e->producer->s);
+			producer_hold(e->producer);
 		}
 		return;
 	}
@@ -544,25 +583,22 @@ send_to(struct device_entry *e, struct relay_conn *c, const char *frames,
 void
 registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 {
-	struct device_entry *e = producer->entry;
+	struct registry_entry *e = producer->entry;
 	struct relay_conn *c, *next;
-	size_t bytes;
 
 	if (e == NULL || e->producer != producer || n == 0)
 		return;
-	bytes = n * e->frame_size;
 	producer->frames += n;
-	e->c.frames_in += n;
-	e->c.bytes_in += bytes;
-	producer->origin->total.frames_in += n;
-	producer->origin->total.bytes_in += bytes;
+	flow_add(&e->c.in, n, e->frame_size);
+	flow_add(&producer->origin->total.in, n, e->frame_size);
 	for (c = e->consumers; c != NULL; c = next) {
 		next = c->next;		/* disconnect unlinks c */
 		if (!stream_closed(c->s))
 			send_to(e, c, frames, n);
 	}
 	if (e->last != NULL) {
-		memcpy(e->last, frames + bytes - e->frame_size, e->frame_size);
+		memcpy(e->last, frames + (n - 1) * e->frame_size,
+		    e->frame_size);
 		e->has_last = true;
 	}
 }
@@ -570,7 +606,7 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 void
 registry_remove(struct relay_conn *conn)
 {
-	struct device_entry *e = conn->entry;
+	struct registry_entry *e = conn->entry;
 
 	if (e == NULL)
 		return;

@@ -1,5 +1,5 @@
 /*
- * registry: uuid -> device entry (producer, keys, frame size, consumers,
+ * registry: uuid -> entry (producer, keys, frame size, consumers,
  * counters), and the fan-out of frames to consumers under the
  * slow-consumer policy.
  *
@@ -9,7 +9,7 @@
  * options split by what they are about:
  *
  *   - a connection's own settings come from the listener it arrived on:
- *     for a consumer, slow_consumer and queue_bytes (and, in the device
+ *     for a consumer, slow_consumer and queue_bytes (and, in the relay
  *     layer, the limits and timeouts of any connection);
  *   - a device's settings come from the listener its producer registered
  *     on, the entry's `owner`: max_consumers, grace, takeover, last_value.
@@ -21,11 +21,15 @@
  * consumers on their own.  Each origin's `devices` counts the entries it
  * owns, so the origins' sum is the registry's entry count.
  *
- * Connections are struct relay_conn records owned by the device layer; the
- * registry links them into entries and writes to their streams.  A
- * connection's stream must have the relay_conn as its callback argument
- * (stream_set_callbacks), so the registry's write callbacks find it.  An entry
- * lives while it has a producer or consumers:
+ * Connections are struct relay_conn records that the relay layer
+ * (relay.h) embeds in its own, anywhere in them, and sets up with
+ * registry_conn_init(); the registry links them into entries and writes
+ * to their streams.  A
+ * connection's stream has the relay_conn itself as its callback argument
+ * (stream_set_callbacks(s, cb, &conn)): the registry's stream callbacks
+ * take it from there and check its magic number, and the owner's recover
+ * their record from it with container_of (obj.h).  An entry lives while it
+ * has a producer or consumers:
  *
  *   - a producer registers a uuid with its keys; a second producer of a
  *     live uuid replaces the first, unless the owner's takeover = refuse;
@@ -36,7 +40,7 @@
  *     when max_consumers are accepted already, and so is an accept byte
  *     (registry_accept) that comes when they are.  A pending consumer
  *     holds no slot, and is not on the fan-out list (a crowd of them
- *     costs a frame nothing); the device layer bounds how long it may
+ *     costs a frame nothing); the relay layer bounds how long it may
  *     stay pending by its registration deadline.  A limit lowered by a
  *     new owner applies from the next admission: no one accepted is
  *     closed for it;
@@ -62,7 +66,31 @@
  *
  * Everything runs on one loop thread.  Closing a stream from here is safe
  * (close callbacks are deferred); a connection the registry closes is
- * detached at once, so the device layer's registry_remove() finds it gone.
+ * detached at once, so the relay layer's registry_remove() finds it gone.
+ *
+ * A remote peer (not built: a cluster link, a producer on another node
+ * feeding local consumers, or a local producer feeding another node)
+ * would plug in here as follows:
+ *
+ *   - a remote producer is a relay_conn whose origin is its link (name,
+ *     options, totals, like a listener) and that has no stream.  Its
+ *     whole interface is registry_add_producer, registry_publish (whole
+ *     frames, as they arrive) and registry_remove.  What the registry
+ *     asks of a producer otherwise is three calls, in registry.c's
+ *     producer side: hold and release (the block policy: a link would
+ *     ask its node to pause, or refuse block consumers) and evict (a
+ *     takeover; which node's producer may take a uuid is the cluster's
+ *     decision, made before registry_add_producer).  They would go
+ *     through a small table of operations on the relay_conn instead of
+ *     the stream;
+ *   - a remote consumer (a node that wants a local uuid) is fanned out
+ *     to like the local ones, which are streams today: send_to() writes
+ *     runs of frames, asks what is pending, closes, and hears of the
+ *     drain.  A link would take one slot of max_consumers for all its
+ *     node's consumers, and fan out there;
+ *   - which uuids live where (interest, so that a node subscribes only
+ *     to what its consumers ask for) is the cluster's, kept outside the
+ *     registry with registry_find / registry_live / registry_next.
  */
 #ifndef FERRY_REGISTRY_H
 #define FERRY_REGISTRY_H
@@ -72,6 +100,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "relay_proto.h"
 #include "stream.h"
 
 enum relay_slow { RELAY_DROP = 0, RELAY_DISCONNECT, RELAY_BLOCK };
@@ -86,20 +115,22 @@ struct relay_opts {
 	/* about a connection: its own listener's */
 	size_t queue_bytes;		/* per consumer, before the policy */
 	enum relay_slow slow;
-	size_t max_uuid;		/* 1..255 */
-	size_t max_keys_bytes;		/* 1..65536 */
-	size_t max_keys;		/* 1..16384 */
+	struct relay_limits limits;	/* uuid and keys */
 	double header_timeout;		/* registration deadline; 0 = none */
 	double idle_timeout;		/* after registration; 0 = none */
 };
 
 void relay_opts_default(struct relay_opts *o);
 
+/* Frames, and the bytes they make. */
+struct relay_flow {
+	uint64_t frames, bytes;
+};
+
 /*
  * Frames "out" are frames handed to a consumer's stream (written, or
  * queued); "dropped" frames were meant for a slow consumer and never
- * handed on.  producers, consumers and
- * pending are gauges: producers registered, consumers accepted (what
+ * handed on.  producers, consumers and pending are gauges: producers registered, consumers accepted (what
  * max_consumers counts), consumers pending (answered 0x00 at their uuid,
  * keys not yet accepted).  refused counts refusals: 0x01 answers, and
  * consumers closed at their accept byte for max_consumers (the protocol
@@ -107,9 +138,7 @@ void relay_opts_default(struct relay_opts *o);
  * totals only).
  */
 struct relay_counters {
-	uint64_t frames_in, bytes_in;
-	uint64_t frames_out, bytes_out;
-	uint64_t frames_dropped, bytes_dropped;
+	struct relay_flow in, out, dropped;
 	uint64_t producers, consumers, pending;
 	uint64_t refused;
 	uint64_t denied;		/* refused by the access list */
@@ -123,23 +152,27 @@ struct relay_origin {
 	size_t devices;			/* entries it owns now */
 };
 
-struct device_entry;
+struct registry_entry;
+
+#define RELAY_CONN_MAGIC 0x72636f6eu	/* "rcon" */
 
 /* One relay connection (producer or consumer). */
 struct relay_conn {
+	uint32_t magic;			/* RELAY_CONN_MAGIC while it lives */
 	struct stream *s;
 	struct relay_origin *origin;	/* the listener it arrived on */
-	struct device_entry *entry;	/* NULL when detached */
+	struct registry_entry *entry;	/* NULL when detached */
 	struct relay_conn *prev, *next;	/* consumers: the entry's list */
 	bool producer;
 	bool accepted;			/* consumer: took a slot, gets frames */
 	uint64_t frames;		/* published (producer) / queued */
 	uint64_t dropped;		/* consumer: frames dropped for it */
-	ev_tstamp since;		/* connected at */
 };
 
+#define REGISTRY_ENTRY_MAGIC 0x72656e74u	/* "rent" */
+
 /* What every frame touches comes first, the uuid (256 bytes) last. */
-struct device_entry {
+struct registry_entry {
 	struct relay_conn *producer;
 	struct relay_conn *consumers;	/* accepted: the fan-out list */
 	size_t frame_size;
@@ -156,7 +189,8 @@ struct device_entry {
 	char *keys;
 	size_t keys_len, nkeys;
 	ev_timer grace;
-	struct device_entry *hnext;
+	uint32_t magic;			/* REGISTRY_ENTRY_MAGIC while it lives */
+	struct registry_entry *hnext;
 	size_t bucket;
 	size_t uuid_len;
 	char uuid[256];
@@ -167,7 +201,7 @@ struct device_entry {
 struct registry {
 	struct ev_loop *loop;
 	uint64_t seed;			/* of the uuid hash */
-	struct device_entry *buckets[REGISTRY_BUCKETS];
+	struct registry_entry *buckets[REGISTRY_BUCKETS];
 	size_t entries;
 };
 
@@ -178,23 +212,31 @@ void registry_destroy(struct registry *reg);
 struct registry *registry_new(struct ev_loop *loop);
 void registry_free(struct registry *reg);
 
-struct device_entry *registry_find(struct registry *reg, const char *uuid,
+struct registry_entry *registry_find(struct registry *reg, const char *uuid,
     size_t len);
 /* The entry has a producer now. */
 static inline bool
-registry_live(const struct device_entry *e)
+registry_live(const struct registry_entry *e)
 {
 	return e != NULL && e->producer != NULL;
 }
 
 /* Iterates the entries: NULL starts, NULL ends.  No changes meanwhile. */
-struct device_entry *registry_next(struct registry *reg,
-    struct device_entry *e);
+struct registry_entry *registry_next(struct registry *reg,
+    struct registry_entry *e);
 
 /* Whether a producer of uuid would be refused: it is live, and its
  * owner refuses takeovers. */
 bool registry_refuses_producer(struct registry *reg, const char *uuid,
     size_t len);
+
+/*
+ * Makes `conn` a detached connection on stream `s` (whose callback
+ * argument must be `conn`) from listener `origin`.  Its owner clears
+ * conn->magic when it frees it, after registry_remove().
+ */
+void registry_conn_init(struct relay_conn *conn, struct stream *s,
+    struct relay_origin *origin);
 
 /*
  * Registers `conn` (its origin set) as the producer of uuid with the given
@@ -212,7 +254,7 @@ int registry_add_producer(struct registry *reg, struct relay_conn *conn,
  * *why set (no producer holds the uuid, or the owner's max_consumers are
  * accepted already).
  */
-struct device_entry *registry_add_consumer(struct registry *reg,
+struct registry_entry *registry_add_consumer(struct registry *reg,
     struct relay_conn *conn, const char *uuid, size_t ulen,
     const char **why);
 

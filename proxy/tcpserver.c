@@ -13,7 +13,6 @@
 
 #include "log.h"
 #include "metrics.h"
-#include "process.h"
 
 /* ---- live connections, per source address ---- */
 
@@ -33,9 +32,33 @@ struct conn_source {
 	struct source_key key;
 };
 
+struct tcpserver {
+	struct stream_loop *sl;
+	struct tls_ctx *tls;		/* NULL: plain */
+	struct stream_opts opts;
+	tcpserver_handler handle_stream;
+	void *arg;
+	char name[64];			/* for logs */
+
+	int pending[TCPSERVER_MAX_SOCKETS];	/* bound, not yet accepting */
+	size_t npending;
+	struct accept_handler acc[TCPSERVER_MAX_SOCKETS];
+	size_t nacc;
+
+	struct metrics_conn *stats;	/* counters for this listener */
+	size_t max_conns;		/* 0 = unlimited */
+	size_t max_per_source;		/* 0 = unlimited */
+	/*
+	 * Counts live connections once limits are set.  Its own allocation:
+	 * streams still open when the server is freed (a drain that ran out
+	 * of time) keep it, and the last one to go frees it.
+	 */
+	struct conn_table *conns;
+};
+
 struct conn_table {
 	size_t live;
-	bool orphaned;			/* its server was destroyed */
+	bool orphaned;			/* its server was freed */
 	uint64_t seed;
 	struct conn_source **buckets;
 	size_t nbuckets;		/* a power of two */
@@ -270,21 +293,22 @@ tcpserver_sources(const struct tcpserver *srv)
 
 /* ---- accepting ---- */
 
-void
-tcpserver_init(struct tcpserver *srv, struct stream_loop *sl,
-    const char *name, const struct stream_opts *opts, struct tls_ctx *tls,
+struct tcpserver *
+tcpserver_new(struct stream_loop *sl, const char *name,
+    const struct stream_opts *opts, struct tls_ctx *tls,
     tcpserver_handler handle_stream, void *arg)
 {
-	memset(srv, 0, sizeof(*srv));
+	struct tcpserver *srv = calloc(1, sizeof(*srv));
+
+	if (srv == NULL)
+		return NULL;
 	srv->sl = sl;
 	snprintf(srv->name, sizeof(srv->name), "%s", name ? name : "server");
-	if (opts != NULL)
-		srv->opts = *opts;
-	else
-		stream_opts_default(&srv->opts);
+	tcpserver_set_opts(srv, opts);
 	srv->tls = tls ? tls_ctx_ref(tls) : NULL;
 	srv->handle_stream = handle_stream;
 	srv->arg = arg;
+	return srv;
 }
 
 static void
@@ -304,7 +328,6 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 		if (which != NULL) {
 			/* Before any work: a flood costs an accept and a close. */
 			close(fd);
-			srv->refused++;
 			if (srv->stats != NULL)
 				srv->stats->refused++;
 			netutil_format_addr(sa, peer, sizeof(peer));
@@ -322,19 +345,16 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 	stream_set_peer(s, sa);
 	if (srv->conns != NULL && count_conn(srv, s, &key, src) < 0) {
 		stream_close(s, STREAM_CLOSE_NOMEM);
-		srv->failed++;
 		LOGW("%s: no memory to count a connection from %s", srv->name,
 		    stream_peer(s));
 		return;
 	}
 	if (srv->tls != NULL && tls_stream_accept(s, srv->tls) < 0) {
 		stream_close(s, STREAM_CLOSE_NOMEM);
-		srv->failed++;
 		LOGW("%s: cannot set up TLS for %s", srv->name,
 		    stream_peer(s));
 		return;
 	}
-	srv->accepted++;
 	stream_set_stats(s, srv->stats);
 	if (srv->stats != NULL)
 		srv->stats->accepted++;
@@ -343,7 +363,6 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 fail:
 	netutil_format_addr(sa, peer, sizeof(peer));
 	LOGW("%s: no memory for a connection from %s", srv->name, peer);
-	srv->failed++;
 	close(fd);
 }
 
@@ -375,31 +394,12 @@ tcpserver_bind(struct tcpserver *srv, const char *address, int port,
 	return 0;
 }
 
-int
-tcpserver_listen(struct tcpserver *srv, const char *address, int port,
-    char *err, size_t errlen)
+void
+tcpserver_start(struct tcpserver *srv)
 {
-	if (tcpserver_bind(srv, address, port, AF_UNSPEC,
-	    NETUTIL_DEFAULT_BACKLOG, false, err, errlen) < 0)
-		return -1;
-	tcpserver_add_sockets(srv, srv->pending, srv->npending);
+	/* tcpserver_bind() left room for them. */
+	(void)tcpserver_add_sockets(srv, srv->pending, srv->npending);
 	srv->npending = 0;
-	return 0;
-}
-
-int
-tcpserver_start(struct tcpserver *srv, int num_processes, int max_restarts)
-{
-	int id = 0;
-
-	if (num_processes != 1) {
-		id = process_fork(num_processes, max_restarts);
-		/* libev's kernel state (epoll) must not be shared. */
-		ev_loop_fork(srv->sl->loop);
-	}
-	tcpserver_add_sockets(srv, srv->pending, srv->npending);
-	srv->npending = 0;
-	return id;
 }
 
 int
@@ -412,6 +412,22 @@ tcpserver_port(const struct tcpserver *srv)
 	return -1;
 }
 
+size_t
+tcpserver_addresses(const struct tcpserver *srv,
+    struct sockaddr_storage *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < srv->nacc + srv->npending && n < max; i++) {
+		int fd = i < srv->nacc ? srv->acc[i].fd :
+		    srv->pending[i - srv->nacc];
+		socklen_t len = sizeof(out[n]);
+		if (getsockname(fd, (struct sockaddr *)&out[n], &len) == 0)
+			n++;
+	}
+	return n;
+}
+
 void
 tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls)
 {
@@ -419,6 +435,15 @@ tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls)
 
 	srv->tls = tls ? tls_ctx_ref(tls) : NULL;
 	tls_ctx_unref(old);
+}
+
+void
+tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts)
+{
+	if (opts != NULL)
+		srv->opts = *opts;
+	else
+		stream_opts_default(&srv->opts);
 }
 
 void
@@ -441,16 +466,17 @@ tcpserver_stop(struct tcpserver *srv)
 }
 
 void
-tcpserver_destroy(struct tcpserver *srv)
+tcpserver_free(struct tcpserver *srv)
 {
+	if (srv == NULL)
+		return;
 	tcpserver_stop(srv);
 	tls_ctx_unref(srv->tls);
-	srv->tls = NULL;
 	if (srv->conns != NULL) {
 		if (srv->conns->live == 0)
 			table_free(srv->conns);
 		else
 			srv->conns->orphaned = true;
-		srv->conns = NULL;
 	}
+	free(srv);
 }

@@ -1,10 +1,11 @@
 /*
  * tcpserver: listening sockets -> streams (Tornado's TCPServer).
  *
- * Three ways to start, as in Tornado:
- *   tcpserver_listen()                  bind and accept at once, one process;
- *   tcpserver_bind() + tcpserver_start() bind, fork workers, then accept;
- *   netutil_bind_sockets() + process_fork() + tcpserver_add_sockets().
+ * Its life: tcpserver_new(), tcpserver_bind() each address (before the
+ * process forks its workers: the sockets are then shared, the kernel
+ * spreads the accepts), tcpserver_start() in each process that serves
+ * them, tcpserver_stop() to stop accepting (a drain), tcpserver_free().
+ * tcpserver_add_sockets() accepts on sockets bound elsewhere.
  * Every accepted socket gets TCP_NODELAY, is wrapped in a plain stream or,
  * with a TLS context, a TLS stream whose handshake is still to come, and is
  * handed to handle_stream(), which owns it from then on.
@@ -12,7 +13,8 @@
  * Connection limits (tcpserver_set_limits) are enforced here, so every
  * listener mode gets them: a connection over a limit is closed right after
  * accept, before any TLS work, counted in the listener's `refused` counter
- * and logged (rate-limited) with the peer and the limit.  A connection
+ * (tcpserver_set_stats; the server keeps no counts of its own) and logged
+ * (rate-limited) with the peer and the limit.  A connection
  * counts from its accept until its stream is freed, whatever closed it
  * (the stream's free hook).  Limits are per process: with workers, each
  * worker counts the connections it accepted.
@@ -30,58 +32,25 @@
 typedef void (*tcpserver_handler)(struct stream *s, const struct sockaddr *sa,
     socklen_t salen, void *arg);
 
+/* At most this many sockets per server (every address of every bind). */
 #define TCPSERVER_MAX_SOCKETS 32
 
-struct conn_table;		/* live connections, per source (tcpserver.c) */
+struct tcpserver;
 
-struct tcpserver {
-	struct stream_loop *sl;
-	struct tls_ctx *tls;		/* NULL: plain */
-	struct stream_opts opts;
-	tcpserver_handler handle_stream;
-	void *arg;
-	char name[64];			/* for logs */
-
-	int pending[TCPSERVER_MAX_SOCKETS];	/* bound, not yet accepting */
-	size_t npending;
-	struct accept_handler acc[TCPSERVER_MAX_SOCKETS];
-	size_t nacc;
-
-	struct metrics_conn *stats;	/* counters for this listener */
-	uint64_t accepted;		/* connections handed out */
-	uint64_t failed;		/* accepted but could not be set up */
-	uint64_t refused;		/* closed at once: over a limit */
-
-	size_t max_conns;		/* 0 = unlimited */
-	size_t max_per_source;		/* 0 = unlimited */
-	/*
-	 * Counts live connections once limits are set.  Its own allocation:
-	 * streams still open when the server is destroyed (a drain that ran
-	 * out of time) keep it, and the last one to go frees it.
-	 */
-	struct conn_table *conns;
-};
-
-/* `tls` is referenced (not taken over); NULL for plain TCP. */
-void tcpserver_init(struct tcpserver *srv, struct stream_loop *sl,
-    const char *name, const struct stream_opts *opts, struct tls_ctx *tls,
+/*
+ * `tls` is referenced (not taken over); NULL for plain TCP.  `opts` (NULL:
+ * the defaults) are copied.  NULL when memory cannot be had.
+ */
+struct tcpserver *tcpserver_new(struct stream_loop *sl, const char *name,
+    const struct stream_opts *opts, struct tls_ctx *tls,
     tcpserver_handler handle_stream, void *arg);
 
-/* Binds `address:port` and accepts at once.  0, or -1 with err. */
-int tcpserver_listen(struct tcpserver *srv, const char *address, int port,
-    char *err, size_t errlen);
-
-/* Binds without accepting yet (before tcpserver_start). */
+/* Binds without accepting yet (until tcpserver_start).  0, or -1 with err. */
 int tcpserver_bind(struct tcpserver *srv, const char *address, int port,
     int family, int backlog, bool reuse_port, char *err, size_t errlen);
 
-/*
- * Forks num_processes workers (<= 0: one per CPU; 1: no fork) supervised
- * with max_restarts (see process.h), then starts accepting on the bound
- * sockets in each worker.  Returns the task id (0 when not forking).
- */
-int tcpserver_start(struct tcpserver *srv, int num_processes,
-    int max_restarts);
+/* Accepts on every socket bound so far, in this process. */
+void tcpserver_start(struct tcpserver *srv);
 
 /* Accepts on already bound listening sockets (taken over). 0 or -1. */
 int tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n);
@@ -89,8 +58,19 @@ int tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n);
 /* The port the first socket is bound to (useful with port 0), or -1. */
 int tcpserver_port(const struct tcpserver *srv);
 
+/*
+ * The local addresses of its sockets (port 0 resolved), at most `max`:
+ * how many were written.  A socket whose address cannot be read is left
+ * out.
+ */
+size_t tcpserver_addresses(const struct tcpserver *srv,
+    struct sockaddr_storage *out, size_t max);
+
 /* New connections use `tls` from now on (reload); live ones keep theirs. */
 void tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls);
+
+/* Connections accepted from now on get these stream options. */
+void tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts);
 
 /* Counts this listener's connections (and their streams) into `stats`. */
 void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
@@ -115,9 +95,10 @@ size_t tcpserver_sources(const struct tcpserver *srv);
 void tcpserver_stop(struct tcpserver *srv);
 
 /*
- * Stop, and drop the TLS reference.  Streams it accepted may outlive it:
- * the connection count goes with the last of them.
+ * Stops, drops the TLS reference and frees the server.  Streams it
+ * accepted may outlive it: the connection count goes with the last of
+ * them.  NULL is ignored.
  */
-void tcpserver_destroy(struct tcpserver *srv);
+void tcpserver_free(struct tcpserver *srv);
 
 #endif

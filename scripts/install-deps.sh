@@ -5,8 +5,9 @@
 # Silent and fast when everything is already installed.
 set -euo pipefail
 
+# scdoc builds the man pages; man-db and groff-base render them (the test).
 packages=(build-essential pkg-config libssl-dev libev-dev libcriterion-dev
-          libinih-dev openssl python3 "$@")
+          libinih-dev openssl python3 scdoc man-db groff-base "$@")
 
 missing=()
 for pkg in "${packages[@]}"; do

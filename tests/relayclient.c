@@ -19,6 +19,7 @@
 
 #include "ferryproc.h"
 #include "helpers.h"
+#include "relay_proto.h"
 
 static double
 now_s(void)
@@ -234,10 +235,10 @@ rc_send_byte(struct rclient *c, int b)
 bool
 rc_send_u32(struct rclient *c, uint32_t v)
 {
-	uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16),
-	    (uint8_t)(v >> 8), (uint8_t)v };
+	uint8_t b[RELAY_LEN_SIZE];
 
-	return rc_send(c, b, 4);
+	relay_len_put(b, v);
+	return rc_send(c, b, sizeof(b));
 }
 
 bool
@@ -328,25 +329,15 @@ rc_quiet(struct rclient *c, double timeout)
 	return rc_read(c, &b, 1, timeout) == RC_TIMEDOUT;
 }
 
-static size_t
-count_keys(const char *k, size_t len)
-{
-	size_t n = 1;
-
-	for (size_t i = 0; i < len; i++)
-		n += k[i] == ',';
-	return n;
-}
-
 /* Sends one step and reads its answer: RC_OK, RC_REFUSED, RC_ERROR. */
 static int
 answer(struct rclient *c, int step)
 {
 	int b = rc_byte(c, c->timeout);
 
-	if (b == 0x00)
+	if (b == RELAY_OK)
 		return RC_OK;
-	if (b == 0x01) {
+	if (b == RELAY_REFUSED) {
 		c->refused_at = step;
 		return RC_REFUSED;
 	}
@@ -360,7 +351,7 @@ rc_register(struct rclient *c, const char *uuid, size_t ulen,
 	int r;
 
 	c->refused_at = 0;
-	if (!rc_send_byte(c, 0x0a))
+	if (!rc_send_byte(c, RELAY_PRODUCER))
 		return RC_ERROR;
 	if ((r = answer(c, 1)) != RC_OK)
 		return r;
@@ -372,7 +363,7 @@ rc_register(struct rclient *c, const char *uuid, size_t ulen,
 		return RC_ERROR;
 	if ((r = answer(c, 3)) != RC_OK)
 		return r;
-	c->nkeys = count_keys(keys, klen);
+	c->nkeys = relay_keys_count(keys, klen);
 	return RC_OK;
 }
 
@@ -401,18 +392,18 @@ rc_subscribe(struct rclient *c, const char *uuid)
 
 	if (r != RC_OK)
 		return r;
-	return rc_send_byte(c, 0x00) ? RC_OK : RC_ERROR;
+	return rc_send_byte(c, RELAY_ACCEPT) ? RC_OK : RC_ERROR;
 }
 
 int
 rc_ask_keys(struct rclient *c, const char *uuid)
 {
-	uint8_t len[4];
+	uint8_t len[RELAY_LEN_SIZE];
 	uint32_t n;
 	int r;
 
 	c->refused_at = 0;
-	if (!rc_send_byte(c, 0x0b))
+	if (!rc_send_byte(c, RELAY_CONSUMER))
 		return RC_ERROR;
 	if ((r = answer(c, 1)) != RC_OK)
 		return r;
@@ -420,16 +411,16 @@ rc_ask_keys(struct rclient *c, const char *uuid)
 		return RC_ERROR;
 	if ((r = answer(c, 2)) != RC_OK)
 		return r;
-	if (!rc_read_exact(c, len, 4))
+	if (!rc_read_exact(c, len, sizeof(len)))
 		return RC_ERROR;
-	n = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 |
-	    (uint32_t)len[2] << 8 | len[3];
-	if (n == 0 || n > 65536 || (c->keys = malloc(n + 1)) == NULL ||
+	n = relay_len_get(len);
+	if (n == 0 || n > RELAY_MAX_KEYS_BYTES ||
+	    (c->keys = malloc(n + 1)) == NULL ||
 	    !rc_read_exact(c, c->keys, n))
 		return RC_ERROR;
 	c->keys[n] = '\0';
 	c->keys_len = n;
-	c->nkeys = count_keys(c->keys, n);
+	c->nkeys = relay_keys_count(c->keys, n);
 	return RC_OK;
 }
 
@@ -474,7 +465,7 @@ rc_key_names(size_t n)
 			room *= 62;
 		}
 		if (i > 0)
-			k[o++] = ',';
+			k[o++] = RELAY_KEY_SEP;
 		for (size_t d = width, v = i - first; d-- > 0; v /= 62)
 			k[o + d] = digits[v % 62];
 		o += width;
@@ -487,7 +478,7 @@ void
 rc_frame(uint8_t *out, size_t nkeys, uint32_t seq)
 {
 	for (size_t j = 0; j < nkeys; j++)
-		put_f32(out + 4 * j, (float)(seq * 8u + (uint32_t)(j % 8)));
+		put_f32(out + RELAY_VALUE_SIZE * j, (float)(seq * 8u + (uint32_t)(j % 8)));
 }
 
 bool
@@ -502,7 +493,7 @@ rc_frame_seq(const uint8_t *f, size_t nkeys, uint32_t *seq)
 	if ((float)base != v0 || base % 8 != 0)
 		return false;
 	for (size_t j = 1; j < nkeys; j++)
-		if (get_f32(f + 4 * j) != (float)(base + (uint32_t)(j % 8)))
+		if (get_f32(f + RELAY_VALUE_SIZE * j) != (float)(base + (uint32_t)(j % 8)))
 			return false;
 	*seq = base / 8;
 	return true;
@@ -511,7 +502,8 @@ rc_frame_seq(const uint8_t *f, size_t nkeys, uint32_t *seq)
 bool
 rc_send_frames(struct rclient *c, uint32_t first, size_t n)
 {
-	size_t fs = c->nkeys * 4, per = fs > 65536 ? 1 : 65536 / fs;
+	size_t fs = relay_frame_size(c->nkeys);
+	size_t per = fs > 65536 ? 1 : 65536 / fs;
 	uint8_t *buf = malloc(per * fs);
 	bool ok = buf != NULL;
 
@@ -528,7 +520,8 @@ rc_send_frames(struct rclient *c, uint32_t first, size_t n)
 size_t
 rc_read_frames(struct rclient *c, size_t n, uint32_t *seqs, bool *torn)
 {
-	size_t fs = c->nkeys * 4, cap = fs > 65536 ? fs : 65536 / fs * fs;
+	size_t fs = relay_frame_size(c->nkeys);
+	size_t cap = fs > 65536 ? fs : 65536 / fs * fs;
 	uint8_t *buf = malloc(cap);
 	size_t got = 0, have = 0;
 
@@ -568,7 +561,7 @@ static void *
 reader_main(void *arg)
 {
 	struct rc_reader *r = arg;
-	size_t fs = r->c->nkeys * 4;
+	size_t fs = relay_frame_size(r->c->nkeys);
 	size_t cap = fs > 256 * 1024 ? fs : 256 * 1024 / fs * fs;
 	uint8_t *buf = malloc(cap);
 	size_t got = 0, have = 0;

@@ -1,6 +1,6 @@
 /*
- * relayclient: blocking clients of the device protocol (version 1) for
- * tests, plain or TLS, on 127.0.0.1.
+ * relayclient: blocking clients of the relay protocol (version 1, its
+ * bytes from relay_proto.h) for tests, plain or TLS, on 127.0.0.1.
  *
  * The socket is non-blocking underneath and every call waits with poll()
  * for at most its timeout, so a test can ask "did the producer block?" or

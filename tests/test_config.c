@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include "config.h"
+#include "log.h"
 
 static struct config cfg;
 static char err[512];
@@ -225,39 +226,117 @@ in_table(const char *key)
 	return false;
 }
 
-Test(config, example_and_readme_document_every_key, .timeout = 10)
+/* A key defined in ferry.conf(5): its name, and the section it is in. */
+struct man_key {
+	char name[40];
+	int scope;		/* enum config_scope, or -1 outside the four */
+	int line;
+};
+
+/* The section of ferry.conf(5) each scope's keys are documented in. */
+static const char *const man_sections[] = {
+	[CONFIG_SCOPE_PROCESS] = "PROCESS KEYS",
+	[CONFIG_SCOPE_LISTENER] = "LISTENER KEYS",
+	[CONFIG_SCOPE_RELAY] = "RELAY KEYS",
+	[CONFIG_SCOPE_FORWARD] = "FORWARD KEYS",
+};
+
+/*
+ * The keys ferry.conf(5) defines: lines "*name* = ..." of its scdoc
+ * source, outside literal blocks, each with the "# SECTION" it is in.
+ */
+static size_t
+man_keys(const char *path, struct man_key *keys, size_t max)
 {
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	int scope = -1, num = 0;
+	bool literal = false;
+	size_t n = 0;
+
+	cr_assert_not_null(f, "%s", path);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char name[40];
+		num++;
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line + strspn(line, "\t"), "```") == 0)
+			literal = !literal;
+		if (literal)
+			continue;
+		if (strncmp(line, "# ", 2) == 0) {
+			scope = -1;
+			for (int i = 0; i < 4; i++)
+				if (strcmp(line + 2, man_sections[i]) == 0)
+					scope = i;
+			continue;
+		}
+		if (sscanf(line, "*%39[a-z_]* =", name) != 1 ||
+		    strncmp(line + 1 + strlen(name), "* =", 3) != 0)
+			continue;
+		cr_assert_lt(n, max, "%s: more key definitions than expected",
+		    path);
+		snprintf(keys[n].name, sizeof(keys[n].name), "%s", name);
+		keys[n].scope = scope;
+		keys[n].line = num;
+		n++;
+	}
+	fclose(f);
+	cr_assert(!literal, "%s: a literal block is not closed", path);
+	return n;
+}
+
+static const struct config_key *
+table_key(const char *name)
+{
+	for (const struct config_key *k = config_keys; k->name; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+Test(config, example_and_man_page_document_every_key, .timeout = 10)
+{
+	static const char man[] = FERRY_SRCDIR "/man/ferry.conf.5.scd";
 	char keys[128][40];
 	size_t n = file_keys(FERRY_SRCDIR "/ferry.conf.example", keys, 128);
-	FILE *f;
-	char *readme;
-	long len;
+	struct man_key mk[128];
+	size_t nm = man_keys(man, mk, 128);
 
 	/* None invented... */
 	for (size_t i = 0; i < n; i++)
 		cr_assert(in_table(keys[i]), "ferry.conf.example documents "
 		    "'%s', which ferry does not know", keys[i]);
-	/* ...none missing, and each in the README's reference table. */
-	f = fopen(FERRY_SRCDIR "/README.md", "r");
-	cr_assert_not_null(f);
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	readme = malloc((size_t)len + 1);
-	cr_assert_eq(fread(readme, 1, (size_t)len, f), (size_t)len);
-	readme[len] = '\0';
-	fclose(f);
+	/* ...none missing. */
 	for (const struct config_key *k = config_keys; k->name; k++) {
 		bool found = false;
-		char cell[64];
 		for (size_t i = 0; i < n; i++)
 			found = found || strcmp(keys[i], k->name) == 0;
 		cr_assert(found, "ferry.conf.example lacks '%s'", k->name);
-		snprintf(cell, sizeof(cell), "| `%s` |", k->name);
-		cr_assert_not_null(strstr(readme, cell),
-		    "README.md's table lacks '%s'", k->name);
 	}
-	free(readme);
+	/*
+	 * ferry.conf(5): every key it defines is one ferry knows, defined
+	 * once, in the section of its scope...
+	 */
+	for (size_t i = 0; i < nm; i++) {
+		const struct config_key *k = table_key(mk[i].name);
+		cr_assert_not_null(k, "ferry.conf.5.scd:%d documents '%s', "
+		    "which ferry does not know", mk[i].line, mk[i].name);
+		cr_assert_eq(mk[i].scope, (int)k->scope, "ferry.conf.5.scd:%d: "
+		    "'%s' belongs in # %s", mk[i].line, mk[i].name,
+		    man_sections[k->scope]);
+		for (size_t j = 0; j < i; j++)
+			cr_assert_str_neq(mk[j].name, mk[i].name, "ferry.conf.5"
+			    ".scd:%d: '%s' is defined twice (first on line %d)",
+			    mk[i].line, mk[i].name, mk[j].line);
+	}
+	/* ...and every key ferry knows is there. */
+	for (const struct config_key *k = config_keys; k->name; k++) {
+		bool found = false;
+		for (size_t i = 0; i < nm; i++)
+			found = found || strcmp(mk[i].name, k->name) == 0;
+		cr_assert(found, "ferry.conf(5) lacks '%s' (under # %s)",
+		    k->name, man_sections[k->scope]);
+	}
 	/* And the file as shipped is valid. */
 	config_init(&cfg);
 	cr_assert_eq(config_load(&cfg, FERRY_SRCDIR "/ferry.conf.example", err,
@@ -413,4 +492,27 @@ Test(config, overlong_line_is_refused, .timeout = 10)
 	memset(text + n, 'A', 5000);
 	memcpy(text + n + 5000, "\nbind = :2\n", 12);
 	expect_error(text, "test.conf:4: line longer than");
+}
+
+Test(config, log_keys, .timeout = 10)
+{
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_STDERR);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	cr_assert_eq(load("[ferry]\nlog = syslog\nlog_format = json\n[a]\n"
+	    "mode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_SYSLOG);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_JSON);
+	cr_assert_eq(load("[ferry]\nlog = stderr\nlog_format = text\n[a]\n"
+	    "mode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_STDERR);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	expect_error("[ferry]\nlog = /var/log/ferry.log\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] log: '/var/log/ferry.log' is "
+	    "not one of stderr, syslog");
+	expect_error("[ferry]\n\nlog_format = xml\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:3: [ferry] log_format: 'xml' is not one "
+	    "of text, json");
+	expect_error("[a]\nmode = relay\nbind = :1\nlog = syslog\n",
+	    "test.conf:4: [a] log:");
 }

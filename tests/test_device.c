@@ -12,7 +12,7 @@
 
 #include <criterion/criterion.h>
 
-#include "device.h"
+#include "relay_proto.h"
 #include "relayclient.h"
 
 #define SEEDS 200
@@ -141,28 +141,28 @@ inside(const struct rec *r, const char *p)
 }
 
 static int
-record(void *arg, const struct device_event *ev)
+record(void *arg, const struct relay_event *ev)
 {
 	struct rec *r = arg;
 
 	switch (ev->type) {
-	case DEV_ROLE:
+	case RELAY_EV_ROLE:
 		rec_add(r, "role %02x\n", ev->role);
 		break;
-	case DEV_UUID:
+	case RELAY_EV_UUID:
 		rec_add(r, "uuid %zu %016llx\n", ev->len,
 		    (unsigned long long)fnv(ev->data, ev->len));
 		r->copies += !inside(r, ev->data);
 		break;
-	case DEV_KEYS:
+	case RELAY_EV_KEYS:
 		rec_add(r, "keys %zu bytes %zu names %016llx\n", ev->len,
 		    ev->count, (unsigned long long)fnv(ev->data, ev->len));
 		r->copies += !inside(r, ev->data);
 		break;
-	case DEV_ACCEPT:
+	case RELAY_EV_ACCEPT:
 		rec_add(r, "accept %02x\n", ev->role);
 		break;
-	case DEV_FRAMES: {
+	case RELAY_EV_FRAMES: {
 		size_t fs = ev->len / ev->count;
 		cr_assert_eq(ev->len % ev->count, 0);
 		for (size_t i = 0; i < ev->count; i++)
@@ -172,7 +172,7 @@ record(void *arg, const struct device_event *ev)
 		r->frame_events++;
 		break;
 	}
-	case DEV_ERROR:
+	case RELAY_EV_ERROR:
 		rec_add(r, "error %s%s%s\n", ev->error,
 		    ev->limit ? " [limit]" : "", ev->nomem ? " [nomem]" : "");
 		break;
@@ -218,25 +218,25 @@ struct run {
  * piece not consumed whole or once the callback said stop.
  */
 static struct run
-feed(const struct relay_opts *o, const struct bytes *in, uint32_t split,
+feed(const struct relay_limits *o, const struct bytes *in, uint32_t split,
     int stop_on)
 {
-	struct device_parser p;
+	struct relay_parser p;
 	struct rec r = { .stop_on = stop_on, .in = in->p, .inlen = in->len };
 	struct run out = { 0 };
 	uint32_t seed = split;
 	size_t off = 0;
 
-	device_parser_init(&p, o);
+	relay_parser_init(&p, o);
 	rec_add(&r, "%s", "");
 	while (off < in->len && !r.stopped) {
 		size_t n = split == 0 ? in->len : split == 1 ? 1 :
 		    cut(&seed, in->len - off);
-		size_t used = device_parser_feed(&p, (const char *)in->p + off,
+		size_t used = relay_parser_feed(&p, (const char *)in->p + off,
 		    n, record, &r);
 		cr_assert_leq(used, n);
 		off += used;
-		if (used < n || p.state == DP_DEAD)
+		if (used < n || p.state == RELAY_PS_DEAD)
 			break;
 	}
 	out.log = r.log;
@@ -246,13 +246,13 @@ feed(const struct relay_opts *o, const struct bytes *in, uint32_t split,
 	out.frame_events = r.frame_events;
 	out.ignored = p.ignored;
 	out.body_left = p.body != NULL;
-	device_parser_free(&p);
+	relay_parser_free(&p);
 	return out;
 }
 
 /* Every split gives the run of the whole feed; returns that run. */
 static struct run
-feed_every_way(const struct relay_opts *o, const struct bytes *in,
+feed_every_way(const struct relay_limits *o, const struct bytes *in,
     int stop_on)
 {
 	struct run whole = feed(o, in, 0, stop_on);
@@ -271,12 +271,12 @@ feed_every_way(const struct relay_opts *o, const struct bytes *in,
 	return whole;
 }
 
-static struct relay_opts
+static struct relay_limits
 opts(void)
 {
-	struct relay_opts o;
+	struct relay_limits o;
 
-	relay_opts_default(&o);
+	relay_limits_default(&o);
 	return o;
 }
 
@@ -298,7 +298,7 @@ count_lines(const char *log, const char *prefix)
 
 Test(device, producer_sequence_any_split, .timeout = 60)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 	const char *keys = "eyeBlinkLeft,eyeBlinkRight,jawOpen";
 	char expect[256];
@@ -326,7 +326,7 @@ Test(device, producer_sequence_any_split, .timeout = 60)
 
 Test(device, consumer_sequence_any_split, .timeout = 60)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 	uint8_t extra[100];
 
@@ -349,7 +349,7 @@ Test(device, consumer_sequence_any_split, .timeout = 60)
 
 Test(device, consumer_answer_byte_is_reported, .timeout = 30)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 
 	b_byte(&in, 0x0b);
@@ -363,7 +363,7 @@ Test(device, consumer_answer_byte_is_reported, .timeout = 30)
 
 Test(device, frames_straddle_chunks, .timeout = 60)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 	char *keys = many_keys(16384);	/* the largest frame: 64 KiB */
 
@@ -378,19 +378,19 @@ Test(device, frames_straddle_chunks, .timeout = 60)
 	/* A frame cut in two is assembled once; whole ones are not copied. */
 	size_t head = 1 + 4 + 3 + 4 + strlen(keys);
 	struct bytes a = { .p = in.p, .len = head + 65536 + 100 };
-	struct device_parser p;
+	struct relay_parser p;
 	struct rec rc = { .stop_on = -1, .in = in.p, .inlen = in.len };
-	device_parser_init(&p, &o);
+	relay_parser_init(&p, &o);
 	rec_add(&rc, "%s", "");
-	cr_assert_eq(device_parser_feed(&p, (const char *)a.p, a.len, record,
+	cr_assert_eq(relay_parser_feed(&p, (const char *)a.p, a.len, record,
 	    &rc), a.len);
 	cr_assert_eq(rc.copies, 0, "whole frames were copied");
 	cr_assert_eq(p.scratch_have, 100);
-	cr_assert_eq(device_parser_feed(&p, (const char *)in.p + a.len,
+	cr_assert_eq(relay_parser_feed(&p, (const char *)in.p + a.len,
 	    in.len - a.len, record, &rc), in.len - a.len);
 	cr_assert_eq(rc.copies, 1, "the split frame: one assembled copy");
 	cr_assert_eq(count_lines(rc.log, "frame 65536 "), 5);
-	device_parser_free(&p);
+	relay_parser_free(&p);
 	free(rc.log);
 	free(keys);
 	free(in.p);
@@ -398,21 +398,21 @@ Test(device, frames_straddle_chunks, .timeout = 60)
 
 Test(device, stop_returns_the_position, .timeout = 30)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 
 	b_byte(&in, 0x0a);
 	b_str(&in, "dev");
 	b_str(&in, "a,b");
 	b_frames(&in, 2, 3);
-	struct run r = feed_every_way(&o, &in, DEV_UUID);
+	struct run r = feed_every_way(&o, &in, RELAY_EV_UUID);
 	cr_assert(r.stopped);
 	cr_assert_eq(r.consumed, 1 + 4 + 3);
 	free(r.log);
-	r = feed_every_way(&o, &in, DEV_KEYS);
+	r = feed_every_way(&o, &in, RELAY_EV_KEYS);
 	cr_assert_eq(r.consumed, 1 + 4 + 3 + 4 + 3);
 	free(r.log);
-	r = feed(&o, &in, 0, DEV_FRAMES);
+	r = feed(&o, &in, 0, RELAY_EV_FRAMES);
 	cr_assert_eq(r.consumed, in.len);
 	free(r.log);
 	free(in.p);
@@ -461,7 +461,7 @@ build_bad(struct bytes *in, const struct bad *c)
 Test(device, every_limit_is_a_limit_error, .timeout = 120)
 {
 	char u256[256], *k16385 = many_keys(16385);
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	/* 16,384 names, the last one the first's: far apart. */
 	char *far = many_keys(16384);
 	char *comma = strrchr(far, ',');
@@ -557,7 +557,7 @@ Test(device, every_limit_is_a_limit_error, .timeout = 120)
 
 Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	char u255[255], *k16384 = many_keys(16384);
 	char *k65536 = malloc(65536);
 
@@ -622,7 +622,7 @@ Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 
 Test(device, unknown_first_byte, .timeout = 30)
 {
-	struct relay_opts o = opts();
+	struct relay_limits o = opts();
 	static const int bytes[] = { 0x00, 0x01, 0x0c, 0x41, 0xff };
 
 	for (size_t i = 0; i < sizeof(bytes) / sizeof(bytes[0]); i++) {
@@ -642,20 +642,20 @@ Test(device, unknown_first_byte, .timeout = 30)
 
 Test(device, dead_after_an_error, .timeout = 30)
 {
-	struct relay_opts o = opts();
-	struct device_parser p;
+	struct relay_limits o = opts();
+	struct relay_parser p;
 	struct rec r = { .stop_on = -1 };
 
-	device_parser_init(&p, &o);
+	relay_parser_init(&p, &o);
 	rec_add(&r, "%s", "");
-	cr_assert_eq(device_parser_feed(&p, "\x0a\x00\x00\x00\x00", 5, record,
+	cr_assert_eq(relay_parser_feed(&p, "\x0a\x00\x00\x00\x00", 5, record,
 	    &r), 5);
-	cr_assert_eq(p.state, DP_DEAD);
+	cr_assert_eq(p.state, RELAY_PS_DEAD);
 	size_t before = r.len;
-	cr_assert_eq(device_parser_feed(&p, "\x0a\x00\x00\x00\x01u", 6,
+	cr_assert_eq(relay_parser_feed(&p, "\x0a\x00\x00\x00\x01u", 6,
 	    record, &r), 0);
 	cr_assert_eq(r.len, before, "events after the error");
-	device_parser_free(&p);
+	relay_parser_free(&p);
 	free(r.log);
 }
 
@@ -680,6 +680,50 @@ Test(device, utf8_validation, .timeout = 10)
 	};
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-		cr_assert_eq(device_utf8_valid(t[i].s, t[i].n), t[i].ok,
+		cr_assert_eq(relay_utf8_valid(t[i].s, t[i].n), t[i].ok,
 		    "case %zu", i);
+}
+
+/* The checks a caller without a parser uses say what the parser says. */
+Test(device, checks_without_the_parser, .timeout = 10)
+{
+	static const struct {
+		bool keys;
+		const char *s;
+		size_t n;
+		enum relay_verdict v;
+		size_t count;
+		const char *why;
+	} t[] = {
+		{ false, "phone-1", 7, RELAY_VALID, 0, "" },
+		{ false, "", 0, RELAY_BROKEN, 0,
+		    "uuid length 0 out of range 1..255" },
+		{ false, "a\nb", 3, RELAY_BROKEN, 0,
+		    "uuid has a control character (0x0a)" },
+		{ false, "\xc0\xaf", 2, RELAY_BROKEN, 0, "uuid is not UTF-8" },
+		{ true, "x,y", 3, RELAY_VALID, 2, "" },
+		{ true, "a,\tb", 4, RELAY_BROKEN, 0,
+		    "key 2 has a control character (0x09)" },
+		{ true, "x,y,x", 5, RELAY_BROKEN, 0,
+		    "keys 1 and 3 have the same name" },
+		{ true, "a,,b", 4, RELAY_BROKEN, 0, "empty key name" },
+		{ true, "a,b,c,d", 7, RELAY_BROKEN, 0, "4 keys, more than 3" },
+	};
+	struct relay_limits l;
+
+	relay_limits_default(&l);
+	l.max_keys = 3;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char why[96] = "";
+		size_t count = 99;
+		enum relay_verdict v = t[i].keys ?
+		    relay_check_keys(&l, t[i].s, t[i].n, &count, why,
+		    sizeof(why)) :
+		    relay_check_uuid(&l, t[i].s, t[i].n, why, sizeof(why));
+
+		cr_assert_eq(v, t[i].v, "case %zu", i);
+		cr_assert_str_eq(why, t[i].why, "case %zu", i);
+		if (t[i].keys)
+			cr_assert_eq(count, t[i].count, "case %zu", i);
+	}
 }

@@ -25,7 +25,7 @@
 
 struct lim {
 	struct tloop t;
-	struct tcpserver srv;
+	struct tcpserver *srv;
 	struct metrics_conn stats;
 	int port;
 	size_t echoed;			/* bytes the server echoed */
@@ -74,19 +74,21 @@ lim_start(struct lim *l, struct tls_ctx *tls, size_t max, size_t per_source)
 
 	memset(l, 0, sizeof(*l));
 	tloop_init(&l->t);
-	tcpserver_init(&l->srv, &l->t.sl, "limited", NULL, tls, echo_handle,
+	l->srv = tcpserver_new(&l->t.sl, "limited", NULL, tls, echo_handle,
 	    l);
-	tcpserver_set_stats(&l->srv, &l->stats);
-	cr_assert_eq(tcpserver_set_limits(&l->srv, max, per_source), 0);
-	cr_assert_eq(tcpserver_listen(&l->srv, "127.0.0.1", 0, err,
-	    sizeof(err)), 0, "%s", err);
-	l->port = tcpserver_port(&l->srv);
+	cr_assert_not_null(l->srv);
+	tcpserver_set_stats(l->srv, &l->stats);
+	cr_assert_eq(tcpserver_set_limits(l->srv, max, per_source), 0);
+	cr_assert_eq(tcpserver_bind(l->srv, "127.0.0.1", 0, AF_UNSPEC,
+	    NETUTIL_DEFAULT_BACKLOG, false, err, sizeof(err)), 0, "%s", err);
+	tcpserver_start(l->srv);
+	l->port = tcpserver_port(l->srv);
 }
 
 static void
 lim_stop(struct lim *l)
 {
-	tcpserver_destroy(&l->srv);
+	tcpserver_free(l->srv);
 	tloop_run_for(&l->t, 0.05);
 	cr_assert_eq(l->t.sl.live, 0);
 	tloop_destroy(&l->t);
@@ -123,7 +125,7 @@ decided_pred(void *arg)
 {
 	struct decided *d = arg;
 
-	return d->l->srv.accepted + d->l->srv.refused > d->before;
+	return d->l->stats.accepted + d->l->stats.refused > d->before;
 }
 
 /* Waits until the server has taken (or refused) the connection just made. */
@@ -153,8 +155,8 @@ echo_pred(void *arg)
 static int
 served(struct lim *l, const char *src)
 {
-	uint64_t before = l->srv.accepted + l->srv.refused;
-	uint64_t acc = l->srv.accepted;
+	uint64_t before = l->stats.accepted + l->stats.refused;
+	uint64_t acc = l->stats.accepted;
 	int fd = src ? connect_from(src, l->port) :
 	    connect_loopback(false, l->port);
 	struct echo_wait e = { l, l->echoed + 4 };
@@ -162,7 +164,7 @@ served(struct lim *l, const char *src)
 
 	cr_assert_geq(fd, 0);
 	wait_decided(l, before);
-	cr_assert_eq(l->srv.accepted, acc + 1, "refused, expected served");
+	cr_assert_eq(l->stats.accepted, acc + 1, "refused, expected served");
 	cr_assert_eq(send(fd, "ping", 4, MSG_NOSIGNAL), 4);
 	cr_assert(tloop_run_pred(&l->t, echo_pred, &e, 10));
 	cr_assert_eq(recv(fd, buf, 4, MSG_WAITALL), 4);
@@ -174,15 +176,15 @@ served(struct lim *l, const char *src)
 static void
 refused(struct lim *l, const char *src)
 {
-	uint64_t before = l->srv.accepted + l->srv.refused;
-	uint64_t ref = l->srv.refused;
+	uint64_t before = l->stats.accepted + l->stats.refused;
+	uint64_t ref = l->stats.refused;
 	int fd = src ? connect_from(src, l->port) :
 	    connect_loopback(false, l->port);
 	char c;
 
 	cr_assert_geq(fd, 0);
 	wait_decided(l, before);
-	cr_assert_eq(l->srv.refused, ref + 1, "served, expected refused");
+	cr_assert_eq(l->stats.refused, ref + 1, "served, expected refused");
 	/* EOF, or a reset: either way, nothing. */
 	cr_assert_leq(recv(fd, &c, 1, 0), 0);
 	close(fd);
@@ -198,7 +200,7 @@ live_pred(void *arg)
 {
 	struct live_wait *w = arg;
 
-	return tcpserver_live(&w->l->srv) == w->live;
+	return tcpserver_live(w->l->srv) == w->live;
 }
 
 static void
@@ -207,7 +209,7 @@ wait_live(struct lim *l, size_t live)
 	struct live_wait w = { l, live };
 
 	cr_assert(tloop_run_pred(&l->t, live_pred, &w, 10),
-	    "live %zu, expected %zu", tcpserver_live(&l->srv), live);
+	    "live %zu, expected %zu", tcpserver_live(l->srv), live);
 }
 
 Test(limits, global_limit_refuses_counts_and_resumes, .timeout = 30)
@@ -218,10 +220,9 @@ Test(limits, global_limit_refuses_counts_and_resumes, .timeout = 30)
 	lim_start(&l, NULL, 3, 0);
 	for (int i = 0; i < 3; i++)
 		fd[i] = served(&l, NULL);
-	cr_assert_eq(tcpserver_live(&l.srv), 3);
+	cr_assert_eq(tcpserver_live(l.srv), 3);
 	refused(&l, NULL);
 	refused(&l, NULL);
-	cr_assert_eq(l.srv.refused, 2);
 	cr_assert_eq(l.stats.refused, 2);
 	/* Refused connections never became streams. */
 	cr_assert_eq(l.stats.accepted, 3);
@@ -263,15 +264,15 @@ Test(limits, per_source_independent_of_global, .timeout = 30)
 	b[0] = served(&l, "127.0.0.2");
 	b[1] = served(&l, "127.0.0.2");
 	refused(&l, "127.0.0.2");
-	cr_assert_eq(tcpserver_sources(&l.srv), 2);
+	cr_assert_eq(tcpserver_sources(l.srv), 2);
 	c = served(&l, "127.0.0.3");
 	/* Five live: the global limit now refuses a fresh source. */
 	refused(&l, "127.0.0.4");
-	cr_assert_eq(tcpserver_sources(&l.srv), 3);
+	cr_assert_eq(tcpserver_sources(l.srv), 3);
 	/* A source's entry goes with its last connection. */
 	close(c);
 	wait_live(&l, 4);
-	cr_assert_eq(tcpserver_sources(&l.srv), 2);
+	cr_assert_eq(tcpserver_sources(l.srv), 2);
 	c = served(&l, "127.0.0.4");
 	close(a[0]);
 	wait_live(&l, 4);
@@ -283,7 +284,7 @@ Test(limits, per_source_independent_of_global, .timeout = 30)
 	close(b[0]);
 	close(b[1]);
 	wait_live(&l, 0);
-	cr_assert_eq(tcpserver_sources(&l.srv), 0);
+	cr_assert_eq(tcpserver_sources(l.srv), 0);
 	cr_assert_eq(l.stats.refused, 4);
 	lim_stop(&l);
 }
@@ -302,7 +303,7 @@ Test(limits, many_sources_table_grows_and_empties, .timeout = 60)
 		    1 + i % 50);
 		fd[i] = served(&l, src);
 	}
-	cr_assert_eq(tcpserver_sources(&l.srv), N);
+	cr_assert_eq(tcpserver_sources(l.srv), N);
 	for (int i = 0; i < N; i += 10) {
 		snprintf(src, sizeof(src), "127.0.%d.%d", 1 + i / 50,
 		    1 + i % 50);
@@ -311,7 +312,7 @@ Test(limits, many_sources_table_grows_and_empties, .timeout = 60)
 	for (int i = 0; i < N; i++)
 		close(fd[i]);
 	wait_live(&l, 0);
-	cr_assert_eq(tcpserver_sources(&l.srv), 0);
+	cr_assert_eq(tcpserver_sources(l.srv), 0);
 	cr_assert_eq(l.stats.refused, N / 10);
 	lim_stop(&l);
 }
@@ -340,11 +341,14 @@ Test(limits, count_follows_every_kind_of_close, .timeout = 30)
 	close(fd);
 	wait_live(&l, 0);
 	/* An idle timeout closes it (streams from now on get one). */
-	l.srv.opts.idle_timeout = 0.2;
+	struct stream_opts idle;
+	stream_opts_default(&idle);
+	idle.idle_timeout = 0.2;
+	tcpserver_set_opts(l.srv, &idle);
 	fd = served(&l, NULL);
 	wait_live(&l, 0);
 	close(fd);
-	cr_assert_eq(tcpserver_sources(&l.srv), 0);
+	cr_assert_eq(tcpserver_sources(l.srv), 0);
 	cr_assert_eq(l.closes, 4);
 	lim_stop(&l);
 }
@@ -358,8 +362,7 @@ Test(limits, server_destroyed_before_its_streams, .timeout = 30)
 	lim_start(&l, NULL, 4, 2);
 	fd[0] = served(&l, "127.0.0.1");
 	fd[1] = served(&l, "127.0.0.2");
-	tcpserver_destroy(&l.srv);
-	cr_assert_null(l.srv.conns);
+	tcpserver_free(l.srv);
 	/* Still served after the server is gone. */
 	cr_assert_eq(send(fd[0], "late", 4, MSG_NOSIGNAL), 4);
 	struct echo_wait e = { &l, l.echoed + 4 };
@@ -397,7 +400,7 @@ Test(limits, mapped_ipv6_counts_as_ipv4, .timeout = 30)
 	    2, err, sizeof(err)), 1, "%s", err);
 	v6port = netutil_local_port(fds[0]);
 	fds[1] = lfd;
-	cr_assert_eq(tcpserver_add_sockets(&l.srv, fds, 2), 0);
+	cr_assert_eq(tcpserver_add_sockets(l.srv, fds, 2), 0);
 
 	fd[0] = served(&l, "127.0.0.1");
 	/* The same host through the mapped socket: over its limit. */
@@ -405,19 +408,19 @@ Test(limits, mapped_ipv6_counts_as_ipv4, .timeout = 30)
 	refused(&l, "127.0.0.1");
 	/* Another IPv4 host through the mapped socket is fine. */
 	fd[1] = served(&l, "127.0.0.9");
-	cr_assert_eq(tcpserver_sources(&l.srv), 2);
+	cr_assert_eq(tcpserver_sources(l.srv), 2);
 	/* ::1 is a source of its own. */
-	uint64_t before = l.srv.accepted;
+	uint64_t before = l.stats.accepted;
 	v6 = connect_loopback(true, v6port);
 	cr_assert_geq(v6, 0);
-	wait_decided(&l, before + l.srv.refused);
-	cr_assert_eq(l.srv.accepted, before + 1);
-	cr_assert_eq(tcpserver_sources(&l.srv), 3);
+	wait_decided(&l, before + l.stats.refused);
+	cr_assert_eq(l.stats.accepted, before + 1);
+	cr_assert_eq(tcpserver_sources(l.srv), 3);
 	close(v6);
 	close(fd[0]);
 	close(fd[1]);
 	wait_live(&l, 0);
-	cr_assert_eq(tcpserver_sources(&l.srv), 0);
+	cr_assert_eq(tcpserver_sources(l.srv), 0);
 	lim_stop(&l);
 }
 
@@ -474,8 +477,8 @@ Test(limits, tls_refused_before_handshake, .timeout = 30)
 	/* The second is closed before the server reads its ClientHello. */
 	fd = connect_loopback(false, l.port);
 	cr_assert_geq(fd, 0);
-	wait_decided(&l, l.srv.accepted + l.srv.refused);
-	cr_assert_eq(l.srv.refused, 1);
+	wait_decided(&l, l.stats.accepted + l.stats.refused);
+	cr_assert_eq(l.stats.refused, 1);
 	peer_tls(&p, fd, "localhost", NULL, NULL);
 	cr_assert_not(peer_tls_handshake(&p));
 	peer_close(&p);
@@ -497,11 +500,10 @@ Test(limits, unlimited_by_default, .timeout = 30)
 	int fd[20];
 
 	lim_start(&l, NULL, 0, 0);
-	cr_assert_null(l.srv.conns);
 	for (int i = 0; i < 20; i++)
 		fd[i] = served(&l, "127.0.0.1");
-	cr_assert_eq(l.srv.refused, 0);
-	cr_assert_eq(tcpserver_live(&l.srv), 0);
+	cr_assert_eq(l.stats.refused, 0);
+	cr_assert_eq(tcpserver_live(l.srv), 0);
 	for (int i = 0; i < 20; i++)
 		close(fd[i]);
 	tloop_run_for(&l.t, 0.1);

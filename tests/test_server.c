@@ -96,21 +96,23 @@ roundtrip(struct tloop *t, int port)
 Test(tcpserver, stop_keeps_live_connections, .timeout = 30)
 {
 	struct tloop t;
-	struct tcpserver srv;
+	struct tcpserver *srv;
 	struct echo e = { 0 };
 	char err[256], buf[8];
 
 	tloop_init(&t);
-	tcpserver_init(&srv, &t.sl, "echo", NULL, NULL, echo_handle, &e);
-	cr_assert_eq(tcpserver_listen(&srv, "127.0.0.1", 0, err, sizeof(err)),
-	    0, "%s", err);
-	int port = tcpserver_port(&srv);
+	srv = tcpserver_new(&t.sl, "echo", NULL, NULL, echo_handle, &e);
+	cr_assert_not_null(srv);
+	cr_assert_eq(tcpserver_bind(srv, "127.0.0.1", 0, AF_UNSPEC,
+	    NETUTIL_DEFAULT_BACKLOG, false, err, sizeof(err)), 0, "%s", err);
+	tcpserver_start(srv);
+	int port = tcpserver_port(srv);
 	cr_assert(roundtrip(&t, port));
 	int live = connect_loopback(false, port);
 	cr_assert_geq(live, 0);
 	tloop_run_for(&t, 0.1);
 	cr_assert_eq(e.handled, 2);
-	tcpserver_stop(&srv);
+	tcpserver_stop(srv);
 	/* New connections are refused... */
 	cr_assert_eq(connect_loopback(false, port), -1);
 	cr_assert_eq(errno, ECONNREFUSED);
@@ -121,12 +123,12 @@ Test(tcpserver, stop_keeps_live_connections, .timeout = 30)
 	cr_assert_eq(memcmp(buf, "abc", 3), 0);
 	close(live);
 	tloop_run_for(&t, 0.1);
-	tcpserver_destroy(&srv);
+	tcpserver_free(srv);
 	cr_assert_eq(t.sl.live, 0);
 	tloop_destroy(&t);
 }
 
-/* ---- start(2, max_restarts): supervised workers ---- */
+/* ---- bind, fork(2, max_restarts), start: supervised workers ---- */
 
 static void
 pid_handle(struct stream *s, const struct sockaddr *sa, socklen_t len,
@@ -148,21 +150,24 @@ supervisor(int portpipe, int max_restarts)
 {
 	struct ev_loop *loop = ev_default_loop(0);
 	struct stream_loop sl;
-	struct tcpserver srv;
+	struct tcpserver *srv;
 	char err[256];
 
 	log_set_level(LOG_ERROR);
 	signal(SIGPIPE, SIG_IGN);
 	stream_loop_init(&sl, loop);
-	tcpserver_init(&srv, &sl, "pids", NULL, NULL, pid_handle, NULL);
-	if (tcpserver_bind(&srv, "127.0.0.1", 0, AF_INET, 128, false, err,
-	    sizeof(err)) < 0)
+	srv = tcpserver_new(&sl, "pids", NULL, NULL, pid_handle, NULL);
+	if (srv == NULL || tcpserver_bind(srv, "127.0.0.1", 0, AF_INET, 128,
+	    false, err, sizeof(err)) < 0)
 		_exit(3);
-	int port = tcpserver_port(&srv);
+	int port = tcpserver_port(srv);
 	if (write(portpipe, &port, sizeof(port)) != sizeof(port))
 		_exit(3);
 	close(portpipe);
-	tcpserver_start(&srv, 2, max_restarts);
+	/* As main does: bind, fork the workers, accept in each. */
+	process_fork(2, max_restarts);
+	ev_loop_fork(loop);
+	tcpserver_start(srv);
 	ev_run(loop, 0);
 	_exit(0);
 }

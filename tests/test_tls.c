@@ -34,7 +34,7 @@
 /* An echo server that remembers how its connections ended. */
 struct srv {
 	struct tloop t;
-	struct tcpserver ts;
+	struct tcpserver *ts;
 	struct tls_ctx *tls;
 	int port;
 	int closes;
@@ -131,18 +131,20 @@ srv_start(struct srv *sv, enum tls_verify verify, double hs_timeout,
 		stream_opts_default(&o);
 	o.handshake_timeout = hs_timeout;
 	sv->tls = test_server_ctx(verify);
-	tcpserver_init(&sv->ts, &sv->t.sl, "test-tls", &o, sv->tls,
+	sv->ts = tcpserver_new(&sv->t.sl, "test-tls", &o, sv->tls,
 	    srv_handle, sv);
-	tcpserver_set_stats(&sv->ts, &sv->stats);
-	cr_assert_eq(tcpserver_listen(&sv->ts, "127.0.0.1", 0, err,
-	    sizeof(err)), 0, "%s", err);
-	sv->port = tcpserver_port(&sv->ts);
+	cr_assert_not_null(sv->ts);
+	tcpserver_set_stats(sv->ts, &sv->stats);
+	cr_assert_eq(tcpserver_bind(sv->ts, "127.0.0.1", 0, AF_UNSPEC,
+	    NETUTIL_DEFAULT_BACKLOG, false, err, sizeof(err)), 0, "%s", err);
+	tcpserver_start(sv->ts);
+	sv->port = tcpserver_port(sv->ts);
 }
 
 static void
 srv_stop(struct srv *sv)
 {
-	tcpserver_destroy(&sv->ts);
+	tcpserver_free(sv->ts);
 	tls_ctx_unref(sv->tls);
 	/* Close whatever is left and check every stream was freed. */
 	tloop_run_for(&sv->t, 0.05);

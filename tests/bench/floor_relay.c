@@ -1,8 +1,9 @@
 /*
  * floor-relay: the least a device relay can do, as the benchmark's floor.
  *
- * One process, one epoll set (level-triggered), no library: it speaks the
- * device protocol (version 1) just far enough for ferry-bench's relay
+ * One process, one epoll set (level-triggered), no library (of Ferry, the
+ * protocol's bytes from relay_proto.h alone): it speaks the relay
+ * protocol (version 1) just far enough for ferry-bench's relay
  * pairs, and then relays each producer's bytes to its one consumer with
  * one read() and one write() per readiness event: no parsing of frames,
  * no queue, no fan-out, no limits, no TLS, no timers.  Whatever a relay
@@ -36,6 +37,8 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "relay_proto.h"
 
 #define FLOOR_BUF	(64 * 1024)	/* one read's worth */
 #define FLOOR_EVENTS	256
@@ -185,15 +188,6 @@ send_all(struct conn *c, const void *p, size_t len)
 	return send(c->fd, p, len, MSG_NOSIGNAL) == (ssize_t)len;
 }
 
-static uint32_t
-be32(const char *p)
-{
-	const unsigned char *u = (const unsigned char *)p;
-
-	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 |
-	    (uint32_t)u[2] << 8 | (uint32_t)u[3];
-}
-
 /* The consumer's socket took everything: read the producer again. */
 static void
 resume(struct conn *cons)
@@ -266,18 +260,20 @@ flush_pending(struct conn *cons)
 static bool
 step(struct conn *c)
 {
-	static const char ok = 0x00, no = 0x01;
+	static const char ok = RELAY_OK, no = RELAY_REFUSED;
 	size_t need;
 
 	for (;;) {
 		if (c->step == S_ROLE) {
 			if (c->hdr_len < 1)
 				return true;
-			if (c->hdr[0] != 0x0a && c->hdr[0] != 0x0b) {
+			if (c->hdr[0] != RELAY_PRODUCER &&
+			    c->hdr[0] != RELAY_CONSUMER) {
 				conn_close(c);
 				return false;
 			}
-			c->role = c->hdr[0] == 0x0a ? R_PRODUCER : R_CONSUMER;
+			c->role = c->hdr[0] == RELAY_PRODUCER ? R_PRODUCER :
+			    R_CONSUMER;
 			need = 1;
 			if (!send_all(c, &ok, 1)) {
 				conn_close(c);
@@ -285,9 +281,10 @@ step(struct conn *c)
 			}
 			c->step = S_UUID;
 		} else if (c->step == S_UUID || c->step == S_KEYS) {
-			if (c->hdr_len < 4)
+			if (c->hdr_len < RELAY_LEN_SIZE)
 				return true;
-			need = 4 + (size_t)be32(c->hdr);
+			need = RELAY_LEN_SIZE +
+			    (size_t)relay_len_get((const uint8_t *)c->hdr);
 			if (need > FLOOR_HDR_MAX) {
 				conn_close(c);
 				return false;
@@ -310,13 +307,13 @@ step(struct conn *c)
 			} else if (c->role == R_PRODUCER) {
 				struct conn *old;
 
-				c->ulen = need - 4;
+				c->ulen = need - RELAY_LEN_SIZE;
 				c->uuid = malloc(c->ulen + 1);
 				if (c->uuid == NULL) {
 					conn_close(c);
 					return false;
 				}
-				memcpy(c->uuid, c->hdr + 4, c->ulen);
+				memcpy(c->uuid, c->hdr + RELAY_LEN_SIZE, c->ulen);
 				/* A newcomer replaces the producer of its uuid. */
 				if ((old = find(c->uuid, c->ulen)) != NULL)
 					conn_close(old);
@@ -329,7 +326,8 @@ step(struct conn *c)
 				}
 				c->step = S_KEYS;
 			} else {
-				struct conn *p = find(c->hdr + 4, need - 4);
+				struct conn *p = find(c->hdr + RELAY_LEN_SIZE,
+				    need - RELAY_LEN_SIZE);
 
 				if (p == NULL || p->keys == NULL ||
 				    p->peer != NULL || p->waiting != NULL) {
@@ -352,7 +350,7 @@ step(struct conn *c)
 			if (c->hdr_len < 1)
 				return true;
 			need = 1;
-			if (c->hdr[0] != 0x00 || p == NULL) {
+			if (c->hdr[0] != RELAY_ACCEPT || p == NULL) {
 				conn_close(c);
 				return false;
 			}

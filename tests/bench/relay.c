@@ -1,5 +1,6 @@
 /*
- * relay: P producer/consumer pairs over the device protocol, version 1.
+ * relay: P producer/consumer pairs over the relay protocol, version 1
+ * (relay_proto.h names every byte of it).
  *
  * Each pair has its own uuid.  Pairs are set up `parallel` at a time: the
  * producer registers (0x0a, uuid, keys), then its consumer (0x0b, uuid,
@@ -35,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include "bench.h"
+#include "relay_proto.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -178,38 +180,20 @@ get_le32(const char *p)
 	    (uint32_t)u[3] << 24;
 }
 
-static void
-put_be32(char *p, uint32_t v)
-{
-	p[0] = (char)((v >> 24) & 0xff);
-	p[1] = (char)((v >> 16) & 0xff);
-	p[2] = (char)((v >> 8) & 0xff);
-	p[3] = (char)(v & 0xff);
-}
-
-static uint32_t
-get_be32(const char *p)
-{
-	const unsigned char *u = (const unsigned char *)p;
-
-	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 |
-	    (uint32_t)u[2] << 8 | (uint32_t)u[3];
-}
-
 /* ---- registration ---- */
 
 static int
 tx_set(struct rconn *rc, int role_or_len, const char *body, size_t len)
 {
-	size_t need = body != NULL ? 4 + len : 1;
+	size_t need = body != NULL ? RELAY_LEN_SIZE + len : 1;
 
 	free(rc->tx);
 	rc->tx = malloc(need);
 	if (rc->tx == NULL)
 		return -1;
 	if (body != NULL) {
-		put_be32(rc->tx, (uint32_t)len);
-		memcpy(rc->tx + 4, body, len);
+		relay_len_put((uint8_t *)rc->tx, (uint32_t)len);
+		memcpy(rc->tx + RELAY_LEN_SIZE, body, len);
 	} else {
 		rc->tx[0] = (char)role_or_len;
 	}
@@ -226,7 +210,7 @@ reg_need(const struct rconn *rc)
 		return 1;
 	switch (rc->step) {
 	case 0: case 1: return 1;
-	case 2: return 4;
+	case 2: return RELAY_LEN_SIZE;
 	case 3: return rc->keys_len;
 	default: return 0;
 	}
@@ -240,7 +224,7 @@ reg_answer(struct rconn *rc, const char *a, const char **why)
 	struct rpair *p = rc->pair;
 
 	if (rc->producer) {
-		if (a[0] != 0) {
+		if (a[0] != RELAY_OK) {
 			*why = "server refused the registration";
 			return -1;
 		}
@@ -256,21 +240,21 @@ reg_answer(struct rconn *rc, const char *a, const char **why)
 	}
 	switch (rc->step) {
 	case 0:
-		if (a[0] != 0) {
+		if (a[0] != RELAY_OK) {
 			*why = "server refused the consumer";
 			return -1;
 		}
 		rc->step = 1;
 		return tx_set(rc, 0, p->uuid, strlen(p->uuid));
 	case 1:
-		if (a[0] != 0) {
+		if (a[0] != RELAY_OK) {
 			*why = "uuid unknown to the server (0x01)";
 			return -1;
 		}
 		rc->step = 2;
 		return 0;
 	case 2:
-		rc->keys_len = get_be32(a);
+		rc->keys_len = relay_len_get((const uint8_t *)a);
 		if (rc->keys_len != rb->keys_len) {
 			*why = "keys announced with another length";
 			return -1;
@@ -283,7 +267,7 @@ reg_answer(struct rconn *rc, const char *a, const char **why)
 			return -1;
 		}
 		rc->step = 4;
-		if (tx_set(rc, 0, NULL, 0) < 0)
+		if (tx_set(rc, RELAY_ACCEPT, NULL, 0) < 0)
 			return -1;
 		return 0;
 	}
@@ -305,7 +289,8 @@ rconn_connect(struct rpair *p, struct rconn *rc)
 		return;
 	}
 	rc->state = RC_CONNECT;
-	if (tx_set(rc, rc->producer ? 0x0a : 0x0b, NULL, 0) < 0)
+	if (tx_set(rc, rc->producer ? RELAY_PRODUCER : RELAY_CONSUMER, NULL,
+	    0) < 0)
 		pair_fail(p, rc, "out of memory");
 }
 
@@ -1016,19 +1001,21 @@ relay_init(struct relay_bench *rb, const struct bench_opts *o)
 		return -1;
 	if (o->tls && (rb->ctx = bench_client_ctx(o)) == NULL)
 		return -1;
-	rb->fsize = 4 * (size_t)o->keys;
+	rb->fsize = relay_frame_size((size_t)o->keys);
 	rb->keys = malloc((size_t)o->keys * 8 + 1);
 	rb->templ = malloc(rb->fsize);
 	rb->pairs = calloc((size_t)o->pairs, sizeof(*rb->pairs));
 	if (rb->keys == NULL || rb->templ == NULL || rb->pairs == NULL)
 		return -1;
 	for (int k = 0; k < o->keys; k++) {
+		if (k > 0)
+			rb->keys[rb->keys_len++] = RELAY_KEY_SEP;
 		rb->keys_len += (size_t)sprintf(rb->keys + rb->keys_len,
-		    "%sk%d", k ? "," : "", k);
+		    "k%d", k);
 		float v = (float)k / (float)o->keys;
 		uint32_t bits;
 		memcpy(&bits, &v, sizeof(bits));
-		put_le32(rb->templ + 4 * k, bits);
+		put_le32(rb->templ + RELAY_VALUE_SIZE * k, bits);
 	}
 	rb->npairs = o->pairs;
 	cap = out_capacity(o, rb->fsize);
@@ -1150,13 +1137,32 @@ trace_write(struct relay_bench *rb)
 	return 0;
 }
 
+/*
+ * The latency distribution, for plots: "q:us,..." at fixed quantiles, the
+ * last (q = 1) the maximum.
+ */
+static void
+quantiles(const struct hist *h, char *out, size_t len)
+{
+	static const double qs[] = { 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9,
+	    0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999 };
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]) && n < len; i++)
+		n += (size_t)snprintf(out + n, len - n, "%g:%.1f,", qs[i],
+		    (double)hist_quantile(h, qs[i]) / 1e3);
+	if (n < len)
+		snprintf(out + n, len - n, "1:%.1f", (double)h->max / 1e3);
+}
+
 static void
 relay_report(struct relay_bench *rb)
 {
 	const struct bench_opts *o = rb->o;
 	uint64_t lost = 0, reordered = 0, skipped = 0, undelivered = 0;
 	double secs = (double)(rb->t_end - rb->t_window) / 1e9, hz;
-	char srv[64] = "";
+	char srv[64] = "", lat[512];
 
 	for (int i = 0; i < rb->npairs; i++) {
 		struct rpair *p = &rb->pairs[i];
@@ -1171,6 +1177,7 @@ relay_report(struct relay_bench *rb)
 	}
 	if (secs <= 0)
 		secs = 1e-9;
+	quantiles(&rb->hist, lat, sizeof(lat));
 	if (o->server_pid > 0)
 		snprintf(srv, sizeof(srv), " srv_cpu=%.2f srv_wait_ms=%.1f",
 		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
@@ -1183,7 +1190,7 @@ relay_report(struct relay_bench *rb)
 	    " undelivered=%" PRIu64 " skipped=%" PRIu64 " errors=%" PRIu64
 	    " srv_p50_us=%.1f srv_p99_us=%.1f srv_p999_us=%.1f"
 	    " pair_hz=%.1f behind_max_ms=%.1f gen_busy=%.2f gen_cpu=%.2f"
-	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s\n",
+	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s lat_q_us=%s\n",
 	    o->pairs, o->keys, o->tls ? 1 : 0, o->rate, secs, rb->frames,
 	    (double)rb->frames / secs,
 	    (double)rb->frames * (double)rb->fsize / secs / 1e6,
@@ -1200,7 +1207,8 @@ relay_report(struct relay_bench *rb)
 	    (double)rb->busy_ns / 1e9 / secs,
 	    (double)(rb->sched_self[1][0] - rb->sched_self[0][0]) / 1e9 / secs,
 	    rb->iters,
-	    (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6, srv);
+	    (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6, srv,
+	    lat);
 	fflush(stdout);
 	hz = (double)rb->sent_window / secs / (double)o->pairs;
 	if (o->rate > 0 && hz < 0.99 * o->rate)

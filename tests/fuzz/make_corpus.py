@@ -23,9 +23,9 @@ def field(b):
     return be32(len(b)) + b
 
 
-# ---- device: 6-byte header, session, chunk sizes ----
+# ---- relay: 6-byte header, session, chunk sizes ----
 
-def device(session, sizes=(), stop=0, max_uuid=255, max_keys_bytes=65536,
+def relay(session, sizes=(), stop=0, max_uuid=255, max_keys_bytes=65536,
            max_keys=16384):
     h = bytes([max_uuid - 1]) + struct.pack(">H", max_keys_bytes - 1) + \
         struct.pack(">H", max_keys - 1) + bytes([len(sizes) | stop << 6])
@@ -77,40 +77,40 @@ def consumer(uuid, answer=b"\x00", rest=b""):
     return b"\x0b" + field(uuid) + answer + rest
 
 
-DEVICE = {
-    "producer-3keys": device(producer(b"phone-1", b"x,y,z",
+RELAY = {
+    "producer-3keys": relay(producer(b"phone-1", b"x,y,z",
                                       frames(3, 4) + b"\x01\x02")),
-    "producer-3keys-bytewise": device(producer(b"phone-1", b"x,y,z",
+    "producer-3keys-bytewise": relay(producer(b"phone-1", b"x,y,z",
                                                frames(3, 2)), sizes=(1,)),
-    "producer-arkit-cuts": device(producer(UUID, ARKIT, frames(52, 3)),
+    "producer-arkit-cuts": relay(producer(UUID, ARKIT, frames(52, 3)),
                                   sizes=(1, 3, 7, 64, 200, 5)),
-    "producer-stop-after-uuid": device(producer(b"u", b"k", frames(1, 3)),
+    "producer-stop-after-uuid": relay(producer(b"u", b"k", frames(1, 3)),
                                        sizes=(2,), stop=2),
-    "consumer-accept": device(consumer(UUID, b"\x00", b"ignored bytes")),
-    "consumer-decline": device(consumer(b"phone-1", b"\x01")),
-    "consumer-cut": device(consumer(UUID), sizes=(1, 2, 3)),
-    "bad-first-byte": device(b"\x0cGET / HTTP/1.1\r\n"),
-    "uuid-len-zero": device(b"\x0a" + be32(0)),
-    "uuid-len-4g": device(b"\x0a" + be32(0xffffffff) + b"abc"),
-    "uuid-over-limit": device(producer(b"toolong", b"k", b""), max_uuid=4),
-    "uuid-utf8": device(producer("café-ü".encode(), b"a", frames(1, 1))),
-    "uuid-bad-utf8": device(producer(b"\xc0\xaf", b"a", b"")),
-    "uuid-control-char": device(producer(b"a\nb", b"a", b"")),
-    "keys-empty-name": device(producer(b"u", b"a,,b", b"")),
-    "keys-trailing-comma": device(producer(b"u", b"a,b,", b"")),
-    "keys-too-many": device(producer(b"u", b"a,b,c,d", b""), max_keys=3),
-    "keys-len-over-limit": device(producer(b"u", b"abcdef", b""),
+    "consumer-accept": relay(consumer(UUID, b"\x00", b"ignored bytes")),
+    "consumer-decline": relay(consumer(b"phone-1", b"\x01")),
+    "consumer-cut": relay(consumer(UUID), sizes=(1, 2, 3)),
+    "bad-first-byte": relay(b"\x0cGET / HTTP/1.1\r\n"),
+    "uuid-len-zero": relay(b"\x0a" + be32(0)),
+    "uuid-len-4g": relay(b"\x0a" + be32(0xffffffff) + b"abc"),
+    "uuid-over-limit": relay(producer(b"toolong", b"k", b""), max_uuid=4),
+    "uuid-utf8": relay(producer("café-ü".encode(), b"a", frames(1, 1))),
+    "uuid-bad-utf8": relay(producer(b"\xc0\xaf", b"a", b"")),
+    "uuid-control-char": relay(producer(b"a\nb", b"a", b"")),
+    "keys-empty-name": relay(producer(b"u", b"a,,b", b"")),
+    "keys-trailing-comma": relay(producer(b"u", b"a,b,", b"")),
+    "keys-too-many": relay(producer(b"u", b"a,b,c,d", b""), max_keys=3),
+    "keys-len-over-limit": relay(producer(b"u", b"abcdef", b""),
                                   max_keys_bytes=5),
-    "keys-nul": device(producer(b"u", b"a\0b", b"")),
-    "keys-tab": device(producer(b"u", b"x,y\tz", b"")),
-    "keys-del": device(producer(b"u", b"x,y\x7f", b"")),
-    "keys-same-name": device(producer(b"u", b"a,a", b"")),
-    "keys-same-utf8": device(producer(b"u", "é,e,é".encode(), b"")),
-    "keys-same-far-apart": device(producer(
+    "keys-nul": relay(producer(b"u", b"a\0b", b"")),
+    "keys-tab": relay(producer(b"u", b"x,y\tz", b"")),
+    "keys-del": relay(producer(b"u", b"x,y\x7f", b"")),
+    "keys-same-name": relay(producer(b"u", b"a,a", b"")),
+    "keys-same-utf8": relay(producer(b"u", "é,e,é".encode(), b"")),
+    "keys-same-far-apart": relay(producer(
         b"u", b",".join(names(199) + [b"0"]), b""), sizes=(200, 7)),
-    "keys-many-distinct": device(producer(b"u", b",".join(names(200)),
+    "keys-many-distinct": relay(producer(b"u", b",".join(names(200)),
                                           b"")),
-    "keys-alike": device(producer(b"u", b"a,ab,A, a,a ", frames(5, 2))),
+    "keys-alike": relay(producer(b"u", b"a,ab,A, a,a ", frames(5, 2))),
 }
 
 
@@ -281,6 +281,6 @@ def write(target, seeds):
 
 
 if __name__ == "__main__":
-    write("device", DEVICE)
+    write("relay", RELAY)
     write("config", CONFIG)
     write("stream", STREAM)

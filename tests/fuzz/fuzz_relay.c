@@ -1,12 +1,13 @@
 /*
- * libFuzzer target: the device protocol parser (device.h), through its
- * public API only.
+ * libFuzzer target: the relay protocol parser (relay_proto.h), through
+ * its public API only; linked with relay_proto.o alone (no libev, no
+ * OpenSSL, no other Ferry module).
  *
  * Input: a 6-byte header, the session (the bytes a client sends), then
  * the chunk sizes.
- *   h[0]        max_uuid = 1 + h[0] % 255
- *   h[1..2]     max_keys_bytes = 1 + BE16 % 65536
- *   h[3..4]     max_keys = 1 + BE16 % 16384
+ *   h[0]        max_uuid = 1 + h[0] % RELAY_MAX_UUID (255)
+ *   h[1..2]     max_keys_bytes = 1 + BE16 % RELAY_MAX_KEYS_BYTES (65536)
+ *   h[3..4]     max_keys = 1 + BE16 % RELAY_MAX_KEYS (16384)
  *   h[5]        low 6 bits: how many chunk sizes end the input (each byte
  *               + 1); top 2 bits: the event (1..3) at which the third run
  *               stops the feed, 0 = never
@@ -16,7 +17,7 @@
  * first two must report the same events (runs of frames may be split
  * differently).  Each run checks the contract as it goes:
  *   - consumed <= fed; less only after a stop or an error;
- *   - events in protocol order; nothing after DEV_ERROR or a stop, and a
+ *   - events in protocol order; nothing after RELAY_EV_ERROR or a stop, and a
  *     dead parser consumes nothing;
  *   - uuid and keys are the bytes the client sent, within their limits,
  *     UTF-8, no control character in the uuid, no empty key name, no
@@ -32,13 +33,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "device.h"
-#include "registry.h"
+#include "relay_proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond) do { if (!(cond)) { fprintf(stderr, \
-	"fuzz_device: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+	"fuzz_relay: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
 	abort(); } } while (0)
 
 #define HEADER 6
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* One event, normalized: runs of frames are merged. */
 struct rec {
-	enum device_ev type;
+	enum relay_ev type;
 	int role;
 	size_t count;
 	bool limit, nomem;
@@ -56,7 +56,7 @@ struct rec {
 };
 
 struct run {
-	const struct relay_opts *o;
+	const struct relay_limits *o;
 	const uint8_t *session;
 	size_t slen;
 	size_t fed;			/* session bytes handed to the parser */
@@ -73,27 +73,20 @@ struct run {
 
 enum { X_ROLE, X_UUID, X_KEYS, X_ACCEPT, X_FRAMES, X_NOTHING };
 
-static uint32_t
-be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
-
 static bool
 utf8_ok(const uint8_t *s, size_t len)
 {
-	return device_utf8_valid((const char *)s, len);
+	return relay_utf8_valid((const char *)s, len);
 }
 
 static void
-record(struct run *r, const struct device_event *ev)
+record(struct run *r, const struct relay_event *ev)
 {
 	struct rec *last = r->nrecs ? &r->recs[r->nrecs - 1] : NULL;
 	struct rec *c;
 
-	if (ev->type == DEV_FRAMES && last != NULL &&
-	    last->type == DEV_FRAMES) {
+	if (ev->type == RELAY_EV_FRAMES && last != NULL &&
+	    last->type == RELAY_EV_FRAMES) {
 		last->data = realloc(last->data, last->len + ev->len);
 		CHECK(last->data != NULL);
 		memcpy(last->data + last->len, ev->data, ev->len);
@@ -133,7 +126,7 @@ has_duplicate(const char *k, size_t len, size_t n)
 	for (size_t b = 0; b < nb; b++)
 		head[b] = SIZE_MAX;
 	for (size_t b = 0; b <= len && !dup; b++) {
-		if (b < len && k[b] != ',')
+		if (b < len && k[b] != RELAY_KEY_SEP)
 			continue;
 		uint64_t h = 1469598103934665603ull;
 		for (size_t j = start; j < b; j++)
@@ -160,7 +153,7 @@ has_duplicate(const char *k, size_t len, size_t n)
  * same rules as the parser's, written apart from it.
  */
 static bool
-keys_ok(const struct relay_opts *o, const char *k, size_t len,
+keys_ok(const struct relay_limits *o, const char *k, size_t len,
     size_t *count)
 {
 	size_t n = 1, cur = 0;
@@ -170,7 +163,7 @@ keys_ok(const struct relay_opts *o, const char *k, size_t len,
 	    !utf8_ok((const uint8_t *)k, len))
 		return false;
 	for (size_t i = 0; i < len; i++) {
-		if (k[i] == ',') {
+		if (k[i] == RELAY_KEY_SEP) {
 			if (cur == 0)
 				return false;
 			n++;
@@ -186,7 +179,7 @@ keys_ok(const struct relay_opts *o, const char *k, size_t len,
 }
 
 static void
-check_keys(const struct run *r, const struct device_event *ev)
+check_keys(const struct run *r, const struct relay_event *ev)
 {
 	size_t n;
 
@@ -205,7 +198,7 @@ check_refused_keys(const struct run *r)
 	size_t at = 5 + r->ulen, klen, n;
 
 	CHECK(r->fed >= at + 4);
-	klen = be32(s + at);
+	klen = relay_len_get(s + at);
 	if (klen < 1 || klen > r->o->max_keys_bytes)
 		return;			/* refused on the length alone */
 	CHECK(r->fed >= at + 4 + klen);
@@ -213,7 +206,7 @@ check_refused_keys(const struct run *r)
 }
 
 static int
-on_event(void *arg, const struct device_event *ev)
+on_event(void *arg, const struct relay_event *ev)
 {
 	struct run *r = arg;
 	const uint8_t *s = r->session;
@@ -222,42 +215,42 @@ on_event(void *arg, const struct device_event *ev)
 	CHECK(!r->dead);
 	r->events++;
 	switch (ev->type) {
-	case DEV_ROLE:
+	case RELAY_EV_ROLE:
 		CHECK(r->expect == X_ROLE);
-		CHECK(ev->role == DEVICE_PRODUCER || ev->role == DEVICE_CONSUMER);
+		CHECK(ev->role == RELAY_PRODUCER || ev->role == RELAY_CONSUMER);
 		CHECK(r->fed >= 1 && s[0] == ev->role);
 		r->expect = X_UUID;
 		break;
-	case DEV_UUID:
+	case RELAY_EV_UUID:
 		CHECK(r->expect == X_UUID);
 		CHECK(ev->len >= 1 && ev->len <= r->o->max_uuid);
-		CHECK(r->slen >= 5 + ev->len && be32(s + 1) == ev->len);
+		CHECK(r->slen >= 5 + ev->len && relay_len_get(s + 1) == ev->len);
 		CHECK(memcmp(ev->data, s + 5, ev->len) == 0);
 		CHECK(utf8_ok((const uint8_t *)ev->data, ev->len));
 		for (size_t i = 0; i < ev->len; i++)
 			CHECK((uint8_t)ev->data[i] >= 0x20 &&
 			    ev->data[i] != 0x7f);
 		r->ulen = ev->len;
-		r->expect = s[0] == DEVICE_PRODUCER ? X_KEYS : X_ACCEPT;
+		r->expect = s[0] == RELAY_PRODUCER ? X_KEYS : X_ACCEPT;
 		break;
-	case DEV_KEYS:
+	case RELAY_EV_KEYS:
 		CHECK(r->expect == X_KEYS);
 		check_keys(r, ev);
 		CHECK(r->slen >= 9 + r->ulen + ev->len &&
-		    be32(s + 5 + r->ulen) == ev->len);
+		    relay_len_get(s + 5 + r->ulen) == ev->len);
 		CHECK(memcmp(ev->data, s + 9 + r->ulen, ev->len) == 0);
 		r->klen = ev->len;
 		r->nkeys = ev->count;
 		r->frames_at = 9 + r->ulen + r->klen;
 		r->expect = X_FRAMES;
 		break;
-	case DEV_ACCEPT:
+	case RELAY_EV_ACCEPT:
 		CHECK(r->expect == X_ACCEPT);
 		CHECK(r->fed >= 6 + r->ulen && ev->role == s[5 + r->ulen]);
 		r->expect = X_NOTHING;
 		break;
-	case DEV_FRAMES: {
-		size_t fs = 4 * r->nkeys;
+	case RELAY_EV_FRAMES: {
+		size_t fs = relay_frame_size(r->nkeys);
 		CHECK(r->expect == X_FRAMES);
 		CHECK(ev->count >= 1 && ev->len == ev->count * fs);
 		/* Whole frames of bytes already fed, the very bytes, in order. */
@@ -267,7 +260,7 @@ on_event(void *arg, const struct device_event *ev)
 		r->frame_bytes += ev->len;
 		break;
 	}
-	case DEV_ERROR:
+	case RELAY_EV_ERROR:
 		CHECK(r->expect != X_NOTHING);
 		CHECK(ev->error != NULL && ev->error[0] != '\0');
 		CHECK(!(ev->limit && ev->nomem));
@@ -279,7 +272,7 @@ on_event(void *arg, const struct device_event *ev)
 		CHECK(!"unknown event type");
 	}
 	record(r, ev);
-	if (ev->type != DEV_ERROR && r->stop_at != 0 &&
+	if (ev->type != RELAY_EV_ERROR && r->stop_at != 0 &&
 	    r->events == r->stop_at) {
 		r->stopped = true;
 		return 1;
@@ -289,10 +282,10 @@ on_event(void *arg, const struct device_event *ev)
 
 /* Feeds the session in chunks (sizes NULL: whole). */
 static void
-run(struct run *r, const struct relay_opts *o, const uint8_t *s, size_t n,
+run(struct run *r, const struct relay_limits *o, const uint8_t *s, size_t n,
     const uint8_t *sizes, size_t nsizes, unsigned stop_at)
 {
-	struct device_parser p;
+	struct relay_parser p;
 	size_t off = 0, k = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -300,7 +293,7 @@ run(struct run *r, const struct relay_opts *o, const uint8_t *s, size_t n,
 	r->session = s;
 	r->slen = n;
 	r->stop_at = stop_at;
-	device_parser_init(&p, o);
+	relay_parser_init(&p, o);
 	while (off < n) {
 		size_t len = nsizes ? (size_t)sizes[k++ % nsizes] + 1 : n;
 		char *chunk;
@@ -313,7 +306,7 @@ run(struct run *r, const struct relay_opts *o, const uint8_t *s, size_t n,
 		CHECK(chunk != NULL);
 		memcpy(chunk, s + off, len);
 		r->fed = off + len;
-		used = device_parser_feed(&p, chunk, len, on_event, r);
+		used = relay_parser_feed(&p, chunk, len, on_event, r);
 		free(chunk);
 		CHECK(used <= len);
 		if (used < len)
@@ -323,18 +316,18 @@ run(struct run *r, const struct relay_opts *o, const uint8_t *s, size_t n,
 			break;
 		if (r->dead) {
 			/* A dead parser takes nothing and says nothing. */
-			char b = 0x0a;
-			CHECK(device_parser_feed(&p, &b, 1, on_event, r) == 0);
+			char b = RELAY_PRODUCER;
+			CHECK(relay_parser_feed(&p, &b, 1, on_event, r) == 0);
 			break;
 		}
 		CHECK(used == len);
 	}
 	if (!r->stopped && !r->dead && r->expect == X_FRAMES) {
 		/* None lost: every whole frame fed was reported. */
-		size_t fs = 4 * r->nkeys, avail = n - r->frames_at;
+		size_t fs = relay_frame_size(r->nkeys), avail = n - r->frames_at;
 		CHECK(r->frame_bytes == avail / fs * fs);
 	}
-	device_parser_free(&p);
+	relay_parser_free(&p);
 }
 
 /* FUZZ_VERBOSE=1 when replaying an input: what the parser reported. */
@@ -380,17 +373,18 @@ same(const struct run *a, const struct run *b)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct relay_opts o;
+	struct relay_limits o;
 	struct run whole, cut, stop;
 	size_t nsizes, slen;
 	const uint8_t *sizes;
 
 	if (size < HEADER)
 		return 0;
-	relay_opts_default(&o);
-	o.max_uuid = 1 + data[0] % 255;
-	o.max_keys_bytes = 1 + ((size_t)data[1] << 8 | data[2]) % 65536;
-	o.max_keys = 1 + ((size_t)data[3] << 8 | data[4]) % 16384;
+	relay_limits_default(&o);
+	o.max_uuid = 1 + data[0] % RELAY_MAX_UUID;
+	o.max_keys_bytes = 1 + ((size_t)data[1] << 8 | data[2]) %
+	    RELAY_MAX_KEYS_BYTES;
+	o.max_keys = 1 + ((size_t)data[3] << 8 | data[4]) % RELAY_MAX_KEYS;
 	nsizes = data[5] & 0x3f;
 	if (nsizes > size - HEADER)
 		nsizes = size - HEADER;

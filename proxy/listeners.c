@@ -1,0 +1,587 @@
+/* listeners: see listeners.h. */
+#define _GNU_SOURCE
+#include "listeners.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "acl.h"
+#include "admin.h"
+#include "forward.h"
+#include "log.h"
+#include "metrics.h"
+#include "netutil.h"
+#include "registry.h"
+#include "relay.h"
+#include "relay_metrics.h"
+#include "tcpserver.h"
+#include "tls.h"
+
+/* One configured listener and what serves it. */
+struct listener {
+	const struct config_listener *cfg;
+	struct tcpserver *srv;
+	int metrics_id;
+	struct relay_listener *relay;	/* mode = relay */
+	struct forward_listener *fwd;	/* mode = forward */
+};
+
+struct listeners {
+	const struct config *cfg;
+	struct stream_loop *sl;
+	struct listener l[CONFIG_MAX_LISTENERS];
+	size_t n;
+	struct registry *reg;		/* every relay listener's uuids */
+	struct tcpserver *admin;	/* NULL: no admin page here */
+	struct admin *admin_conns;	/* its connections */
+};
+
+/*
+ * What SIGHUP reloads: every listener's TLS contexts and access lists,
+ * built together so that a reload is all or nothing.  The servers and
+ * listeners they go to take their own references (an access list is
+ * taken over: its slot is then NULL).
+ */
+struct tls_set {
+	struct tls_ctx *server[CONFIG_MAX_LISTENERS];
+	struct tls_ctx *backend[CONFIG_MAX_LISTENERS];
+	struct acl *acl[CONFIG_MAX_LISTENERS];
+};
+
+/* ---- TLS contexts and access lists ---- */
+
+static const char *
+tls_opt_key(enum tls_opt opt)
+{
+	switch (opt) {
+	case TLS_OPT_CERT: return "cert";
+	case TLS_OPT_KEY: return "key";
+	case TLS_OPT_CLIENT_CA: return "client_ca";
+	case TLS_OPT_VERSION: return "tls_min_version";
+	case TLS_OPT_CIPHERS: return "ciphers";
+	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
+	case TLS_OPT_ALPN: return "alpn";
+	case TLS_OPT_CA_FILE: return "backend_ca";
+	case TLS_OPT_OTHER: break;
+	}
+	return "cert";
+}
+
+static struct tls_ctx *
+server_tls(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
+	struct tls_server_opts o = { 0 };
+	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
+	struct tls_ctx *c;
+	char why[384];
+
+	for (size_t i = 0; i < l->ncert; i++) {
+		pairs[i].cert = l->cert[i];
+		pairs[i].key = l->key[i];
+	}
+	o.certs = pairs;
+	o.ncerts = l->ncert;
+	o.client_ca = l->client_ca[0] ? l->client_ca : NULL;
+	o.verify = (enum tls_verify)l->verify;
+	o.min_version = l->tls_min_version;
+	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
+	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
+	o.alpn = l->alpn[0] ? l->alpn : NULL;
+	o.name = l->name;
+	o.fault = &fault;
+	c = tls_ctx_new_server(&o, why, sizeof(why));
+	if (c == NULL)
+		config_error(cfg, l, tls_opt_key(fault.opt), fault.index, why,
+		    err, errlen);
+	return c;
+}
+
+/* TLS towards a forward listener's backends: verified, always. */
+static struct tls_ctx *
+backend_tls(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	struct tls_client_opts o = { 0 };
+	struct tls_fault fault = { TLS_OPT_OTHER, 0 };
+	struct tls_ctx *c;
+	char why[384];
+
+	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
+	o.verify = true;
+	o.fault = &fault;
+	c = tls_ctx_new_client(&o, why, sizeof(why));
+	if (c == NULL)
+		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
+		    "backend_ca" : "backend_tls", 0, why, err, errlen);
+	return c;
+}
+
+static struct acl *
+access_list(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	char why[512];
+	struct acl *a = acl_load(l->acl, why, sizeof(why));
+
+	if (a == NULL)
+		config_error(cfg, l, "acl", 0, why, err, errlen);
+	return a;
+}
+
+static void
+tls_set_free(struct tls_set *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		tls_ctx_unref(t->server[i]);
+		tls_ctx_unref(t->backend[i]);
+		acl_free(t->acl[i]);
+	}
+}
+
+/* Builds every TLS context and access list; on failure nothing is kept. */
+static int
+tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
+    size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		if (l->ncert > 0 &&
+		    (t->server[i] = server_tls(cfg, l, err, errlen)) == NULL)
+			goto fail;
+		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
+		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
+			goto fail;
+		if (l->mode == CONFIG_RELAY && l->acl[0] != '\0' &&
+		    (t->acl[i] = access_list(cfg, l, err, errlen)) == NULL)
+			goto fail;
+	}
+	return 0;
+fail:
+	tls_set_free(t, cfg->nlisteners);
+	return -1;
+}
+
+/* ---- building ---- */
+
+/* Resolves a forward listener's backends (once, at start-up). */
+static int
+resolve_backends(const struct config *cfg, const struct config_listener *l,
+    struct forward_backend *out, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < l->nbackend; i++) {
+		const struct config_addr *a = &l->backend[i];
+		struct forward_backend *b = &out[i];
+		char why[256];
+
+		memset(b, 0, sizeof(*b));
+		snprintf(b->host, sizeof(b->host), "%s", a->host);
+		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
+		    "[%s]:%d" : "%s:%d", a->host, a->port);
+		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
+		    why, sizeof(why)) < 0) {
+			/* One `backend` line holds the whole list. */
+			config_error(cfg, l, "backend", 0, why, err, errlen);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+relay_opts_from(const struct config_listener *l, struct relay_opts *o)
+{
+	relay_opts_default(o);
+	o->max_consumers = l->max_consumers;
+	o->queue_bytes = l->queue_bytes;
+	o->slow = (enum relay_slow)l->slow_consumer;
+	o->grace = l->grace;
+	o->takeover = (enum relay_takeover)l->takeover;
+	o->last_value = l->last_value;
+	o->limits.max_uuid = l->max_uuid;
+	o->limits.max_keys_bytes = l->max_keys_bytes;
+	o->limits.max_keys = l->max_keys;
+	o->header_timeout = l->handshake_timeout;
+	o->idle_timeout = l->idle_timeout;
+}
+
+/* A relay listener on the shared registry; takes its access list. */
+static int
+relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
+    char *err, size_t errlen)
+{
+	const struct config_listener *l = ln->cfg;
+	struct relay_opts ro;
+
+	relay_opts_from(l, &ro);
+	if (ls->reg == NULL && (ls->reg = registry_new(ls->sl->loop)) == NULL) {
+		snprintf(err, errlen, "[%s] out of memory", l->name);
+		return -1;
+	}
+	ln->relay = relay_listener_new(l->name, ls->reg, &ro);
+	if (ln->relay == NULL) {
+		snprintf(err, errlen, "[%s] out of memory", l->name);
+		return -1;
+	}
+	relay_listener_set_acl(ln->relay, *acl);
+	*acl = NULL;
+	return 0;
+}
+
+static int
+forward_from(struct listeners *ls, struct listener *ln,
+    struct tls_ctx *btls, char *err, size_t errlen)
+{
+	const struct config_listener *l = ln->cfg;
+	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct forward_opts fo = { 0 };
+	char why[256];
+
+	if (resolve_backends(ls->cfg, l, backends, err, errlen) < 0)
+		return -1;
+	fo.backends = backends;
+	fo.nbackends = l->nbackend;
+	fo.connect_timeout = l->connect_timeout;
+	fo.idle_timeout = l->idle_timeout;
+	fo.fin_timeout = l->fin_timeout;
+	fo.high_water = l->high_water;
+	fo.proxy = l->proxy_protocol == CONFIG_PROXY_V1 ? FORWARD_PROXY_V1 :
+	    l->proxy_protocol == CONFIG_PROXY_V2 ? FORWARD_PROXY_V2 :
+	    FORWARD_PROXY_OFF;
+	fo.backend_tls = btls;
+	fo.backend_sni = l->backend_sni;
+	ln->fwd = forward_listener_new(l->name, ls->sl, &fo, why, sizeof(why));
+	if (ln->fwd == NULL) {
+		config_error(ls->cfg, l, "backend", 0, why, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
+/* The addresses of one `bind` (or `admin`) line, bound, not accepting. */
+static int
+bind_addrs(const struct config *cfg, const struct config_listener *l,
+    struct tcpserver *srv, const struct config_addr *addrs, size_t n,
+    const char *key, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		char why[256];
+		if (tcpserver_bind(srv, addrs[i].host[0] ? addrs[i].host :
+		    NULL, addrs[i].port, AF_UNSPEC, NETUTIL_DEFAULT_BACKLOG,
+		    false, why, sizeof(why)) < 0) {
+			/* One line holds the whole list. */
+			config_error(cfg, l, key, 0, why, err, errlen);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A listener of either mode, with its server bound; set slot i. */
+static int
+listener_build(struct listeners *ls, struct listener *ln,
+    struct tls_set *t, size_t i, char *err, size_t errlen)
+{
+	const struct config_listener *l = ln->cfg;
+	struct stream_opts so;
+
+	stream_opts_default(&so);
+	so.handshake_timeout = l->handshake_timeout;
+	ln->metrics_id = metrics_listener(l->name,
+	    l->mode == CONFIG_RELAY ? "relay" : "forward");
+	if (l->mode == CONFIG_RELAY) {
+		if (relay_from(ls, ln, &t->acl[i], err, errlen) < 0)
+			return -1;
+		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
+		    relay_handle_stream, ln->relay);
+	} else {
+		if (forward_from(ls, ln, t->backend[i], err, errlen) < 0)
+			return -1;
+		/* A client's side reads at most high_water ahead. */
+		so.max_buffer_size = l->high_water;
+		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
+		    forward_handle_stream, ln->fwd);
+	}
+	if (ln->srv == NULL) {
+		snprintf(err, errlen, "[%s] out of memory", l->name);
+		return -1;
+	}
+	return bind_addrs(ls->cfg, l, ln->srv, l->bind, l->nbind, "bind",
+	    err, errlen);
+}
+
+static int
+admin_build(struct listeners *ls, char *err, size_t errlen)
+{
+	const struct config *cfg = ls->cfg;
+
+	ls->admin_conns = admin_new(ls->sl->loop, cfg->admin_timeout);
+	if (ls->admin_conns != NULL)
+		ls->admin = tcpserver_new(ls->sl, "admin", NULL, NULL,
+		    admin_handle_stream, ls->admin_conns);
+	if (ls->admin == NULL) {
+		snprintf(err, errlen, "admin: out of memory");
+		return -1;
+	}
+	return bind_addrs(cfg, NULL, ls->admin, &cfg->admin, 1, "admin", err,
+	    errlen);
+}
+
+struct listeners *
+listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
+    size_t errlen)
+{
+	struct listeners *ls = calloc(1, sizeof(*ls));
+	struct tls_set t;
+	int rc = 0;
+
+	if (ls == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ls->cfg = cfg;
+	ls->sl = sl;
+	if (tls_set_build(cfg, &t, err, errlen) < 0) {
+		free(ls);
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		ls->l[ls->n++].cfg = &cfg->listeners[i];
+		if (t.acl[i] != NULL)
+			LOGI("[%s] access list %s: %zu rules",
+			    cfg->listeners[i].name, acl_path(t.acl[i]),
+			    acl_rules(t.acl[i]));
+	}
+	for (size_t i = 0; i < ls->n && rc == 0; i++)
+		rc = listener_build(ls, &ls->l[i], &t, i, err, errlen);
+	/* The servers and listeners hold what they use. */
+	tls_set_free(&t, cfg->nlisteners);
+	if (rc == 0 && cfg->admin_set)
+		rc = admin_build(ls, err, errlen);
+	if (rc < 0) {
+		listeners_free(ls);
+		return NULL;
+	}
+	return ls;
+}
+
+/* ---- running ---- */
+
+/*
+ * The bound addresses (port 0 resolved): operators and tests read these,
+ * so they show at log_level = warn too.
+ */
+static void
+log_listening(const char *mode, const char *transport, const char *name,
+    const struct tcpserver *srv)
+{
+	struct sockaddr_storage ss[TCPSERVER_MAX_SOCKETS];
+	size_t n = tcpserver_addresses(srv, ss, TCPSERVER_MAX_SOCKETS);
+
+	for (size_t i = 0; i < n; i++) {
+		char addr[80];
+		netutil_format_addr((struct sockaddr *)&ss[i], addr,
+		    sizeof(addr));
+		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
+		    name);
+	}
+}
+
+/* The relay listeners' families, rendered together (one header each). */
+static void
+relay_metrics(struct buffer *out, void *arg)
+{
+	struct listeners *ls = arg;
+	struct relay_listener *rls[CONFIG_MAX_LISTENERS];
+	size_t n = 0;
+
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->l[i].relay != NULL)
+			rls[n++] = ls->l[i].relay;
+	relay_render_metrics(ls->reg, rls, n, out);
+}
+
+static int
+listener_start(struct listener *ln, int worker)
+{
+	const struct config_listener *l = ln->cfg;
+
+	/* One registry: only worker 0 serves the relay listeners. */
+	if (l->mode == CONFIG_RELAY && worker != 0) {
+		tcpserver_stop(ln->srv);
+		return 0;
+	}
+	tcpserver_set_stats(ln->srv, metrics_conn(ln->metrics_id));
+	if (tcpserver_set_limits(ln->srv, l->max_connections,
+	    l->max_per_source) < 0) {
+		LOGE("[%s] no memory for its connection limits", l->name);
+		return -1;
+	}
+	tcpserver_start(ln->srv);
+	log_listening(l->mode == CONFIG_RELAY ? "relay" : "forward",
+	    l->ncert > 0 ? "tls" : "tcp", l->name, ln->srv);
+	return 0;
+}
+
+int
+listeners_start(struct listeners *ls, int worker)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		if (listener_start(&ls->l[i], worker) < 0)
+			return -1;
+	if (ls->admin != NULL && worker != 0) {
+		tcpserver_free(ls->admin);
+		ls->admin = NULL;
+	} else if (ls->admin != NULL) {
+		if (tcpserver_set_limits(ls->admin,
+		    ls->cfg->admin_max_connections, 0) < 0) {
+			LOGE("admin: no memory for its connection limit");
+			return -1;
+		}
+		tcpserver_start(ls->admin);
+		log_listening("admin", "http", "admin", ls->admin);
+	}
+	metrics_add_source(relay_metrics, ls);
+	return 0;
+}
+
+/*
+ * New certificates (and backend CAs) for new connections; live
+ * connections keep the contexts they hold.  New access lists for the next
+ * uuid steps.
+ */
+void
+listeners_reload(struct listeners *ls, const char *who)
+{
+	struct tls_set fresh;
+	char err[1024];
+
+	if (tls_set_build(ls->cfg, &fresh, err, sizeof(err)) < 0) {
+		LOGE("%sreload: %s; keeping the current certificates and "
+		    "access lists", who, err);
+		return;
+	}
+	for (size_t i = 0; i < ls->n; i++) {
+		struct listener *ln = &ls->l[i];
+		if (fresh.server[i] != NULL)
+			tcpserver_set_tls(ln->srv, fresh.server[i]);
+		if (fresh.backend[i] != NULL)
+			forward_listener_set_backend_tls(ln->fwd,
+			    fresh.backend[i]);
+		if (fresh.acl[i] != NULL) {
+			LOGI("%sreload: [%s] access list %s: %zu rules", who,
+			    ln->cfg->name, acl_path(fresh.acl[i]),
+			    acl_rules(fresh.acl[i]));
+			relay_listener_set_acl(ln->relay, fresh.acl[i]);
+			fresh.acl[i] = NULL;
+		}
+	}
+	tls_set_free(&fresh, ls->n);
+	LOGI("%sreload: certificates reloaded for new connections", who);
+}
+
+void
+listeners_stop(struct listeners *ls)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		tcpserver_stop(ls->l[i].srv);
+	if (ls->admin != NULL)
+		tcpserver_stop(ls->admin);
+	admin_close_all(ls->admin_conns);
+}
+
+size_t
+listeners_streams(const struct listeners *ls)
+{
+	return ls->sl->live - admin_live(ls->admin_conns);
+}
+
+void
+listeners_close_all(struct listeners *ls)
+{
+	for (size_t i = 0; i < ls->n; i++) {
+		struct listener *ln = &ls->l[i];
+		tcpserver_free(ln->srv);
+		ln->srv = NULL;
+		if (ln->fwd != NULL)
+			forward_listener_close_all(ln->fwd);
+		relay_listener_close_all(ln->relay);
+	}
+	tcpserver_free(ls->admin);
+	ls->admin = NULL;
+	admin_close_all(ls->admin_conns);
+}
+
+void
+listeners_free(struct listeners *ls)
+{
+	if (ls == NULL)
+		return;
+	admin_free(ls->admin_conns);
+	/* Its entries point to the relay listeners: it goes first. */
+	registry_free(ls->reg);
+	for (size_t i = 0; i < ls->n; i++) {
+		struct listener *ln = &ls->l[i];
+		tcpserver_free(ln->srv);
+		relay_listener_free(ln->relay);
+		forward_listener_free(ln->fwd);
+	}
+	tcpserver_free(ls->admin);
+	free(ls);
+}
+
+/* ---- --check ---- */
+
+/*
+ * The addresses to bind (and the admin page's) must resolve.  Resolving,
+ * not binding: a check must not take the ports of a running ferry, nor
+ * need its privileges.
+ */
+static int
+check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[256];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		for (size_t j = 0; j < l->nbind; j++) {
+			const struct config_addr *a = &l->bind[j];
+			if (a->host[0] != '\0' && netutil_resolve(a->host,
+			    a->port, &ss, &len, why, sizeof(why)) < 0) {
+				config_error(cfg, l, "bind", 0, why, err,
+				    errlen);
+				return -1;
+			}
+		}
+	}
+	if (cfg->admin_set && cfg->admin.host[0] != '\0' &&
+	    netutil_resolve(cfg->admin.host, cfg->admin.port, &ss, &len, why,
+	    sizeof(why)) < 0) {
+		config_error(cfg, NULL, "admin", 0, why, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
+int
+listeners_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct tls_set t;
+
+	if (tls_set_build(cfg, &t, err, errlen) < 0)
+		return -1;
+	tls_set_free(&t, cfg->nlisteners);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		if (l->mode == CONFIG_FORWARD && resolve_backends(cfg, l,
+		    backends, err, errlen) < 0)
+			return -1;
+	}
+	return check_addresses(cfg, err, errlen);
+}

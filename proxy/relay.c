@@ -1,0 +1,552 @@
+/* relay: see relay.h. */
+#define _GNU_SOURCE
+#include "relay.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "acl.h"
+#include "log.h"
+#include "obj.h"
+
+/* Bytes handed to the parser per callback; bounds a blocked overshoot. */
+#define READ_CHUNK (64 * 1024)
+/* How long a refused client has to read its 0x01 and close. */
+#define LINGER_SECONDS 2.0
+
+#define RELAY_LISTENER_MAGIC 0x726c7374u	/* "rlst" */
+#define RELAY_CLIENT_MAGIC 0x72636c69u	/* "rcli" */
+
+LIST_HEAD(relay_clients, relay_client);
+
+struct relay_listener {
+	uint32_t magic;			/* RELAY_LISTENER_MAGIC */
+	struct relay_origin o;		/* name, options, totals */
+	struct registry *reg;		/* every relay listener's */
+	struct acl *acl;		/* NULL: none */
+	uint64_t protocol_errors;	/* unknown first byte, bad accept */
+	struct relay_clients conns;	/* open connections (shutdown) */
+};
+
+/* One client connection: the protocol's side of it. */
+struct relay_client {
+	uint32_t magic;			/* RELAY_CLIENT_MAGIC while it lives */
+	struct relay_listener *lst;
+	LIST_ENTRY(relay_client) link;	/* the listener's open ones */
+	struct relay_parser p;
+	ev_timer timer;			/* registration deadline, then linger */
+	ev_tstamp since;		/* connected at */
+	bool registered;		/* producer registered / consumer in */
+	bool lingering;			/* refused: reading until the close */
+	bool done;			/* closing: read no more */
+	/*
+	 * Allocated when needed, to their length: fixed arrays made every
+	 * connection carry 600 bytes that most never fill (no access list,
+	 * no reason until it closes, a uuid far shorter than 256 bytes).
+	 */
+	char *uuid;
+	size_t ulen;
+	size_t nkeys;
+	char *reason;			/* why it ended, when we decided */
+	char *grant;			/* what the access list allowed, if any */
+	/*
+	 * The registry's part.  &rc is the argument of every callback of
+	 * the client (stream, timer, parser), checked by client_of().
+	 */
+	struct relay_conn rc;
+};
+
+/* The client of a callback argument (its relay_conn). */
+static struct relay_client *
+client_of(void *arg)
+{
+	struct relay_conn *rc;
+	struct relay_client *cl;
+
+	CAST_OBJ_NOTNULL(rc, arg, RELAY_CONN_MAGIC);
+	cl = container_of(rc, struct relay_client, rc);
+	CHECK_OBJ_NOTNULL(cl, RELAY_CLIENT_MAGIC);
+	return cl;
+}
+
+/* For log lines: "" for a part not allocated. */
+static const char *
+opt_str(const char *s)
+{
+	return s != NULL ? s : "";
+}
+
+static const char ACK = RELAY_OK, NAK = RELAY_REFUSED;
+
+static const char *
+role_name(const struct relay_client *cl)
+{
+	return cl->p.role == RELAY_PRODUCER ? "producer" :
+	    cl->p.role == RELAY_CONSUMER ? "consumer" : "client";
+}
+
+static void set_reason(struct relay_client *cl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The first reason given is the one logged. */
+static void
+set_reason(struct relay_client *cl, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cl->reason != NULL)
+		return;
+	va_start(ap, fmt);
+	/* Without memory the close is logged with the stream's reason. */
+	if (vasprintf(&cl->reason, fmt, ap) < 0)
+		cl->reason = NULL;
+	va_end(ap);
+}
+
+static void
+arm_timer(struct relay_client *cl, double seconds)
+{
+	struct ev_loop *loop = cl->lst->reg->loop;
+
+	ev_timer_stop(loop, &cl->timer);
+	if (seconds > 0) {
+		ev_timer_set(&cl->timer, seconds, 0.);
+		ev_timer_start(loop, &cl->timer);
+	}
+}
+
+/* Queues a reply; a stream that cannot take it is closing already. */
+static int
+reply(struct relay_client *cl, const void *p, size_t len)
+{
+	if (stream_write(cl->rc.s, p, len, NULL) == 0)
+		return 0;
+	cl->done = true;
+	return 1;
+}
+
+static void
+linger_eof(struct stream *s, void *arg)
+{
+	/* Both directions are shut now: the stream closes by itself. */
+	(void)s;
+	(void)arg;
+}
+
+/*
+ * Our FIN, then read until the client's: closing with its unread bytes in
+ * our socket would send a reset that can overtake what we sent last.  The
+ * timer bounds the wait.
+ */
+static int
+linger(struct relay_client *cl)
+{
+	struct stream *s = cl->rc.s;
+
+	cl->lingering = true;
+	stream_set_eof_cb(s, linger_eof);
+	stream_shutdown_write(s);
+	arm_timer(cl, LINGER_SECONDS);
+	return 1;
+}
+
+/* A refusal the protocol answers: 0x01, then the close. */
+static int
+refuse(struct relay_client *cl, const char *why)
+{
+	set_reason(cl, "refused: %s", why);
+	cl->lst->o.total.refused++;
+	cl->lingering = true;
+	if (reply(cl, &NAK, 1) != 0)
+		return 1;
+	return linger(cl);
+}
+
+static void
+registered(struct relay_client *cl)
+{
+	const struct relay_opts *o = &cl->lst->o.opts;
+
+	cl->registered = true;
+	ev_timer_stop(cl->lst->reg->loop, &cl->timer);
+	if (o->idle_timeout > 0)
+		stream_set_idle_timeout(cl->rc.s, o->idle_timeout);
+}
+
+/* "kind:value", escaped for a log line. */
+static void
+id_str(const struct peer_id *id, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s:", peer_id_kind_name(id->kind));
+
+	if (n > 0 && (size_t)n < len)
+		registry_uuid_str(id->value, id->len, out + n,
+		    len - (size_t)n);
+}
+
+/* Every identity of a certificate, for the line that denies it. */
+static void
+ids_str(const struct peer_ids *ids, char *out, size_t len)
+{
+	size_t o = 0;
+
+	if (ids == NULL) {
+		snprintf(out, len, "no verified certificate");
+		return;
+	}
+	if (ids->n == 0)
+		snprintf(out, len, "a certificate without names");
+	for (size_t i = 0; i < ids->n && o + 1 < len; i++) {
+		char one[256];
+		id_str(&ids->id[i], one, sizeof(one));
+		o += (size_t)snprintf(out + o, len - o, "%s%s", i ? ", " : "",
+		    one);
+	}
+}
+
+/*
+ * The access list's word on this client taking its role on uuid, when the
+ * listener has one.  A denial is logged here, where it is decided.
+ */
+static bool
+acl_allows(struct relay_client *cl, const char *uuid, size_t ulen)
+{
+	struct relay_listener *lst = cl->lst;
+	enum acl_role role = cl->p.role == RELAY_PRODUCER ? ACL_PRODUCE :
+	    ACL_CONSUME;
+	const struct peer_id *id;
+	struct peer_ids ids;
+	char who[512], u[REGISTRY_UUID_STR];
+	bool cert;
+	int line;
+
+	if (lst->acl == NULL)
+		return true;
+	cert = stream_peer_ids(cl->rc.s, &ids);
+	line = acl_check(lst->acl, role, cert ? &ids : NULL, uuid, ulen, &id);
+	if (line > 0) {
+		char one[128], grant[192];
+		if (id != NULL)
+			id_str(id, one, sizeof(one));
+		else
+			snprintf(one, sizeof(one), "any certificate");
+		snprintf(grant, sizeof(grant), "; access list line %d for %s",
+		    line, one);
+		/* Only for the log line: without memory it is left out. */
+		free(cl->grant);
+		cl->grant = strdup(grant);
+		return true;
+	}
+	lst->o.total.denied++;
+	if (log_enabled(LOG_WARN)) {
+		ids_str(cert ? &ids : NULL, who, sizeof(who));
+		registry_uuid_str(uuid, ulen, u, sizeof(u));
+		log_limited(LOG_WARN, "relay %s: access list %s: %s %s (%s) may "
+		    "not %s uuid '%s'", lst->o.name, acl_path(lst->acl),
+		    role_name(cl), stream_peer(cl->rc.s), who,
+		    acl_role_name(role), u);
+	}
+	return false;
+}
+
+static int
+on_uuid(struct relay_client *cl, const struct relay_event *ev)
+{
+	struct registry *reg = cl->lst->reg;
+	struct registry_entry *e;
+	const char *why = NULL;
+
+	free(cl->uuid);
+	cl->ulen = 0;
+	if ((cl->uuid = malloc(ev->len)) == NULL) {
+		cl->done = true;
+		set_reason(cl, "no memory for the uuid");
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return 1;
+	}
+	memcpy(cl->uuid, ev->data, ev->len);
+	cl->ulen = ev->len;
+	/* As for an unknown uuid: a refusal tells nothing about the uuid. */
+	if (!acl_allows(cl, ev->data, ev->len))
+		return refuse(cl, "not allowed by the access list");
+	if (cl->p.role == RELAY_PRODUCER) {
+		/* Refused at the uuid, as soon as it can be known. */
+		if (registry_refuses_producer(reg, ev->data, ev->len))
+			return refuse(cl, "uuid held by a live producer");
+		return reply(cl, &ACK, 1);
+	}
+	e = registry_add_consumer(reg, &cl->rc, ev->data, ev->len, &why);
+	if (e == NULL)
+		return refuse(cl, why);
+	uint8_t hdr[1 + RELAY_LEN_SIZE] = { RELAY_OK };
+	relay_len_put(hdr + 1, (uint32_t)e->keys_len);
+	cl->nkeys = e->nkeys;
+	if (reply(cl, hdr, sizeof(hdr)) != 0)
+		return 1;
+	return reply(cl, e->keys, e->keys_len);
+}
+
+static int
+on_keys(struct relay_client *cl, const struct relay_event *ev)
+{
+	struct registry *reg = cl->lst->reg;
+	const char *why = NULL;
+	char u[REGISTRY_UUID_STR];
+
+	if (registry_add_producer(reg, &cl->rc, cl->uuid, cl->ulen, ev->data,
+	    ev->len, ev->count, &why) < 0)
+		return refuse(cl, why);
+	cl->nkeys = ev->count;
+	if (reply(cl, &ACK, 1) != 0)
+		return 1;
+	registered(cl);
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
+	    "(consumers: %zu)%s", cl->lst->o.name, stream_peer(cl->rc.s),
+	    u, ev->count, cl->rc.entry->nconsumers, opt_str(cl->grant));
+	return 0;
+}
+
+static int
+on_accept(struct relay_client *cl, const struct relay_event *ev)
+{
+	char u[REGISTRY_UUID_STR];
+	const char *why = NULL;
+
+	if (ev->role != RELAY_ACCEPT) {
+		set_reason(cl, "declined the keys (0x%02x)",
+		    (unsigned)ev->role);
+		cl->done = true;
+		stream_end(cl->rc.s);
+		return 1;
+	}
+	if (cl->rc.entry == NULL) {
+		/* Detached meanwhile (other keys): its stream is closing. */
+		cl->done = true;
+		return 1;
+	}
+	if (registry_accept(&cl->rc, &why) < 0) {
+		/*
+		 * max_consumers were accepted since its uuid step.  Nothing
+		 * answers an accept byte: the close (no frame, no byte after
+		 * the keys) is the refusal, counted with the 0x01 ones.
+		 */
+		set_reason(cl, "refused at its accept byte: %s", why);
+		cl->lst->o.total.refused++;
+		return linger(cl);
+	}
+	registered(cl);
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
+	    cl->lst->o.name, stream_peer(cl->rc.s), u, cl->nkeys,
+	    opt_str(cl->grant));
+	return 0;
+}
+
+static int
+on_event(void *arg, const struct relay_event *ev)
+{
+	struct relay_client *cl = client_of(arg);
+	struct stream *s = cl->rc.s;
+
+	if (cl->done || cl->lingering || stream_closed(s))
+		return 1;
+	switch (ev->type) {
+	case RELAY_EV_ROLE:
+		return reply(cl, &ACK, 1);
+	case RELAY_EV_UUID:
+		return on_uuid(cl, ev);
+	case RELAY_EV_KEYS:
+		return on_keys(cl, ev);
+	case RELAY_EV_ACCEPT:
+		return on_accept(cl, ev);
+	case RELAY_EV_FRAMES:
+		registry_publish(&cl->rc, ev->data, ev->count);
+		return 0;
+	case RELAY_EV_ERROR:
+		if (ev->limit)
+			return refuse(cl, ev->error);
+		cl->done = true;
+		if (ev->nomem) {
+			set_reason(cl, "%s", ev->error);
+			stream_close(s, STREAM_CLOSE_NOMEM);
+			return 1;
+		}
+		cl->lst->protocol_errors++;
+		set_reason(cl, "protocol error: %s", ev->error);
+		stream_close(s, STREAM_CLOSE_LOCAL);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+on_data(struct stream *s, const char *data, size_t len, void *arg)
+{
+	struct relay_client *cl = client_of(arg);
+
+	/* Once refused, bytes are read only to see the client close. */
+	if (!cl->lingering && !cl->done)
+		(void)relay_parser_feed(&cl->p, data, len, on_event, &cl->rc);
+	if (!cl->done && !stream_closed(s))
+		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+static void
+on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct relay_client *cl = client_of(w->data);
+
+	(void)loop;
+	(void)revents;
+	cl->done = true;
+	if (cl->lingering) {
+		stream_close(cl->rc.s, STREAM_CLOSE_LOCAL);
+		return;
+	}
+	set_reason(cl, "no registration within %.1f s",
+	    cl->lst->o.opts.header_timeout);
+	stream_close(cl->rc.s, STREAM_CLOSE_TIMEOUT);
+}
+
+static void
+on_close(struct stream *s, enum stream_close_reason why, void *arg)
+{
+	struct relay_client *cl = client_of(arg);
+	struct registry *reg = cl->lst->reg;
+	double secs = ev_now(reg->loop) - cl->since;
+	char u[REGISTRY_UUID_STR], reason[320];
+
+	if (cl->reason != NULL)
+		snprintf(reason, sizeof(reason), "%s", cl->reason);
+	else if (stream_error(s)[0] != '\0')
+		snprintf(reason, sizeof(reason), "%s: %s",
+		    stream_close_reason_str(why), stream_error(s));
+	else
+		snprintf(reason, sizeof(reason), "%s",
+		    stream_close_reason_str(why));
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	if (cl->registered)
+		LOGI("relay %s: %s %s left uuid '%s' (%zu keys) after %.1f s: "
+		    "%llu frames, %llu dropped, %llu bytes in, %llu bytes out: "
+		    "%s", cl->lst->o.name, role_name(cl), stream_peer(s), u,
+		    cl->nkeys, secs, (unsigned long long)cl->rc.frames,
+		    (unsigned long long)cl->rc.dropped,
+		    (unsigned long long)stream_bytes_in(s),
+		    (unsigned long long)stream_bytes_out(s), reason);
+	else
+		log_limited(LOG_INFO, "relay %s: %s %s%s%s%s closed after "
+		    "%.1f s, %llu bytes in, %llu bytes out: %s", cl->lst->o.name,
+		    role_name(cl), stream_peer(s), cl->ulen ? " (uuid '" : "",
+		    u, cl->ulen ? "')" : "", secs,
+		    (unsigned long long)stream_bytes_in(s),
+		    (unsigned long long)stream_bytes_out(s), reason);
+	registry_remove(&cl->rc);
+	ev_timer_stop(reg->loop, &cl->timer);
+	relay_parser_free(&cl->p);
+	LIST_REMOVE(cl, link);
+	free(cl->uuid);
+	free(cl->reason);
+	free(cl->grant);
+	cl->rc.magic = 0;
+	cl->magic = 0;
+	free(cl);
+}
+
+void
+relay_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg)
+{
+	struct relay_listener *lst;
+	struct relay_client *cl;
+
+	(void)sa;
+	(void)salen;
+	CAST_OBJ_NOTNULL(lst, arg, RELAY_LISTENER_MAGIC);
+	if ((cl = calloc(1, sizeof(*cl))) == NULL) {
+		LOGW("relay %s: no memory for a connection from %s",
+		    lst->o.name, stream_peer(s));
+		stream_close(s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	cl->magic = RELAY_CLIENT_MAGIC;
+	cl->lst = lst;
+	LIST_INSERT_HEAD(&lst->conns, cl, link);
+	registry_conn_init(&cl->rc, s, &lst->o);
+	cl->since = ev_now(lst->reg->loop);
+	relay_parser_init(&cl->p, &lst->o.opts.limits);
+	stream_set_callbacks(s, on_close, &cl->rc);
+	ev_timer_init(&cl->timer, on_timer, 0., 0.);
+	cl->timer.data = &cl->rc;
+	arm_timer(cl, lst->o.opts.header_timeout);
+	(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+/* ---- listeners ---- */
+
+struct relay_listener *
+relay_listener_new(const char *name, struct registry *reg,
+    const struct relay_opts *opts)
+{
+	struct relay_listener *rl = calloc(1, sizeof(*rl));
+
+	if (rl == NULL)
+		return NULL;
+	rl->magic = RELAY_LISTENER_MAGIC;
+	snprintf(rl->o.name, sizeof(rl->o.name), "%s", name);
+	if (opts != NULL)
+		rl->o.opts = *opts;
+	else
+		relay_opts_default(&rl->o.opts);
+	rl->reg = reg;
+	LIST_INIT(&rl->conns);
+	return rl;
+}
+
+void
+relay_listener_free(struct relay_listener *rl)
+{
+	if (rl == NULL)
+		return;
+	acl_free(rl->acl);
+	rl->magic = 0;
+	free(rl);
+}
+
+void
+relay_listener_close_all(struct relay_listener *rl)
+{
+	struct relay_client *cl;
+
+	if (rl == NULL)
+		return;
+	/* stream_close() defers the close callback: the list holds still. */
+	LIST_FOREACH(cl, &rl->conns, link) {
+		set_reason(cl, "shutting down");
+		stream_close(cl->rc.s, STREAM_CLOSE_LOCAL);
+	}
+}
+
+void
+relay_listener_set_acl(struct relay_listener *rl, struct acl *acl)
+{
+	/* Only uuid steps read it, within one callback: no one holds it. */
+	acl_free(rl->acl);
+	rl->acl = acl;
+}
+
+const struct relay_origin *
+relay_listener_origin(const struct relay_listener *rl)
+{
+	return &rl->o;
+}
+
+uint64_t
+relay_listener_protocol_errors(const struct relay_listener *rl)
+{
+	return rl->protocol_errors;
+}
