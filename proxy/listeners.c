@@ -170,19 +170,32 @@ fail:
 /* Resolves a forward listener's backends (once, at start-up). */
 static int
 resolve_backends(const struct config *cfg, const struct config_listener *l,
-    struct forward_backend *out, char *err, size_t errlen)
+    struct backend_def *out, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < l->nbackend; i++) {
-		const struct config_addr *a = &l->backend[i];
-		struct forward_backend *b = &out[i];
+		const struct config_addr *a = &l->backend[i].addr;
+		struct backend_def *b = &out[i];
 		char why[256];
+		int rc;
 
 		memset(b, 0, sizeof(*b));
-		snprintf(b->host, sizeof(b->host), "%s", a->host);
-		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
-		    "[%s]:%d" : "%s:%d", a->host, a->port);
-		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
-		    why, sizeof(why)) < 0) {
+		b->set = l->backend[i].set;
+		b->weight = l->backend[i].weight;
+		b->backup = l->backend[i].backup;
+		if (config_addr_is_unix(a)) {
+			/* No name to send or check: TLS goes without SNI. */
+			snprintf(b->label, sizeof(b->label), "%s", a->host);
+			rc = netutil_unix_addr(a->host + 5, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		} else {
+			snprintf(b->host, sizeof(b->host), "%s", a->host);
+			snprintf(b->label, sizeof(b->label),
+			    strchr(a->host, ':') ? "[%s]:%d" : "%s:%d",
+			    a->host, a->port);
+			rc = netutil_resolve(a->host, a->port, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		}
+		if (rc < 0) {
 			/* One `backend` line holds the whole list. */
 			config_error(cfg, l, "backend", 0, why, err, errlen);
 			return -1;
@@ -236,14 +249,37 @@ forward_from(struct listeners *ls, struct listener *ln,
     struct tls_ctx *btls, char *err, size_t errlen)
 {
 	const struct config_listener *l = ln->cfg;
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
+	struct forward_route routes[CONFIG_MAX_ROUTES];
 	struct forward_opts fo = { 0 };
 	char why[256];
 
 	if (resolve_backends(ls->cfg, l, backends, err, errlen) < 0)
 		return -1;
-	fo.backends = backends;
-	fo.nbackends = l->nbackend;
+	fo.backends.defs = backends;
+	fo.backends.n = l->nbackend;
+	fo.backends.set_names = l->set_name;
+	fo.backends.nsets = l->nsets;
+	fo.backends.balance = l->balance == CONFIG_BALANCE_LEASTCONN ?
+	    BACKEND_LEASTCONN : BACKEND_ROUNDROBIN;
+	fo.backends.max_fails = (unsigned)l->max_fails;
+	fo.backends.fail_timeout = l->fail_timeout;
+	fo.backends.check_interval = l->check_interval;
+	fo.backends.check = l->check == CONFIG_CHECK_TLS ? BACKEND_CHECK_TLS :
+	    BACKEND_CHECK_TCP;
+	fo.backends.connect_timeout = l->connect_timeout;
+	fo.backends.metrics_id = ln->metrics_id;
+	for (size_t i = 0; i < l->nroutes; i++) {
+		routes[i].kind = l->route[i].kind == CONFIG_ROUTE_ALPN ?
+		    FORWARD_ROUTE_ALPN : FORWARD_ROUTE_SNI;
+		snprintf(routes[i].match, sizeof(routes[i].match), "%s",
+		    l->route[i].match);
+		routes[i].set = l->route[i].set;
+	}
+	fo.routes = routes;
+	fo.nroutes = l->nroutes;
+	fo.nomatch_refuse = l->route_refuse;
+	fo.proxy_tlvs = l->proxy_tlvs;
 	fo.connect_timeout = l->connect_timeout;
 	fo.idle_timeout = l->idle_timeout;
 	fo.fin_timeout = l->fin_timeout;
@@ -421,6 +457,9 @@ listener_start(struct listener *ln, int worker)
 		return -1;
 	}
 	tcpserver_start(ln->srv);
+	/* One process checks the backends; the workers share what it finds. */
+	if (ln->fwd != NULL && worker == 0)
+		forward_listener_start_checks(ln->fwd);
 	log_listening(l->mode == CONFIG_RELAY ? "relay" : "forward",
 	    l->ncert > 0 ? "tls" : "tcp", l->name, ln->srv);
 	return 0;
@@ -571,7 +610,7 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
 	struct tls_set t;
 
 	if (tls_set_build(cfg, &t, err, errlen) < 0)

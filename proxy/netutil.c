@@ -10,7 +10,9 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -404,4 +406,23 @@ netutil_accept_stop(struct accept_handler *ah)
 {
 	ev_io_stop(ah->loop, &ah->io);
 	ev_timer_stop(ah->loop, &ah->pause);
+}
+
+int
+netutil_unix_addr(const char *path, struct sockaddr_storage *ss,
+    socklen_t *len, char *err, size_t errlen)
+{
+	struct sockaddr_un *un = (struct sockaddr_un *)ss;
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(un->sun_path)) {
+		snprintf(err, errlen, "'%s': not an absolute path of at most "
+		    "%zu bytes", path, sizeof(un->sun_path) - 1);
+		return -1;
+	}
+	memset(ss, 0, sizeof(*ss));
+	un->sun_family = AF_UNIX;
+	memcpy(un->sun_path, path, n + 1);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
 }

@@ -48,6 +48,13 @@ int netutil_parse_hostport(const char *spec, char *host, size_t hostlen,
 int netutil_resolve(const char *host, int port, struct sockaddr_storage *ss,
     socklen_t *len, char *err, size_t errlen);
 
+/*
+ * A unix socket's address for `path` (absolute, at most 107 bytes).  0,
+ * or -1 with err.
+ */
+int netutil_unix_addr(const char *path, struct sockaddr_storage *ss,
+    socklen_t *len, char *err, size_t errlen);
+
 int netutil_set_nonblock(int fd);
 int netutil_set_nodelay(int fd);
 /*

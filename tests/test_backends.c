@@ -1,0 +1,351 @@
+/*
+ * Backends end to end (backend.h): passive health (max_fails,
+ * fail_timeout), active checks bringing a backend back, weights, backups,
+ * least connections, the workers sharing a backend's state, and the
+ * per-backend metrics.  The real binary between plain clients and
+ * backends served by threads of this process, on loopback.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "ferryproc.h"
+#include "helpers.h"
+#include "netutil.h"
+
+static struct ferry_proc fp;
+
+static void
+cleanup(void)
+{
+	ferry_cleanup(&fp);
+}
+
+/* [web]: plain forward listener, admin page, `extra` lines; `workers`. */
+static void
+start_web(int workers, const char *extra)
+{
+	char conf[4096];
+
+	snprintf(conf, sizeof(conf),
+	    "[ferry]\n"
+	    "admin = 127.0.0.1:0\n"
+	    "workers = %d\n"
+	    "[web]\n"
+	    "mode = forward\n"
+	    "bind = 127.0.0.1:0\n"
+	    "%s", workers, extra);
+	ferry_start_args(&fp, conf, workers, NULL);
+}
+
+/* A plain client through ferry, echoing one message; false if closed. */
+static bool
+client_ping(struct peer *p, const char *msg)
+{
+	char buf[128];
+	size_t n = strlen(msg);
+	int fd = connect_loopback(false, ferry_port(&fp, "web"));
+
+	cr_assert_geq(fd, 0, "connect: %s", strerror(errno));
+	peer_plain(p, fd);
+	if (peer_write(p, msg, n) != n)
+		return false;
+	return peer_read_exact(p, buf, n) == n && memcmp(buf, msg, n) == 0;
+}
+
+static bool
+one_client(const char *msg)
+{
+	struct peer p;
+	bool ok = client_ping(&p, msg);
+
+	peer_close(&p);
+	return ok;
+}
+
+static int
+dead_port(void)
+{
+	int port, fd = listen_loopback(false, &port);
+
+	close(fd);
+	return port;
+}
+
+/* One backend's series on the admin page. */
+static double
+backend_metric(const char *family, int port)
+{
+	char series[256];
+
+	snprintf(series, sizeof(series), "%s{listener=\"web\",set=\"default\","
+	    "backend=\"127.0.0.1:%d\"}", family, port);
+	return ferry_metric(&fp, series);
+}
+
+/* Waits (bounded) until the series has value v. */
+static bool
+metric_wait(const char *family, int port, double v, double timeout)
+{
+	for (int i = 0; i < (int)(timeout * 20); i++) {
+		if (backend_metric(family, port) == v)
+			return true;
+		usleep(50 * 1000);
+	}
+	return false;
+}
+
+/* Waits until every connection line is logged, so counts are final. */
+static void
+lines_wait(int n)
+{
+	cr_assert(ferry_log_wait(&fp, "closed after", n, 10),
+	    "%d connection lines expected", n);
+}
+
+Test(backends, passive_down_after_max_fails, .timeout = 60, .fini = cleanup)
+{
+	struct backend be;
+	char extra[512];
+	int dead = dead_port();
+
+	backend_start(&be, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n"
+	    "max_fails = 2\nfail_timeout = 120\n", dead, be.port);
+	start_web(1, extra);
+	cr_assert_eq(backend_metric("ferry_backend_up", dead), 1);
+	for (int i = 0; i < 8; i++)
+		cr_assert(one_client("hello"), "client %d not served", i);
+	lines_wait(8);
+	/* Two failures marked it down: no client tried it again. */
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", dead), 2);
+	cr_assert_eq(backend_metric("ferry_backend_up", dead), 0);
+	cr_assert_eq(backend_metric("ferry_backend_up", be.port), 1);
+	cr_assert_eq(backend_metric("ferry_backend_connects_total", be.port),
+	    8);
+	cr_assert_eq(be.accepted, 8);
+	cr_assert_eq(ferry_log_count(&fp, "marked down for 120 s"), 1);
+	backend_stop(&be);
+}
+
+Test(backends, passive_off_by_default, .timeout = 60, .fini = cleanup)
+{
+	struct backend be;
+	char extra[512];
+	int dead = dead_port();
+
+	backend_start(&be, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n",
+	    dead, be.port);
+	start_web(1, extra);
+	for (int i = 0; i < 4; i++)
+		cr_assert(one_client("hello"));
+	lines_wait(4);
+	/*
+	 * Without max_fails, each client's turn comes to the dead one first
+	 * (a retry is the next turn): every client pays a failed attempt.
+	 */
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", dead), 4);
+	cr_assert_eq(backend_metric("ferry_backend_up", dead), 1);
+	backend_stop(&be);
+}
+
+/* Listens on 127.0.0.1:port (a port chosen earlier). */
+static int
+listen_on(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+	    .sin_port = htons((uint16_t)port),
+	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0,
+	    "bind %d: %s", port, strerror(errno));
+	cr_assert_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+Test(backends, check_marks_down_and_brings_back, .timeout = 60,
+    .fini = cleanup)
+{
+	struct backend be;
+	char extra[512];
+	int port = dead_port(), lfd, fd;
+	struct peer p;
+
+	backend_start(&be, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n"
+	    "max_fails = 2\nfail_timeout = 120\ncheck_interval = 100ms\n",
+	    port, be.port);
+	start_web(1, extra);
+	/* Checks alone (no client) find it dead: down after two. */
+	cr_assert(metric_wait("ferry_backend_up", port, 0, 20),
+	    "the dead backend was not marked down by the checks");
+	cr_assert_geq(backend_metric("ferry_backend_check_failures_total",
+	    port), 2);
+	cr_assert(ferry_log_wait(&fp, "marked down until a check passes", 1,
+	    5));
+	cr_assert_eq(backend_metric("ferry_backend_up", be.port), 1);
+	/* Clients skip it: no failed attempt on their account. */
+	for (int i = 0; i < 3; i++)
+		cr_assert(one_client("skip"));
+	lines_wait(3);
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", port), 0);
+	/* (be.accepted counts the checks too.) */
+	cr_assert_eq(backend_metric("ferry_backend_connects_total", be.port),
+	    3);
+
+	/* It comes back: a check passes, and it takes clients again. */
+	lfd = listen_on(port);
+	cr_assert(ferry_log_wait(&fp, "up: a check passed", 1, 20),
+	    "the backend was not brought back by a check");
+	cr_assert_eq(backend_metric("ferry_backend_up", port), 1);
+	fd = -1;
+	for (int i = 0; i < 4 && fd < 0; i++) {
+		int cfd = connect_loopback(false, ferry_port(&fp, "web"));
+		cr_assert_geq(cfd, 0);
+		peer_plain(&p, cfd);
+		peer_write(&p, "x", 1);
+		/* Checks connect too: skip those (they send nothing). */
+		for (int k = 0; k < 8 && fd < 0; k++) {
+			char c;
+			int afd = accept_timeout(lfd, 0.5);
+			if (afd < 0)
+				break;
+			struct timeval tv = { 1, 0 };
+			setsockopt(afd, SOL_SOCKET, SO_RCVTIMEO, &tv,
+			    sizeof(tv));
+			if (recv(afd, &c, 1, 0) == 1 && c == 'x')
+				fd = afd;
+			else
+				close(afd);
+		}
+		peer_close(&p);
+	}
+	cr_assert_geq(fd, 0, "no client reached the revived backend");
+	close(fd);
+	close(lfd);
+	backend_stop(&be);
+}
+
+Test(backends, weights_three_to_one, .timeout = 60, .fini = cleanup)
+{
+	struct backend a, b;
+	char extra[512];
+
+	backend_start(&a, false, backend_echo, NULL);
+	backend_start(&b, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d weight=3, "
+	    "127.0.0.1:%d\n", a.port, b.port);
+	start_web(1, extra);
+	for (int i = 0; i < 8; i++)
+		cr_assert(one_client("weighted"));
+	lines_wait(8);
+	cr_assert_eq(a.accepted, 6);
+	cr_assert_eq(b.accepted, 2);
+	cr_assert_eq(backend_metric("ferry_backend_connects_total", a.port),
+	    6);
+	backend_stop(&a);
+	backend_stop(&b);
+}
+
+Test(backends, backup_only_when_primaries_are_gone, .timeout = 60,
+    .fini = cleanup)
+{
+	struct backend a, b, bk;
+	char extra[512];
+	int dead = dead_port();
+
+	backend_start(&a, false, backend_echo, NULL);
+	backend_start(&b, false, backend_echo, NULL);
+	backend_start(&bk, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d "
+	    "backup, 127.0.0.1:%d\n", a.port, bk.port, b.port);
+	start_web(1, extra);
+	for (int i = 0; i < 4; i++)
+		cr_assert(one_client("primary"));
+	lines_wait(4);
+	cr_assert_eq(a.accepted + b.accepted, 4);
+	cr_assert_eq(bk.accepted, 0);
+	ferry_stop(&fp);
+	ferry_cleanup(&fp);
+
+	/* The only primary is dead (and marked down): the backup serves. */
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d "
+	    "backup\nmax_fails = 1\nfail_timeout = 120\n", dead, bk.port);
+	start_web(1, extra);
+	for (int i = 0; i < 3; i++)
+		cr_assert(one_client("backup"));
+	lines_wait(3);
+	cr_assert_eq(bk.accepted, 3);
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", dead), 1);
+	backend_stop(&a);
+	backend_stop(&b);
+	backend_stop(&bk);
+}
+
+Test(backends, leastconn_prefers_the_idle_backend, .timeout = 60,
+    .fini = cleanup)
+{
+	struct backend a, b;
+	struct peer p1, p2, p3;
+	char extra[512];
+
+	backend_start(&a, false, backend_echo, NULL);
+	backend_start(&b, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n"
+	    "balance = leastconn\n", a.port, b.port);
+	start_web(1, extra);
+	cr_assert(client_ping(&p1, "one"));
+	cr_assert(client_ping(&p2, "two"));
+	cr_assert_eq(a.accepted, 1);
+	cr_assert_eq(b.accepted, 1);
+	cr_assert_eq(backend_metric("ferry_backend_active_connections",
+	    a.port), 1);
+	/* The second client's backend is idle again: the third goes there
+	   (round robin would send it to the first's). */
+	peer_close(&p2);
+	cr_assert(metric_wait("ferry_backend_active_connections", b.port, 0,
+	    10));
+	cr_assert(client_ping(&p3, "three"));
+	cr_assert_eq(b.accepted, 2, "the third client went to the busy one");
+	cr_assert_eq(a.accepted, 1);
+	peer_close(&p1);
+	peer_close(&p3);
+	backend_stop(&a);
+	backend_stop(&b);
+}
+
+Test(backends, workers_share_a_backend_state, .timeout = 90,
+    .fini = cleanup)
+{
+	struct backend be;
+	char extra[512];
+	int dead = dead_port();
+
+	backend_start(&be, false, backend_echo, NULL);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n"
+	    "max_fails = 1\nfail_timeout = 120\n", dead, be.port);
+	start_web(2, extra);
+	for (int i = 0; i < 16; i++)
+		cr_assert(one_client("shared"));
+	lines_wait(16);
+	/*
+	 * One failure, in whichever worker, marks it down for both: had
+	 * each worker its own state, each would pay a failure of its own.
+	 */
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", dead), 1);
+	cr_assert_eq(backend_metric("ferry_backend_up", dead), 0);
+	cr_assert_eq(be.accepted, 16);
+	backend_stop(&be);
+}
