@@ -341,7 +341,8 @@ listener_build(struct listeners *ls, struct listener *ln,
 		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
 		    forward_handle_stream, ln->fwd);
 	}
-	if (ln->srv == NULL) {
+	if (ln->srv == NULL ||
+	    tcpserver_set_accept_proxy(ln->srv, l->accept_proxy) < 0) {
 		snprintf(err, errlen, "[%s] out of memory", l->name);
 		return -1;
 	}

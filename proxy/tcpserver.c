@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "proxy_accept.h"
 
 /* ---- live connections, per source address ---- */
 
@@ -54,6 +55,7 @@ struct tcpserver {
 	 * of time) keep it, and the last one to go frees it.
 	 */
 	struct conn_table *conns;
+	struct proxy_accept *proxy;	/* accept_proxy: headers being read */
 };
 
 struct conn_table {
@@ -366,6 +368,31 @@ fail:
 	close(fd);
 }
 
+/*
+ * accept_proxy: the socket waits for its PROXY header first; on_accept
+ * then sees the client's address from it, for everything (limits, logs).
+ */
+static void
+on_socket(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+	struct tcpserver *srv = arg;
+
+	if (srv->proxy != NULL)
+		proxy_accept_add(srv->proxy, fd, sa, salen);
+	else
+		on_accept(fd, sa, salen, srv);
+}
+
+int
+tcpserver_set_accept_proxy(struct tcpserver *srv, bool on)
+{
+	if (!on || srv->proxy != NULL)
+		return 0;
+	srv->proxy = proxy_accept_new(srv->sl->loop, srv->name,
+	    srv->opts.handshake_timeout, on_accept, srv);
+	return srv->proxy != NULL ? 0 : -1;
+}
+
 int
 tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n)
 {
@@ -374,7 +401,7 @@ tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct accept_handler *ah = &srv->acc[srv->nacc++];
 		netutil_accept_init(ah, srv->sl->loop, fds[i],
-		    NETUTIL_DEFAULT_BACKLOG, on_accept, srv);
+		    NETUTIL_DEFAULT_BACKLOG, on_socket, srv);
 		netutil_accept_start(ah);
 	}
 	return 0;
@@ -471,6 +498,7 @@ tcpserver_free(struct tcpserver *srv)
 	if (srv == NULL)
 		return;
 	tcpserver_stop(srv);
+	proxy_accept_free(srv->proxy);
 	tls_ctx_unref(srv->tls);
 	if (srv->conns != NULL) {
 		if (srv->conns->live == 0)

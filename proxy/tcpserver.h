@@ -91,6 +91,15 @@ size_t tcpserver_live(const struct tcpserver *srv);
 /* Source addresses with a connection counted now. */
 size_t tcpserver_sources(const struct tcpserver *srv);
 
+/*
+ * accept_proxy: every accepted socket first gives a PROXY protocol header
+ * (v1 or v2, proxy_accept.h), within the handshake timeout of the stream
+ * options; the address in it is the client's from then on: connection
+ * limits, the stream's peer (logs), and handle_stream()'s `sa`.  Call
+ * before accepting.  0, or -1 when memory cannot be had.
+ */
+int tcpserver_set_accept_proxy(struct tcpserver *srv, bool on);
+
 /* Stops accepting and closes the listening sockets; streams carry on. */
 void tcpserver_stop(struct tcpserver *srv);
 
