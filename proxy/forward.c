@@ -660,13 +660,14 @@ connect_backend(struct forward_conn *c, const char *last, const char *err)
 	struct stream *b;
 	int i;
 
+	/* Past the handshake: whatever happens now gets its log line. */
+	c->state = ST_BACKEND_CONNECT;
 	if (c->set < 0 && !route(c))
 		return;
 	if ((i = backend_pick(fl->pool, c->set, c->tried)) < 0) {
 		no_backend(c, last, err);
 		return;
 	}
-	c->state = ST_BACKEND_CONNECT;
 	c->backend = i;
 	c->holding = true;
 	c->tried |= UINT32_C(1) << i;

@@ -90,6 +90,7 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
 	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
 	o.alpn = l->alpn[0] ? l->alpn : NULL;
+	o.alpn_fallback = l->alpn_fallback;
 	o.name = l->name;
 	o.fault = &fault;
 	c = tls_ctx_new_server(&o, why, sizeof(why));
