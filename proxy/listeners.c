@@ -2,9 +2,12 @@
 #define _GNU_SOURCE
 #include "listeners.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "acl.h"
 #include "admin.h"
@@ -298,6 +301,53 @@ forward_from(struct listeners *ls, struct listener *ln,
 	return 0;
 }
 
+/* unix_owner "user[:group]" -> ids (-1: unchanged); 0 or -1 with why. */
+static int
+unix_owner(const struct config_listener *l, uid_t *uid, gid_t *gid,
+    char *why, size_t whylen)
+{
+	char user[64], *group;
+	struct passwd *pw;
+	struct group *gr;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (l == NULL || l->unix_owner[0] == '\0')
+		return 0;
+	snprintf(user, sizeof(user), "%s", l->unix_owner);
+	if ((group = strchr(user, ':')) != NULL)
+		*group++ = '\0';
+	if (user[0] != '\0') {
+		if ((pw = getpwnam(user)) == NULL) {
+			snprintf(why, whylen, "no user '%s'", user);
+			return -1;
+		}
+		*uid = pw->pw_uid;
+	}
+	if (group != NULL && group[0] != '\0') {
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(why, whylen, "no group '%s'", group);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* A unix: address of a bind line. */
+static int
+bind_unix(const struct config_listener *l, struct tcpserver *srv,
+    const struct config_addr *a, char *why, size_t whylen)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (unix_owner(l, &uid, &gid, why, whylen) < 0)
+		return -1;
+	return tcpserver_bind_unix(srv, a->host + 5, l ? l->unix_mode : 0,
+	    uid, gid, why, whylen);
+}
+
 /* The addresses of one `bind` (or `admin`) line, bound, not accepting. */
 static int
 bind_addrs(const struct config *cfg, const struct config_listener *l,
@@ -306,6 +356,14 @@ bind_addrs(const struct config *cfg, const struct config_listener *l,
 {
 	for (size_t i = 0; i < n; i++) {
 		char why[256];
+		if (config_addr_is_unix(&addrs[i])) {
+			if (bind_unix(l, srv, &addrs[i], why,
+			    sizeof(why)) < 0) {
+				config_error(cfg, l, key, 0, why, err, errlen);
+				return -1;
+			}
+			continue;
+		}
 		if (tcpserver_bind(srv, addrs[i].host[0] ? addrs[i].host :
 		    NULL, addrs[i].port, AF_UNSPEC, NETUTIL_DEFAULT_BACKLOG,
 		    false, why, sizeof(why)) < 0) {
@@ -420,9 +478,13 @@ log_listening(const char *mode, const char *transport, const char *name,
 	size_t n = tcpserver_addresses(srv, ss, TCPSERVER_MAX_SOCKETS);
 
 	for (size_t i = 0; i < n; i++) {
-		char addr[80];
-		netutil_format_addr((struct sockaddr *)&ss[i], addr,
-		    sizeof(addr));
+		char addr[160];
+		if (ss[i].ss_family == AF_UNIX)
+			snprintf(addr, sizeof(addr), "unix:%s",
+			    ((struct sockaddr_un *)&ss[i])->sun_path);
+		else
+			netutil_format_addr((struct sockaddr *)&ss[i], addr,
+			    sizeof(addr));
 		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
 		    name);
 	}
@@ -592,6 +654,17 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 		const struct config_listener *l = &cfg->listeners[i];
 		for (size_t j = 0; j < l->nbind; j++) {
 			const struct config_addr *a = &l->bind[j];
+			uid_t uid;
+			gid_t gid;
+			if (config_addr_is_unix(a)) {
+				if (unix_owner(l, &uid, &gid, why,
+				    sizeof(why)) < 0) {
+					config_error(cfg, l, "unix_owner", 0,
+					    why, err, errlen);
+					return -1;
+				}
+				continue;
+			}
 			if (a->host[0] != '\0' && netutil_resolve(a->host,
 			    a->port, &ss, &len, why, sizeof(why)) < 0) {
 				config_error(cfg, l, "bind", 0, why, err,

@@ -421,6 +421,25 @@ tcpserver_bind(struct tcpserver *srv, const char *address, int port,
 	return 0;
 }
 
+int
+tcpserver_bind_unix(struct tcpserver *srv, const char *path, unsigned mode,
+    uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	int fd;
+
+	if (srv->npending + srv->nacc >= TCPSERVER_MAX_SOCKETS) {
+		snprintf(err, errlen, "more than %d sockets",
+		    TCPSERVER_MAX_SOCKETS);
+		return -1;
+	}
+	fd = netutil_bind_unix(path, NETUTIL_DEFAULT_BACKLOG, mode, uid, gid,
+	    err, errlen);
+	if (fd < 0)
+		return -1;
+	srv->pending[srv->npending++] = fd;
+	return 0;
+}
+
 void
 tcpserver_start(struct tcpserver *srv)
 {

@@ -49,6 +49,13 @@ struct tcpserver *tcpserver_new(struct stream_loop *sl, const char *name,
 int tcpserver_bind(struct tcpserver *srv, const char *address, int port,
     int family, int backlog, bool reuse_port, char *err, size_t errlen);
 
+/*
+ * Binds a unix socket (netutil_bind_unix: a stale socket file replaced,
+ * mode and owner set), not accepting yet.  0, or -1 with err.
+ */
+int tcpserver_bind_unix(struct tcpserver *srv, const char *path,
+    unsigned mode, uid_t uid, gid_t gid, char *err, size_t errlen);
+
 /* Accepts on every socket bound so far, in this process. */
 void tcpserver_start(struct tcpserver *srv);
 
