@@ -21,7 +21,6 @@
 
 #include "log.h"
 #include "metrics.h"
-#include "obj.h"
 
 #define CHECK_MAGIC 0x62636863u	/* "bchc" */
 
@@ -334,7 +333,7 @@ check_one(struct backend_pool *p, int i)
 		return;		/* refused at once: check_closed follows */
 	if (p->check_kind == BACKEND_CHECK_TLS && p->tls != NULL &&
 	    tls_stream_connect(c->s, p->tls, p->sni[0] ? p->sni :
-	    d->host) < 0) {
+	    d->host[0] ? d->host : NULL) < 0) {
 		stream_set_error(c->s, "cannot set up TLS");
 		stream_close(c->s, STREAM_CLOSE_NOMEM);
 		return;

@@ -506,8 +506,10 @@ on_header_sent(struct stream *s, void *arg)
 {
 	struct forward_conn *c = conn_of(arg);
 	struct forward_listener *fl = c->fl;
+	const char *host = backend_get(fl->pool, c->backend)->host;
+	/* A unix socket has no host: no SNI, no name check. */
 	const char *sni = fl->backend_sni[0] ? fl->backend_sni :
-	    backend_get(fl->pool, c->backend)->host;
+	    host[0] ? host : NULL;
 
 	if (fl->backend_tls == NULL) {
 		c->state = ST_BACKEND_CONNECT;
