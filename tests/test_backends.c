@@ -349,3 +349,106 @@ Test(backends, workers_share_a_backend_state, .timeout = 90,
 	cr_assert_eq(be.accepted, 16);
 	backend_stop(&be);
 }
+
+/* ---- the keys, as config.c reads and checks them ---- */
+
+#include "config.h"
+
+static const char *
+load_error(const char *listener_lines)
+{
+	static char err[512];
+	static struct config cfg;
+	char text[2048];
+
+	snprintf(text, sizeof(text), "[web]\nmode = forward\n"
+	    "bind = 127.0.0.1:0\n%s", listener_lines);
+	config_init(&cfg);
+	if (config_load_string(&cfg, text, "t.conf", err, sizeof(err)) == 0)
+		return NULL;
+	return err;
+}
+
+#define REFUSED(lines, why) do { \
+	const char *e_ = load_error(lines); \
+	cr_assert_not_null(e_, "accepted: %s", lines); \
+	cr_assert_not_null(strstr(e_, why), "error: %s", e_); \
+} while (0)
+
+Test(backends, config_keys_checked, .timeout = 10)
+{
+	REFUSED("backend = 127.0.0.1:1 weight=0\n", "outside 1..256");
+	REFUSED("backend = 127.0.0.1:1 heavy\n", "'heavy' is not weight=N");
+	REFUSED("backend = 127.0.0.1:1\nroute = sni:a.example -> api\n",
+	    "no backend set 'api'");
+	REFUSED("backend = 127.0.0.1:1\nroute = host:a -> default\n",
+	    "is not sni:NAME -> SET");
+	REFUSED("backend = 127.0.0.1:1\nroute = sni:a.example\n", "no '-> SET'");
+	REFUSED("backend_set = api: 127.0.0.1:1\n"
+	    "route = sni:a.example -> api\n", "route_nomatch = refuse");
+	REFUSED("backend = 127.0.0.1:1\nbackend_set = a: 127.0.0.1:2\n"
+	    "backend_set = a: 127.0.0.1:3\n", "set 'a' given twice");
+	REFUSED("backend = 127.0.0.1:1\ncheck = tls\ncheck_interval = 1\n",
+	    "tls needs backend_tls");
+	REFUSED("backend = 127.0.0.1:1\nunix_mode = 0660\n",
+	    "no unix: address in bind");
+	REFUSED("backend = 127.0.0.1:1\nunix_mode = 0999\n", "octal mode");
+	REFUSED("backend = unix:relative.sock\n", "must be absolute");
+	REFUSED("backend = 127.0.0.1:1\nbalance = random\n",
+	    "not one of roundrobin, leastconn");
+	REFUSED("backend = 127.0.0.1:1\nfail_timeout = 0\n", "more than 0");
+	REFUSED("backend = 127.0.0.1:1\nalpn_fallback = on\n", "needs TLS");
+	REFUSED("backend = 127.0.0.1:1\naccept_proxy = maybe\n",
+	    "not on/off");
+
+	/* All of it, valid. */
+	static struct config cfg;
+	char err[512];
+	const char *text = "[web]\nmode = forward\n"
+	    "bind = 127.0.0.1:0, unix:/tmp/ferry-test-web.sock\n"
+	    "unix_mode = 0660\naccept_proxy = on\n"
+	    "backend = 127.0.0.1:1 weight=3, unix:/tmp/be.sock backup\n"
+	    "backend_set = api: 127.0.0.1:2, 127.0.0.1:3 weight=2\n"
+	    "route = sni:*.api.example -> api\nroute = alpn:h2 -> default\n"
+	    "route_nomatch = refuse\nbalance = leastconn\nmax_fails = 3\n"
+	    "fail_timeout = 5\ncheck_interval = 2\ncheck = tcp\n"
+	    "proxy_protocol = v2\nproxy_tlvs = on\n";
+	config_init(&cfg);
+	cr_assert_eq(config_load_string(&cfg, text, "t.conf", err,
+	    sizeof(err)), 0, "%s", err);
+	const struct config_listener *l = &cfg.listeners[0];
+	cr_assert_eq(l->nbackend, 4);
+	cr_assert_eq(l->backend[0].weight, 3);
+	cr_assert(l->backend[1].backup);
+	cr_assert_str_eq(l->backend[1].addr.host, "unix:/tmp/be.sock");
+	cr_assert_eq(l->backend[2].set, 1);
+	cr_assert_eq(l->nsets, 2);
+	cr_assert_eq(l->nroutes, 2);
+	cr_assert_eq(l->route[0].set, 1);
+	cr_assert_eq(l->route[1].kind, CONFIG_ROUTE_ALPN);
+	cr_assert_eq(l->route[1].set, 0);
+	cr_assert(l->route_refuse);
+	cr_assert_eq(l->balance, CONFIG_BALANCE_LEASTCONN);
+	cr_assert_eq(l->unix_mode, 0660);
+	cr_assert(l->accept_proxy);
+}
+
+Test(backends, check_validates_unix_owner, .timeout = 30)
+{
+	char dir[] = "/tmp/ferry-check-XXXXXX", path[64], out[4096];
+	const char *argv[] = { "--check", "-c", path, NULL };
+	FILE *f;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ferry.conf", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "[web]\nmode = forward\nbind = unix:%s/web.sock\n"
+	    "unix_owner = no-such-user-here\nbackend = 127.0.0.1:1\n", dir);
+	fclose(f);
+	cr_assert_neq(ferry_run(argv, out, sizeof(out)), 0);
+	cr_assert_not_null(strstr(out, "unix_owner: no user "
+	    "'no-such-user-here'"), "%s", out);
+	unlink(path);
+	rmdir(dir);
+}
