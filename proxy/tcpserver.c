@@ -376,11 +376,29 @@ static void
 on_socket(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
 	struct tcpserver *srv = arg;
+	char peer[64];
 
-	if (srv->proxy != NULL)
-		proxy_accept_add(srv->proxy, fd, sa, salen);
-	else
+	if (srv->proxy == NULL) {
 		on_accept(fd, sa, salen, srv);
+		return;
+	}
+	/*
+	 * Sockets waiting for their header count against max_connections
+	 * (not per source: their source is still unknown), or silent ones
+	 * would get around it.
+	 */
+	if (srv->conns != NULL && srv->max_conns > 0 && srv->conns->live +
+	    proxy_accept_waiting(srv->proxy) >= srv->max_conns) {
+		close(fd);
+		if (srv->stats != NULL)
+			srv->stats->refused++;
+		netutil_format_addr(sa, peer, sizeof(peer));
+		log_limited(LOG_WARN, "%s: refused a connection from %s: "
+		    "max_connections (%zu) reached", srv->name, peer,
+		    srv->max_conns);
+		return;
+	}
+	proxy_accept_add(srv->proxy, fd, sa, salen);
 }
 
 int

@@ -102,7 +102,9 @@ size_t tcpserver_sources(const struct tcpserver *srv);
  * accept_proxy: every accepted socket first gives a PROXY protocol header
  * (v1 or v2, proxy_accept.h), within the handshake timeout of the stream
  * options; the address in it is the client's from then on: connection
- * limits, the stream's peer (logs), and handle_stream()'s `sa`.  Call
+ * limits, the stream's peer (logs), and handle_stream()'s `sa`.  The
+ * sockets still waiting for their header count against the server's
+ * max_connections (not per source: theirs is not known yet).  Call
  * before accepting.  0, or -1 when memory cannot be had.
  */
 int tcpserver_set_accept_proxy(struct tcpserver *srv, bool on);

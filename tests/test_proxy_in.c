@@ -433,3 +433,32 @@ Test(proxy_in, malformed_partial_and_silent_are_closed, .timeout = 30,
 	cr_assert_eq(be.accepted, 1);
 	backend_stop(&be);
 }
+
+Test(proxy_in, waiting_sockets_count_against_max_connections,
+    .timeout = 30, .fini = cleanup)
+{
+	struct backend be;
+	struct capture cap = { 0 };
+	struct peer p;
+	int silent, over;
+	const char *hdr = "PROXY TCP4 192.0.2.9 127.0.0.1 9 443\r\n";
+
+	backend_start(&be, false, serve_capture, &cap);
+	start(false, "max_connections = 1\nhandshake_timeout = 2\n", be.port);
+	silent = client();	/* holds the one place, sending nothing */
+	usleep(200 * 1000);
+	over = client();
+	cr_assert(closed(over), "a second connection while one waits");
+	cr_assert(ferry_log_wait(&fp, "max_connections (1) reached", 1, 10));
+	cr_assert_eq(ferry_metric(&fp, "ferry_connections_refused_total{"
+	    "listener=\"web\",mode=\"forward\"}"), 1);
+	/* Once the silent one is gone, a client gets in. */
+	cr_assert(closed(silent));
+	peer_plain(&p, client());
+	peer_write(&p, hdr, strlen(hdr));
+	cr_assert(echoes(&p, "room again"));
+	peer_close(&p);
+	close(silent);
+	close(over);
+	backend_stop(&be);
+}
