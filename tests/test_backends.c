@@ -461,3 +461,71 @@ Test(backends, check_validates_unix_owner, .timeout = 30)
 	unlink(path);
 	rmdir(dir);
 }
+
+/* ---- check = tls ---- */
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+/* TLS with the development certificate, then echo. */
+static void
+serve_tls_echo(int fd, void *arg)
+{
+	SSL_CTX *ctx = arg;
+	SSL *ssl = SSL_new(ctx);
+	char buf[4096];
+	size_t n, w;
+
+	SSL_set_fd(ssl, fd);
+	if (SSL_accept(ssl) == 1) {
+		while (SSL_read_ex(ssl, buf, sizeof(buf), &n) == 1 &&
+		    SSL_write_ex(ssl, buf, n, &w) == 1)
+			;
+		SSL_shutdown(ssl);
+	}
+	SSL_free(ssl);
+	ERR_clear_error();
+}
+
+/* Accepts and closes at once: a TCP check passes, a TLS one does not. */
+static void
+serve_close(int fd, void *arg)
+{
+	(void)fd;
+	(void)arg;
+}
+
+Test(backends, tls_check_finds_a_backend_tcp_would_pass, .timeout = 60,
+    .fini = cleanup)
+{
+	struct backend bad, good;
+	char extra[1024];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	cr_assert_eq(SSL_CTX_use_certificate_chain_file(ctx,
+	    CERT("server.pem")), 1);
+	cr_assert_eq(SSL_CTX_use_PrivateKey_file(ctx, CERT("server.key"),
+	    SSL_FILETYPE_PEM), 1);
+	backend_start(&bad, false, serve_close, NULL);
+	backend_start(&good, false, serve_tls_echo, ctx);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d, 127.0.0.1:%d\n"
+	    "backend_tls = on\nbackend_ca = " CERT("ca.pem") "\n"
+	    "backend_sni = localhost\ncheck = tls\ncheck_interval = 100ms\n"
+	    "max_fails = 2\nfail_timeout = 60\n", bad.port, good.port);
+	start_web(1, extra);
+	cr_assert(metric_wait("ferry_backend_up", bad.port, 0, 30),
+	    "a backend that fails the TLS handshake stayed up");
+	cr_assert(metric_wait("ferry_backend_check_failures_total", good.port,
+	    0, 1));
+	cr_assert_eq(backend_metric("ferry_backend_up", good.port), 1);
+	for (int i = 0; i < 3; i++)
+		cr_assert(one_client("via tls"));
+	lines_wait(3);
+	cr_assert_eq(backend_metric("ferry_backend_failures_total", bad.port),
+	    0);
+	cr_assert_eq(backend_metric("ferry_backend_connects_total", good.port),
+	    3);
+	backend_stop(&bad);
+	backend_stop(&good);
+	SSL_CTX_free(ctx);
+}
