@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,13 +126,26 @@ Test(unix_socket, listener_mode_and_proxy_header, .init = setup, .fini = cleanup
 
 	backend_start(&be, false, backend_echo, NULL);
 	path_in_dir("web.sock", sock, sizeof(sock));
+	/* Our own user, and a group we may give it to: our own as well
+	   (chown to another needs root; as root, any would do). */
+	struct passwd *pw = getuid() == 0 && getpwnam("nobody") ?
+	    getpwnam("nobody") : getpwuid(getuid());
+	cr_assert_not_null(pw);
+	uid_t owner_uid = pw->pw_uid;
+	struct group *gr = getuid() == 0 && getgrnam("nogroup") ?
+	    getgrnam("nogroup") : getgrgid(getgid());
+	cr_assert_not_null(gr);
+	gid_t owner_gid = gr->gr_gid;
 	snprintf(conf, sizeof(conf),
 	    "[web]\nmode = forward\nbind = unix:%s\nunix_mode = 0600\n"
-	    "backend = 127.0.0.1:%d\n", sock, be.port);
+	    "unix_owner = %s:%s\nbackend = 127.0.0.1:%d\n", sock,
+	    pw->pw_name, gr->gr_name, be.port);
 	ferry_start(&fp, conf);
 	cr_assert_eq(stat(sock, &st), 0);
 	cr_assert(S_ISSOCK(st.st_mode));
 	cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+	cr_assert_eq(st.st_uid, owner_uid);
+	cr_assert_eq(st.st_gid, owner_gid);
 	char line[256];
 	snprintf(line, sizeof(line), "listening on unix:%s (tcp) [web]", sock);
 	cr_assert_eq(ferry_log_count(&fp, line), 1);
