@@ -460,6 +460,9 @@ metrics_render(struct buffer *out)
 	    "Bytes received from clients.", F(bytes_in));
 	listener_family(out, "ferry_client_sent_bytes_total", "counter",
 	    "Bytes sent to clients.", F(bytes_out));
+	listener_family(out, "ferry_proxy_header_failures_total", "counter",
+	    "accept_proxy: connections closed for a PROXY header malformed, "
+	    "not whole in time, or missing.", F(proxy_failures));
 	listener_family(out, "ferry_backend_connect_failures_total",
 	    "counter", "Backend connections that failed or timed out.",
 	    F(backend_failures));

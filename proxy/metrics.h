@@ -34,6 +34,7 @@ struct metrics_conn {
 	uint64_t bytes_in;		/* from clients */
 	uint64_t bytes_out;		/* to clients */
 	uint64_t backend_failures;	/* forward: could not reach a backend */
+	uint64_t proxy_failures;	/* accept_proxy: no valid header */
 	uint64_t backend_bytes_in;
 	uint64_t backend_bytes_out;
 };

@@ -32,6 +32,7 @@ struct proxy_accept {
 	double timeout;
 	proxy_accept_cb done;
 	void *arg;
+	struct metrics_conn *stats;	/* or NULL */
 	LIST_HEAD(, waiter) waiting;
 	size_t n;
 };
@@ -55,6 +56,8 @@ refuse(struct waiter *w, const char *why)
 {
 	char peer[80];
 
+	if (w->pa->stats != NULL)
+		w->pa->stats->proxy_failures++;
 	netutil_format_addr((struct sockaddr *)&w->peer, peer, sizeof(peer));
 	log_limited(LOG_WARN, "%s: %s: closed: %s", w->pa->name, peer, why);
 	waiter_end(w, true);
@@ -181,6 +184,12 @@ proxy_accept_add(struct proxy_accept *pa, int fd, const struct sockaddr *sa,
 	pa->n++;
 	ev_io_start(pa->loop, &w->io);
 	ev_timer_start(pa->loop, &w->timer);
+}
+
+void
+proxy_accept_set_stats(struct proxy_accept *pa, struct metrics_conn *stats)
+{
+	pa->stats = stats;
 }
 
 size_t

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "metrics.h"
+
 typedef void (*proxy_accept_cb)(int fd, const struct sockaddr *sa,
     socklen_t salen, void *arg);
 
@@ -33,6 +35,10 @@ struct proxy_accept *proxy_accept_new(struct ev_loop *loop,
 /* Takes the socket (non-blocking) over; closes it without memory. */
 void proxy_accept_add(struct proxy_accept *pa, int fd,
     const struct sockaddr *sa, socklen_t salen);
+
+/* Counts the sockets closed without a valid header there (NULL: none). */
+void proxy_accept_set_stats(struct proxy_accept *pa,
+    struct metrics_conn *stats);
 
 /* Sockets still waiting for their header. */
 size_t proxy_accept_waiting(const struct proxy_accept *pa);

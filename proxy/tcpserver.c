@@ -408,7 +408,10 @@ tcpserver_set_accept_proxy(struct tcpserver *srv, bool on)
 		return 0;
 	srv->proxy = proxy_accept_new(srv->sl->loop, srv->name,
 	    srv->opts.handshake_timeout, on_accept, srv);
-	return srv->proxy != NULL ? 0 : -1;
+	if (srv->proxy == NULL)
+		return -1;
+	proxy_accept_set_stats(srv->proxy, srv->stats);
+	return 0;
 }
 
 int
@@ -514,6 +517,8 @@ void
 tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats)
 {
 	srv->stats = stats;
+	if (srv->proxy != NULL)
+		proxy_accept_set_stats(srv->proxy, stats);
 }
 
 void

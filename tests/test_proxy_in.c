@@ -425,6 +425,8 @@ Test(proxy_in, malformed_partial_and_silent_are_closed, .timeout = 30,
 	    10));
 	cr_assert(echoes(&good, "after"));
 	peer_close(&good);
+	cr_assert_eq(ferry_metric(&fp, "ferry_proxy_header_failures_total{"
+	    "listener=\"web\",mode=\"forward\"}"), 4);
 	close(bad);
 	close(tlsfirst);
 	close(partial);
