@@ -4,7 +4,8 @@
  * For each client: wait for its handshake (hitch connects to the backend
  * only then, so a client that never finishes costs no backend connection),
  * connect to a backend without blocking, optionally write a PROXY protocol
- * header (in the clear, first thing on the connection), optionally run TLS
+ * header (in the clear, first thing on the connection; v2 with proxy_tlvs
+ * carries the client's TLS in TLVs, forward_proxy.h), optionally run TLS
  * to the backend (verified, with SNI), then pump bytes both ways.
  *
  * Routing: once the client's handshake is done, the routes are matched
@@ -45,7 +46,8 @@
  * shutdown(SHUT_WR) included.  0 turns either off.
  *
  * Counting: client bytes and handshakes are counted by the client stream
- * (the listener's counters); backend_failures, backend_bytes_in/out here.
+ * (the listener's counters); backend_failures, backend_bytes_in/out here;
+ * per backend, the pool (backend.h).
  * One log line per connection that got past its handshake: listener,
  * peer, backend, duration, bytes forwarded each way (handed to the other
  * side's connection: bytes read but still queued when it ended are not)
