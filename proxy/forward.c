@@ -563,14 +563,18 @@ write_proxy_header(struct forward_conn *c, struct stream *b)
 	struct tls_stream_info info;
 	int n;
 
-	if (c->dstlen == 0) {
-		/* Mixed families make the header say UNKNOWN / UNSPEC. */
-		memset(&none, 0, sizeof(none));
-		dst = (const struct sockaddr *)&none;
-	}
+	memset(&none, 0, sizeof(none));
 	if (c->srclen == 0) {
 		/* Not an IP client (a unix socket): UNKNOWN / UNSPEC. */
-		memset(&none, 0, sizeof(none));
+		dst = (const struct sockaddr *)&none;
+	} else if (c->dstlen == 0) {
+		/*
+		 * The client's address is known but not, in its family, the
+		 * one it reached (a PROXY client of another family, or on a
+		 * unix socket): the unspecified address, port 0, rather than
+		 * losing the client's to UNKNOWN.
+		 */
+		none.ss_family = c->src.sa.sa_family;
 		dst = (const struct sockaddr *)&none;
 	}
 	n = forward_proxy_header_tlv(c->fl->proxy, c->srclen ? &c->src.sa :

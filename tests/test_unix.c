@@ -266,3 +266,30 @@ Test(unix_socket, unix_client_sends_proxy_unknown, .init = setup, .fini = cleanu
 	close(cfd);
 	close(lfd);
 }
+
+Test(unix_socket, proxy_client_on_a_unix_listener_keeps_its_address,
+    .init = setup, .fini = cleanup, .timeout = 30)
+{
+	char sock[128], conf[1024], line[128];
+	const char *hdr = "PROXY TCP4 192.0.2.44 198.51.100.1 4242 443\r\n";
+	int lfd, bfd, cfd, port;
+
+	lfd = listen_loopback(false, &port);
+	path_in_dir("web.sock", sock, sizeof(sock));
+	snprintf(conf, sizeof(conf),
+	    "[web]\nmode = forward\nbind = unix:%s\naccept_proxy = on\n"
+	    "backend = 127.0.0.1:%d\nproxy_protocol = v1\n", sock, port);
+	ferry_start(&fp, conf);
+	cfd = unix_connect(sock);
+	cr_assert_geq(cfd, 0);
+	cr_assert_eq(send(cfd, hdr, strlen(hdr), 0), (ssize_t)strlen(hdr));
+	cr_assert_eq(send(cfd, "x", 1, 0), 1);
+	bfd = blocking(accept_timeout(lfd, 10));
+	read_line(bfd, line, sizeof(line));
+	/* Where it connected is not an IPv4 address: 0.0.0.0 port 0. */
+	cr_assert_str_eq(line, "PROXY TCP4 192.0.2.44 0.0.0.0 4242 0\r\n");
+	close(bfd);
+	close(cfd);
+	close(lfd);
+	cr_assert(ferry_log_wait(&fp, "web: 192.0.2.44:4242 -> ", 1, 10));
+}
