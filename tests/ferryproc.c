@@ -22,15 +22,6 @@
 
 #include "helpers.h"
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 const char *
 ferry_bin(void)
 {
@@ -565,26 +556,4 @@ http_get(int port, const char *path, int *status)
 	}
 	memmove(buf, body + 4, strlen(body + 4) + 1);
 	return buf;
-}
-
-double
-ferry_metric(const struct ferry_proc *fp, const char *series)
-{
-	int status;
-	char *body = http_get(ferry_port(fp, "admin"), "/metrics", &status);
-	size_t n = strlen(series);
-	double v = -1;
-
-	if (body == NULL)
-		return -1;
-	for (const char *p = body; p != NULL && *p; p = strchr(p, '\n')) {
-		if (*p == '\n')
-			p++;
-		if (strncmp(p, series, n) == 0 && p[n] == ' ') {
-			v = strtod(p + n + 1, NULL);
-			break;
-		}
-	}
-	free(body);
-	return status == 200 ? v : -1;
 }

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "metrics_read.h"
+
 #define FERRYPROC_MAX_PORTS 32
 
 struct ferry_proc {
@@ -125,11 +127,6 @@ int ferry_run(const char *const *argv, char *out, size_t outlen);
 /* Fetches http://127.0.0.1:port/path; returns the body (malloc'd) or NULL. */
 char *http_get(int port, const char *path, int *status);
 
-/*
- * The value of one series on the admin page of `fp`, e.g.
- * "ferry_connections_accepted_total{listener=\"web\",mode=\"forward\"}";
- * -1 when the page or the series is missing.
- */
-double ferry_metric(const struct ferry_proc *fp, const char *series);
+/* ferry_metric() and the waits on a series: metrics_read.h. */
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -422,4 +423,24 @@ check_pattern(const uint8_t *buf, size_t len, size_t offset, unsigned seed)
 			return false;
 	}
 	return true;
+}
+
+double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void
+ping(struct peer *p, const char *msg)
+{
+	char buf[1024];
+	size_t n = strlen(msg);
+	cr_assert_lt(n, sizeof(buf));
+	cr_assert_eq(peer_write(p, msg, n), n);
+	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
+	cr_assert_eq(memcmp(buf, msg, n), 0);
 }

@@ -22,6 +22,9 @@
 
 #define CERT(name) FERRY_SRCDIR "/certs/" name
 
+/* Seconds on the monotonic clock, for the suites' bounded waits. */
+double now_s(void);
+
 /* Transports the shared stream suite runs over. */
 enum transport { T_PLAIN = 0, T_TLS = 1 };
 const char *transport_name(int t);
@@ -77,6 +80,11 @@ long peer_read(struct peer *p, void *buf, size_t len);
 /* Reads exactly len (or until EOF/error); returns bytes read. */
 size_t peer_read_exact(struct peer *p, void *buf, size_t len);
 void peer_close(struct peer *p);
+/*
+ * Sends `msg` (under 1 KB) and fails the test unless the same bytes come
+ * back: one round trip through an echoing backend.
+ */
+void ping(struct peer *p, const char *msg);
 
 /*
  * A backend on loopback for end-to-end tests: a thread accepts, and each

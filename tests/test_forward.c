@@ -37,15 +37,6 @@ cleanup(void)
 	ferry_cleanup(&fp);
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Waits (bounded) until *flag is set by a backend thread. */
 static bool
 wait_flag(volatile bool *flag, double timeout)
@@ -95,18 +86,6 @@ tls_client(struct peer *p, bool v6, int port)
 }
 
 /* Sends and expects back a short message (through an echo). */
-static void
-ping(struct peer *p, const char *msg)
-{
-	char buf[256];
-	size_t n = strlen(msg);
-
-	cr_assert_lt(n, sizeof(buf));
-	cr_assert_eq(peer_write(p, msg, n), n);
-	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
-	cr_assert_eq(memcmp(buf, msg, n), 0);
-}
-
 /* Reads until EOF (true) or an error/timeout (false), discarding. */
 static bool
 read_to_eof(struct peer *p)
@@ -1145,11 +1124,7 @@ wait_sockets(pid_t pid, int want, double timeout)
 static bool
 wait_metric(const char *series, double want, double timeout)
 {
-	double end = now_s() + timeout;
-
-	while (ferry_metric(&fp, series) != want && now_s() < end)
-		usleep(20 * 1000);
-	return ferry_metric(&fp, series) == want;
+	return metric_wait(&fp, series, want, timeout, 20);
 }
 
 /*

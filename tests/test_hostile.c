@@ -72,15 +72,6 @@ cleanup(void)
 	be.port = 0;
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* "name{listener="L",mode="M"}" */
 static double
 metric(const char *name, const char *listener, const char *mode)
@@ -97,14 +88,11 @@ static void
 expect_metric(const char *name, const char *listener, const char *mode,
     double want)
 {
-	double end = now_s() + 15, v;
+	char series[256];
 
-	while ((v = metric(name, listener, mode)) != want && now_s() < end)
-		usleep(20 * 1000);
-	if (v != want)
-		ferry_log_dump(&fp);
-	cr_assert_eq(v, want, "%s{listener=\"%s\"} is %g, expected %g", name,
-	    listener, v, want);
+	snprintf(series, sizeof(series), "%s{listener=\"%s\",mode=\"%s\"}",
+	    name, listener, mode);
+	metric_expect(&fp, series, want, 15, 20);
 }
 
 /* A relay gauge or counter ("ferry_relay_*{listener="L"}"). */

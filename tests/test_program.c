@@ -369,18 +369,6 @@ served_cn(int port, char *cn, size_t len)
 	peer_close(&p);
 }
 
-static void
-ping(struct peer *p, const char *msg)
-{
-	char buf[1024];
-	size_t n = strlen(msg);
-
-	cr_assert_lt(n, sizeof(buf));
-	cr_assert_eq(peer_write(p, msg, n), n);
-	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
-	cr_assert_eq(memcmp(buf, msg, n), 0);
-}
-
 static struct backend be;
 
 static void

@@ -96,28 +96,14 @@ metric(const char *family)
 	return metric_at(family, lname());
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Waits (10 s at most) for a counter of listener l to read `want`. */
 static void
 expect_metric_at(const char *family, const char *l, long long want)
 {
-	double end = now_s() + 10;
-	long long v;
+	char series[256];
 
-	while ((v = metric_at(family, l)) != want && now_s() < end)
-		usleep(10 * 1000);
-	if (v != want)
-		ferry_log_dump(&fp);
-	cr_assert_eq(v, want, "%s{listener=\"%s\"} is %lld, expected %lld",
-	    family, l, v, want);
+	snprintf(series, sizeof(series), "%s{listener=\"%s\"}", family, l);
+	metric_expect(&fp, series, (double)want, 10, 10);
 }
 
 static void
