@@ -103,6 +103,15 @@ ferry_log_dump(const struct ferry_proc *fp)
 	free(log);
 }
 
+void
+ferry_log_expect(const struct ferry_proc *fp, const char *needle, int n)
+{
+	if (!ferry_log_wait(fp, needle, n, 10)) {
+		ferry_log_dump(fp);
+		cr_assert_fail("log: fewer than %d \"%s\"", n, needle);
+	}
+}
+
 /* "... listening on 127.0.0.1:4242 (tcp) [name]" -> ports[] */
 static void
 parse_ports(struct ferry_proc *fp)

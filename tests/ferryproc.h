@@ -85,6 +85,9 @@ bool ferry_log_wait(const struct ferry_proc *fp, const char *needle, int n,
     double timeout);
 /* Prints the last lines of the log to stderr (on failures). */
 void ferry_log_dump(const struct ferry_proc *fp);
+/* ferry_log_wait() for 10 s, else the log dumped and the test failed. */
+void ferry_log_expect(const struct ferry_proc *fp, const char *needle,
+    int n);
 
 void ferry_signal(struct ferry_proc *fp, int sig);
 /* Waits up to `timeout` s for the process to exit; true if it did. */

@@ -112,6 +112,17 @@ void backend_stop(struct backend *b);
 /* serve functions: echo until EOF, then FIN. */
 void backend_echo(int fd, void *arg);
 
+/*
+ * A fresh directory "/tmp/PREFIX-XXXXXX" into dir (size bytes), and its
+ * removal with everything in it (nothing when dir is empty; dir is
+ * emptied).
+ */
+void tmpdir_make(char *dir, size_t size, const char *prefix);
+void tmpdir_remove(char *dir);
+/* Writes `len` bytes to PATH.tmp, renamed into place: a reader (a reload)
+ * never sees half a file. */
+void write_file_atomic(const char *path, const void *text, size_t len);
+
 /* Deterministic test data: byte i of a stream seeded with `seed`. */
 void fill_pattern(uint8_t *buf, size_t len, size_t offset, unsigned seed);
 bool check_pattern(const uint8_t *buf, size_t len, size_t offset,

@@ -48,10 +48,7 @@ expect_metric(const char *series, double want)
 static void
 expect_log(const char *needle, int n)
 {
-	if (!ferry_log_wait(&fp, needle, n, 10)) {
-		ferry_log_dump(&fp);
-		cr_assert_fail("log: fewer than %d \"%s\"", n, needle);
-	}
+	ferry_log_expect(&fp, needle, n);
 }
 
 /* ---- workers ---- */
