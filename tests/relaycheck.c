@@ -241,6 +241,19 @@ pair_ok(struct rclient *p, struct rclient *c, uint32_t *seq)
 	(*seq)++;
 }
 
+uint8_t *
+frames_make(size_t nkeys, size_t n, size_t *len)
+{
+	size_t fs = nkeys * RELAY_VALUE_SIZE;
+	uint8_t *f = malloc(n * fs);
+
+	cr_assert_not_null(f);
+	for (size_t k = 0; k < n; k++)
+		rc_frame(f + k * fs, nkeys, (uint32_t)k);
+	*len = n * fs;
+	return f;
+}
+
 size_t
 write_until_held(struct rclient *p, const uint8_t *stream, size_t total)
 {

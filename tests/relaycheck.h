@@ -79,6 +79,11 @@ void readers_reach(struct rc_reader *rs, size_t nr, size_t n);
 void pair_ok(struct rclient *p, struct rclient *c, uint32_t *seq);
 
 /*
+ * Frames 0 .. n - 1 of `nkeys` values each, back to back (malloc'd;
+ * *len their size).
+ */
+uint8_t *frames_make(size_t nkeys, size_t n, size_t *len);
+/*
  * A slow consumer that blocks: writes `stream` to the producer in 64 KB
  * pieces until one is not taken whole within a second (the producer is
  * held); returns the bytes written.

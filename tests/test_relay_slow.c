@@ -245,13 +245,10 @@ ParameterizedTest(int *t, relay, slow_consumer_block, .timeout = 120,
 {
 	struct rclient p, fast[2], slow;
 	struct rc_reader rd[3];
-	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
-	uint8_t *stream = malloc(total);
+	size_t total, off;
+	uint8_t *stream = frames_make(SLOW_KEYS, BLOCK_FRAMES, &total);
 	int small = 65536;
 
-	cr_assert_not_null(stream);
-	for (size_t k = 0; k < BLOCK_FRAMES; k++)
-		rc_frame(stream + k * fs, SLOW_KEYS, (uint32_t)k);
 	start_relay(*t, "slow_consumer = block\nqueue_bytes = 65536\n"
 	    "grace = 0\n");
 	slow_setup(&p, fast, rd, &slow, "slow-block", BLOCK_FRAMES);
@@ -280,13 +277,10 @@ ParameterizedTest(int *t, relay, slow_consumer_block_then_leaves,
 {
 	struct rclient p, fast[2], slow;
 	struct rc_reader rd[2];
-	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
-	uint8_t *stream = malloc(total);
+	size_t total, off;
+	uint8_t *stream = frames_make(SLOW_KEYS, BLOCK_FRAMES, &total);
 	int small = 65536;
 
-	cr_assert_not_null(stream);
-	for (size_t k = 0; k < BLOCK_FRAMES; k++)
-		rc_frame(stream + k * fs, SLOW_KEYS, (uint32_t)k);
 	start_relay(*t, "slow_consumer = block\nqueue_bytes = 65536\n");
 	slow_setup(&p, fast, rd, &slow, "block-leave", BLOCK_FRAMES);
 	setsockopt(p.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
@@ -384,14 +378,11 @@ Test(relay, consumer_policy_is_its_listeners_block, .timeout = 120,
 {
 	struct rclient p, slow, fast;
 	struct rc_reader rd[2];
-	size_t fs = SLOW_KEYS * 4, total = (size_t)BLOCK_FRAMES * fs, off = 0;
-	uint8_t *stream = malloc(total);
+	size_t total, off;
+	uint8_t *stream = frames_make(SLOW_KEYS, BLOCK_FRAMES, &total);
 	char *keys = keys_n(SLOW_KEYS);
 	int small = 65536;
 
-	cr_assert_not_null(stream);
-	for (size_t k = 0; k < BLOCK_FRAMES; k++)
-		rc_frame(stream + k * fs, SLOW_KEYS, (uint32_t)k);
 	start_two("slow_consumer = drop\nqueue_bytes = 32m\n",
 	    "slow_consumer = block\nqueue_bytes = 65536\n");
 	producer_at(&p, "a", "mixed", keys);
