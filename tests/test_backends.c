@@ -94,7 +94,7 @@ backend_metric(const char *family, int port)
 
 /* Waits (bounded) until the series has value v. */
 static bool
-metric_wait(const char *family, int port, double v, double timeout)
+backend_wait(const char *family, int port, double v, double timeout)
 {
 	for (int i = 0; i < (int)(timeout * 20); i++) {
 		if (backend_metric(family, port) == v)
@@ -201,7 +201,7 @@ Test(backends, check_marks_down_and_brings_back, .timeout = 90,
 	/* Two workers: worker 0 checks, both act on what it finds. */
 	start_web(2, extra);
 	/* Checks alone (no client) find it dead: down after two. */
-	cr_assert(metric_wait("ferry_backend_up", port, 0, 30),
+	cr_assert(backend_wait("ferry_backend_up", port, 0, 30),
 	    "the dead backend was not marked down by the checks");
 	cr_assert_geq(backend_metric("ferry_backend_check_failures_total",
 	    port), 2);
@@ -327,7 +327,7 @@ Test(backends, leastconn_prefers_the_idle_backend, .timeout = 60,
 	/* The second client's backend is idle again: the third goes there
 	   (round robin would send it to the first's). */
 	peer_close(&p2);
-	cr_assert(metric_wait("ferry_backend_active_connections", b.port, 0,
+	cr_assert(backend_wait("ferry_backend_active_connections", b.port, 0,
 	    10));
 	cr_assert(client_ping(&p3, "three"));
 	cr_assert_eq(b.accepted, 2, "the third client went to the busy one");
@@ -516,9 +516,9 @@ Test(backends, tls_check_finds_a_backend_tcp_would_pass, .timeout = 60,
 	    "backend_sni = localhost\ncheck = tls\ncheck_interval = 100ms\n"
 	    "max_fails = 2\nfail_timeout = 60\n", bad.port, good.port);
 	start_web(1, extra);
-	cr_assert(metric_wait("ferry_backend_up", bad.port, 0, 30),
+	cr_assert(backend_wait("ferry_backend_up", bad.port, 0, 30),
 	    "a backend that fails the TLS handshake stayed up");
-	cr_assert(metric_wait("ferry_backend_check_failures_total", good.port,
+	cr_assert(backend_wait("ferry_backend_check_failures_total", good.port,
 	    0, 1));
 	cr_assert_eq(backend_metric("ferry_backend_up", good.port), 1);
 	for (int i = 0; i < 3; i++)
