@@ -28,18 +28,14 @@ static char dir[64];
 static void
 setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ferry-unix-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tmpdir_make(dir, sizeof(dir), "ferry-unix");
 }
 
 static void
 cleanup(void)
 {
-	char cmd[128];
-
 	ferry_cleanup(&fp);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	(void)system(cmd);
+	tmpdir_remove(dir);
 }
 
 static void
