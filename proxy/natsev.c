@@ -5,11 +5,11 @@
 
 #define NATSEV_CONN_MAGIC 0x6e657663u	/* "nevc" */
 
-/* One per connection: made by the first attach, freed after detach. */
+/* The connection's side of the loop: made by natsev_loop_init(). */
 struct natsev_conn {
 	uint32_t magic;
 	struct natsev_loop *el;
-	natsConnection *nc;
+	natsConnection *nc;		/* set by the first attach */
 	ev_io io;			/* the connection's socket */
 	ev_async wake;			/* another thread changed the wish */
 
@@ -23,33 +23,13 @@ struct natsev_conn {
 	/* The loop's thread only. */
 	unsigned have_gen;
 	int have_events;
-	bool in_callback;		/* inside io_cb: free at its end */
-	bool free_pending;
+	bool detached;
 };
-
-static void
-conn_free(struct natsev_conn *c)
-{
-	c->magic = 0;
-	pthread_mutex_destroy(&c->mu);
-	free(c);
-}
 
 bool
 natsev_on_loop(const struct natsev_loop *el)
 {
 	return pthread_equal(pthread_self(), el->thread) != 0;
-}
-
-void
-natsev_loop_init(struct natsev_loop *el, struct ev_loop *loop)
-{
-	el->loop = loop;
-	el->thread = pthread_self();
-	el->after_read = NULL;
-	el->after_read_arg = NULL;
-	atomic_init(&el->up, 0);
-	atomic_init(&el->remote_calls, 0);
 }
 
 /*
@@ -74,11 +54,7 @@ reconcile(struct natsev_conn *c)
 	pthread_mutex_unlock(&c->mu);
 	if (detach) {
 		ev_io_stop(loop, &c->io);
-		ev_async_stop(loop, &c->wake);
-		if (c->in_callback)
-			c->free_pending = true;
-		else
-			conn_free(c);
+		c->detached = true;
 		return;
 	}
 	if (gen != c->have_gen || events != c->have_events) {
@@ -102,23 +78,18 @@ set_up(struct natsev_conn *c, bool up)
 	c->counted_up = up;
 }
 
-/*
- * The wish changed (c->mu held, released here): applied now on the
- * loop's thread, else the loop is woken.  The wake is sent before the
- * unlock: once unlocked after a detach, the loop may free c.
- */
+/* The wish changed (c->mu held, released here): applied, or the loop woken. */
 static natsStatus
 apply_or_wake(struct natsev_conn *c)
 {
+	pthread_mutex_unlock(&c->mu);
 	if (natsev_on_loop(c->el)) {
-		pthread_mutex_unlock(&c->mu);
 		reconcile(c);
 		return NATS_OK;
 	}
 	atomic_fetch_add_explicit(&c->el->remote_calls, 1,
 	    memory_order_relaxed);
 	ev_async_send(c->el->loop, &c->wake);
-	pthread_mutex_unlock(&c->mu);
 	return NATS_OK;
 }
 
@@ -140,7 +111,17 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	bool detached;
 
 	(void)loop;
-	c->in_callback = true;
+	/*
+	 * Detached by another thread, the loop not told yet: the connection
+	 * is closed (and may be destroyed once its "closed" event is seen).
+	 */
+	pthread_mutex_lock(&c->mu);
+	detached = c->want_detach;
+	pthread_mutex_unlock(&c->mu);
+	if (detached) {
+		reconcile(c);
+		return;
+	}
 	if (revents & (EV_READ | EV_ERROR)) {
 		natsConnection_ProcessReadEvent(c->nc);
 		if (c->el->after_read != NULL)
@@ -152,9 +133,6 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	pthread_mutex_unlock(&c->mu);
 	if ((revents & EV_WRITE) && !detached)
 		natsConnection_ProcessWriteEvent(c->nc);
-	c->in_callback = false;
-	if (c->free_pending)
-		conn_free(c);
 }
 
 static void
@@ -173,38 +151,60 @@ conn_of(void *user)
 	return c != NULL && c->magic == NATSEV_CONN_MAGIC ? c : NULL;
 }
 
+int
+natsev_loop_init(struct natsev_loop *el, struct ev_loop *loop)
+{
+	struct natsev_conn *c = calloc(1, sizeof(*c));
+
+	el->loop = loop;
+	el->thread = pthread_self();
+	el->after_read = NULL;
+	el->after_read_arg = NULL;
+	atomic_init(&el->up, 0);
+	atomic_init(&el->remote_calls, 0);
+	el->conn = c;
+	if (c == NULL)
+		return -1;
+	c->magic = NATSEV_CONN_MAGIC;
+	c->el = el;
+	pthread_mutex_init(&c->mu, NULL);
+	ev_io_init(&c->io, io_cb, -1, 0);
+	c->io.data = c;
+	ev_async_init(&c->wake, wake_cb);
+	c->wake.data = c;
+	ev_async_start(loop, &c->wake);
+	return 0;
+}
+
+void
+natsev_loop_destroy(struct natsev_loop *el)
+{
+	struct natsev_conn *c = el->conn;
+
+	if (c == NULL)
+		return;
+	ev_io_stop(el->loop, &c->io);
+	ev_async_stop(el->loop, &c->wake);
+	c->magic = 0;
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+	el->conn = NULL;
+}
+
 static natsStatus
 on_attach(void **user, void *loop_arg, natsConnection *nc, natsSock fd)
 {
 	struct natsev_loop *el = loop_arg;
-	struct natsev_conn *c = *user;
+	struct natsev_conn *c = el->conn;
 
-	if (c == NULL) {
-		/*
-		 * The first attach comes from natsConnection_Connect: starting
-		 * the ev_async from another thread would race libev.
-		 */
-		if (!natsev_on_loop(el))
-			return NATS_ILLEGAL_STATE;
-		if ((c = calloc(1, sizeof(*c))) == NULL)
-			return NATS_NO_MEMORY;
-		c->magic = NATSEV_CONN_MAGIC;
-		c->el = el;
-		c->nc = nc;
-		pthread_mutex_init(&c->mu, NULL);
-		ev_io_init(&c->io, io_cb, -1, 0);
-		c->io.data = c;
-		ev_async_init(&c->wake, wake_cb);
-		c->wake.data = c;
-		ev_async_start(el->loop, &c->wake);
-		*user = c;
-	}
 	pthread_mutex_lock(&c->mu);
+	c->nc = nc;
 	c->want_fd = (int)fd;
 	c->want_gen++;
 	/* The library never asks for reads: polling starts here. */
 	c->want_events = EV_READ;
 	set_up(c, true);
+	*user = c;
 	return apply_or_wake(c);
 }
 

@@ -30,13 +30,18 @@
  * from the loop (a publish) waits that long: read natsev_up() before
  * publishing from the loop, and drop what cannot go while it is false.
  *
- * Rules for the owner: call natsConnection_Connect on the loop's thread
- * (the first attach must come from it, as libuv's adapter requires); do
- * no blocking call on the loop's thread (Flush, Request, every JetStream
- * call: only the loop reads the socket, so such a call waits out its
- * whole timeout and its request leaves only afterwards); destroy the
- * connection on the loop's thread once it is closed (after a Drain).
- * The natsev_loop must outlive every connection attached to it.
+ * One connection per natsev_loop.  Its watchers are made by
+ * natsev_loop_init() on the loop's thread, so the connection may be made
+ * from any thread, the very first attach included: natsConnection_Connect
+ * blocks for a connect timeout per unreachable server, and with
+ * natsOptions_SetRetryOnFailedConnect the library's reconnect thread
+ * attaches later; neither ever runs on the loop.
+ *
+ * Rules for the owner: do no blocking call on the loop's thread (Flush,
+ * Request, every JetStream call: only the loop reads the socket, so such a
+ * call waits out its whole timeout and its request leaves only
+ * afterwards); destroy the connection on the loop's thread once it is
+ * closed (after a Drain), then natsev_loop_destroy().
  */
 #ifndef FERRY_NATSEV_H
 #define FERRY_NATSEV_H
@@ -47,8 +52,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+struct natsev_conn;
+
 struct natsev_loop {
 	struct ev_loop *loop;
+	struct natsev_conn *conn;	/* the connection's watchers */
 	pthread_t thread;		/* the one that runs ev_run(loop) */
 	/*
 	 * Called on the loop's thread after each ProcessReadEvent, when the
@@ -62,8 +70,10 @@ struct natsev_loop {
 	atomic_ulong remote_calls;	/* adapter calls from other threads */
 };
 
-/* On the thread that will run ev_run(loop). */
-void natsev_loop_init(struct natsev_loop *el, struct ev_loop *loop);
+/* On the thread that will run ev_run(loop).  0, or -1 without memory. */
+int natsev_loop_init(struct natsev_loop *el, struct ev_loop *loop);
+/* On the loop's thread, once the connection is closed (or never made). */
+void natsev_loop_destroy(struct natsev_loop *el);
 
 /* natsOptions_SetEventLoop with this adapter, and SendAsap. */
 natsStatus natsev_set_options(natsOptions *opts, struct natsev_loop *el);
