@@ -379,6 +379,7 @@ cluster_put_interest(uint8_t *out, size_t cap,
 	put(&w, in->token, CLUSTER_TOKEN_SIZE);
 	put_str8(&w, in->node);
 	put_u64(&w, in->instance);
+	put_u64(&w, in->epoch);
 	put_u8(&w, in->flags);
 	return done(&w);
 }
@@ -392,6 +393,7 @@ cluster_get_interest(const uint8_t *in, size_t len,
 	get_token(&r, out->token);
 	out->node = get_str8(&r);
 	out->instance = get_u64(&r);
+	out->epoch = get_u64(&r);
 	out->flags = get_u8(&r);
 	if (!node_ok(out->node) ||
 	    (out->flags & ~(CLUSTER_WANT_LAST | CLUSTER_WITHDRAW)) != 0)

@@ -24,8 +24,9 @@
  *              frames of many uuids read in one loop iteration
  *   LAST       token, epoch, sequence, frame size, the frame: the last
  *              value, for a node whose consumers want it
- *   INTEREST   token, node, instance, flags (WANT_LAST, WITHDRAW): a node
- *              has consumers of the uuid (or has none any more)
+ *   INTEREST   token, node, instance, epoch, flags (WANT_LAST, WITHDRAW):
+ *              a node has consumers of the uuid, following that epoch
+ *              (or has none any more)
  *
  * The directory record (the value of a uuid's key) has a version byte of
  * its own, then: owner node, its instance, the claim's nonce, the owner's
@@ -134,6 +135,7 @@ struct cluster_interest {
 	uint8_t token[CLUSTER_TOKEN_SIZE];
 	struct cluster_str node;
 	uint64_t instance;
+	uint64_t epoch;			/* the producer it follows */
 	uint8_t flags;
 };
 

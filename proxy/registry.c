@@ -148,6 +148,24 @@ entry_maybe_free(struct registry_entry *e)
 		entry_free(e);
 }
 
+/*
+ * A consumer left: the entry is freed if nobody is left, and the observer
+ * told when only a peer producer is (it may remove it, freeing e).
+ */
+static void
+consumer_left(struct registry_entry *e)
+{
+	struct registry *reg = e->reg;
+
+	if (e->producer != NULL && e->producer->ops != NULL &&
+	    !entry_has_consumers(e) && reg->observer != NULL &&
+	    reg->observer->consumers_gone != NULL) {
+		reg->observer->consumers_gone(reg->observer_arg, e);
+		return;
+	}
+	entry_maybe_free(e);
+}
+
 static void
 log_entry(const struct registry_entry *e, const char *what)
 {
@@ -587,7 +605,7 @@ registry_accept(struct relay_conn *conn, const char **why)
 	/* The slot is taken here, by the owner's limit of this moment. */
 	if (e->nconsumers >= e->owner->opts.max_consumers) {
 		*why = "too many consumers for this uuid";
-		entry_maybe_free(e);
+		consumer_left(e);
 		return -1;
 	}
 	conn->accepted = true;
@@ -710,12 +728,13 @@ registry_remove(struct relay_conn *conn)
 		if (left && e->reg->observer != NULL)
 			e->reg->observer->producer_left(e->reg->observer_arg, e,
 			    conn);
-	} else {
-		unlink_consumer(e, conn);
-		/* A slow consumer leaving may unblock the producer. */
-		maybe_unblock(e);
+		entry_maybe_free(e);
+		return;
 	}
-	entry_maybe_free(e);
+	unlink_consumer(e, conn);
+	/* A slow consumer leaving may unblock the producer. */
+	maybe_unblock(e);
+	consumer_left(e);
 }
 
 void

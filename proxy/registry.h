@@ -91,9 +91,11 @@
  *     holds the producer and is counted by its owner (the registry's
  *     counters are the local consumers');
  *   - an observer (registry_set_observer) hears of a producer that left
- *     by itself (not one replaced) and of an entry about to be freed: the
- *     cluster releases the uuid in its directory and forgets the uuid;
- *     `ext` on an entry is the observer's.
+ *     by itself (not one replaced), of an entry about to be freed, and of
+ *     the last consumer of a peer producer leaving: the cluster releases
+ *     the uuid in its directory, forgets the uuid, or stops following a
+ *     remote producer nobody here consumes any more; `ext` on an entry is
+ *     the observer's.
  *
  * Which uuids live where (the directory) is the cluster's, outside the
  * registry.
@@ -229,6 +231,11 @@ struct registry_observer {
 	    struct relay_conn *p);
 	/* Nobody is attached any more: the entry is freed on return. */
 	void (*entry_freed)(void *arg, struct registry_entry *e);
+	/*
+	 * The last consumer of a peer producer's entry left: the observer may
+	 * remove that producer (which frees the entry).
+	 */
+	void (*consumers_gone)(void *arg, struct registry_entry *e);
 };
 
 struct registry {

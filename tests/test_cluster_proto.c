@@ -103,7 +103,7 @@ Test(cluster_proto, messages_round_trip, .timeout = 5)
 	struct cluster_gone g = { .epoch = 12, .reason = CLUSTER_GONE_LEFT },
 	    g2;
 	struct cluster_interest in = { .node = S("node-c"), .instance = 5,
-	    .flags = CLUSTER_WANT_LAST }, in2;
+	    .epoch = 12, .flags = CLUSTER_WANT_LAST }, in2;
 	uint8_t buf[1024];
 	size_t n;
 
@@ -142,6 +142,7 @@ Test(cluster_proto, messages_round_trip, .timeout = 5)
 	cr_assert_eq(cluster_get_interest(buf, n, &in2), 0);
 	cr_assert(str_is(in2.node, "node-c"));
 	cr_assert_eq(in2.instance, 5);
+	cr_assert_eq(in2.epoch, 12);
 	cr_assert_eq(in2.flags, CLUSTER_WANT_LAST);
 	buf[n - 1] = 0x80;	/* a flag version 1 does not have */
 	cr_assert_eq(cluster_get_interest(buf, n, &in2), -1);

@@ -88,7 +88,8 @@ ob_freed(void *arg, struct registry_entry *e)
 	plog.entry_freed++;
 }
 
-static const struct registry_observer observer = { ob_left, ob_freed };
+static const struct registry_observer observer = { ob_left, ob_freed,
+    NULL };
 
 struct fixture {
 	struct tloop t;

@@ -316,8 +316,10 @@ CLUSTER = {
     "frames-batch": u8(0) + hdr(4) + chunk(12, 5, 2, 3) + chunk(4, 1, 52, 2),
     "frames-cut": u8(0) + hdr(4) + chunk(12, 5, 2, 3)[:-3],
     "last": u8(0) + hdr(5) + chunk(12, 9, 3, 1),
-    "interest": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) + u8(1),
-    "withdraw": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) + u8(2),
+    "interest": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(1),
+    "withdraw": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(2),
     "other-version": u8(0) + b"Fc\x02\x04" + chunk(1, 0, 1, 1),
     "record": u8(1) + record(),
     "record-bad-keys": u8(1) + record(keys=b"a,,b"),
