@@ -32,6 +32,8 @@
 #define CL_RETRY 0.1			/* a directory call that failed */
 #define CL_CLAIM_TRIES 10		/* conflicts in a row, then refused */
 #define CL_LEAVE_SECONDS 3.0		/* releases and drain, at most */
+/* A consumer waits this long at most for the owner's hello answer. */
+#define CL_CONFIRM_WAIT 2.0
 
 enum cl_state {
 	CL_ALONE,			/* no NATS or no directory (yet) */
@@ -64,6 +66,13 @@ struct cl_interest {
 	struct cluster_peer *peer;
 	uint64_t instance;
 	ev_tstamp expires;
+};
+
+/* A consumer waiting for the owner to confirm it feeds this node. */
+struct cl_waiter {
+	struct relay_conn *conn;	/* NULL: cancelled */
+	cluster_cb cb;
+	ev_tstamp since;
 };
 
 struct cluster;
@@ -101,6 +110,9 @@ struct cl_uuid {
 	uint64_t next_seq;		/* of the next frame expected */
 	bool synced;			/* a first frame was seen */
 	bool want_last;
+	bool confirmed;			/* the owner answered our hello */
+	struct cl_waiter *waiters;	/* consumers answered once confirmed */
+	size_t nwaiters, capwaiters;
 	ev_tstamp last_refresh;		/* of our interest */
 
 	/* Directory work, one request at a time. */
@@ -189,6 +201,10 @@ int cu_import(struct cl_uuid *cu, uint64_t epoch,
     const struct cluster_record *r);
 void cu_ghost_gone(struct cl_uuid *cu, const char *why);
 void cu_send_interest(struct cl_uuid *cu, uint8_t flags);
+/* A consumer's lookup is answered once the owner confirmed (or late). */
+int cu_wait_confirm(struct cl_uuid *cu, struct relay_conn *c,
+    cluster_cb cb);
+void cu_answer_waiters(struct cl_uuid *cu, bool ok, const char *why);
 uint8_t *cu_record_for(struct cl_uuid *cu, const struct cl_job *j,
     size_t *len);
 

@@ -205,6 +205,9 @@ cu_cancel(struct cl_uuid *cu, struct relay_conn *c)
 	for (struct cl_job *j = cu->jobs; j != NULL; j = j->next)
 		if (j->conn == c)
 			j->conn = NULL;
+	for (size_t i = 0; i < cu->nwaiters; i++)
+		if (cu->waiters[i].conn == c)
+			cu->waiters[i].conn = NULL;
 }
 
 /* Starts the head job; false when it is done already (popped). */
@@ -231,7 +234,11 @@ job_start(struct cl_uuid *cu, struct cl_job *j)
 			return false;
 		if (registry_live(registry_find(cl->reg, cu->uuid,
 		    cu->ulen))) {
-			answer(j, true, NULL);
+			if (cu->ghost_live && !cu->confirmed &&
+			    cu_wait_confirm(cu, j->conn, j->cb) == 0)
+				j->conn = NULL;
+			else
+				answer(j, true, NULL);
 			return false;
 		}
 		if (!cl_joined(cl)) {
@@ -461,9 +468,17 @@ lookup_read(struct cl_uuid *cu, struct cl_job *j)
 		why = NULL;		/* a newer claim came meanwhile */
 	else if (cu_import(cu, cu->req.rev, &r) < 0)
 		why = "out of memory";
-	/* Every lookup queued behind it has its answer too. */
+	/*
+	 * Every lookup queued behind it has its answer too; a consumer of an
+	 * import waits until the owner said it feeds this node (its frames
+	 * from then on reach the consumer).
+	 */
 	while (cu->jobs != NULL && cu->jobs->kind == JOB_LOOKUP) {
-		answer(cu->jobs, why == NULL, why);
+		struct cl_job *l = cu->jobs;
+		if (why == NULL && l->conn != NULL && cu->ghost_live &&
+		    !cu->confirmed && cu_wait_confirm(cu, l->conn, l->cb) == 0)
+			l->conn = NULL;
+		answer(l, why == NULL, why);
 		job_pop(cu);
 	}
 }

@@ -396,7 +396,8 @@ cluster_get_interest(const uint8_t *in, size_t len,
 	out->epoch = get_u64(&r);
 	out->flags = get_u8(&r);
 	if (!node_ok(out->node) ||
-	    (out->flags & ~(CLUSTER_WANT_LAST | CLUSTER_WITHDRAW)) != 0)
+	    (out->flags & ~(CLUSTER_WANT_LAST | CLUSTER_WITHDRAW |
+	    CLUSTER_HELLO)) != 0)
 		r.bad = true;
 	return finish(&r);
 }

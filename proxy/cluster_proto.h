@@ -24,9 +24,12 @@
  *              frames of many uuids read in one loop iteration
  *   LAST       token, epoch, sequence, frame size, the frame: the last
  *              value, for a node whose consumers want it
- *   INTEREST   token, node, instance, epoch, flags (WANT_LAST, WITHDRAW):
- *              a node has consumers of the uuid, following that epoch
- *              (or has none any more)
+ *   INTEREST   token, node, instance, epoch, flags (WANT_LAST, WITHDRAW,
+ *              HELLO): a node has consumers of the uuid, following that
+ *              epoch (or has none any more); HELLO asks the owner to
+ *              answer with its CLAIM, after which every frame it sends
+ *              reaches the asking node (messages between two nodes keep
+ *              their order)
  *
  * The directory record (the value of a uuid's key) has a version byte of
  * its own, then: owner node, its instance, the claim's nonce, the owner's
@@ -76,6 +79,7 @@ enum cluster_msg {
 #define CLUSTER_HB_STOPPING	0x01	/* the node is leaving the cluster */
 #define CLUSTER_WANT_LAST	0x01	/* INTEREST: send the last value */
 #define CLUSTER_WITHDRAW	0x02	/* INTEREST: no consumer left */
+#define CLUSTER_HELLO		0x04	/* INTEREST: answer with the CLAIM */
 
 enum cluster_gone_reason {
 	CLUSTER_GONE_LEFT = 1,		/* the producer closed */

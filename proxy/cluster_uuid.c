@@ -179,6 +179,7 @@ cu_free(struct cl_uuid *cu)
 	ev_timer_stop(cl->loop, &cu->retry);
 	free(cu->req.value);
 	free(cu->interest);
+	free(cu->waiters);
 	free(cu->uuid);
 	cu->magic = 0;
 	free(cu);
@@ -189,7 +190,8 @@ static bool
 cu_idle(const struct cl_uuid *cu)
 {
 	return cu->e == NULL && cu->producer == NULL && cu->jobs == NULL &&
-	    !cu->busy && cu->stale_epoch == 0 && !cu->ghost_live;
+	    !cu->busy && cu->stale_epoch == 0 && !cu->ghost_live &&
+	    cu->nwaiters == 0;
 }
 
 void
@@ -318,9 +320,9 @@ send_msg_to(struct cl_uuid *cu, struct cluster_peer *peer, size_t n)
 		(void)cl_send(cu->cl, peer, cu->cl->scratch, n);
 }
 
-/* Our claim, to every node heard (and those interested). */
-void
-cu_announce(struct cl_uuid *cu)
+/* Our claim, to every node heard (and those interested), or to one. */
+static void
+announce(struct cl_uuid *cu, struct cluster_peer *to)
 {
 	struct cluster *cl = cu->cl;
 	struct cluster_claim c = { .epoch = cu->epoch };
@@ -349,6 +351,10 @@ cu_announce(struct cl_uuid *cu)
 	if (cl_scratch(cl, cluster_record_len(&c.rec) + 64) == NULL)
 		return;
 	n = cluster_put_claim(cl->scratch, cl->scratch_cap, &c);
+	if (to != NULL) {
+		send_msg_to(cu, to, n);
+		return;
+	}
 	for (struct cluster_peer *p = cl->peers.head; p != NULL; p = p->next) {
 		bool interested = false;
 		for (size_t i = 0; i < cu->ninterest; i++)
@@ -356,6 +362,12 @@ cu_announce(struct cl_uuid *cu)
 		if (p->alive || interested)
 			send_msg_to(cu, p, n);
 	}
+}
+
+void
+cu_announce(struct cl_uuid *cu)
+{
+	announce(cu, NULL);
 }
 
 /* Our producer left: the interested nodes are told (after its frames). */
@@ -463,7 +475,42 @@ ghost_name(const struct relay_conn *c)
 	return cu->remote_node;
 }
 
-/* The remote producer is gone: its consumers here wait out the grace. */
+int
+cu_wait_confirm(struct cl_uuid *cu, struct relay_conn *c, cluster_cb cb)
+{
+	if (cu->nwaiters == cu->capwaiters) {
+		size_t cap = cu->capwaiters ? 2 * cu->capwaiters : 4;
+		struct cl_waiter *w = realloc(cu->waiters, cap * sizeof(*w));
+		if (w == NULL)
+			return -1;
+		cu->waiters = w;
+		cu->capwaiters = cap;
+	}
+	cu->waiters[cu->nwaiters++] = (struct cl_waiter){ c, cb,
+	    ev_now(cu->cl->loop) };
+	return 0;
+}
+
+void
+cu_answer_waiters(struct cl_uuid *cu, bool ok, const char *why)
+{
+	struct cl_waiter *w = cu->waiters;
+	size_t n = cu->nwaiters;
+
+	/* The answers may come back here (a consumer refused, closed). */
+	cu->waiters = NULL;
+	cu->nwaiters = cu->capwaiters = 0;
+	for (size_t i = 0; i < n; i++)
+		if (w[i].conn != NULL)
+			w[i].cb(w[i].conn, ok, why);
+	free(w);
+	cu_collect(cu);
+}
+
+/*
+ * The remote producer is gone: its consumers here wait out the grace
+ * (those still waiting for the owner's answer join them).
+ */
 void
 cu_ghost_gone(struct cl_uuid *cu, const char *why)
 {
@@ -476,6 +523,7 @@ cu_ghost_gone(struct cl_uuid *cu, const char *why)
 	cu->ghost_live = false;
 	cu->cl->m->imports--;
 	registry_remove(&cu->ghost);
+	cu_answer_waiters(cu, true, NULL);
 	cu_collect(cu);
 }
 
@@ -483,7 +531,8 @@ cu_ghost_gone(struct cl_uuid *cu, const char *why)
 void
 cu_consumers_gone(struct cl_uuid *cu)
 {
-	if (!cu->ghost_live || cu->e == NULL || cu->e->producer != &cu->ghost)
+	if (!cu->ghost_live || cu->e == NULL ||
+	    cu->e->producer != &cu->ghost || cu->nwaiters > 0)
 		return;
 	cu->ghost_live = false;
 	cu->cl->m->imports--;
@@ -554,6 +603,7 @@ cu_import(struct cl_uuid *cu, uint64_t epoch, const struct cluster_record *r)
 	cu->remote_len = r->node.len;
 	cu->remote_instance = r->instance;
 	cu->remote_epoch = epoch;
+	cu->confirmed = false;
 	cu->synced = false;
 	cu->want_last = r->last_value;
 	if (!cu->ghost_live) {
@@ -573,7 +623,8 @@ cu_import(struct cl_uuid *cu, uint64_t epoch, const struct cluster_record *r)
 		cl->m->takeovers++;
 		cu_owner_end(cu);
 	}
-	cu_send_interest(cu, cu->want_last ? CLUSTER_WANT_LAST : 0);
+	cu_send_interest(cu, CLUSTER_HELLO |
+	    (cu->want_last ? CLUSTER_WANT_LAST : 0));
 	return 0;
 }
 
@@ -590,6 +641,14 @@ cu_on_claim(struct cluster *cl, const struct cluster_claim *m)
 		return;		/* nothing here cares */
 	if (cl_mine(cl, &m->rec))
 		return;
+	if (cu->ghost_live && m->epoch == cu->remote_epoch &&
+	    m->rec.node.len == cu->remote_len &&
+	    memcmp(m->rec.node.p, cu->remote_node, cu->remote_len) == 0) {
+		/* The owner's answer: its frames reach this node now. */
+		cu->confirmed = true;
+		cu_answer_waiters(cu, true, NULL);
+		return;
+	}
 	if (cu->producer != NULL && m->epoch > cu->epoch) {
 		/* Another node took the uuid: its producer wins here too. */
 		LOGI("cluster: uuid '%s' taken over by node %.*s (epoch %llu)",
@@ -735,6 +794,8 @@ cu_on_interest(struct cluster *cl, const struct cluster_interest *m)
 	}
 	cu->interest[i].instance = m->instance;
 	cu->interest[i].expires = ev_now(cl->loop) + CL_INTEREST_LEASE;
+	if (m->flags & CLUSTER_HELLO && m->epoch == cu->epoch)
+		announce(cu, peer);
 	if (m->flags & CLUSTER_WANT_LAST)
 		send_last(cu, peer);
 }
@@ -797,10 +858,14 @@ cu_tick(struct cluster *cl, ev_tstamp now, bool slow)
 				interest_drop(cu, i);
 			else
 				i++;
-		/* Import: say we still care. */
+		/* Import: say we still care (hello again until answered). */
 		if (cu->ghost_live &&
 		    now - cu->last_refresh >= CL_INTEREST_REFRESH)
-			cu_send_interest(cu, 0);
+			cu_send_interest(cu, cu->confirmed ? 0 : CLUSTER_HELLO);
+		/* The owner did not answer in time: the consumers go on. */
+		if (cu->nwaiters > 0 &&
+		    now - cu->waiters[0].since >= CL_CONFIRM_WAIT)
+			cu_answer_waiters(cu, true, NULL);
 		/* Consumers waiting: did their producer come back? */
 		if (cu->e != NULL && !cu->ghost_live && cu->producer == NULL &&
 		    cu->jobs == NULL && cl_joined(cl))

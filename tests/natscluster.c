@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -300,4 +301,103 @@ nc_stat(const struct nats_cluster *nc, int i, const char *path,
 	}
 	free(body);
 	return v;
+}
+
+/*
+ * The shared cluster: one per test run, kept by a process of its own (the
+ * keeper) that outlives the test which started it and stops the servers
+ * once the Criterion runner (every test's parent) is gone.
+ */
+static void
+shared_path(pid_t runner, const char *what, char *out, size_t len)
+{
+	snprintf(out, len, "/tmp/ferry-nats-shared-%ld.%s", (long)runner,
+	    what);
+}
+
+static bool
+shared_read(pid_t runner, struct nats_cluster *nc)
+{
+	char path[128];
+	ssize_t n;
+	int fd;
+
+	shared_path(runner, "state", path, sizeof(path));
+	if ((fd = open(path, O_RDONLY)) < 0)
+		return false;
+	n = read(fd, nc, sizeof(*nc));
+	close(fd);
+	if (n != (ssize_t)sizeof(*nc))
+		return false;
+	for (int i = 0; i < nc->n; i++)
+		if (nc->pid[i] <= 0 || kill(nc->pid[i], 0) < 0)
+			return false;
+	return true;
+}
+
+static void
+keeper(pid_t runner, int ready, int n)
+{
+	struct nats_cluster nc;
+	char path[128], tmp[140];
+	int fd;
+
+	if (setsid() < 0)
+		_exit(1);
+	for (int i = 3; i < 1024; i++)
+		if (i != ready)
+			close(i);
+	nc_start(&nc, n, true);
+	shared_path(runner, "state", path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0 ||
+	    write(fd, &nc, sizeof(nc)) != (ssize_t)sizeof(nc) ||
+	    close(fd) < 0 || rename(tmp, path) < 0) {
+		nc_stop(&nc);
+		_exit(1);
+	}
+	(void)!write(ready, "!", 1);
+	close(ready);
+	while (kill(runner, 0) == 0 || errno == EPERM)
+		usleep(200 * 1000);
+	nc_stop(&nc);
+	unlink(path);
+	shared_path(runner, "lock", path, sizeof(path));
+	unlink(path);
+	_exit(0);
+}
+
+void
+nc_shared(struct nats_cluster *nc)
+{
+	pid_t runner = getppid(), pid;
+	char path[128], c;
+	int lock, p[2];
+	ssize_t r;
+
+	shared_path(runner, "lock", path, sizeof(path));
+	lock = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert_geq(lock, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(flock(lock, LOCK_EX), 0);
+	if (shared_read(runner, nc)) {
+		close(lock);
+		return;
+	}
+	cr_assert_eq(pipe(p), 0);
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		keeper(runner, p[1], NC_MAX);
+	}
+	close(p[1]);
+	do
+		r = read(p[0], &c, 1);
+	while (r < 0 && errno == EINTR);
+	close(p[0]);
+	waitpid(pid, NULL, WNOHANG);
+	cr_assert_eq(r, 1, "the shared NATS cluster did not start");
+	cr_assert(shared_read(runner, nc), "the shared NATS cluster's state");
+	close(lock);
 }

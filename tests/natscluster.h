@@ -35,6 +35,13 @@ const char *nc_server_bin(void);
 
 /* Starts n (1..NC_MAX) servers and waits for them (fails the test). */
 void nc_start(struct nats_cluster *nc, int n, bool jetstream);
+/*
+ * The run's shared 3-server cluster with JetStream, started by the first
+ * test that asks (a process of its own keeps it, and stops it when the
+ * test runner exits).  Tests that share it never kill its servers, and
+ * keep apart by their own subjects (a prefix each).
+ */
+void nc_shared(struct nats_cluster *nc);
 /* Waits up to `timeout` s for routes (and a JetStream leader). */
 bool nc_ready(const struct nats_cluster *nc, double timeout);
 /* SIGKILL server i. */
