@@ -32,6 +32,13 @@
 #define CL_RETRY 0.1			/* a directory call that failed */
 #define CL_CLAIM_TRIES 10		/* conflicts in a row, then refused */
 #define CL_LEAVE_SECONDS 3.0		/* releases and drain, at most */
+/*
+ * A new owner keeps the frames of its claim's first second (up to this
+ * many bytes) for nodes whose consumers waited for it (a resume): their
+ * interest arrives a round trip after the first frames.
+ */
+#define CL_REPLAY_SECONDS 1.0
+#define CL_REPLAY_BYTES (64 * 1024)
 /* A consumer waits this long at most for the owner's hello answer. */
 #define CL_CONFIRM_WAIT 2.0
 
@@ -59,6 +66,9 @@ struct cl_job {
 	uint64_t rev;			/* RELEASE: the revision to delete */
 	int tries;
 	bool wrote;			/* a write was sent: re-read first */
+	/* CLAIM: the node whose record it overwrites, told directly. */
+	char prev[CLUSTER_NODE_MAX + 1];
+	size_t prev_len;
 };
 
 /* A node that has consumers of a uuid this node's producer holds. */
@@ -97,6 +107,10 @@ struct cl_uuid {
 	struct relay_conn link;		/* the other nodes, as one consumer */
 	struct cl_interest *interest;
 	size_t ninterest, capinterest;
+	bool replay_on;			/* the first frames are being kept */
+	ev_tstamp claimed_at;
+	uint8_t *replay;		/* CL_REPLAY_BYTES once replay_on */
+	size_t replay_len;
 	uint64_t stale_epoch;		/* a record of ours to delete */
 
 	/* Import: a producer on another node feeds local consumers. */
@@ -196,9 +210,14 @@ void cu_attach_entry(struct cl_uuid *cu);
 void cu_update_link(struct cl_uuid *cu);
 void cu_interest_clear(struct cl_uuid *cu);
 void cu_announce(struct cl_uuid *cu);
+/* Our claim to one node (NULL: every node heard). */
+void cu_announce_to(struct cl_uuid *cu, struct cluster_peer *to);
 void cu_owner_end(struct cl_uuid *cu);
 int cu_import(struct cl_uuid *cu, uint64_t epoch,
-    const struct cluster_record *r);
+    const struct cluster_record *r, bool from_start);
+/* The owner starts keeping its first frames (a new claim). */
+void cu_replay_start(struct cl_uuid *cu);
+void cu_replay_stop(struct cl_uuid *cu);
 void cu_ghost_gone(struct cl_uuid *cu, const char *why);
 void cu_send_interest(struct cl_uuid *cu, uint8_t flags);
 /* A consumer's lookup is answered once the owner confirmed (or late). */

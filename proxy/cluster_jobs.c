@@ -336,6 +336,7 @@ claim_won(struct cl_uuid *cu, struct cl_job *j, uint64_t rev,
 	cu->epoch = rev;
 	cu->nonce = j->nonce;
 	cu->seq = 0;
+	cu_replay_start(cu);
 	if (cu->stale_epoch != 0 && cu->stale_epoch < rev)
 		cu->stale_epoch = 0;	/* overwritten by this claim */
 	cu_attach_entry(cu);
@@ -350,6 +351,13 @@ claim_won(struct cl_uuid *cu, struct cl_job *j, uint64_t rev,
 		    cu_name(cu, u, sizeof(u)), cl->node,
 		    (unsigned long long)rev);
 	cu_announce(cu);
+	if (j->prev_len > 0) {
+		/* Not heard yet perhaps, but it must let its producer go. */
+		struct cluster_peer *p = peers_get(&cl->peers, j->prev,
+		    j->prev_len, ev_now(cl->loop));
+		if (p != NULL && !p->alive)
+			cu_announce_to(cu, p);
+	}
 	answer(j, true, NULL);
 }
 
@@ -398,6 +406,12 @@ claim_read(struct cl_uuid *cu, struct cl_job *j)
 		answer(j, false, "uuid held by a live producer");
 		job_pop(cu);
 		return;
+	}
+	j->prev_len = 0;
+	if (found > 0 && !cl_mine(cl, &r) && !(r.node.len == cl->node_len &&
+	    memcmp(r.node.p, cl->node, cl->node_len) == 0)) {
+		memcpy(j->prev, r.node.p, r.node.len);
+		j->prev_len = r.node.len;
 	}
 	/* Free, deleted, ours, a dead node's, or one we may take over. */
 	if ((value = cu_record_for(cu, j, &len)) == NULL) {
@@ -466,7 +480,7 @@ lookup_read(struct cl_uuid *cu, struct cl_job *j)
 		why = "no producer holds this uuid (its node is gone)";
 	else if (cu->ghost_live && cu->remote_epoch > cu->req.rev)
 		why = NULL;		/* a newer claim came meanwhile */
-	else if (cu_import(cu, cu->req.rev, &r) < 0)
+	else if (cu_import(cu, cu->req.rev, &r, false) < 0)
 		why = "out of memory";
 	/*
 	 * Every lookup queued behind it has its answer too; a consumer of an
@@ -533,7 +547,7 @@ verify_read(struct cl_uuid *cu, struct cl_job *j)
 			    " (it was registered here while this node was "
 			    "alone)" : " (taken over while this node was cut "
 			    "off)");
-			(void)cu_import(cu, cu->req.rev, &r);
+			(void)cu_import(cu, cu->req.rev, &r, true);
 		} else if (found >= 0 && cu->e != NULL &&
 		    cu->e->producer == cu->producer) {
 			/* Free, or a dead node's: ours to write, as a claim. */
@@ -565,7 +579,7 @@ verify_read(struct cl_uuid *cu, struct cl_job *j)
 	if (found <= 0 || cl_mine(cl, &r) || judge(cl, &r) == PEER_DEAD)
 		cu_ghost_gone(cu, "is gone (the directory says so)");
 	else if (cu->req.rev > cu->remote_epoch || !cu->ghost_live)
-		(void)cu_import(cu, cu->req.rev, &r);
+		(void)cu_import(cu, cu->req.rev, &r, true);
 	else
 		cu_send_interest(cu, 0);
 	job_pop(cu);

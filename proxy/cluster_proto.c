@@ -397,7 +397,7 @@ cluster_get_interest(const uint8_t *in, size_t len,
 	out->flags = get_u8(&r);
 	if (!node_ok(out->node) ||
 	    (out->flags & ~(CLUSTER_WANT_LAST | CLUSTER_WITHDRAW |
-	    CLUSTER_HELLO)) != 0)
+	    CLUSTER_HELLO | CLUSTER_FROM_START)) != 0)
 		r.bad = true;
 	return finish(&r);
 }

@@ -29,7 +29,9 @@
  *              epoch (or has none any more); HELLO asks the owner to
  *              answer with its CLAIM, after which every frame it sends
  *              reaches the asking node (messages between two nodes keep
- *              their order)
+ *              their order); FROM_START (consumers waited for this
+ *              producer) asks for the frames the owner sent before the
+ *              interest arrived, kept for the epoch's first second
  *
  * The directory record (the value of a uuid's key) has a version byte of
  * its own, then: owner node, its instance, the claim's nonce, the owner's
@@ -80,6 +82,7 @@ enum cluster_msg {
 #define CLUSTER_WANT_LAST	0x01	/* INTEREST: send the last value */
 #define CLUSTER_WITHDRAW	0x02	/* INTEREST: no consumer left */
 #define CLUSTER_HELLO		0x04	/* INTEREST: answer with the CLAIM */
+#define CLUSTER_FROM_START	0x08	/* INTEREST: the epoch's first frames */
 
 enum cluster_gone_reason {
 	CLUSTER_GONE_LEFT = 1,		/* the producer closed */

@@ -179,6 +179,7 @@ cu_free(struct cl_uuid *cu)
 	ev_timer_stop(cl->loop, &cu->retry);
 	free(cu->req.value);
 	free(cu->interest);
+	free(cu->replay);
 	free(cu->waiters);
 	free(cu->uuid);
 	cu->magic = 0;
@@ -263,7 +264,28 @@ cu_entry_freed(struct cl_uuid *cu)
 static bool
 has_interest(const struct cl_uuid *cu)
 {
-	return cu->ninterest > 0;
+	return cu->ninterest > 0 || cu->replay_on;
+}
+
+void
+cu_replay_start(struct cl_uuid *cu)
+{
+	cu->replay_len = 0;
+	cu->claimed_at = ev_now(cu->cl->loop);
+	cu->replay_on = cu->replay != NULL ||
+	    (cu->replay = malloc(CL_REPLAY_BYTES)) != NULL;
+}
+
+void
+cu_replay_stop(struct cl_uuid *cu)
+{
+	if (!cu->replay_on && cu->replay == NULL)
+		return;
+	cu->replay_on = false;
+	free(cu->replay);
+	cu->replay = NULL;
+	cu->replay_len = 0;
+	cu_update_link(cu);
 }
 
 /* The link feeds the other nodes while one of them wants the frames. */
@@ -297,6 +319,15 @@ link_send(struct relay_conn *c, const char *frames, size_t n, size_t size)
 	cu->seq += n;
 	if (cu->epoch == 0)
 		return;
+	if (cu->replay_on) {
+		if (cu->replay_len + n * size <= CL_REPLAY_BYTES &&
+		    ch.seq * size == cu->replay_len) {
+			memcpy(cu->replay + cu->replay_len, frames, n * size);
+			cu->replay_len += n * size;
+		} else {
+			cu->replay_on = false;	/* full: freed by the tick */
+		}
+	}
 	for (size_t i = 0; i < cu->ninterest; i++) {
 		if (!cl->up) {
 			cl->m->frames_out_dropped += n;
@@ -370,6 +401,12 @@ cu_announce(struct cl_uuid *cu)
 	announce(cu, NULL);
 }
 
+void
+cu_announce_to(struct cl_uuid *cu, struct cluster_peer *to)
+{
+	announce(cu, to);
+}
+
 /* Our producer left: the interested nodes are told (after its frames). */
 static void
 announce_gone(struct cl_uuid *cu, uint8_t reason)
@@ -418,6 +455,7 @@ cu_owner_end(struct cl_uuid *cu)
 	struct cluster *cl = cu->cl;
 
 	cu_interest_clear(cu);
+	cu_replay_stop(cu);
 	if (cu->producer != NULL) {
 		if (cu->epoch != 0)
 			cl->m->owned--;
@@ -578,7 +616,8 @@ same_keys(const struct registry_entry *e, const struct cluster_record *r)
  * -1 (memory).
  */
 int
-cu_import(struct cl_uuid *cu, uint64_t epoch, const struct cluster_record *r)
+cu_import(struct cl_uuid *cu, uint64_t epoch, const struct cluster_record *r,
+    bool from_start)
 {
 	struct cluster *cl = cu->cl;
 	struct relay_opts *o = &cu->origin.opts;
@@ -624,6 +663,7 @@ cu_import(struct cl_uuid *cu, uint64_t epoch, const struct cluster_record *r)
 		cu_owner_end(cu);
 	}
 	cu_send_interest(cu, CLUSTER_HELLO |
+	    (from_start ? CLUSTER_FROM_START : 0) |
 	    (cu->want_last ? CLUSTER_WANT_LAST : 0));
 	return 0;
 }
@@ -656,16 +696,16 @@ cu_on_claim(struct cluster *cl, const struct cluster_claim *m)
 		    m->rec.node.p, (unsigned long long)m->epoch);
 		if (cu->epoch != 0)
 			cu->stale_epoch = 0;
-		(void)cu_import(cu, m->epoch, &m->rec);
+		(void)cu_import(cu, m->epoch, &m->rec, true);
 		cu_collect(cu);
 		return;
 	}
 	if (cu->producer == NULL && cu->e != NULL &&
 	    m->epoch > cu->remote_epoch)
-		(void)cu_import(cu, m->epoch, &m->rec);
+		(void)cu_import(cu, m->epoch, &m->rec, true);
 	else if (cu->producer == NULL && cu->e != NULL && !cu->ghost_live &&
 	    m->epoch == cu->remote_epoch)
-		(void)cu_import(cu, m->epoch, &m->rec);	/* back */
+		(void)cu_import(cu, m->epoch, &m->rec, true);	/* back */
 }
 
 void
@@ -734,6 +774,20 @@ send_last(struct cl_uuid *cu, struct cluster_peer *peer)
 	send_msg_to(cu, peer, n);
 }
 
+/* The epoch's first frames to a node whose consumers waited for them. */
+static void
+replay_to(struct cl_uuid *cu, struct cluster_peer *peer)
+{
+	size_t fs = cu->e->frame_size;
+	struct cluster_chunk c = { .epoch = cu->epoch, .seq = 0,
+	    .frame_size = (uint32_t)fs,
+	    .count = (uint32_t)(cu->replay_len / fs),
+	    .data = (const char *)cu->replay };
+
+	memcpy(c.token, cu->token, sizeof(c.token));
+	cl_batch(cu->cl, peer, &c);
+}
+
 static void
 interest_drop(struct cl_uuid *cu, size_t i)
 {
@@ -794,6 +848,9 @@ cu_on_interest(struct cluster *cl, const struct cluster_interest *m)
 	}
 	cu->interest[i].instance = m->instance;
 	cu->interest[i].expires = ev_now(cl->loop) + CL_INTEREST_LEASE;
+	if (m->flags & CLUSTER_FROM_START && m->epoch == cu->epoch &&
+	    cu->replay_len > 0 && cu->e != NULL)
+		replay_to(cu, peer);
 	if (m->flags & CLUSTER_HELLO && m->epoch == cu->epoch)
 		announce(cu, peer);
 	if (m->flags & CLUSTER_WANT_LAST)
@@ -858,6 +915,10 @@ cu_tick(struct cluster *cl, ev_tstamp now, bool slow)
 				interest_drop(cu, i);
 			else
 				i++;
+		/* Owner: the first frames are kept for a second only. */
+		if (cu->replay != NULL && (!cu->replay_on ||
+		    now - cu->claimed_at >= CL_REPLAY_SECONDS))
+			cu_replay_stop(cu);
 		/* Import: say we still care (hello again until answered). */
 		if (cu->ghost_live &&
 		    now - cu->last_refresh >= CL_INTEREST_REFRESH)

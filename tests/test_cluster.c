@@ -8,6 +8,7 @@
  * servers start a cluster of their own.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,4 +246,207 @@ Test(cluster, unknown_uuid_refused_everywhere, .init = shared,
 		cr_assert_eq(c.refused_at, 2);
 		rc_free(&c);
 	}
+}
+
+/* ---- takeover, cluster-wide ---- */
+
+struct racer {
+	pthread_t th;
+	struct rclient c;
+	int port;
+	const char *uuid;
+	int result;
+};
+
+static void *
+race_run(void *arg)
+{
+	struct racer *r = arg;
+
+	r->result = rc_producer(&r->c, false, r->port, r->uuid, KEYS);
+	return NULL;
+}
+
+/* Whether a producer's connection is still open (quiet, not closed). */
+static bool
+still_open(struct rclient *c)
+{
+	return rc_quiet(c, 0.2);
+}
+
+static void
+race(const char *takeover, int rounds)
+{
+	char extra[128], uuid[32];
+	int refused = 0;
+
+	snprintf(extra, sizeof(extra), "takeover = %s\ngrace = 0\n",
+	    takeover);
+	shared();
+	for (int i = 0; i < MAXN; i++)
+		node_start(i, extra);
+	for (int round = 0; round < rounds; round++) {
+		struct racer r[2];
+		struct rclient cons;
+		int ok = 0, open_ = 0, alive = -1;
+		double end;
+
+		snprintf(uuid, sizeof(uuid), "race-%d", round);
+		for (int k = 0; k < 2; k++) {
+			r[k].port = port(k, false);
+			r[k].uuid = uuid;
+			cr_assert_eq(pthread_create(&r[k].th, NULL, race_run,
+			    &r[k]), 0);
+		}
+		for (int k = 0; k < 2; k++) {
+			pthread_join(r[k].th, NULL);
+			cr_assert(r[k].result == RC_OK ||
+			    r[k].result == RC_REFUSED, "round %d: %d", round,
+			    r[k].result);
+			ok += r[k].result == RC_OK;
+		}
+		cr_assert_geq(ok, 1, "round %d: nobody holds the uuid", round);
+		if (strcmp(takeover, "refuse") == 0)
+			cr_assert_eq(ok, 1, "round %d: both registered", round);
+		refused += 2 - ok;
+		/* Exactly one remains: the other was refused or closed. */
+		end = now_s() + 10;
+		do {
+			open_ = 0;
+			for (int k = 0; k < 2; k++)
+				if (r[k].result == RC_OK && still_open(&r[k].c)) {
+					open_++;
+					alive = k;
+				}
+		} while (open_ > 1 && now_s() < end);
+		if (open_ != 1) {
+			ferry_log_dump(&node[0]);
+			ferry_log_dump(&node[1]);
+		}
+		cr_assert_eq(open_, 1, "round %d: %d producers left", round,
+		    open_);
+		/* Every consumer, wherever, follows the one left. */
+		consumer(&cons, 2, false, uuid);
+		cr_assert(rc_send_frames(&r[alive].c, 0, 10));
+		{
+			uint32_t seqs[10];
+			bool torn = false;
+			cr_assert_eq(rc_read_frames(&cons, 10, seqs, &torn), 10,
+			    "round %d", round);
+			cr_assert_eq(seqs[9], 9);
+		}
+		rc_close(&cons);
+		for (int k = 0; k < 2; k++)
+			rc_free(&r[k].c);
+	}
+	cr_log_info("%s: %d rounds, %d producers refused", takeover, rounds,
+	    refused);
+}
+
+Test(cluster, takeover_race_replace, .fini = teardown, .timeout = 240)
+{
+	race("replace", 100);
+}
+
+Test(cluster, takeover_race_refuse, .fini = teardown, .timeout = 240)
+{
+	race("refuse", 100);
+}
+
+/* ---- grace and resume across nodes ---- */
+
+Test(cluster, grace_and_resume_across_nodes, .fini = teardown,
+    .timeout = 90)
+{
+	struct rclient p, c;
+	uint32_t seqs[100];
+	bool torn = false;
+
+	shared();
+	for (int i = 0; i < MAXN; i++)
+		node_start(i, "grace = 20\n");
+	producer(&p, 0, false, "phone");
+	consumer(&c, 2, false, "phone");
+	cr_assert(rc_send_frames(&p, 0, 100));
+	cr_assert_eq(rc_read_frames(&c, 100, seqs, &torn), 100);
+	cr_assert_eq(seqs[99], 99);
+	/* The phone drops off n1 and comes back on n2. */
+	rc_close(&p);
+	cr_assert(ferry_log_wait(&node[2], "the producer on node n1 left", 1,
+	    10));
+	cr_assert(still_open(&c), "the consumer was closed in its grace");
+	producer(&p, 1, false, "phone");
+	cr_assert(ferry_log_wait(&node[2], "joined uuid", 1, 10));
+	cr_assert(rc_send_frames(&p, 100, 100));
+	if (rc_read_frames(&c, 100, seqs, &torn) != 100) {
+		for (int i = 0; i < MAXN; i++)
+			ferry_log_dump(&node[i]);
+		cr_assert_fail("no frames after the resume");
+	}
+	cr_assert_eq(seqs[0], 100);
+	cr_assert_eq(seqs[99], 199);
+	rc_close(&c);
+	rc_close(&p);
+}
+
+/* ---- a slow node costs the others nothing ---- */
+
+Test(cluster, slow_consumer_on_one_node_costs_others_nothing,
+    .fini = teardown, .timeout = 120)
+{
+	struct rclient p, fast, slow;
+	struct rc_reader rd;
+	size_t which;
+	const size_t n = 20000;
+
+	shared();
+	for (int i = 0; i < MAXN; i++)
+		node_start(i, "slow_consumer = block\nqueue_bytes = 64k\n");
+	producer(&p, 0, false, "slow");
+	consumer(&fast, 1, false, "slow");
+	cr_assert_eq(rc_consumer(&slow, false, port(2, false), "slow", 4096),
+	    RC_OK);
+	cr_assert_eq(rc_reader_start(&rd, &fast, n), 0);
+	/* block cannot hold a producer on another node: n1 never waits. */
+	cr_assert(rc_send_frames(&p, 0, n), "the producer was held");
+	cr_assert_eq(rc_readers_take(&rd, 1, n, 60, &which), RC_OK);
+	rc_reader_join(&rd);
+	rc_reader_free(&rd);
+	cr_assert(metric_wait(2, "ferry_relay_frames_dropped_total"
+	    "{listener=\"relay\"}", 1, 10),
+	    "the slow consumer on n3 dropped nothing");
+	rc_close(&fast);
+	rc_free(&slow);
+	rc_close(&p);
+}
+
+/* ---- a node SIGKILLed ---- */
+
+Test(cluster, node_killed_remote_consumers_get_the_grace, .fini = teardown,
+    .timeout = 90)
+{
+	struct rclient p, c, p2;
+	uint32_t seqs[50];
+	bool torn = false;
+
+	shared();
+	for (int i = 0; i < MAXN; i++)
+		node_start(i, "grace = 30\n");
+	producer(&p, 0, false, "dev");
+	consumer(&c, 1, false, "dev");
+	cr_assert(rc_send_frames(&p, 0, 50));
+	cr_assert_eq(rc_read_frames(&c, 50, seqs, &torn), 50);
+	ferry_signal(&node[0], SIGKILL);
+	cr_assert(ferry_wait_exit(&node[0], 5));
+	/* Within CLUSTER_DEAD_AFTER (1 s) of silence: the grace. */
+	cr_assert(ferry_log_wait(&node[1], "is gone with its node", 1, 10));
+	cr_assert(still_open(&c));
+	/* The device comes back on n3: the dead node's record is taken. */
+	producer(&p2, 2, false, "dev");
+	cr_assert(rc_send_frames(&p2, 50, 50));
+	cr_assert_eq(rc_read_frames(&c, 50, seqs, &torn), 50);
+	cr_assert_eq(seqs[0], 50);
+	rc_free(&p);
+	rc_close(&p2);
+	rc_close(&c);
 }
