@@ -486,3 +486,184 @@ Test(cluster, node_killed_remote_consumers_get_the_grace, .fini = teardown,
 	rc_close(&p2);
 	rc_close(&c);
 }
+
+/* ---- last_value across nodes ---- */
+
+Test(cluster, last_value_across_nodes, .fini = teardown, .timeout = 90)
+{
+	struct rclient p, c;
+	uint32_t seqs[11];
+	bool torn = false;
+
+	shared();
+	for (int i = 0; i < 2; i++)
+		node_start(i, "last_value = true\n");
+	producer(&p, 0, false, "lv");
+	cr_assert(rc_send_frames(&p, 0, 10));
+	/* n1 has taken the frames in before the consumer asks. */
+	cr_assert(ferry_log_wait(&node[1], "heard node n1", 1, 10));
+	usleep(100 * 1000);
+	consumer(&c, 1, false, "lv");
+	cr_assert(rc_send_frames(&p, 10, 10));
+	cr_assert_eq(rc_read_frames(&c, 11, seqs, &torn), 11);
+	cr_assert_eq(seqs[0], 9, "the last value first: %u", seqs[0]);
+	for (int k = 1; k < 11; k++)
+		cr_assert_eq(seqs[k], 9 + (uint32_t)k);
+	rc_close(&c);
+	rc_close(&p);
+}
+
+/* ---- a NATS server killed ---- */
+
+struct pacer {
+	pthread_t th;
+	struct rclient *p;
+	volatile bool stop;
+	volatile uint32_t sent;
+};
+
+static void *
+pace(void *arg)
+{
+	struct pacer *s = arg;
+
+	while (!s->stop) {
+		if (!rc_send_frames(s->p, s->sent, 1))
+			break;
+		s->sent++;
+		usleep(2000);
+	}
+	return NULL;
+}
+
+Test(cluster, nats_server_killed, .fini = teardown, .timeout = 120)
+{
+	struct rclient p, c;
+	struct pacer s = { .p = &p };
+	uint32_t seq, last = 0, got = 0, at_kill, after;
+	bool torn = false;
+
+	own(3);
+	node_start_opts(0, 0, "grace = 30\n", "", true);
+	node_start_opts(1, 1, "grace = 30\n", "", true);
+	producer(&p, 0, false, "k");
+	consumer(&c, 1, false, "k");
+	cr_assert_eq(pthread_create(&s.th, NULL, pace, &s), 0);
+	while (got < 200) {
+		cr_assert_eq(rc_read_frames(&c, 1, &seq, &torn), 1);
+		cr_assert(got == 0 || seq > last, "reordered");
+		last = seq;
+		got++;
+	}
+	/* n1's server dies: n1 reconnects to another. */
+	nc_kill(&nc, 0);
+	at_kill = s.sent;
+	cr_assert(ferry_log_wait(&node[0], "reconnected to NATS", 1, 20),
+	    "n1 did not reconnect");
+	after = s.sent;
+	/* Relaying resumes: a frame sent after the reconnect arrives. */
+	while (last < after + 10) {
+		size_t r = rc_read_frames(&c, 1, &seq, &torn);
+		if (r != 1) {
+			ferry_log_dump(&node[0]);
+			ferry_log_dump(&node[1]);
+		}
+		cr_assert_eq(r, 1, "relaying did not resume");
+		cr_assert_not(torn);
+		cr_assert(seq > last, "reordered: %u after %u", seq, last);
+		last = seq;
+		got++;
+	}
+	s.stop = true;
+	pthread_join(s.th, NULL);
+	cr_log_info("nats_server_killed: %u frames sent up to %u, %u "
+	    "received, %u lost (kill at %u, reconnect by %u)", last + 1,
+	    last, got, last + 1 - got, at_kill, after);
+	cr_assert_leq(last + 1 - got, after - at_kill + 200);
+	rc_close(&c);
+	rc_close(&p);
+}
+
+/* ---- NATS down at start ---- */
+
+Test(cluster, nats_down_at_start, .fini = teardown, .timeout = 120)
+{
+	struct rclient p, c, lc;
+	uint32_t seqs[10];
+	bool torn = false;
+	int r = RC_REFUSED;
+	double end;
+
+	own(3);
+	for (int i = 0; i < 3; i++)
+		nc_kill(&nc, i);
+	node_start_opts(0, 0, "", "", false);
+	node_start_opts(1, 1, "", "", false);
+	cr_assert(ferry_log_wait(&node[0], "has no NATS connection", 1, 10));
+	/* Alone, n1 serves its own uuids. */
+	producer(&p, 0, false, "early");
+	consumer(&lc, 0, false, "early");
+	cr_assert_eq(rc_consumer(&c, false, port(1, false), "early", 0),
+	    RC_REFUSED);
+	rc_free(&c);
+	cr_assert(rc_send_frames(&p, 0, 10));
+	cr_assert_eq(rc_read_frames(&lc, 10, seqs, &torn), 10);
+	/* NATS answers: both join, and n1's uuid is known everywhere. */
+	for (int i = 0; i < 3; i++)
+		nc_restart(&nc, i);
+	cr_assert(nc_ready(&nc, 30));
+	for (int i = 0; i < 2; i++)
+		cr_assert(ferry_log_wait(&node[i], "joined", 1, 30),
+		    "n%d did not join", i + 1);
+	end = now_s() + 15;
+	while (now_s() < end) {
+		r = rc_consumer(&c, false, port(1, false), "early", 0);
+		if (r == RC_OK)
+			break;
+		rc_free(&c);
+		usleep(100 * 1000);
+	}
+	cr_assert_eq(r, RC_OK);
+	cr_assert(rc_send_frames(&p, 10, 10));
+	cr_assert_eq(rc_read_frames(&c, 10, seqs, &torn), 10);
+	cr_assert_eq(seqs[0], 10);
+	cr_assert_eq(rc_read_frames(&lc, 10, seqs, &torn), 10);
+	rc_close(&c);
+	rc_close(&lc);
+	rc_close(&p);
+}
+
+/* ---- workers = 2: each worker a node ---- */
+
+Test(cluster, two_workers_are_two_nodes, .fini = teardown, .timeout = 120)
+{
+	struct rclient p, c[32];
+	int nc_ = 0, remote = -1;
+	uint32_t seqs[20];
+	bool torn = false;
+	const char *imp0 = "ferry_cluster_uuids_imported{node=\"n1-w0\"}";
+	const char *imp1 = "ferry_cluster_uuids_imported{node=\"n1-w1\"}";
+
+	shared();
+	node_start_opts(0, 0, "", "workers = 2\n", true);
+	producer(&p, 0, false, "w");
+	/* Consumers until one lands on the other worker (the kernel picks). */
+	while (nc_ < 32) {
+		consumer(&c[nc_], 0, false, "w");
+		nc_++;
+		if (metric(0, imp0) + metric(0, imp1) >= 1) {
+			remote = nc_ - 1;
+			break;
+		}
+	}
+	cr_assert_geq(remote, 0, "every consumer on the producer's worker");
+	cr_assert(rc_send_frames(&p, 0, 20));
+	for (int k = 0; k < nc_; k++) {
+		cr_assert_eq(rc_read_frames(&c[k], 20, seqs, &torn), 20,
+		    "consumer %d", k);
+		cr_assert_eq(seqs[19], 19);
+	}
+	for (int k = 0; k < nc_; k++)
+		rc_close(&c[k]);
+	rc_close(&p);
+}
