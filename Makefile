@@ -4,13 +4,15 @@
 #                   development certificates
 #   make run        install missing packages, build, run on the default
 #   make test       install missing packages, build, run every test
+#   make test-package  build the Debian package, check it, install it in a
+#                   throwaway Debian root (a few minutes; root for that)
 #   make bench      install missing packages (and the peers), run the
 #                   side-by-side benchmarks (BENCH_ARGS=... for the runner)
 #   make fuzz       install clang if missing, build the libFuzzer targets
 #                   and run each for FUZZ_SECONDS (30)
 #   make soak       1000 relay pairs at 60 Hz for 5 minutes: no frame lost,
 #                   memory flat (SOAK_SECONDS, SOAK_PAIRS, SOAK_TLS=1)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (make uninstall: the same)
 #   make SANITIZE=1 ...   AddressSanitizer + UndefinedBehaviorSanitizer
 
 PREFIX  ?= /usr/local
@@ -43,6 +45,9 @@ CFLAGS  += -std=gnu11 $(WARN) -fno-strict-aliasing $(DEP_CFLAGS) \
 LDFLAGS ?=
 LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(NATS_LIBS) -lpthread -lm
 
+# As given, for the make that tests/test_install.py runs.
+BUILD_ARG := $(BUILD)
+
 ifeq ($(SANITIZE),1)
 # Sanitized objects never mix with plain ones, whatever BUILD is.
 override BUILD := $(BUILD)/sanitize
@@ -73,10 +78,10 @@ MAN     := $(MAN_SRC:man/%.scd=$(BUILD)/man/%)
 CERTS := certs/ca.pem certs/server.pem certs/server.key certs/client.pem \
 	 certs/client.key certs/other.pem certs/other.key
 
-.PHONY: all deps certs man run test test-c test-py check install uninstall \
-	clean bench fuzz soak
+.PHONY: all programs deps certs man run test test-c test-py check install \
+	uninstall clean bench fuzz soak test-package FORCE
 
-all: $(BUILD)/ferry $(BUILD)/ferry-bench $(BUILD)/floor-relay man certs
+all: programs $(BUILD)/floor-relay certs
 
 man: $(MAN)
 
@@ -95,11 +100,11 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iproxy -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iproxy -c -o $@ $<
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CRIT_CFLAGS) -Iproxy -Itests -DFERRY_SRCDIR='"$(CURDIR)"' -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(CRIT_CFLAGS) -Iproxy -Itests -DFERRY_SRCDIR='"$(CURDIR)"' -c -o $@ $<
 
 $(BUILD)/ferry: $(MAIN_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -136,10 +141,12 @@ test-c: $(BUILD)/test_ferry certs
 
 # Sanitized, the server the Python runner starts writes any sanitizer
 # report to a file (the runner does not show its stderr): one fails the run.
-# The man page test reads the pages built here, and ferry's --help.
+# The man page test reads the pages built here, and ferry's --help; the
+# install test runs make install into temporary directories.
 PY_SAN_LOG := $(CURDIR)/$(BUILD)/py-sanitizer
-PY_ENV := FERRY_MAN_DIR=$(CURDIR)/$(BUILD)/man FERRY_BIN=$(CURDIR)/$(BUILD)/ferry
-test-py: $(BUILD)/ferry $(MAN) certs
+PY_ENV := FERRY_MAN_DIR=$(CURDIR)/$(BUILD)/man FERRY_BIN=$(CURDIR)/$(BUILD)/ferry \
+	  FERRY_MAKE_VARS='BUILD=$(BUILD_ARG) SANITIZE=$(SANITIZE)'
+test-py: programs certs
 ifeq ($(SANITIZE),1)
 	@rm -f $(PY_SAN_LOG).*
 	ASAN_OPTIONS=log_path=$(PY_SAN_LOG) UBSAN_OPTIONS=log_path=$(PY_SAN_LOG) \
@@ -151,11 +158,21 @@ else
 endif
 
 # Side by side with the Tornado reference, hitch and HAProxy (installed
-# here when missing); takes about 15 minutes.  See docs/benchmarks.md.
+# here when missing); takes about 15 minutes.  Results and their figures
+# (gnuplot, SVG: tests/bench/plot.py) in $(BUILD)/bench.  See
+# docs/benchmarks.md.
 bench:
-	@scripts/install-deps.sh hitch haproxy python3-tornado
+	@scripts/install-deps.sh hitch haproxy python3-tornado gnuplot-nox
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/run.py --build $(BUILD) $(BENCH_ARGS)
+
+# The Debian package (debian/): built from a copy of the tree, its contents
+# and lintian checked, then installed, run and purged in a throwaway Debian
+# root (debootstrap, kept in $(BUILD)/package/base; root only).  A few
+# minutes, so not part of `make test`; .ci/run runs it.
+test-package:
+	@scripts/install-deps.sh debhelper lintian debootstrap
+	$(PYTHON) tests/package/test_package.py --build $(BUILD)
 
 # libFuzzer targets (tests/fuzz/), built with clang and ASan+UBSan into
 # $(BUILD)/libfuzzer; `make test` needs none of it.
@@ -203,23 +220,72 @@ fuzz:
 soak: $(BUILD)/ferry $(BUILD)/ferry-bench certs
 	$(PYTHON) tests/soak/soak.py --build $(BUILD)
 
-MANDIR ?= $(PREFIX)/share/man
+# Where `make install` puts things.  SYSCONFDIR is /etc for PREFIX=/usr
+# (the Debian package), else PREFIX/etc.  systemd reads units, sysusers.d
+# and tmpfiles.d under /usr/local/lib as well as /usr/lib.
+SBINDIR    ?= $(PREFIX)/sbin
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/ferry
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 
-install: $(BUILD)/ferry $(MAN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ferry \
-	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
-	install -m 0755 $(BUILD)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
-	install -m 0755 scripts/ferry_client.py $(DESTDIR)$(PREFIX)/bin/ferry-client
-	install -m 0644 ferry.conf.example $(DESTDIR)$(PREFIX)/share/ferry/ 2>/dev/null || true
-	install -m 0644 $(BUILD)/man/ferry-client.1 $(DESTDIR)$(MANDIR)/man1/
+# The unit, the default configuration and the tmpfiles.d snippet name
+# installed paths: made from scripts/*.in for these directories, every
+# time (PREFIX may differ from the last run).
+DIST := $(BUILD)/dist
+DIST_FILES := $(DIST)/ferry.service $(DIST)/ferry.conf $(DIST)/ferry.tmpfiles
+$(DIST)/%: scripts/%.in FORCE
+	@mkdir -p $(dir $@)
+	@sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@.tmp && mv $@.tmp $@
+FORCE:
+
+# The programs and pages, without the development certificates or the
+# benchmark's floor relay (what the Debian package builds).
+programs: $(BUILD)/ferry $(BUILD)/ferry-bench man
+
+# The configuration is installed only where there is none, and uninstalled
+# only as it was installed: an operator's edits are never lost.
+CONF := $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.conf
+
+install: programs $(DIST_FILES)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples \
+	    $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -m 0755 $(BUILD)/ferry $(DESTDIR)$(SBINDIR)/ferry
+	install -m 0755 scripts/ferry_client.py $(DESTDIR)$(BINDIR)/ferry-client
+	install -m 0755 $(BUILD)/ferry-bench $(DESTDIR)$(BINDIR)/ferry-bench
+	install -m 0644 $(BUILD)/man/ferry-client.1 $(BUILD)/man/ferry-bench.1 \
+	    $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 $(BUILD)/man/ferry.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 $(BUILD)/man/ferry.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 ferry.conf.example $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 $(DIST)/ferry.service $(DESTDIR)$(UNITDIR)/ferry.service
+	install -m 0644 scripts/ferry.sysusers $(DESTDIR)$(SYSUSERSDIR)/ferry.conf
+	install -m 0644 $(DIST)/ferry.tmpfiles $(DESTDIR)$(TMPFILESDIR)/ferry.conf
+	@if [ -e $(CONF) ]; then echo "install: keeping $(CONF)"; \
+	else echo "install -m 0644 $(DIST)/ferry.conf $(CONF)"; \
+	    install -m 0644 $(DIST)/ferry.conf $(CONF); fi
 
-uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/ferry $(DESTDIR)$(PREFIX)/bin/ferry-client
-	rm -f $(DESTDIR)$(MANDIR)/man1/ferry-client.1 \
-	    $(DESTDIR)$(MANDIR)/man5/ferry.conf.5 $(DESTDIR)$(MANDIR)/man8/ferry.8
-	rm -rf $(DESTDIR)$(PREFIX)/share/ferry
+uninstall: $(DIST)/ferry.conf
+	rm -f $(DESTDIR)$(SBINDIR)/ferry $(DESTDIR)$(BINDIR)/ferry-client \
+	    $(DESTDIR)$(BINDIR)/ferry-bench \
+	    $(DESTDIR)$(MANDIR)/man1/ferry-client.1 \
+	    $(DESTDIR)$(MANDIR)/man1/ferry-bench.1 \
+	    $(DESTDIR)$(MANDIR)/man5/ferry.conf.5 $(DESTDIR)$(MANDIR)/man8/ferry.8 \
+	    $(DESTDIR)$(DOCDIR)/examples/ferry.conf.example \
+	    $(DESTDIR)$(UNITDIR)/ferry.service \
+	    $(DESTDIR)$(SYSUSERSDIR)/ferry.conf $(DESTDIR)$(TMPFILESDIR)/ferry.conf
+	@if cmp -s $(DIST)/ferry.conf $(CONF); then echo "rm -f $(CONF)"; \
+	    rm -f $(CONF); \
+	elif [ -e $(CONF) ]; then echo "uninstall: keeping $(CONF) (changed)"; fi
+	@for d in $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(DOCDIR)/examples \
+	    $(DESTDIR)$(DOCDIR); do [ ! -d $$d ] || rmdir --ignore-fail-on-non-empty $$d; done
 
 clean:
 	rm -rf build

@@ -12,11 +12,11 @@
 /* Longest uuid the protocol allows: a longer pattern matches nothing. */
 #define ACL_MAX_UUID 255
 
-enum id_match { ID_ANY = -1 };	/* else an enum tls_id_kind */
+enum id_match { ID_ANY = -1 };	/* else an enum peer_id_kind */
 
 struct acl_rule {
 	enum acl_role role;
-	int kind;			/* enum tls_id_kind, or ID_ANY */
+	int kind;			/* enum peer_id_kind, or ID_ANY */
 	char *value;			/* the identity's value (not for ID_ANY) */
 	size_t vlen;
 	char *pattern;			/* the uuid, or its prefix */
@@ -171,12 +171,12 @@ parse_identity(struct lexer *lx, struct acl_rule *r, char *f, size_t len)
 {
 	static const struct {
 		const char *prefix;
-		enum tls_id_kind kind;
+		enum peer_id_kind kind;
 	} kinds[] = {
-		{ "cn:", TLS_ID_CN },
-		{ "dns:", TLS_ID_DNS },
-		{ "email:", TLS_ID_EMAIL },
-		{ "uri:", TLS_ID_URI },
+		{ "cn:", PEER_ID_CN },
+		{ "dns:", PEER_ID_DNS },
+		{ "email:", PEER_ID_EMAIL },
+		{ "uri:", PEER_ID_URI },
 	};
 	const char *why;
 
@@ -377,12 +377,12 @@ acl_load(const char *path, char *err, size_t errlen)
 /* ---- matching ---- */
 
 static bool
-id_matches(const struct acl_rule *r, const struct tls_peer_id *id)
+id_matches(const struct acl_rule *r, const struct peer_id *id)
 {
 	if ((int)id->kind != r->kind || id->len != r->vlen)
 		return false;
 	/* DNS names are case-insensitive; the others are compared exactly. */
-	if (id->kind == TLS_ID_DNS)
+	if (id->kind == PEER_ID_DNS)
 		return strncasecmp(id->value, r->value, r->vlen) == 0;
 	return memcmp(id->value, r->value, r->vlen) == 0;
 }
@@ -398,8 +398,8 @@ uuid_matches(const struct acl_rule *r, const char *uuid, size_t ulen)
 
 int
 acl_check(const struct acl *a, enum acl_role role,
-    const struct tls_peer_ids *ids, const char *uuid, size_t ulen,
-    const struct tls_peer_id **matched)
+    const struct peer_ids *ids, const char *uuid, size_t ulen,
+    const struct peer_id **matched)
 {
 	if (matched != NULL)
 		*matched = NULL;

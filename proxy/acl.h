@@ -36,7 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "tls.h"
+#include "peer_id.h"
 
 enum acl_role { ACL_PRODUCE = 0, ACL_CONSUME };
 
@@ -66,8 +66,8 @@ const char *acl_path(const struct acl *a);
  * matched, or NULL when the rule was `*`.
  */
 int acl_check(const struct acl *a, enum acl_role role,
-    const struct tls_peer_ids *ids, const char *uuid, size_t ulen,
-    const struct tls_peer_id **matched);
+    const struct peer_ids *ids, const char *uuid, size_t ulen,
+    const struct peer_id **matched);
 
 const char *acl_role_name(enum acl_role role);
 

@@ -53,6 +53,8 @@ const struct config_key config_keys[] = {
 	{ "max_restarts", CONFIG_SCOPE_PROCESS },
 	{ "admin", CONFIG_SCOPE_PROCESS },
 	{ "log_level", CONFIG_SCOPE_PROCESS },
+	{ "log", CONFIG_SCOPE_PROCESS },
+	{ "log_format", CONFIG_SCOPE_PROCESS },
 	{ "user", CONFIG_SCOPE_PROCESS },
 	{ "group", CONFIG_SCOPE_PROCESS },
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
@@ -439,6 +441,10 @@ copy_str(struct parse *p, const char *key, const char *v, char *dst,
 
 /* ---- sections ---- */
 
+/* In the order of enum log_dest and enum log_format. */
+static const char *const log_dests[] = { "stderr", "syslog", NULL };
+static const char *const log_formats[] = { "text", "json", NULL };
+
 static int
 ferry_key(struct parse *p, const char *k, const char *v)
 {
@@ -460,6 +466,10 @@ ferry_key(struct parse *p, const char *k, const char *v)
 		c->log_level = l;
 		return 1;
 	}
+	if (!strcmp(k, "log"))
+		return parse_choice(p, k, v, log_dests, &c->log_dest);
+	if (!strcmp(k, "log_format"))
+		return parse_choice(p, k, v, log_formats, &c->log_format);
 	if (!strcmp(k, "user"))
 		return copy_str(p, k, v, c->user, sizeof(c->user));
 	if (!strcmp(k, "group"))

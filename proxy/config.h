@@ -146,6 +146,8 @@ struct config {
 	struct config_addr admin;
 	bool admin_set;
 	int log_level;			/* enum log_level */
+	int log_dest;			/* enum log_dest (0: stderr) */
+	int log_format;			/* enum log_format (0: text) */
 	char user[64];
 	char group[64];
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */

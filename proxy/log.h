@@ -1,21 +1,31 @@
 /*
- * log: levelled logging to stderr.
+ * log: levelled logging, to stderr or to syslog, as text or JSON.
  *
- * One line per event: "2026-11-22T10:00:00.123Z ferry[pid] LEVEL message",
- * LEVEL one of ERROR, WARN, NOTICE, INFO, DEBUG.
+ * One line per event.  As text on stderr:
+ *   "2026-11-22T10:00:00.123Z ferry[pid] LEVEL message",
+ * LEVEL one of ERROR, WARN, NOTICE, INFO, DEBUG.  As JSON, one object per
+ * line: {"time":"2026-11-22T10:00:00.123Z","level":"info","pid":123,
+ * "msg":"..."}, the message escaped (control characters as \uXXXX, bytes
+ * that are not well-formed UTF-8 as U+FFFD), so that every line parses.
+ * To syslog, one datagram per line on the local socket (/dev/log), facility
+ * daemon, tag "ferry", the level as its severity; the body is "LEVEL
+ * message" or the JSON object.
+ *
  * The level check happens before any formatting, so a disabled debug line
  * costs one comparison.  Messages are format strings written by us; runtime
  * data (peer addresses, uuids) always goes through "%s", never into the
- * format itself.
+ * format itself.  A message is cut at LOG_MAX_MSG bytes.
  *
- * The level and the rate limiter of log_limited() are the module's only
- * state; main sets the level once at start-up.
+ * The level, where lines go and the rate limiter of log_limited() are the
+ * module's only state; main sets them once at start-up, before it forks
+ * (the workers share the syslog socket).
  */
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <time.h>
 
 enum log_level {
@@ -31,11 +41,49 @@ enum log_level {
 	LOG_NOTICE = 4,
 };
 
+/* [ferry] log: in the order of its values' names ("stderr", "syslog"). */
+enum log_dest {
+	LOG_TO_STDERR = 0,
+	LOG_TO_SYSLOG = 1,
+};
+
+/* [ferry] log_format: in the order of "text", "json". */
+enum log_format {
+	LOG_FORMAT_TEXT = 0,
+	LOG_FORMAT_JSON = 1,
+};
+
+#define LOG_MAX_MSG 2047
+
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 
 /* Parses "error", "warn", "info", "debug"; returns -1 when unknown. */
 int log_level_parse(const char *name);
+
+/*
+ * Where lines go from now on, and in what form.  For syslog, a datagram
+ * socket is connected to `syslog_path` (NULL: /dev/log) now, so that a
+ * missing syslog is an error at start rather than lines lost without a
+ * word: -1 with errno then, and nothing changes.  Lines the socket cannot
+ * take at once (a syslog daemon that is behind) are dropped, never waited
+ * for, and the next line that goes says how many; a daemon restarted is
+ * reconnected to.  Returns 0 on success.
+ */
+int log_open(enum log_dest dest, enum log_format format,
+    const char *syslog_path);
+/* Back to text on stderr; closes the syslog socket. */
+void log_close(void);
+
+/*
+ * The line as it goes to stderr, without its newline: text or JSON, for a
+ * message of any bytes.  Writes at most len - 1 bytes and a '\0' (a line
+ * too long is cut, never inside an escape or a UTF-8 sequence); returns
+ * the length written.
+ */
+size_t log_format_line(char *buf, size_t len, enum log_format format,
+    enum log_level level, const struct timespec *ts, long pid,
+    const char *msg);
 
 void log_write(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -382,6 +382,17 @@ main(int argc, char **argv)
 	log_set_level((enum log_level)app.cfg.log_level);
 	if (cli.check)
 		return check(&app.cfg);
+	/* Before anything is logged, and before the workers share it. */
+	if (log_open((enum log_dest)app.cfg.log_dest,
+	    (enum log_format)app.cfg.log_format, NULL) < 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "cannot reach syslog at /dev/log: "
+		    "%s", strerror(errno));
+		config_error(&app.cfg, NULL, "log", 0, why, err, sizeof(err));
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
 
 	struct sigaction sa = { .sa_handler = early_hup };
 	sigemptyset(&sa.sa_mask);
@@ -428,5 +439,6 @@ main(int argc, char **argv)
 
 	teardown(&app);
 	LOGN("stopped");
+	log_close();
 	return 0;
 }

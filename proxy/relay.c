@@ -13,7 +13,6 @@
 #include "cluster.h"
 #include "log.h"
 #include "obj.h"
-#include "tls.h"
 
 /* Bytes handed to the parser per callback; bounds a blocked overshoot. */
 #define READ_CHUNK (64 * 1024)
@@ -193,9 +192,9 @@ registered(struct relay_client *cl)
 
 /* "kind:value", escaped for a log line. */
 static void
-id_str(const struct tls_peer_id *id, char *out, size_t len)
+id_str(const struct peer_id *id, char *out, size_t len)
 {
-	int n = snprintf(out, len, "%s:", tls_id_kind_name(id->kind));
+	int n = snprintf(out, len, "%s:", peer_id_kind_name(id->kind));
 
 	if (n > 0 && (size_t)n < len)
 		registry_uuid_str(id->value, id->len, out + n,
@@ -204,7 +203,7 @@ id_str(const struct tls_peer_id *id, char *out, size_t len)
 
 /* Every identity of a certificate, for the line that denies it. */
 static void
-ids_str(const struct tls_peer_ids *ids, char *out, size_t len)
+ids_str(const struct peer_ids *ids, char *out, size_t len)
 {
 	size_t o = 0;
 
@@ -232,15 +231,15 @@ acl_allows(struct relay_client *cl, const char *uuid, size_t ulen)
 	struct relay_listener *lst = cl->lst;
 	enum acl_role role = cl->p.role == RELAY_PRODUCER ? ACL_PRODUCE :
 	    ACL_CONSUME;
-	const struct tls_peer_id *id;
-	struct tls_peer_ids ids;
+	const struct peer_id *id;
+	struct peer_ids ids;
 	char who[512], u[REGISTRY_UUID_STR];
 	bool cert;
 	int line;
 
 	if (lst->acl == NULL)
 		return true;
-	cert = tls_stream_peer_ids(cl->rc.s, &ids);
+	cert = stream_peer_ids(cl->rc.s, &ids);
 	line = acl_check(lst->acl, role, cert ? &ids : NULL, uuid, ulen, &id);
 	if (line > 0) {
 		char one[128], grant[192];

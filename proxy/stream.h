@@ -7,7 +7,8 @@
  * tls.c) that reports "would block" together with the readiness it is
  * waiting for, so a TLS read that needs the socket writable (or a write that
  * needs it readable) is just another interest bit.  Protocol code never sees
- * the fd or the SSL object.
+ * the fd or the SSL object, and no one sees struct stream: protocols use
+ * this header, transports stream_transport.h as well.
  *
  * Reading: one pending read at a time.  The callback gets a pointer into the
  * read buffer, valid only during the callback; the bytes are consumed when it
@@ -61,7 +62,7 @@
  * never drains would live, with its descriptor and socket buffers, until
  * its owner's timeout, or for ever without one.  (Linux: the loop watches
  * such streams in an epoll set of its own, for EPOLLRDHUP and errors only,
- * see stream.c.)
+ * see stream_loop.c.)
  *
  * The process must ignore SIGPIPE: OpenSSL writes to its socket with
  * write(), which cannot ask for MSG_NOSIGNAL.
@@ -88,6 +89,7 @@
 
 struct stream;
 struct metrics_conn;
+struct peer_ids;
 
 enum stream_close_reason {
 	STREAM_CLOSE_LOCAL = 0,	/* the owner called stream_close() */
@@ -109,47 +111,6 @@ typedef void (*stream_cb)(struct stream *s, void *arg);
 typedef void (*stream_close_cb)(struct stream *s,
     enum stream_close_reason why, void *arg);
 
-/* What a transport reports for one call. */
-enum io_result {
-	IO_DONE = 0,		/* bytes moved (count returned separately) */
-	IO_WANT_READ,		/* would block until the socket is readable */
-	IO_WANT_WRITE,		/* would block until the socket is writable */
-	IO_EOF,			/* clean end of stream */
-	IO_FAIL,		/* error; the transport set the stream's error */
-};
-
-/*
- * The transport vtable.  `handshake` may be NULL (nothing to negotiate).
- */
-struct stream_transport {
-	const char *name;
-	enum io_result (*handshake)(struct stream *s);
-	enum io_result (*read)(struct stream *s, char *buf, size_t len,
-	    size_t *got);
-	enum io_result (*write)(struct stream *s, const char *buf, size_t len,
-	    size_t *put);
-	/*
-	 * Whether the transport holds bytes the socket will not signal
-	 * again (TLS records read ahead from the kernel, decrypted or not).
-	 * NULL: it holds nothing, and a short read means the kernel had no
-	 * more.  After a read that would block, what it holds is an
-	 * incomplete record: the stream waits for the socket then.
-	 */
-	bool (*pending)(struct stream *s);
-	/*
-	 * Gives back the memory the transport can do without while the
-	 * stream is idle (TLS record buffers); false when it must keep it (a
-	 * record half read or half written).  NULL: nothing to give back.
-	 */
-	bool (*release)(struct stream *s);
-	/* Half-close the sending direction (close_notify / SHUT_WR). */
-	void (*shutdown)(struct stream *s);
-	/* Best-effort goodbye before the fd is closed; frees transport state. */
-	void (*close)(struct stream *s, bool clean);
-};
-
-extern const struct stream_transport stream_plain_transport;
-
 struct stream_opts {
 	size_t max_buffer_size;		/* read buffer limit (bytes) */
 	size_t max_write_buffer_size;	/* write buffer limit; 0 = none */
@@ -160,7 +121,7 @@ struct stream_opts {
 	/*
 	 * Once reading is held back: seconds without a segment from the peer
 	 * before TCP keepalive probes it (then 4 more, a quarter of that
-	 * apart); 0 = none.  See stream.c (hup_join).
+	 * apart); 0 = none.  See stream_loop.c (hup_join).
 	 */
 	double keepalive;
 };
@@ -198,102 +159,15 @@ void stream_loop_init(struct stream_loop *sl, struct ev_loop *loop);
 void stream_loop_run_pending(struct stream_loop *sl);
 void stream_loop_destroy(struct stream_loop *sl);
 
-struct stream {
-	struct stream_loop *sl;
-	const struct stream_transport *tp;
-	void *tp_data;			/* transport state (SSL *) */
-	int fd;
-	ev_io io;
-	ev_timer timer;
-	int interest;			/* EV_READ|EV_WRITE currently armed */
-
-	struct buffer rbuf;
-	struct buffer wbuf;
-	struct stream_opts opts;
-
-	/* the one pending read */
-	enum { READ_NONE, READ_BYTES, READ_UNTIL } read_kind;
-	size_t read_n;			/* bytes wanted / max_bytes */
-	bool read_partial;
-	char read_delim[16];
-	size_t read_delim_len;
-	size_t read_scan_from;		/* where the delimiter search resumes */
-	stream_read_cb read_cb;
-
-	stream_cb write_cb;		/* when the write buffer drains */
-	stream_cb handshake_cb;		/* when the transport is ready */
-	stream_close_cb close_cb;
-	stream_cb eof_cb;
-	stream_cb fin_cb;		/* the peer's FIN, seen while held back */
-	void *arg;
-	stream_cb free_cb;		/* the server's hook (stream_set_free_hook) */
-	void *free_arg;
-
-	int read_wants;			/* EV_READ, or EV_WRITE for TLS */
-	int write_wants;		/* EV_WRITE, or EV_READ for TLS */
-	int hs_wants;
-
-	unsigned connecting:1;		/* outgoing connect in progress */
-	unsigned handshaking:1;		/* transport handshake not done */
-	unsigned handshake_started:1;
-	unsigned paused:1;		/* owner paused reading */
-	unsigned eof:1;			/* the peer will send no more */
-	unsigned write_shut:1;		/* our sending side is closed */
-	unsigned want_shutdown:1;	/* shut the sending side once flushed */
-	unsigned ending:1;		/* close once flushed (stream_end) */
-	unsigned closed:1;
-	unsigned in_dispatch:1;		/* inside the read loop */
-	unsigned work_queued:1;		/* on the loop's work list */
-
-	unsigned active:1;		/* the owner asked for I/O: start */
-	unsigned eof_reported:1;
-	unsigned tp_blocked:1;		/* the last transport read would block */
-	unsigned tp_held:1;		/* the transport may hold buffers */
-	/*
-	 * Set by a transport that reads the socket in its own buffer (TLS)
-	 * when its last read filled it: the socket may hold more, so the
-	 * read loop goes on, as after a full read on a plain stream, rather
-	 * than wait for the next poll.  One record per SSL_read makes every
-	 * read look short otherwise.
-	 */
-	unsigned tp_more:1;
-	unsigned hup:2;			/* in the loop's hup set (stream.c) */
-	unsigned peer_fin:1;		/* the kernel has the peer's FIN */
-	unsigned peer_err:1;		/* the socket reported an error or
-					   hang-up, not yet looked at */
-	unsigned fin_reported:1;
-	unsigned capped_iter;		/* iteration whose read burst hit
-					   READS_PER_EVENT (0: none) */
-	unsigned work;			/* deferred work bits (stream.c) */
-
-	enum stream_close_reason close_reason;
-	enum stream_close_reason tp_fail;	/* set by a transport with IO_FAIL */
-	/*
-	 * Detail for ERROR/TLS/CONNECT, STREAM_ERROR_MAX bytes allocated by
-	 * the first error: most streams never have one, and 128 bytes in
-	 * every idle connection's struct were a fifth of it.
-	 */
-	char *error;
-	char peer[64];			/* "1.2.3.4:5678" / "[::1]:5678" */
-
-	ev_tstamp last_io;
-	ev_tstamp deadline;		/* connect/handshake/linger deadline */
-
-	uint64_t bytes_in, bytes_out;
-	struct metrics_conn *stats;	/* listener counters, or NULL */
-	struct stream *work_next;
-	struct stream *ready_next;	/* on the loop's ready list */
-	int ready_events;		/* readiness not yet served; 0: none */
-};
-
 /*
- * Wraps a connected (accepted) non-blocking fd.  `tp` NULL means plain.
- * The transport state, if any, is installed by the transport's constructor
- * (tls_stream_new) after this returns.  Returns NULL (fd untouched) when
- * memory cannot be had.
+ * Wraps a connected (accepted) non-blocking fd, on the plain transport; a
+ * transport's constructor (tls_stream_accept) may install another before
+ * the owner asks for I/O.  Nothing is read or written until the owner asks
+ * (a read, a write, stream_wait_for_handshake).  Returns NULL (fd
+ * untouched) when memory cannot be had.
  */
 struct stream *stream_new(struct stream_loop *sl, int fd,
-    const struct stream_transport *tp, const struct stream_opts *opts);
+    const struct stream_opts *opts);
 
 /*
  * Starts a non-blocking connect to `addr` and returns the stream at once;
@@ -309,21 +183,27 @@ struct stream *stream_connect(struct stream_loop *sl,
 /* Callbacks get `arg`; the close callback is the protocol's last call. */
 void stream_set_callbacks(struct stream *s, stream_close_cb on_close,
     void *arg);
-static inline void *stream_arg(const struct stream *s) { return s->arg; }
+void *stream_arg(const struct stream *s);
 
 /*
  * For the server that made the stream (tcpserver counts its live
  * connections with it): `on_free` runs once, when the stream is freed,
  * whatever closed it, after the close callback and with the stream already
- * closed; it is the stream's very last call and must not use the stream
- * beyond reading its fields.  It is separate from stream_set_callbacks()
- * so that the protocol, which owns those, can never displace it.
+ * closed; it is the stream's very last call and may only ask the stream
+ * questions (stream_peer, stream_error...).  It is separate from
+ * stream_set_callbacks() so that the protocol, which owns those, can
+ * never displace it.
  */
 void stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg);
+/*
+ * The listener counters the stream counts into (bytes, handshakes, its
+ * close), from now on; NULL: none.  Set by the server that accepted it.
+ */
+void stream_set_stats(struct stream *s, struct metrics_conn *stats);
 
 /* Sets the peer label used in logs (done by tcpserver/stream_connect). */
 void stream_set_peer(struct stream *s, const struct sockaddr *sa);
-static inline const char *stream_peer(const struct stream *s) { return s->peer; }
+const char *stream_peer(const struct stream *s);
 /*
  * The local end of the connection (getsockname): for an accepted stream,
  * the address the client connected to (PROXY protocol headers need it).
@@ -331,17 +211,23 @@ static inline const char *stream_peer(const struct stream *s) { return s->peer; 
  */
 int stream_local_address(const struct stream *s, struct sockaddr_storage *ss,
     socklen_t *len);
+/*
+ * Who the peer is, by the certificate its transport verified (TLS with
+ * client certificates; see peer_id.h): true with *out filled.  False,
+ * with out->n = 0, for a plain stream, a peer without a certificate that
+ * verified, or a closed stream.
+ */
+bool stream_peer_ids(const struct stream *s, struct peer_ids *out);
 /* Bytes moved through the transport so far (plaintext for TLS). */
-static inline uint64_t stream_bytes_in(const struct stream *s) { return s->bytes_in; }
-static inline uint64_t stream_bytes_out(const struct stream *s) { return s->bytes_out; }
-/* The loop's time now (ev_now), for transports that pace a peer. */
-static inline ev_tstamp stream_now(const struct stream *s) { return ev_now(s->sl->loop); }
+uint64_t stream_bytes_in(const struct stream *s);
+uint64_t stream_bytes_out(const struct stream *s);
 /* When bytes last moved either way (loop time). */
-static inline ev_tstamp stream_last_io(const struct stream *s) { return s->last_io; }
+ev_tstamp stream_last_io(const struct stream *s);
 /* The listener counters the stream counts into, or NULL. */
-static inline struct metrics_conn *stream_stats(const struct stream *s) { return s->stats; }
+struct metrics_conn *stream_stats(const struct stream *s);
+/* The detail of the error that closed (or will close) it; "" for none. */
 #define STREAM_ERROR_MAX 128
-static inline const char *stream_error(const struct stream *s) { return s->error != NULL ? s->error : ""; }
+const char *stream_error(const struct stream *s);
 /* Records an error detail (transports; protocol layers explaining a close). */
 void stream_set_error(struct stream *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -402,6 +288,20 @@ void stream_on_drained(struct stream *s, stream_cb on_done);
 
 /* Bytes accepted by stream_write() but not yet handed to the kernel. */
 size_t stream_write_pending(const struct stream *s);
+/* Bytes read from the transport that no read of the owner's took yet. */
+size_t stream_read_pending(const struct stream *s);
+
+/*
+ * What the stream holds beyond its struct: the room of its read and write
+ * buffers, and whether its transport may hold buffers of its own (TLS
+ * records).  See Memory above for when they are given back.
+ */
+struct stream_memory {
+	size_t read_buffer;
+	size_t write_buffer;
+	bool transport;
+};
+void stream_memory(const struct stream *s, struct stream_memory *m);
 
 /*
  * Hands what is queued to the kernel now rather than when the loop gets to
@@ -420,7 +320,6 @@ void stream_resume_reading(struct stream *s);
  * For a plain stream on_done runs on the next loop iteration.
  */
 void stream_wait_for_handshake(struct stream *s, stream_cb on_done);
-bool stream_handshake_done(const struct stream *s);
 
 /* Sends a half-close (FIN / close_notify) once the write buffer is flushed. */
 void stream_shutdown_write(struct stream *s);
@@ -432,7 +331,7 @@ void stream_shutdown_write(struct stream *s);
  * closes by itself once both directions are shut.
  */
 void stream_set_eof_cb(struct stream *s, stream_cb on_eof);
-static inline bool stream_peer_eof(const struct stream *s) { return s->eof; }
+bool stream_peer_eof(const struct stream *s);
 /*
  * The peer's FIN arrived while reading was held back (paused, or the read
  * buffer full): on_fin runs once, from the loop.  The peer will send no
@@ -442,28 +341,13 @@ static inline bool stream_peer_eof(const struct stream *s) { return s->eof; }
  */
 void stream_set_fin_cb(struct stream *s, stream_cb on_fin);
 /* The peer has finished sending: its EOF was read, or its FIN seen. */
-static inline bool stream_peer_done(const struct stream *s) { return s->eof || s->fin_reported; }
+bool stream_peer_done(const struct stream *s);
 
 /* Closes once everything queued is written (or linger_timeout passes). */
 void stream_end(struct stream *s);
 void stream_close(struct stream *s, enum stream_close_reason why);
-static inline bool stream_closed(const struct stream *s) { return s->closed; }
+bool stream_closed(const struct stream *s);
 
 void stream_set_idle_timeout(struct stream *s, double seconds);
-
-/*
- * For transports: the connection must be established (handshake done)
- * within `seconds` from now, or it is closed with STREAM_CLOSE_TIMEOUT.
- */
-void stream_start_deadline(struct stream *s, double seconds);
-
-/*
- * For transports that speak first (a TLS client), once installed: the
- * handshake starts as soon as the connect completes or, on a stream that
- * is already connected (after bytes sent in the clear, like a PROXY
- * header), right away, bounded by handshake_timeout from now.  Bytes still
- * queued go through the new transport after the handshake.
- */
-void stream_begin_handshake(struct stream *s);
 
 #endif

@@ -339,7 +339,7 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 	}
 	/* Frames are small and latency matters more than packet count. */
 	(void)netutil_set_nodelay(fd);
-	s = stream_new(srv->sl, fd, NULL, &srv->opts);
+	s = stream_new(srv->sl, fd, &srv->opts);
 	if (s == NULL)
 		goto fail;
 	stream_set_peer(s, sa);
@@ -355,7 +355,7 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 		    stream_peer(s));
 		return;
 	}
-	s->stats = srv->stats;
+	stream_set_stats(s, srv->stats);
 	if (srv->stats != NULL)
 		srv->stats->accepted++;
 	srv->handle_stream(s, sa, salen, srv->arg);

@@ -4,531 +4,17 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "log.h"
 #include "metrics.h"
-
-/* Mozilla's "intermediate" TLS 1.2 list: forward secrecy, AEAD only. */
-#define DEFAULT_CIPHERS \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
-	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
-	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-/*
- * TLS 1.3, in Mozilla's order: AES-128-GCM first.  OpenSSL's own order
- * puts AES-256-GCM with SHA-384 first, whose key schedule and transcript
- * hashes run SHA-512 in software; SHA-256 has CPU instructions (SHA-NI)
- * and in any case cost a full handshake 85k fewer instructions (2.60M ->
- * 2.51M, callgrind, X25519 + ECDSA P-256).
- */
-#define DEFAULT_CIPHERSUITES \
-	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:" \
-	"TLS_CHACHA20_POLY1305_SHA256"
-#define DEFAULT_GROUPS "X25519:P-256:P-384"
-
-struct sni_entry {
-	SSL_CTX *ctx;
-	char **names;		/* DNS names (SAN, else CN); "*.x" wildcards */
-	size_t nnames;
-};
-
-struct tls_ctx {
-	int refs;
-	bool server;
-	struct sni_entry *certs;	/* certs[0].ctx is the default */
-	size_t ncerts;
-	SSL_CTX *client;		/* client contexts have just this */
-	unsigned char alpn[256];	/* wire format */
-	size_t alpn_len;
-	char name[64];			/* the listener, for logs ("" = none) */
-};
-
-/* ---- errors ---- */
-
-/* OpenSSL's queued errors as text (the last, most specific, wins). */
-static void
-ssl_errors(char *out, size_t len)
-{
-	unsigned long e, last = 0;
-
-	while ((e = ERR_get_error()) != 0)
-		last = e;
-	if (last == 0) {
-		snprintf(out, len, "unknown OpenSSL error");
-		return;
-	}
-	ERR_error_string_n(last, out, len);
-}
-
-static void
-ctx_err(char *err, size_t errlen, const char *what, const char *file)
-{
-	char reason[200];
-
-	ssl_errors(reason, sizeof(reason));
-	snprintf(err, errlen, "%s%s%s: %s", what, file ? " " : "",
-	    file ? file : "", reason);
-}
-
-static void
-fault(struct tls_fault *f, enum tls_opt opt, size_t index)
-{
-	if (f != NULL) {
-		f->opt = opt;
-		f->index = index;
-	}
-}
-
-/* ---- contexts ---- */
-
-static int
-alpn_wire(const char *list, unsigned char *out, size_t outlen, size_t *len)
-{
-	size_t n = 0;
-	const char *p = list;
-
-	while (*p) {
-		const char *comma = strchr(p, ',');
-		size_t l = comma ? (size_t)(comma - p) : strlen(p);
-		if (l == 0 || l > 255 || n + 1 + l > outlen)
-			return -1;
-		out[n++] = (unsigned char)l;
-		memcpy(out + n, p, l);
-		n += l;
-		p += l;
-		if (*p == ',')
-			p++;
-	}
-	*len = n;
-	return 0;
-}
-
-static int
-alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-    const unsigned char *in, unsigned int inlen, void *arg)
-{
-	struct tls_ctx *c = arg;
-	unsigned char *sel;
-
-	(void)ssl;
-	if (SSL_select_next_proto(&sel, outlen, c->alpn,
-	    (unsigned)c->alpn_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	*out = sel;
-	return SSL_TLSEXT_ERR_OK;
-}
-
-static bool
-name_matches(const char *pattern, const char *name)
-{
-	if (strcasecmp(pattern, name) == 0)
-		return true;
-	/* "*.example.com" covers exactly one label. */
-	if (pattern[0] == '*' && pattern[1] == '.') {
-		const char *dot = strchr(name, '.');
-		return dot != NULL && dot != name &&
-		    strcasecmp(pattern + 1, dot) == 0;
-	}
-	return false;
-}
-
-static int
-servername_cb(SSL *ssl, int *alert, void *arg)
-{
-	struct tls_ctx *c = arg;
-	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-
-	(void)alert;
-	if (name == NULL || c->ncerts < 2)
-		return SSL_TLSEXT_ERR_OK;
-	for (size_t i = 0; i < c->ncerts; i++)
-		for (size_t j = 0; j < c->certs[i].nnames; j++)
-			if (name_matches(c->certs[i].names[j], name)) {
-				if (i > 0)
-					SSL_set_SSL_CTX(ssl, c->certs[i].ctx);
-				return SSL_TLSEXT_ERR_OK;
-			}
-	/* Unknown name: the default certificate, as browsers expect. */
-	return SSL_TLSEXT_ERR_OK;
-}
-
-static int
-add_name(struct sni_entry *e, const char *name, size_t len)
-{
-	char **names = realloc(e->names, (e->nnames + 1) * sizeof(*names));
-	if (names == NULL)
-		return -1;
-	e->names = names;
-	names[e->nnames] = strndup(name, len);
-	if (names[e->nnames] == NULL)
-		return -1;
-	e->nnames++;
-	return 0;
-}
-
-/* The DNS names a certificate serves: its SANs, else its CN. */
-static int
-collect_names(struct sni_entry *e)
-{
-	X509 *x = SSL_CTX_get0_certificate(e->ctx);
-	GENERAL_NAMES *sans;
-	int rc = 0;
-
-	if (x == NULL)
-		return 0;
-	sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-	if (sans != NULL) {
-		for (int i = 0; i < sk_GENERAL_NAME_num(sans) && rc == 0; i++) {
-			GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-			if (g->type != GEN_DNS)
-				continue;
-			rc = add_name(e, (const char *)ASN1_STRING_get0_data(
-			    g->d.dNSName), (size_t)ASN1_STRING_length(
-			    g->d.dNSName));
-		}
-		GENERAL_NAMES_free(sans);
-	}
-	if (e->nnames == 0 && rc == 0) {
-		char cn[256];
-		int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x),
-		    NID_commonName, cn, sizeof(cn));
-		if (n > 0)
-			rc = add_name(e, cn, (size_t)n);
-	}
-	return rc;
-}
-
-static void
-common_options(SSL_CTX *ctx)
-{
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
-	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-	    SSL_OP_IGNORE_UNEXPECTED_EOF);
-	/*
-	 * Partial writes and a moving buffer fit the stream's write buffer.
-	 * No SSL_MODE_RELEASE_BUFFERS: it frees and mallocs the record
-	 * buffers around every read and write; the stream gives them back
-	 * after the handshake and when idle instead (tls_release).
-	 */
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/*
-	 * Read-ahead: one read() takes in as much as the record buffer holds
-	 * (a full record and then some, or dozens of small ones) rather
-	 * than a header and then a body per record.  The buffer keeps its
-	 * default size: before each record OpenSSL moves what is left of the
-	 * buffer to its front (to align the payload), so a larger one costs
-	 * more in copies than it saves in syscalls (64 KiB made bulk
-	 * transfer a quarter more instructions per byte).
-	 */
-	SSL_CTX_set_read_ahead(ctx, 1);
-}
-
-/*
- * A cipher string OpenSSL takes may still leave nothing a handshake can
- * use: "NULL" selects the NULL ciphers, which the security level then
- * refuses, and every TLS 1.2 client would fail.  Counted on an SSL object,
- * which applies the version range and the security level.
- */
-static bool
-ciphers_usable(SSL_CTX *ctx, int minv, const struct tls_server_opts *o,
-    char *err, size_t errlen)
-{
-	SSL *ssl = SSL_new(ctx);
-	STACK_OF(SSL_CIPHER) *sk;
-	int n12 = 0, n13 = 0;
-
-	if (ssl == NULL) {
-		ctx_err(err, errlen, "SSL_new", NULL);
-		return false;
-	}
-	sk = SSL_get1_supported_ciphers(ssl);
-	for (int i = 0; sk != NULL && i < sk_SSL_CIPHER_num(sk); i++) {
-		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
-		if (strcmp(SSL_CIPHER_get_version(c), "TLSv1.3") == 0)
-			n13++;
-		else
-			n12++;
-	}
-	sk_SSL_CIPHER_free(sk);
-	SSL_free(ssl);
-	if (minv <= TLS1_2_VERSION && n12 == 0) {
-		snprintf(err, errlen, "cipher list '%s' leaves no cipher TLS "
-		    "1.2 may use (security level %d): every TLS 1.2 client "
-		    "would be refused (tls_min_version = 1.3 serves TLS 1.3 "
-		    "alone)", o->ciphers ? o->ciphers : DEFAULT_CIPHERS,
-		    SSL_CTX_get_security_level(ctx));
-		fault(o->fault, TLS_OPT_CIPHERS, 0);
-		return false;
-	}
-	if (minv >= TLS1_3_VERSION && n13 == 0) {
-		snprintf(err, errlen, "TLS 1.3 ciphersuites '%s' leave none "
-		    "to use, and tls_min_version is 1.3", o->ciphersuites ?
-		    o->ciphersuites : DEFAULT_CIPHERSUITES);
-		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
-		return false;
-	}
-	return true;
-}
-
-static SSL_CTX *
-server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
-    char *err, size_t errlen)
-{
-	const struct tls_cert_pair *pair = &o->certs[i];
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	int minv = o->min_version ? o->min_version : TLS1_2_VERSION;
-
-	if (ctx == NULL) {
-		ctx_err(err, errlen, "SSL_CTX_new", NULL);
-		return NULL;
-	}
-	common_options(ctx);
-	if (minv < TLS1_2_VERSION)
-		minv = TLS1_2_VERSION;
-	if (!SSL_CTX_set_min_proto_version(ctx, minv)) {
-		ctx_err(err, errlen, "minimum TLS version", NULL);
-		fault(o->fault, TLS_OPT_VERSION, 0);
-		goto fail;
-	}
-	if (!SSL_CTX_set_cipher_list(ctx, o->ciphers ? o->ciphers :
-	    DEFAULT_CIPHERS)) {
-		ctx_err(err, errlen, "cipher list", o->ciphers);
-		fault(o->fault, TLS_OPT_CIPHERS, 0);
-		goto fail;
-	}
-	if (!SSL_CTX_set_ciphersuites(ctx, o->ciphersuites ? o->ciphersuites :
-	    DEFAULT_CIPHERSUITES)) {
-		ctx_err(err, errlen, "TLS 1.3 ciphersuites", o->ciphersuites);
-		fault(o->fault, TLS_OPT_CIPHERSUITES, 0);
-		goto fail;
-	}
-	if (!ciphers_usable(ctx, minv, o, err, errlen))
-		goto fail;
-	if (!SSL_CTX_set1_groups_list(ctx, DEFAULT_GROUPS)) {
-		ctx_err(err, errlen, "groups", DEFAULT_GROUPS);
-		goto fail;
-	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, pair->cert) != 1) {
-		ctx_err(err, errlen, "certificate", pair->cert);
-		fault(o->fault, TLS_OPT_CERT, i);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, pair->key, SSL_FILETYPE_PEM)
-	    != 1) {
-		ctx_err(err, errlen, "private key", pair->key);
-		fault(o->fault, TLS_OPT_KEY, i);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		ctx_err(err, errlen, "key does not match certificate",
-		    pair->key);
-		fault(o->fault, TLS_OPT_KEY, i);
-		goto fail;
-	}
-	/* Resumed sessions must keep the verification context. */
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
-	/*
-	 * Resumption is stateless, by session tickets sealed with this
-	 * context's key, which workers forked from one parent share.  A
-	 * server-side session cache would be per process (a client could not
-	 * resume with another worker) and costs an insert per TLS 1.2
-	 * handshake and periodic sweeps.  One TLS 1.3 ticket per connection
-	 * rather than OpenSSL's two: a resumed connection gets a fresh one,
-	 * so a client that connects one at a time never runs out.
-	 */
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (SSL_CTX_set_num_tickets(ctx, 1) != 1) {
-		ctx_err(err, errlen, "session tickets", NULL);
-		goto fail;
-	}
-	if (o->verify != TLS_VERIFY_NONE) {
-		int mode = SSL_VERIFY_PEER;
-		if (o->verify == TLS_VERIFY_REQUIRED)
-			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-		if (o->client_ca == NULL) {
-			snprintf(err, errlen, "client certificate "
-			    "verification needs a CA file");
-			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
-			goto fail;
-		}
-		if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL)
-		    != 1) {
-			ctx_err(err, errlen, "client CA", o->client_ca);
-			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
-			goto fail;
-		}
-		STACK_OF(X509_NAME) *names =
-		    SSL_load_client_CA_file(o->client_ca);
-		if (names == NULL) {
-			ctx_err(err, errlen, "client CA names", o->client_ca);
-			fault(o->fault, TLS_OPT_CLIENT_CA, 0);
-			goto fail;
-		}
-		SSL_CTX_set_client_CA_list(ctx, names);
-		SSL_CTX_set_verify(ctx, mode, NULL);
-	}
-	if (c->alpn_len > 0)
-		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, c);
-	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
-	SSL_CTX_set_tlsext_servername_arg(ctx, c);
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
-}
-
-static void
-ctx_free(struct tls_ctx *c)
-{
-	for (size_t i = 0; i < c->ncerts; i++) {
-		SSL_CTX_free(c->certs[i].ctx);
-		for (size_t j = 0; j < c->certs[i].nnames; j++)
-			free(c->certs[i].names[j]);
-		free(c->certs[i].names);
-	}
-	free(c->certs);
-	SSL_CTX_free(c->client);
-	free(c);
-}
-
-struct tls_ctx *
-tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
-{
-	struct tls_ctx *c;
-
-	if (o->ncerts == 0 || o->ncerts > TLS_MAX_CERTS) {
-		snprintf(err, errlen, "a TLS listener needs 1 to %d "
-		    "certificate/key pairs", TLS_MAX_CERTS);
-		return NULL;
-	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL || (c->certs = calloc(o->ncerts,
-	    sizeof(*c->certs))) == NULL) {
-		free(c);
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	c->refs = 1;
-	c->server = true;
-	snprintf(c->name, sizeof(c->name), "%s", o->name ? o->name : "");
-	ERR_clear_error();
-	if (o->alpn && alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
-	    &c->alpn_len) < 0) {
-		snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
-		fault(o->fault, TLS_OPT_ALPN, 0);
-		goto fail;
-	}
-	for (size_t i = 0; i < o->ncerts; i++) {
-		c->certs[i].ctx = server_ctx(c, o, i, err, errlen);
-		if (c->certs[i].ctx == NULL)
-			goto fail;
-		c->ncerts++;
-		if (collect_names(&c->certs[i]) < 0) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
-		}
-	}
-	return c;
-fail:
-	ctx_free(c);
-	return NULL;
-}
-
-struct tls_ctx *
-tls_ctx_new_client(const struct tls_client_opts *o, char *err, size_t errlen)
-{
-	struct tls_ctx *c = calloc(1, sizeof(*c));
-	SSL_CTX *ctx;
-
-	if (c == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	c->refs = 1;
-	ERR_clear_error();
-	ctx = c->client = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		ctx_err(err, errlen, "SSL_CTX_new", NULL);
-		goto fail;
-	}
-	common_options(ctx);
-	if (!SSL_CTX_set_min_proto_version(ctx, o->min_version ?
-	    o->min_version : TLS1_2_VERSION)) {
-		ctx_err(err, errlen, "minimum TLS version", NULL);
-		fault(o->fault, TLS_OPT_VERSION, 0);
-		goto fail;
-	}
-	if (o->verify) {
-		int ok = o->ca_file ?
-		    SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) :
-		    SSL_CTX_set_default_verify_paths(ctx);
-		if (ok != 1) {
-			ctx_err(err, errlen, "CA file", o->ca_file);
-			fault(o->fault, TLS_OPT_CA_FILE, 0);
-			goto fail;
-		}
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	}
-	if (o->cert != NULL) {
-		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
-			ctx_err(err, errlen, "client certificate", o->cert);
-			fault(o->fault, TLS_OPT_CERT, 0);
-			goto fail;
-		}
-		if (SSL_CTX_use_PrivateKey_file(ctx, o->key ? o->key :
-		    o->cert, SSL_FILETYPE_PEM) != 1) {
-			ctx_err(err, errlen, "client key", o->key);
-			fault(o->fault, TLS_OPT_KEY, 0);
-			goto fail;
-		}
-	}
-	if (o->alpn) {
-		if (alpn_wire(o->alpn, c->alpn, sizeof(c->alpn),
-		    &c->alpn_len) < 0 || SSL_CTX_set_alpn_protos(ctx, c->alpn,
-		    (unsigned)c->alpn_len) != 0) {
-			snprintf(err, errlen, "bad ALPN list '%s'", o->alpn);
-			fault(o->fault, TLS_OPT_ALPN, 0);
-			goto fail;
-		}
-	}
-	return c;
-fail:
-	ctx_free(c);
-	return NULL;
-}
-
-struct tls_ctx *
-tls_ctx_ref(struct tls_ctx *c)
-{
-	c->refs++;
-	return c;
-}
-
-void
-tls_ctx_unref(struct tls_ctx *c)
-{
-	if (c != NULL && --c->refs == 0)
-		ctx_free(c);
-}
-
-int
-tls_version_parse(const char *s)
-{
-	if (strcmp(s, "1.2") == 0 || strcasecmp(s, "TLSv1.2") == 0)
-		return TLS1_2_VERSION;
-	if (strcmp(s, "1.3") == 0 || strcasecmp(s, "TLSv1.3") == 0)
-		return TLS1_3_VERSION;
-	return -1;
-}
+#include "peer_id.h"
+#include "stream_transport.h"
 
 /* ---- the transport ---- */
 
@@ -554,9 +40,10 @@ tls_version_parse(const char *s)
 #define FLOOD_BYTES (16 * 1024)
 #define FLOOD_SECONDS 1.0
 
-/* What the transport keeps per connection (tp_data). */
+/* What the transport keeps per connection (stream_transport_data). */
 struct tls_conn {
 	SSL *ssl;
+	struct stream *s;		/* for OpenSSL's callbacks */
 	int credits;			/* records without data still allowed */
 	bool flooded;			/* one too many: the read fails */
 	ev_tstamp credit_time;		/* loop time credited up to */
@@ -565,16 +52,11 @@ struct tls_conn {
 	unsigned handshakes, alerts, others;
 };
 
+/* Outside the hooks, which are handed it. */
 static struct tls_conn *
 conn_of(const struct stream *s)
 {
-	return s->tp_data;
-}
-
-static SSL *
-ssl_of(const struct stream *s)
-{
-	return conn_of(s)->ssl;
+	return stream_transport_data(s);
 }
 
 /*
@@ -582,9 +64,8 @@ ssl_of(const struct stream *s)
  * an SSL_* I/O call that did not succeed.
  */
 static enum io_result
-tls_result(struct stream *s, int ret, const char *op)
+tls_result(struct stream *s, SSL *ssl, int ret, const char *op)
 {
-	SSL *ssl = ssl_of(s);
 	int e = SSL_get_error(ssl, ret);
 	char reason[200];
 
@@ -599,18 +80,15 @@ tls_result(struct stream *s, int ret, const char *op)
 		if (ERR_peek_error() == 0) {
 			if (errno == 0)
 				return IO_EOF;
-			s->tp_fail = (errno == ECONNRESET || errno == EPIPE) ?
-			    STREAM_CLOSE_RESET : STREAM_CLOSE_ERROR;
-			stream_set_error(s, "%s: %s", op, strerror(errno));
-			return IO_FAIL;
+			return stream_fail(s, errno == ECONNRESET ||
+			    errno == EPIPE ? STREAM_CLOSE_RESET :
+			    STREAM_CLOSE_ERROR, "%s: %s", op, strerror(errno));
 		}
 		/* The error queue says more than errno. */
 		__attribute__((fallthrough));
 	default:
-		ssl_errors(reason, sizeof(reason));
-		stream_set_error(s, "%s: %s", op, reason);
-		s->tp_fail = STREAM_CLOSE_TLS;
-		return IO_FAIL;
+		tls_error_text(reason, sizeof(reason));
+		return stream_fail(s, STREAM_CLOSE_TLS, "%s: %s", op, reason);
 	}
 }
 
@@ -640,14 +118,15 @@ credits_start(struct stream *s, struct tls_conn *t)
 	t->credits = FLOOD_CREDITS;
 	t->credit_time = stream_now(s);
 	t->credit_bytes = stream_bytes_in(s) + stream_bytes_out(s);
-	SSL_set_msg_callback_arg(t->ssl, s);
+	SSL_set_msg_callback_arg(t->ssl, t);
 	SSL_set_msg_callback(t->ssl, record_cb);
 }
 
 static enum io_result
-tls_handshake(struct stream *s)
+tls_handshake(struct stream *s, void *tp)
 {
-	SSL *ssl = ssl_of(s);
+	struct tls_conn *t = tp;
+	SSL *ssl = t->ssl;
 	enum io_result r;
 	int ret;
 
@@ -662,10 +141,10 @@ tls_handshake(struct stream *s)
 		 */
 		BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)s);
 		BIO_set_callback_ex(SSL_get_rbio(ssl), raw_read_cb);
-		credits_start(s, conn_of(s));
+		credits_start(s, t);
 		return IO_DONE;
 	}
-	r = tls_result(s, ret, "handshake");
+	r = tls_result(s, ssl, ret, "handshake");
 	if (r == IO_EOF || r == IO_FAIL) {
 		long v = SSL_get_verify_result(ssl);
 		const struct tls_ctx *c = SSL_get_app_data(ssl);
@@ -675,10 +154,11 @@ tls_handshake(struct stream *s)
 			stream_set_error(s, "handshake: certificate: %s",
 			    X509_verify_cert_error_string(v));
 		/* A client side's failure is its owner's to report. */
-		if (c->server)
+		if (tls_ctx_is_server(c))
 			log_limited(LOG_INFO, "%s%stls handshake failed: "
-			    "peer %s: %s", c->name, c->name[0] ? ": " : "",
-			    s->peer, stream_error(s));
+			    "peer %s: %s", tls_ctx_name(c),
+			    tls_ctx_name(c)[0] ? ": " : "", stream_peer(s),
+			    stream_error(s));
 	}
 	return r;
 }
@@ -721,12 +201,12 @@ spend_credit(struct stream *s, struct tls_conn *t)
  * record (whose header says application data) once it is decrypted.
  * Each record's type is seen once, before OpenSSL acts on the record.
  */
+static void record_without_data(struct tls_conn *t, SSL *ssl, int type);
+
 static void
 record_cb(int write_p, int version, int content_type, const void *buf,
     size_t len, SSL *ssl, void *arg)
 {
-	struct stream *s = arg;
-	struct tls_conn *t = conn_of(s);
 	int type;
 
 	(void)version;
@@ -734,15 +214,25 @@ record_cb(int write_p, int version, int content_type, const void *buf,
 	    content_type != SSL3_RT_INNER_CONTENT_TYPE))
 		return;
 	type = *(const unsigned char *)buf;
-	if (type == SSL3_RT_APPLICATION_DATA)
-		return;
+	if (type != SSL3_RT_APPLICATION_DATA)
+		record_without_data(arg, ssl, type);
+}
+
+/*
+ * Counted and paid for from the allowance.  Not inlined: the data
+ * records' path through record_cb (two calls a record) then needs no
+ * registers saved for the credit arithmetic.
+ */
+static __attribute__((noinline)) void
+record_without_data(struct tls_conn *t, SSL *ssl, int type)
+{
 	if (type == SSL3_RT_HANDSHAKE)
 		t->handshakes++;
 	else if (type == SSL3_RT_ALERT)
 		t->alerts++;
 	else
 		t->others++;
-	if (t->flooded || spend_credit(s, t))
+	if (t->flooded || spend_credit(t->s, t))
 		return;
 	t->flooded = true;
 	/*
@@ -755,11 +245,9 @@ record_cb(int write_p, int version, int content_type, const void *buf,
 
 /* The peer's listener name, for logs ("" for none). */
 static const char *
-listener_name(const struct stream *s)
+listener_name(const struct tls_conn *t)
 {
-	const struct tls_ctx *c = SSL_get_app_data(ssl_of(s));
-
-	return c->name;
+	return tls_ctx_name(SSL_get_app_data(t->ssl));
 }
 
 /*
@@ -767,18 +255,17 @@ listener_name(const struct stream *s)
  * sees a TLS failure, with `what` as its detail).
  */
 static enum io_result
-flood_fail(struct stream *s, const char *what)
+flood_fail(struct stream *s, const struct tls_conn *t, const char *what)
 {
-	const struct tls_conn *t = conn_of(s);
-	const char *name = listener_name(s);
+	const char *name = listener_name(t);
 
-	stream_set_error(s, "flood: %s", what);
-	s->tp_fail = STREAM_CLOSE_TLS;
+	(void)stream_fail(s, STREAM_CLOSE_TLS, "flood: %s", what);
 	if (stream_stats(s) != NULL)
 		stream_stats(s)->tls_floods++;
 	log_limited(LOG_WARN, "%s%stls flood: peer %s: %s; since the "
 	    "handshake: %llu bytes of data, %u handshake, %u alert and %u "
-	    "other records: closed", name, name[0] ? ": " : "", s->peer, what,
+	    "other records: closed", name, name[0] ? ": " : "", stream_peer(s),
+	    what,
 	    (unsigned long long)(stream_bytes_in(s) + stream_bytes_out(s)),
 	    t->handshakes, t->alerts, t->others);
 	return IO_FAIL;
@@ -806,9 +293,9 @@ library_flood(void)
 }
 
 static enum io_result
-tls_read(struct stream *s, char *buf, size_t len, size_t *got)
+tls_read(struct stream *s, void *tp, char *buf, size_t len, size_t *got)
 {
-	struct tls_conn *t = conn_of(s);
+	struct tls_conn *t = tp;
 	const char *flood;
 
 	clear_errors();
@@ -816,25 +303,28 @@ tls_read(struct stream *s, char *buf, size_t len, size_t *got)
 	int ret = SSL_read_ex(t->ssl, buf, len, got);
 	if (t->flooded) {
 		ERR_clear_error();
-		return flood_fail(s, "records without data beyond the "
+		return flood_fail(s, t, "records without data beyond the "
 		    "allowance");
 	}
 	if (ret == 1)
 		return IO_DONE;
 	if ((flood = library_flood()) != NULL) {
 		ERR_clear_error();
-		return flood_fail(s, flood);
+		return flood_fail(s, t, flood);
 	}
-	return tls_result(s, ret, "read");
+	return tls_result(s, t->ssl, ret, "read");
 }
 
 static enum io_result
-tls_write(struct stream *s, const char *buf, size_t len, size_t *put)
+tls_write(struct stream *s, void *tp, const char *buf, size_t len,
+    size_t *put)
 {
+	struct tls_conn *t = tp;
+
 	clear_errors();
 	errno = 0;
-	int ret = SSL_write_ex(ssl_of(s), buf, len, put);
-	return ret == 1 ? IO_DONE : tls_result(s, ret, "write");
+	int ret = SSL_write_ex(t->ssl, buf, len, put);
+	return ret == 1 ? IO_DONE : tls_result(s, t->ssl, ret, "write");
 }
 
 /*
@@ -842,45 +332,64 @@ tls_write(struct stream *s, const char *buf, size_t len, size_t *put)
  * either way no readiness event will announce them.
  */
 static bool
-tls_pending(struct stream *s)
+tls_pending(struct stream *s, void *tp)
 {
-	return SSL_has_pending(ssl_of(s)) == 1;
+	const struct tls_conn *t = tp;
+
+	(void)s;
+	return SSL_has_pending(t->ssl) == 1;
 }
 
 /*
- * Notes whether a socket read filled what OpenSSL asked for: the socket
- * likely holds more (see tp_more in stream.h).
+ * A socket read finished: whether it filled what OpenSSL asked for (the
+ * socket likely holds more; see stream_transport_more).  Returns ret.
+ */
+static __attribute__((noinline)) long
+socket_read_done(BIO *b, size_t len, int ret, size_t *processed)
+{
+	stream_transport_more((struct stream *)BIO_get_callback_arg(b),
+	    ret > 0 && processed != NULL && *processed == len);
+	return ret;
+}
+
+/*
+ * OpenSSL calls it before and after every operation on the socket BIO,
+ * control calls included (about 30 per relayed frame): anything but a
+ * finished read returns at once, without as much as a register saved.
  */
 static long
 raw_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi,
     long argl, int ret, size_t *processed)
 {
-	struct stream *s = (struct stream *)BIO_get_callback_arg(b);
-
 	(void)argp;
 	(void)argi;
 	(void)argl;
-	if (oper == (BIO_CB_READ | BIO_CB_RETURN))
-		s->tp_more = ret > 0 && processed != NULL && *processed == len;
-	return ret;
+	if (oper != (BIO_CB_READ | BIO_CB_RETURN))
+		return ret;
+	return socket_read_done(b, len, ret, processed);
 }
 
 /* Fails (keeps them) while a record is half read or half written. */
 static bool
-tls_release(struct stream *s)
+tls_release(struct stream *s, void *tp)
 {
-	return SSL_free_buffers(ssl_of(s)) == 1;
+	const struct tls_conn *t = tp;
+
+	(void)s;
+	return SSL_free_buffers(t->ssl) == 1;
 }
 
 static void
-tls_shutdown(struct stream *s)
+tls_shutdown(struct stream *s, void *tp)
 {
+	const struct tls_conn *t = tp;
+
 	ERR_clear_error();
 	/* close_notify, then FIN: the peer sees a clean end either way. */
-	if (SSL_is_init_finished(ssl_of(s)))
-		(void)SSL_shutdown(ssl_of(s));
+	if (SSL_is_init_finished(t->ssl))
+		(void)SSL_shutdown(t->ssl);
 	ERR_clear_error();
-	(void)shutdown(s->fd, SHUT_WR);
+	(void)shutdown(stream_fd(s), SHUT_WR);
 }
 
 static void
@@ -892,21 +401,34 @@ conn_free(struct tls_conn *t)
 }
 
 static void
-tls_close(struct stream *s, bool clean)
+tls_close(struct stream *s, void *tp, bool clean)
 {
-	struct tls_conn *t = conn_of(s);
+	struct tls_conn *t = tp;
 
+	(void)s;
 	if (t == NULL)
 		return;
 	/* One best-effort close_notify; a close never waits for the peer. */
-	if (clean && !s->handshaking && !(SSL_get_shutdown(t->ssl) &
-	    SSL_SENT_SHUTDOWN)) {
+	if (clean && !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)) {
 		ERR_clear_error();
 		(void)SSL_shutdown(t->ssl);
 	}
 	ERR_clear_error();
 	conn_free(t);
-	s->tp_data = NULL;
+}
+
+/* The identities of the peer's leaf, once it has verified. */
+static bool
+tls_peer_ids(const struct stream *s, void *tp, struct peer_ids *out)
+{
+	SSL *ssl = ((const struct tls_conn *)tp)->ssl;
+	X509 *x = SSL_get0_peer_certificate(ssl);
+
+	(void)s;
+	if (x == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+		return false;
+	peer_ids_from_cert(out, x);
+	return true;
 }
 
 static const struct stream_transport tls_transport = {
@@ -918,81 +440,76 @@ static const struct stream_transport tls_transport = {
 	.release = tls_release,
 	.shutdown = tls_shutdown,
 	.close = tls_close,
+	.peer_ids = tls_peer_ids,
 };
 
+/* The SSL object on the context's SSL_CTX (SNI may switch a server's). */
 static struct tls_conn *
-conn_new(struct stream *s, struct tls_ctx *c, SSL_CTX *ctx)
+conn_new(struct stream *s, struct tls_ctx *c)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 
 	ERR_clear_error();
 	if (t == NULL)
 		return NULL;
-	t->ssl = SSL_new(ctx);
-	if (t->ssl == NULL || SSL_set_fd(t->ssl, s->fd) != 1) {
+	t->ssl = SSL_new(tls_ctx_ssl_ctx(c));
+	if (t->ssl == NULL || SSL_set_fd(t->ssl, stream_fd(s)) != 1) {
 		SSL_free(t->ssl);
 		free(t);
 		return NULL;
 	}
 	SSL_set_app_data(t->ssl, tls_ctx_ref(c));
+	t->s = s;
 	return t;
-}
-
-static void
-install(struct stream *s, struct tls_conn *t)
-{
-	s->tp = &tls_transport;
-	s->tp_data = t;
-	s->handshaking = 1;
 }
 
 /*
  * The server side until the client's first byte: no SSL object yet, only
- * a reference to the context (tp_data).  The first SSL_do_handshake
- * allocates the object and its handshake and record buffers, and a client
- * that stays silent (a port scan, a slowloris client, a pool's spare
- * connection) held them until its handshake timeout: 38.7 KiB of RSS per
- * connection, where the stream and its protocol's state are about 1 KiB.
+ * a reference to the context (its transport data).  The first
+ * SSL_do_handshake allocates the object and its handshake and record
+ * buffers, and a client that stays silent (a port scan, a slowloris
+ * client, a pool's spare connection) held them until its handshake
+ * timeout: 38.7 KiB of RSS per connection, where the stream and its
+ * protocol's state are about 1 KiB.
  */
 static enum io_result
-lazy_handshake(struct stream *s)
+lazy_handshake(struct stream *s, void *tp)
 {
-	struct tls_ctx *c = s->tp_data;
+	struct tls_ctx *c = tp;
 	struct tls_conn *t;
 	ssize_t n;
 	char b;
 
 	do
-		n = recv(s->fd, &b, 1, MSG_PEEK);
+		n = recv(stream_fd(s), &b, 1, MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return IO_WANT_READ;
 	/* Bytes, or an EOF or error for OpenSSL to report as it always has. */
-	t = conn_new(s, c, c->certs[0].ctx);
+	t = conn_new(s, c);
 	if (t == NULL) {
 		ERR_clear_error();
-		stream_set_error(s, "handshake: no memory for the TLS state");
-		s->tp_fail = STREAM_CLOSE_NOMEM;
-		return IO_FAIL;
+		return stream_fail(s, STREAM_CLOSE_NOMEM, "handshake: no "
+		    "memory for the TLS state");
 	}
 	SSL_set_accept_state(t->ssl);
 	tls_ctx_unref(c);		/* conn_new took its own reference */
-	install(s, t);
-	return tls_handshake(s);
+	stream_switch_transport(s, &tls_transport, t);
+	return tls_handshake(s, t);
 }
 
 /* Unreachable: the stream moves no bytes before its handshake is done. */
 static enum io_result
 lazy_io(struct stream *s)
 {
-	stream_set_error(s, "TLS I/O before the handshake");
-	s->tp_fail = STREAM_CLOSE_TLS;
-	return IO_FAIL;
+	return stream_fail(s, STREAM_CLOSE_TLS, "TLS I/O before the "
+	    "handshake");
 }
 
 static enum io_result
-lazy_read(struct stream *s, char *buf, size_t len, size_t *got)
+lazy_read(struct stream *s, void *tp, char *buf, size_t len, size_t *got)
 {
+	(void)tp;
 	(void)buf;
 	(void)len;
 	(void)got;
@@ -1000,8 +517,10 @@ lazy_read(struct stream *s, char *buf, size_t len, size_t *got)
 }
 
 static enum io_result
-lazy_write(struct stream *s, const char *buf, size_t len, size_t *put)
+lazy_write(struct stream *s, void *tp, const char *buf, size_t len,
+    size_t *put)
 {
+	(void)tp;
 	(void)buf;
 	(void)len;
 	(void)put;
@@ -1014,25 +533,27 @@ lazy_write(struct stream *s, const char *buf, size_t len, size_t *put)
  * gives the real one's buffers back once it is done.
  */
 static bool
-lazy_release(struct stream *s)
+lazy_release(struct stream *s, void *tp)
 {
 	(void)s;
+	(void)tp;
 	return true;
 }
 
 /* No TLS yet, so nothing to say goodbye with: a plain FIN. */
 static void
-lazy_shutdown(struct stream *s)
+lazy_shutdown(struct stream *s, void *tp)
 {
-	stream_plain_transport.shutdown(s);
+	(void)tp;
+	(void)shutdown(stream_fd(s), SHUT_WR);
 }
 
 static void
-lazy_close(struct stream *s, bool clean)
+lazy_close(struct stream *s, void *tp, bool clean)
 {
+	(void)s;
 	(void)clean;
-	tls_ctx_unref(s->tp_data);
-	s->tp_data = NULL;
+	tls_ctx_unref(tp);
 }
 
 static const struct stream_transport tls_lazy_transport = {
@@ -1044,27 +565,28 @@ static const struct stream_transport tls_lazy_transport = {
 	.release = lazy_release,
 	.shutdown = lazy_shutdown,
 	.close = lazy_close,
+	.peer_ids = NULL,	/* no certificate before the handshake */
 };
 
 /* The SSL object, or NULL before the client's first byte or after close. */
 static SSL *
 live_ssl(const struct stream *s)
 {
-	return s->tp == &tls_transport && s->tp_data != NULL ? ssl_of(s) :
-	    NULL;
+	return stream_transport_of(s) == &tls_transport &&
+	    conn_of(s) != NULL ? conn_of(s)->ssl : NULL;
 }
 
 int
 tls_stream_accept(struct stream *s, struct tls_ctx *c)
 {
-	if (!c->server)
+	if (!tls_ctx_is_server(c))
 		return -1;
-	s->tp = &tls_lazy_transport;
-	s->tp_data = tls_ctx_ref(c);
-	s->handshaking = 1;
-	s->hs_wants = EV_READ;
-	/* Silent clients (port scans, slowloris) must not hold a slot. */
-	stream_start_deadline(s, s->opts.handshake_timeout);
+	/* The handshake, when the owner asks for I/O, bounded from now. */
+	if (stream_install_transport(s, &tls_lazy_transport,
+	    tls_ctx_ref(c)) < 0) {
+		tls_ctx_unref(c);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1083,16 +605,9 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 	struct tls_conn *t;
 	SSL *ssl;
 
-	if (c->server || c->client == NULL)
+	if (tls_ctx_is_server(c) || tls_ctx_ssl_ctx(c) == NULL)
 		return -1;
-	/*
-	 * Bytes already read in the clear would pass for TLS plaintext (the
-	 * STARTTLS injection); a closed stream would never free the SSL.
-	 */
-	if (s->closed || s->tp != &stream_plain_transport ||
-	    buffer_len(&s->rbuf) > 0)
-		return -1;
-	t = conn_new(s, c, c->client);
+	t = conn_new(s, c);
 	if (t == NULL)
 		return -1;
 	ssl = t->ssl;
@@ -1111,37 +626,24 @@ tls_stream_connect(struct stream *s, struct tls_ctx *c, const char *host)
 			return -1;
 		}
 	}
-	install(s, t);
-	s->hs_wants = EV_WRITE;
-	/* The client speaks first: once connected, or now if it is. */
-	stream_begin_handshake(s);
+	/*
+	 * The client speaks first: once connected, or now if it is.  Refused
+	 * on a stream holding bytes read in the clear (they would pass for
+	 * TLS plaintext), or one already TLS or closed.
+	 */
+	if (stream_install_transport(s, &tls_transport, t) < 0) {
+		conn_free(t);
+		return -1;
+	}
 	return 0;
 }
 
 bool
 tls_stream_is_tls(const struct stream *s)
 {
-	return live_ssl(s) != NULL || (s->tp == &tls_lazy_transport &&
-	    s->tp_data != NULL);
-}
-
-const char *
-tls_stream_version(const struct stream *s)
-{
-	return live_ssl(s) != NULL ? SSL_get_version(live_ssl(s)) : "";
-}
-
-const char *
-tls_stream_cipher(const struct stream *s)
-{
-	return live_ssl(s) != NULL ? SSL_get_cipher_name(live_ssl(s)) : "";
-}
-
-const char *
-tls_stream_sni(const struct stream *s)
-{
-	return live_ssl(s) != NULL ?
-	    SSL_get_servername(live_ssl(s), TLSEXT_NAMETYPE_host_name) : NULL;
+	return live_ssl(s) != NULL ||
+	    (stream_transport_of(s) == &tls_lazy_transport &&
+	    stream_transport_data(s) != NULL);
 }
 
 const unsigned char *
@@ -1180,115 +682,6 @@ tls_stream_peer_subject(const struct stream *s, char *out, size_t len)
 	if (x == NULL)
 		return false;
 	X509_NAME_oneline(X509_get_subject_name(x), out, (int)len);
-	X509_free(x);
-	return true;
-}
-
-const char *
-tls_id_kind_name(enum tls_id_kind kind)
-{
-	switch (kind) {
-	case TLS_ID_CN: return "cn";
-	case TLS_ID_DNS: return "dns";
-	case TLS_ID_EMAIL: return "email";
-	case TLS_ID_URI: return "uri";
-	}
-	return "?";
-}
-
-static void
-add_peer_id(struct tls_peer_ids *out, size_t *used, enum tls_id_kind kind,
-    const unsigned char *p, int len)
-{
-	size_t n = len > 0 ? (size_t)len : 0;
-
-	/* An embedded NUL could make "a\0.evil" pass for "a". */
-	if (n == 0 || memchr(p, '\0', n) != NULL)
-		return;
-	if (out->n == TLS_PEER_IDS_MAX || n + 1 > sizeof(out->buf) - *used) {
-		out->truncated = true;
-		return;
-	}
-	memcpy(out->buf + *used, p, n);
-	out->buf[*used + n] = '\0';
-	out->id[out->n].kind = kind;
-	out->id[out->n].value = out->buf + *used;
-	out->id[out->n].len = n;
-	out->n++;
-	*used += n + 1;
-}
-
-static void
-add_subject_cns(struct tls_peer_ids *out, size_t *used, X509 *x)
-{
-	X509_NAME *name = X509_get_subject_name(x);
-	int i = -1;
-
-	while ((i = X509_NAME_get_index_by_NID(name, NID_commonName, i)) >=
-	    0) {
-		ASN1_STRING *d = X509_NAME_ENTRY_get_data(
-		    X509_NAME_get_entry(name, i));
-		unsigned char *utf8 = NULL;
-		int len = ASN1_STRING_to_UTF8(&utf8, d);
-
-		if (len >= 0)
-			add_peer_id(out, used, TLS_ID_CN, utf8, len);
-		OPENSSL_free(utf8);
-	}
-}
-
-static void
-add_sans(struct tls_peer_ids *out, size_t *used, X509 *x)
-{
-	GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
-	    NULL);
-
-	for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-		const ASN1_IA5STRING *v;
-		enum tls_id_kind kind;
-
-		switch (g->type) {
-		case GEN_DNS:
-			kind = TLS_ID_DNS;
-			v = g->d.dNSName;
-			break;
-		case GEN_EMAIL:
-			kind = TLS_ID_EMAIL;
-			v = g->d.rfc822Name;
-			break;
-		case GEN_URI:
-			kind = TLS_ID_URI;
-			v = g->d.uniformResourceIdentifier;
-			break;
-		default:
-			continue;
-		}
-		add_peer_id(out, used, kind, ASN1_STRING_get0_data(v),
-		    ASN1_STRING_length(v));
-	}
-	GENERAL_NAMES_free(sans);
-}
-
-bool
-tls_stream_peer_ids(const struct stream *s, struct tls_peer_ids *out)
-{
-	size_t used = 0;
-	X509 *x;
-
-	out->n = 0;
-	out->truncated = false;
-	if (live_ssl(s) == NULL)
-		return false;
-	x = SSL_get1_peer_certificate(live_ssl(s));
-	if (x == NULL)
-		return false;
-	if (SSL_get_verify_result(live_ssl(s)) != X509_V_OK) {
-		X509_free(x);
-		return false;
-	}
-	add_subject_cns(out, &used, x);
-	add_sans(out, &used, x);
 	X509_free(x);
 	return true;
 }

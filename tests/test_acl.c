@@ -52,9 +52,9 @@ parse_error(const char *text)
 	return err;
 }
 
-/* Identities as tls_stream_peer_ids would give them. */
+/* Identities as stream_peer_ids would give them. */
 static void
-ids_add(struct tls_peer_ids *ids, enum tls_id_kind kind, const char *v)
+ids_add(struct peer_ids *ids, enum peer_id_kind kind, const char *v)
 {
 	ids->id[ids->n].kind = kind;
 	ids->id[ids->n].value = v;
@@ -64,7 +64,7 @@ ids_add(struct tls_peer_ids *ids, enum tls_id_kind kind, const char *v)
 
 static int
 check(const struct acl *a, enum acl_role role,
-    const struct tls_peer_ids *ids, const char *uuid)
+    const struct peer_ids *ids, const char *uuid)
 {
 	return acl_check(a, role, ids, uuid, strlen(uuid), NULL);
 }
@@ -81,19 +81,19 @@ Test(acl, rules_identities_and_patterns, .timeout = 10)
 	    "produce  \"cn:Alice \\\"A\\\" Smith\"  \"#hash\"\n"
 	    "consume  *  public-*\n"
 	    "   # indented comment\n");
-	struct tls_peer_ids alice = { 0 }, studio = { 0 }, rec = { 0 },
+	struct peer_ids alice = { 0 }, studio = { 0 }, rec = { 0 },
 	    view = { 0 }, smith = { 0 }, other = { 0 };
-	const struct tls_peer_id *m;
+	const struct peer_id *m;
 
 	cr_assert_eq(acl_rules(a), 6);
-	ids_add(&alice, TLS_ID_CN, "phone-alice");
-	ids_add(&alice, TLS_ID_DNS, "phone-alice.lan");
-	ids_add(&studio, TLS_ID_CN, "studio");
-	ids_add(&studio, TLS_ID_EMAIL, "studio@example.com");
-	ids_add(&rec, TLS_ID_DNS, "recorder.lan");
-	ids_add(&view, TLS_ID_URI, "spiffe://ferry/viewer");
-	ids_add(&smith, TLS_ID_CN, "Alice \"A\" Smith");
-	ids_add(&other, TLS_ID_CN, "alice-face");
+	ids_add(&alice, PEER_ID_CN, "phone-alice");
+	ids_add(&alice, PEER_ID_DNS, "phone-alice.lan");
+	ids_add(&studio, PEER_ID_CN, "studio");
+	ids_add(&studio, PEER_ID_EMAIL, "studio@example.com");
+	ids_add(&rec, PEER_ID_DNS, "recorder.lan");
+	ids_add(&view, PEER_ID_URI, "spiffe://ferry/viewer");
+	ids_add(&smith, PEER_ID_CN, "Alice \"A\" Smith");
+	ids_add(&other, PEER_ID_CN, "alice-face");
 
 	/* Prefix patterns, and roles kept apart. */
 	cr_assert_eq(check(a, ACL_PRODUCE, &alice, "alice-face"), 3);
@@ -115,14 +115,14 @@ Test(acl, rules_identities_and_patterns, .timeout = 10)
 	/* Escapes inside quotes; a quoted field may start with '#'. */
 	cr_assert_eq(check(a, ACL_PRODUCE, &smith, "#hash"), 7);
 	/* CN is compared exactly: other case, no match. */
-	ids_add(&other, TLS_ID_CN, "PHONE-ALICE");
+	ids_add(&other, PEER_ID_CN, "PHONE-ALICE");
 	cr_assert_eq(check(a, ACL_PRODUCE, &other, "alice-face"), 0);
 	/* The same name in another kind does not count. */
-	struct tls_peer_ids dns_alice = { 0 };
-	ids_add(&dns_alice, TLS_ID_DNS, "phone-alice");
+	struct peer_ids dns_alice = { 0 };
+	ids_add(&dns_alice, PEER_ID_DNS, "phone-alice");
 	cr_assert_eq(check(a, ACL_PRODUCE, &dns_alice, "alice-face"), 0);
 	/* `*` is any verified certificate, names or not ... */
-	struct tls_peer_ids none = { 0 };
+	struct peer_ids none = { 0 };
 	cr_assert_eq(acl_check(a, ACL_CONSUME, &none, "public-1", 8, &m), 8);
 	cr_assert_null(m);
 	cr_assert_eq(check(a, ACL_CONSUME, &alice, "public-x"), 8);
@@ -135,9 +135,9 @@ Test(acl, rules_identities_and_patterns, .timeout = 10)
 Test(acl, empty_list_denies_everything, .timeout = 10)
 {
 	struct acl *a = parse("# nobody\n\n");
-	struct tls_peer_ids ids = { 0 };
+	struct peer_ids ids = { 0 };
 
-	ids_add(&ids, TLS_ID_CN, "anyone");
+	ids_add(&ids, PEER_ID_CN, "anyone");
 	cr_assert_eq(acl_rules(a), 0);
 	cr_assert_eq(check(a, ACL_PRODUCE, &ids, "u"), 0);
 	cr_assert_eq(check(a, ACL_CONSUME, &ids, "u"), 0);

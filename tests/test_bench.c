@@ -127,6 +127,37 @@ static const char relay_conf[] =
     "cert = " CERT("server.pem") "\n"
     "key = " CERT("server.key") "\n";
 
+/*
+ * lat_q_us (what plot.py draws): 14 "q:us" pairs, the quantiles rising to
+ * 1, the values never falling, the 0.5 one p50_us and the last max_us.
+ */
+static void
+check_quantiles(const char *out)
+{
+	const char *v = strstr(strstr(out, "RESULT mode=relay"), " lat_q_us=");
+	double q, us, lastq = 0, lastus = 0;
+	int n = 0, used;
+
+	cr_assert_not_null(v, "no lat_q_us in: %s", out);
+	v += strlen(" lat_q_us=");
+	while (sscanf(v, "%lf:%lf%n", &q, &us, &used) == 2) {
+		cr_assert_gt(q, lastq, "%s", v);
+		cr_assert_geq(us, lastus, "%s", v);
+		if (q == 0.5)
+			cr_assert_float_eq(us, result(out, "p50_us"), 1e-9);
+		lastq = q;
+		lastus = us;
+		n++;
+		v += used;
+		if (*v != ',')
+			break;
+		v++;
+	}
+	cr_assert_eq(n, 14, "%s", out);
+	cr_assert_eq(lastq, 1);
+	cr_assert_float_eq(lastus, result(out, "max_us"), 1e-9);
+}
+
 static void
 check_run(const char *out, int status, int pairs)
 {
@@ -141,6 +172,7 @@ check_run(const char *out, int status, int pairs)
 	/* A latency was measured, in order: p50 <= p99 <= max. */
 	cr_assert_leq(result(out, "p50_us"), result(out, "p99_us"));
 	cr_assert_leq(result(out, "p99_us"), result(out, "max_us"));
+	check_quantiles(out);
 }
 
 Test(bench, relay_plain_full_speed, .timeout = 60, .fini = cleanup)

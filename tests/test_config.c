@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include "config.h"
+#include "log.h"
 
 static struct config cfg;
 static char err[512];
@@ -572,4 +573,27 @@ Test(config, cluster_refusals, .timeout = 10)
 	    "test.conf:2: [ferry] nats: belongs in [cluster]");
 	expect_error("[a]\nmode = relay\nbind = :1\nnode = x\n",
 	    "test.conf:4: [a] node: belongs in [cluster]");
+}
+
+Test(config, log_keys, .timeout = 10)
+{
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_STDERR);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	cr_assert_eq(load("[ferry]\nlog = syslog\nlog_format = json\n[a]\n"
+	    "mode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_SYSLOG);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_JSON);
+	cr_assert_eq(load("[ferry]\nlog = stderr\nlog_format = text\n[a]\n"
+	    "mode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.log_dest, LOG_TO_STDERR);
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	expect_error("[ferry]\nlog = /var/log/ferry.log\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:2: [ferry] log: '/var/log/ferry.log' is "
+	    "not one of stderr, syslog");
+	expect_error("[ferry]\n\nlog_format = xml\n[a]\nmode = relay\n"
+	    "bind = :1\n", "test.conf:3: [ferry] log_format: 'xml' is not one "
+	    "of text, json");
+	expect_error("[a]\nmode = relay\nbind = :1\nlog = syslog\n",
+	    "test.conf:4: [a] log:");
 }

@@ -1,7 +1,8 @@
 """The man pages: each renders with man(1) without a warning, nothing of
 its source is lost on the way (scdoc drops what it cannot parse), and
 they document what the programs have: every option of `ferry --help`,
-every command and option of `ferry_client.py --help`.  (Every
+every command and option of `ferry_client.py --help`, every mode and
+option of `ferry-bench --help`.  (Every
 configuration key is held to ferry.conf(5) by tests/test_config.c.)
 
 `make test` builds the pages into $(BUILD)/man and says where
@@ -19,7 +20,8 @@ ROOT = os.path.dirname(HERE)
 MAN_DIR = os.environ.get("FERRY_MAN_DIR", os.path.join(ROOT, "build", "man"))
 FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
 CLIENT = os.path.join(ROOT, "scripts", "ferry_client.py")
-PAGES = ("ferry.8", "ferry.conf.5", "ferry-client.1")
+PAGES = ("ferry.8", "ferry.conf.5", "ferry-client.1", "ferry-bench.1")
+BENCH = os.environ.get("FERRY_BENCH_BIN", os.path.join(os.path.dirname(FERRY), "ferry-bench"))
 
 
 def render(page):
@@ -114,6 +116,22 @@ class ManPages(unittest.TestCase):
         self.assertGreater(len(options), 15)
         for opt in sorted(options):
             self.assertTrue(opt in text, f"ferry-client(1) lacks {opt}")
+
+    def test_bench_modes_and_options_documented(self):
+        if not os.access(BENCH, os.X_OK):
+            self.skipTest(f"no ferry-bench binary at {BENCH}")
+        out = subprocess.run([BENCH, "--help"], capture_output=True, text=True,
+                             timeout=30).stdout + subprocess.run(
+            [BENCH, "--help"], capture_output=True, text=True, timeout=30).stderr
+        options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", out))
+        modes = re.findall(r"(?m)^  (\w+) {2,}", out)
+        self.assertEqual(sorted(modes), ["bulk", "handshake", "idle", "relay", "sink"])
+        self.assertGreater(len(options), 20)
+        text = " ".join(self.text["ferry-bench.1"][0].split())
+        for mode in modes:
+            self.assertRegex(text, rf"\b{mode}\b")
+        for opt in sorted(options):
+            self.assertTrue(opt in text, f"ferry-bench(1) lacks {opt}")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ consumer(size_t i, enum relay_slow slow, size_t queue)
 
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv),
 	    0);
-	fx.s[i] = stream_new(&fx.t.sl, sv[0], NULL, NULL);
+	fx.s[i] = stream_new(&fx.t.sl, sv[0], NULL);
 	cr_assert_not_null(fx.s[i]);
 	fx.peer_fd[i] = sv[1];
 	fx.lst.opts.slow = slow;

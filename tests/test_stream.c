@@ -86,7 +86,7 @@ pair_open(struct pair *pr, int transport, const struct stream_opts *opts,
 	cr_assert_geq(cfd, 0);
 	int sfd = accept_timeout(pr->lfd, 5);
 	cr_assert_geq(sfd, 0);
-	pr->s = stream_new(&pr->t.sl, sfd, NULL, opts);
+	pr->s = stream_new(&pr->t.sl, sfd, opts);
 	cr_assert_not_null(pr->s);
 	stream_set_callbacks(pr->s, on_close, pr);
 	if (transport == T_TLS) {
@@ -271,7 +271,7 @@ ParameterizedTest(int *transport, stream, bulk_both_ways, .timeout = 60)
 	    pr.got, BIG);
 	cr_assert(pr.ok, "server received damaged bytes");
 	cr_assert_eq(pr.calls, 1, "write callback ran %d times", pr.calls);
-	cr_assert_eq(pr.s->bytes_out, BIG + 1);	/* and the 'k' */
+	cr_assert_eq(stream_bytes_out(pr.s), BIG + 1);	/* and the 'k' */
 	pair_close(&pr);
 	cr_assert(pr.peer_ok, "peer received damaged or short data");
 }
@@ -416,7 +416,7 @@ flood_read(struct stream *s, const char *d, size_t n, void *arg)
 {
 	struct pair *pr = arg;
 
-	if (buffer_len(&s->rbuf) > SMALL_MAX)
+	if (stream_read_pending(s) > SMALL_MAX)
 		pr->ok = false;
 	pr->ok = pr->ok && check_pattern((const uint8_t *)d, n, pr->got, 3);
 	pr->got += n;
@@ -446,12 +446,12 @@ ParameterizedTest(int *transport, stream, flow_control, .timeout = 60)
 	stream_wait_for_handshake(pr.s, NULL);
 	tloop_run_for(&pr.t, 1.0);
 	cr_assert_not(pr.closed);
-	cr_assert_leq(buffer_len(&pr.s->rbuf), SMALL_MAX,
-	    "read buffer grew to %zu", buffer_len(&pr.s->rbuf));
-	cr_assert_leq(pr.s->bytes_in, SMALL_MAX,
+	cr_assert_leq(stream_read_pending(pr.s), SMALL_MAX,
+	    "read buffer grew to %zu", stream_read_pending(pr.s));
+	cr_assert_leq(stream_bytes_in(pr.s), SMALL_MAX,
 	    "read %llu bytes from the socket with nobody consuming",
-	    (unsigned long long)pr.s->bytes_in);
-	cr_assert_gt(pr.s->bytes_in, 0);
+	    (unsigned long long)stream_bytes_in(pr.s));
+	cr_assert_gt(stream_bytes_in(pr.s), 0);
 	stream_read_bytes(pr.s, 4096, true, flood_read);
 	cr_assert(tloop_run_until(&pr.t, &pr.flag, 40));
 	cr_assert(pr.ok);
@@ -649,7 +649,7 @@ ParameterizedTest(int *transport, stream, pause_resume, .timeout = 30)
 	stream_read_bytes(pr.s, 3, false, partial_got);
 	tloop_run_for(&pr.t, 0.5);
 	cr_assert_not(pr.flag, "data delivered while paused");
-	cr_assert_eq(pr.s->bytes_in, 0, "socket read while paused");
+	cr_assert_eq(stream_bytes_in(pr.s), 0, "socket read while paused");
 	stream_resume_reading(pr.s);
 	cr_assert(tloop_run_until(&pr.t, &pr.flag, 10));
 	cr_assert_eq(pr.got, 3);
@@ -898,7 +898,7 @@ ParameterizedTest(int *transport, stream, paused_stream_sees_reset,
 	/* The peer's bytes arrive and stay in the kernel: still open. */
 	tloop_run_for(&pr.t, 0.3);
 	cr_assert_not(pr.closed, "a paused stream with a live peer closed");
-	cr_assert_eq(pr.s->bytes_in, 0, "socket read while paused");
+	cr_assert_eq(stream_bytes_in(pr.s), 0, "socket read while paused");
 	pr.flag = true;		/* the peer resets */
 	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10),
 	    "the paused stream did not notice its peer's reset");
@@ -924,12 +924,13 @@ ParameterizedTest(int *transport, stream, full_buffer_sees_reset,
 	o.max_buffer_size = 4096;
 	pair_open(&pr, *transport, &o, peer_fill_then_reset);
 	stream_wait_for_handshake(pr.s, NULL);
-	for (int i = 0; i < 500 && pr.s->bytes_in < o.max_buffer_size; i++)
+	for (int i = 0; i < 500 &&
+	    stream_bytes_in(pr.s) < o.max_buffer_size; i++)
 		tloop_run_for(&pr.t, 0.01);
-	cr_assert_eq(buffer_len(&pr.s->rbuf), o.max_buffer_size);
+	cr_assert_eq(stream_read_pending(pr.s), o.max_buffer_size);
 	tloop_run_for(&pr.t, 0.3);
 	cr_assert_not(pr.closed, "a full stream with a live peer closed");
-	cr_assert_eq(pr.s->bytes_in, o.max_buffer_size);
+	cr_assert_eq(stream_bytes_in(pr.s), o.max_buffer_size);
 	pr.flag = true;
 	cr_assert(tloop_run_until(&pr.t, &pr.closed, 10),
 	    "the full stream did not notice its peer's reset");
@@ -1002,7 +1003,7 @@ ParameterizedTest(int *transport, stream, paused_stream_sees_fin,
 	cr_assert_eq(pr.depth, 1, "fin callback ran %d times", pr.depth);
 	cr_assert_not(pr.closed, "closed for %s (%s) with bytes unread",
 	    stream_close_reason_str(pr.why), pr.error);
-	cr_assert_eq(pr.s->bytes_in, 0, "socket read while paused");
+	cr_assert_eq(stream_bytes_in(pr.s), 0, "socket read while paused");
 	cr_assert(stream_peer_done(pr.s));
 	cr_assert_not(stream_peer_eof(pr.s));
 	stream_resume_reading(pr.s);
@@ -1127,7 +1128,7 @@ many_open(struct many *m, stream_read_cb cb)
 
 		cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK,
 		    0, sv), 0);
-		m->s[i] = stream_new(&m->t.sl, sv[0], NULL, NULL);
+		m->s[i] = stream_new(&m->t.sl, sv[0], NULL);
 		cr_assert_not_null(m->s[i]);
 		m->peer[i] = sv[1];
 		stream_set_callbacks(m->s[i], many_close_cb, m);

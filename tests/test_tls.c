@@ -28,6 +28,7 @@
 #include "helpers.h"
 #include "metrics.h"
 #include "netutil.h"
+#include "peer_id.h"
 #include "tcpserver.h"
 
 /* An echo server that remembers how its connections ended. */
@@ -43,6 +44,8 @@ struct srv {
 	char tls_error[128];
 	char subject[256];
 	bool verified;
+	struct peer_ids ids;		/* stream_peer_ids() of the newest */
+	bool has_ids;
 	char alpn[32];
 	/* echo read size; small values force SSL_pending */
 	size_t chunk;
@@ -88,6 +91,7 @@ srv_ready(struct stream *s, void *arg)
 
 	sv->ready++;
 	sv->verified = tls_stream_peer_verified(s);
+	sv->has_ids = stream_peer_ids(s, &sv->ids);
 	if (!tls_stream_peer_subject(s, sv->subject, sizeof(sv->subject)))
 		sv->subject[0] = '\0';
 	if (p != NULL && len < sizeof(sv->alpn)) {
@@ -353,6 +357,13 @@ Test(tls, client_certificate_required, .timeout = 30)
 	cr_assert(sv.verified);
 	cr_assert(strstr(sv.subject, "ferry-client") != NULL, "%s",
 	    sv.subject);
+	/* What the access lists match: the leaf's CN, then its DNS name. */
+	cr_assert(sv.has_ids);
+	cr_assert_eq(sv.ids.n, 2);
+	cr_assert_eq(sv.ids.id[0].kind, PEER_ID_CN);
+	cr_assert_str_eq(sv.ids.id[0].value, "ferry-client");
+	cr_assert_eq(sv.ids.id[1].kind, PEER_ID_DNS);
+	cr_assert_str_eq(sv.ids.id[1].value, "ferry-client");
 	cr_assert_geq(sv.tls_fails, 2);
 	srv_stop(&sv);
 }
@@ -367,6 +378,8 @@ Test(tls, client_certificate_optional, .timeout = 30)
 	client_wait(&sv, &none);
 	cr_assert(none.echo_ok);
 	cr_assert_not(sv.verified);
+	cr_assert_not(sv.has_ids);
+	cr_assert_eq(sv.ids.n, 0);
 	srv_stop(&sv);
 }
 
@@ -559,9 +572,9 @@ Test(tls, records_split_across_reads, .timeout = 30)
 	cr_assert(tloop_run_until(&sv.t, &c.half_sent, 20));
 	tloop_run_for(&sv.t, 0.1);
 	cr_assert_not_null(sv.last);
-	cr_assert_eq(sv.last->bytes_in, 2 * SPLIT_RECORD,
+	cr_assert_eq(stream_bytes_in(sv.last), 2 * SPLIT_RECORD,
 	    "%llu bytes delivered of the two whole records",
-	    (unsigned long long)sv.last->bytes_in);
+	    (unsigned long long)stream_bytes_in(sv.last));
 	iters = ev_iteration(sv.t.loop);
 	tloop_run_for(&sv.t, 0.3);
 	iters = ev_iteration(sv.t.loop) - iters;
@@ -638,23 +651,27 @@ Test(tls, record_buffers_given_back, .timeout = 30)
 {
 	struct srv sv;
 	struct idle_client c = { 0 };
+	struct stream_memory m;
 
 	srv_start(&sv, TLS_VERIFY_NONE, 5, NULL);
 	c.port = sv.port;
 	cr_assert_eq(pthread_create(&c.th, NULL, idle_main, &c), 0);
 	cr_assert(tloop_run_pred(&sv.t, srv_ready_one, &sv, 20));
 	cr_assert_not_null(sv.last);
-	cr_assert_not(sv.last->tp_held, "record buffers kept after the "
+	stream_memory(sv.last, &m);
+	cr_assert_not(m.transport, "record buffers kept after the "
 	    "handshake");
 	c.go1 = true;
 	cr_assert(tloop_run_until(&sv.t, &c.echoed, 20));
 	cr_assert_not_null(sv.last);
-	cr_assert(sv.last->tp_held, "record buffers given back while busy");
+	stream_memory(sv.last, &m);
+	cr_assert(m.transport, "record buffers given back while busy");
 	tloop_run_for(&sv.t, 1.5);
 	cr_assert_not_null(sv.last);
-	cr_assert_not(sv.last->tp_held, "record buffers kept while idle");
-	cr_assert_null(sv.last->rbuf.data);
-	cr_assert_null(sv.last->wbuf.data);
+	stream_memory(sv.last, &m);
+	cr_assert_not(m.transport, "record buffers kept while idle");
+	cr_assert_eq(m.read_buffer, 0);
+	cr_assert_eq(m.write_buffer, 0);
 	c.go2 = true;
 	cr_assert(tloop_run_until(&sv.t, &c.done, 20));
 	pthread_join(c.th, NULL);

@@ -55,7 +55,7 @@ Test(tls_lazy, silent_clients_hold_no_tls_state, .timeout = 60)
 		cr_assert_geq(cfd[i], 0);
 		int sfd = accept_timeout(lfd, 5);
 		cr_assert_geq(sfd, 0);
-		struct stream *s = stream_new(&t.sl, sfd, NULL, NULL);
+		struct stream *s = stream_new(&t.sl, sfd, NULL);
 		cr_assert_not_null(s);
 		cr_assert_eq(tls_stream_accept(s, ctx), 0);
 		cr_assert(tls_stream_is_tls(s));

@@ -1191,13 +1191,32 @@ trace_write(struct relay_bench *rb)
 	return 0;
 }
 
+/*
+ * The latency distribution, for plots: "q:us,..." at fixed quantiles, the
+ * last (q = 1) the maximum.
+ */
+static void
+quantiles(const struct hist *h, char *out, size_t len)
+{
+	static const double qs[] = { 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9,
+	    0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999 };
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]) && n < len; i++)
+		n += (size_t)snprintf(out + n, len - n, "%g:%.1f,", qs[i],
+		    (double)hist_quantile(h, qs[i]) / 1e3);
+	if (n < len)
+		snprintf(out + n, len - n, "1:%.1f", (double)h->max / 1e3);
+}
+
 static void
 relay_report(struct relay_bench *rb)
 {
 	const struct bench_opts *o = rb->o;
 	uint64_t lost = 0, reordered = 0, skipped = 0, undelivered = 0;
 	double secs = (double)(rb->t_end - rb->t_window) / 1e9, hz;
-	char srv[256] = "";
+	char srv[256] = "", lat[512];
 
 	for (int i = 0; i < rb->npairs; i++) {
 		struct rpair *p = &rb->pairs[i];
@@ -1212,6 +1231,7 @@ relay_report(struct relay_bench *rb)
 	}
 	if (secs <= 0)
 		secs = 1e-9;
+	quantiles(&rb->hist, lat, sizeof(lat));
 	if (o->server_pid > 0)
 		snprintf(srv, sizeof(srv), " srv_cpu=%.2f srv_wait_ms=%.1f",
 		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
@@ -1237,7 +1257,7 @@ relay_report(struct relay_bench *rb)
 	    " undelivered=%" PRIu64 " skipped=%" PRIu64 " errors=%" PRIu64
 	    " srv_p50_us=%.1f srv_p99_us=%.1f srv_p999_us=%.1f"
 	    " pair_hz=%.1f behind_max_ms=%.1f gen_busy=%.2f gen_cpu=%.2f"
-	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s\n",
+	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s lat_q_us=%s\n",
 	    o->pairs, o->keys, o->tls ? 1 : 0, o->rate, secs, rb->frames,
 	    (double)rb->frames / secs,
 	    (double)rb->frames * (double)rb->fsize / secs / 1e6,
@@ -1254,7 +1274,8 @@ relay_report(struct relay_bench *rb)
 	    (double)rb->busy_ns / 1e9 / secs,
 	    (double)(rb->sched_self[1][0] - rb->sched_self[0][0]) / 1e9 / secs,
 	    rb->iters,
-	    (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6, srv);
+	    (double)(rb->sched_self[1][1] - rb->sched_self[0][1]) / 1e6, srv,
+	    lat);
 	fflush(stdout);
 	hz = (double)rb->sent_window / secs / (double)o->pairs;
 	if (o->rate > 0 && hz < 0.99 * o->rate)

@@ -67,6 +67,11 @@ RELAY_SCENARIOS = [
 
 NA_FORWARD = "n/a (forward listener unavailable)"
 
+# The memory cells, in the order run_memory runs them: (kind, server).
+MEMORY_CELLS = [("tls", "ferry-forward"), ("tls", "hitch"),
+                ("tls", "ferry-relay"), ("plain", "ferry-forward"),
+                ("plain", "ferry-relay")]
+
 # The relay servers, in the order each cell runs them: Ferry, the Ferry of
 # --baseline-ferry, the floor (plain only), the Tornado reference.
 RELAY_SERVERS = ("ferry", "base", "floor", "tornado")
@@ -598,6 +603,34 @@ handshake_timeout = 600
         row.update(extra)
         self.results["runs"].append(row)
 
+    def plan(self):
+        """Every cell to run, in order, and the steps (a cell's run), for
+        the progress lines."""
+        a = self.args
+        sections = {
+            "limits": [("limits", "loopback")],
+            "relay": [("relay", "%s %s" % (_cell_key(c), "tls" if tls
+                                            else "plain"))
+                      for c in self.relay_cells() for tls in self.transports()],
+            "tls": [("tls", c) for c in ("hs13", "hs12", "bulk")],
+            "memory": [("memory", "%s %s" % (name, kind)) for kind, name in
+                       MEMORY_CELLS]}
+        self.cells = [c for s in ("limits", "relay", "tls", "memory")
+                      if s in a.sections for c in sections[s]]
+        self.steps = sum(a.mem_runs if s == "memory" else a.runs
+                         for s, _ in self.cells)
+        self.step = 0
+        self.t0 = time.monotonic()
+
+    def progress(self, section, cell, run):
+        """'cell 3/14 relay 1000x60 plain: run 2/3 (step 17/42, 4:12)'."""
+        self.step += 1
+        runs = self.args.mem_runs if section == "memory" else self.args.runs
+        t = int(time.monotonic() - self.t0)
+        log("cell %d/%d %s %s: run %d/%d (step %d/%d, %d:%02d elapsed)" % (
+            self.cells.index((section, cell)) + 1, len(self.cells), section,
+            cell, run + 1, runs, self.step, self.steps, t // 60, t % 60))
+
     def run_relay(self):
         a = self.args
         want = a.relay_servers
@@ -627,6 +660,9 @@ handshake_timeout = 600
         for run in range(a.runs):
             for label, pairs, rate in self.relay_cells():
                 for tls in self.transports():
+                    self.progress("relay", "%s %s" % (
+                        _cell_key((label, pairs, rate)),
+                        "tls" if tls else "plain"), run)
                     for server in RELAY_SERVERS:
                         if (server, tls) not in targets:
                             continue
@@ -683,6 +719,7 @@ handshake_timeout = 600
                  ("bulk", ["--tls13"] + suite13)]
         for run in range(a.runs):
             for cell, extra in cells:
+                self.progress("tls", cell, run)
                 for name in ("ferry", "hitch", "haproxy"):
                     p = servers[name]
                     if p is None or not p.alive():
@@ -733,6 +770,7 @@ handshake_timeout = 600
         # The sink stands where the server would: core 0.
         sink = self.sink(cpu=0)
         for run in range(a.runs):
+            self.progress("limits", "loopback", run)
             res = self.client("bulk", "--port", sink.port, "--duration",
                               a.duration, "--warmup", 0.5, "--conns",
                               a.bulk_conns, timeout=60)
@@ -826,6 +864,7 @@ handshake_timeout = 600
         ]
         for run in range(a.mem_runs):
             for kind, name, start, port_of, tls, fds in cells:
+                self.progress("memory", "%s %s" % (name, kind), run)
                 if name == "ferry-forward" and not fwd_ok:
                     continue
                 res = self.memory_one(name, start, port_of, tls, fds)
@@ -1374,6 +1413,7 @@ def main():
     log("ferry-bench runner: sections %s, %d run(s) per cell, temp %s" % (
         ",".join(args.sections), args.runs, r.tmp))
     started = time.monotonic()
+    r.plan()
     try:
         for s in ("limits", "relay", "tls", "memory", "cluster"):
             if s in args.sections:
@@ -1391,6 +1431,11 @@ def main():
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(r.results, f, indent=1, default=str)
     print(text)
+    # The figures (tests/bench/plot.py, gnuplot): SVGs beside the results.
+    plot = subprocess.run([sys.executable, os.path.join(REPO, "tests", "bench",
+                           "plot.py"), outdir], timeout=300)
+    if plot.returncode != 0:
+        log("run.py: plot.py failed (%d): no figures" % plot.returncode)
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	parse(&t, data, size, &sizes, &nsizes, &plen);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0, sv) == 0);
-	t.s = stream_new(&sl, sv[0], NULL, &t.opts);
+	t.s = stream_new(&sl, sv[0], &t.opts);
 	CHECK(t.s != NULL);
 	stream_set_callbacks(t.s, on_close, &t);
 	arm(&t);
