@@ -112,6 +112,11 @@ struct cl_uuid {
 	uint8_t *replay;		/* CL_REPLAY_BYTES once replay_on */
 	size_t replay_len;
 	uint64_t stale_epoch;		/* a record of ours to delete */
+	/*
+	 * The newest epoch another node claimed, heard while our claim's
+	 * answer was on its way: a write of ours older than it lost.
+	 */
+	uint64_t claim_seen;
 
 	/* Import: a producer on another node feeds local consumers. */
 	struct relay_conn ghost;

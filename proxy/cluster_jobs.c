@@ -320,6 +320,13 @@ claim_won(struct cl_uuid *cu, struct cl_job *j, uint64_t rev,
 		cu_release_later(cu, rev);
 		return;
 	}
+	if (cu->claim_seen > rev) {
+		/* Overwritten already: a newer producer holds it elsewhere. */
+		answer(j, false, "uuid taken over by a producer on another "
+		    "node");
+		cu_verify(cu);
+		return;
+	}
 	/* A reconciled producer is registered already. */
 	if (!(cu->e != NULL && cu->e->producer == j->conn) &&
 	    registry_take_producer(cl->reg, j->conn, cu->uuid, cu->ulen,

@@ -681,6 +681,8 @@ cu_on_claim(struct cluster *cl, const struct cluster_claim *m)
 		return;		/* nothing here cares */
 	if (cl_mine(cl, &m->rec))
 		return;
+	if (m->epoch > cu->claim_seen)
+		cu->claim_seen = m->epoch;
 	if (cu->ghost_live && m->epoch == cu->remote_epoch &&
 	    m->rec.node.len == cu->remote_len &&
 	    memcmp(m->rec.node.p, cu->remote_node, cu->remote_len) == 0) {
