@@ -537,7 +537,7 @@ handshake_timeout = 600
         n2 = self.cluster_node("bench-2", nats[1].port)
         others = ",".join(str(p.pid) for p in [n1, n2] + nats)
         for run in range(a.runs):
-            for label, pairs, rate in CLUSTER_SCENARIOS:
+            for label, pairs, rate in self.cluster_cells():
                 for where in ("one node", "across nodes"):
                     opts = ["--port", n1.ports["devices"], "--pairs", pairs,
                             "--keys", 52, "--duration", a.duration,
@@ -555,6 +555,16 @@ handshake_timeout = 600
                             "p999_us", "lost", "oth_cpu")))
         for p in [n1, n2] + nats:
             p.stop()
+        # The nodes' logs, to see what a cell cost (drops, reconnects).
+        outdir = os.path.join(self.build, "bench")
+        os.makedirs(outdir, exist_ok=True)
+        for p in [n1, n2]:
+            shutil.copy(p.err, os.path.join(outdir, "cluster-%s.log" % p.name))
+
+    def cluster_cells(self):
+        cells = self.args.relay_cells
+        return [c for c in CLUSTER_SCENARIOS if cells is None or
+                any(x == c[0] or x == _cell_key(c) for x in cells)]
 
     def report_cluster(self):
         lines = ["### Cluster: one node against two nodes over NATS", "",
@@ -567,7 +577,7 @@ handshake_timeout = 600
                  "| cell | where | frames/s | p50 / p99 / p99.9 (µs) | lost "
                  "| CPU/frame node 1 | node 2 | NATS (3) | whole cluster |",
                  "|---|---|---|---|---|---|---|---|---|"]
-        for label, pairs, rate in CLUSTER_SCENARIOS:
+        for label, pairs, rate in self.cluster_cells():
             for where in ("one node", "across nodes"):
                 rows = [r for r in self.results["runs"]
                         if r["section"] == "cluster" and r["cell"] == label
