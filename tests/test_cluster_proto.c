@@ -144,6 +144,10 @@ Test(cluster_proto, messages_round_trip, .timeout = 5)
 	cr_assert_eq(in2.instance, 5);
 	cr_assert_eq(in2.epoch, 12);
 	cr_assert_eq(in2.flags, CLUSTER_WANT_LAST);
+	buf[n - 1] = CLUSTER_HELLO | CLUSTER_FROM_START | CLUSTER_WITHDRAW;
+	cr_assert_eq(cluster_get_interest(buf, n, &in2), 0);
+	cr_assert_eq(in2.flags, CLUSTER_HELLO | CLUSTER_FROM_START |
+	    CLUSTER_WITHDRAW);
 	buf[n - 1] = 0x80;	/* a flag version 1 does not have */
 	cr_assert_eq(cluster_get_interest(buf, n, &in2), -1);
 }

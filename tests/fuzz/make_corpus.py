@@ -320,6 +320,8 @@ CLUSTER = {
     be64(12) + u8(1),
     "withdraw": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
     be64(12) + u8(2),
+    "hello": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(0x04 | 0x08 | 0x01),
     "other-version": u8(0) + b"Fc\x02\x04" + chunk(1, 0, 1, 1),
     "record": u8(1) + record(),
     "record-bad-keys": u8(1) + record(keys=b"a,,b"),
