@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "handoff.h"
 #include "log.h"
@@ -48,6 +49,14 @@ struct cluster_conn {
 	bool made;			/* EV_MADE seen: nc and subs usable */
 	bool closing, closed;
 	bool freeing;			/* events report nothing any more */
+	/*
+	 * The library's closed callback has run (its last one: the
+	 * callbacks come in order on its thread), under `lock`: the
+	 * connection's memory may go only after it.
+	 */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool lib_closed;
 };
 
 static void
@@ -75,8 +84,32 @@ on_reconnected(natsConnection *nc, void *arg)
 static void
 on_closed(natsConnection *nc, void *arg)
 {
+	struct cluster_conn *cc = arg;
+
 	(void)nc;
-	post(arg, EV_CLOSED);
+	post(cc, EV_CLOSED);
+	pthread_mutex_lock(&cc->lock);
+	cc->lib_closed = true;
+	pthread_cond_broadcast(&cc->cond);
+	pthread_mutex_unlock(&cc->lock);
+}
+
+/* Waits (2 s at most) for the library's closed callback to have run. */
+static void
+wait_lib_closed(struct cluster_conn *cc)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	pthread_mutex_lock(&cc->lock);
+	while (!cc->lib_closed && pthread_cond_timedwait(&cc->cond, &cc->lock,
+	    &until) == 0)
+		;
+	if (!cc->lib_closed)
+		LOGW("cluster: the NATS library did not report its connection "
+		    "closed within 2 s");
+	pthread_mutex_unlock(&cc->lock);
 }
 
 static void
@@ -340,6 +373,8 @@ cluster_conn_new(struct ev_loop *loop, const struct config_cluster *cfg,
 	}
 	cc->loop = loop;
 	cc->cb = *cb;
+	pthread_mutex_init(&cc->lock, NULL);
+	pthread_cond_init(&cc->cond, NULL);
 	snprintf(cc->hb_subject, sizeof(cc->hb_subject), "%s", hb_subject);
 	snprintf(cc->my_subject, sizeof(cc->my_subject), "%s", my_subject);
 	if (natsev_loop_init(&cc->el, loop) < 0 ||
@@ -453,6 +488,8 @@ cluster_conn_free(struct cluster_conn *cc)
 	natsSubscription_Destroy(cc->sub_me);
 	if (cc->nc != NULL) {
 		natsConnection_Close(cc->nc);
+		/* Its callbacks run on a thread of the library, later. */
+		wait_lib_closed(cc);
 		natsConnection_Destroy(cc->nc);
 	}
 	natsOptions_Destroy(cc->opts);
@@ -460,6 +497,8 @@ cluster_conn_free(struct cluster_conn *cc)
 	cc->freeing = true;
 	handoff_destroy(&cc->events);
 	natsev_loop_destroy(&cc->el);
+	pthread_cond_destroy(&cc->cond);
+	pthread_mutex_destroy(&cc->lock);
 	free(cc);
 }
 
