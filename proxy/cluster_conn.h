@@ -43,7 +43,7 @@
 
 #include "config.h"
 
-#define CLUSTER_CONN_MAX_BUFFERED (8 * 1024 * 1024)
+#define CLUSTER_CONN_MAX_BUFFERED (32 * 1024 * 1024)
 
 enum cluster_conn_state {
 	CLUSTER_CONN_CONNECTED,		/* first connect, or after retrying */

@@ -115,6 +115,7 @@ peers_heard(struct cluster_peers *p, const char *name, size_t len,
 		return news;
 	q->instance = instance;
 	q->last_seen = now;
+	q->written_off = false;
 	if (stopping) {
 		bool was = q->alive;
 		set_alive(p, q, false);
@@ -143,10 +144,15 @@ peers_expire(struct cluster_peers *p, ev_tstamp now,
 	if (p->listening_since == 0)
 		return;
 	for (struct cluster_peer *q = p->head; q != NULL; q = q->next) {
-		if (!q->alive || now - q->last_seen <= CLUSTER_DEAD_AFTER)
+		if (now - q->last_seen <= CLUSTER_DEAD_AFTER)
 			continue;
-		set_alive(p, q, false);
-		dead(arg, q);
+		if (q->alive) {
+			set_alive(p, q, false);
+			dead(arg, q);
+		} else if (q->instance == 0 && !q->written_off) {
+			q->written_off = true;
+			dead(arg, q);
+		}
 	}
 }
 

@@ -41,6 +41,7 @@ struct cluster_peer {
 	char subject[CLUSTER_SUBJECT_MAX];
 	ev_tstamp last_seen;
 	bool alive;
+	bool written_off;		/* named, never heard: judged dead */
 	struct buffer out;		/* FRAMES being batched for it */
 	size_t out_frames;		/* frames in it */
 	struct cluster_peer *next;
@@ -89,8 +90,10 @@ void peers_listening(struct cluster_peers *p, ev_tstamp now);
 
 /*
  * Judges the silent: each peer alive but not heard for
- * CLUSTER_DEAD_AFTER is dead now, reported to `dead`.  Nothing while not
- * connected.
+ * CLUSTER_DEAD_AFTER is dead now, reported to `dead`, and so is (once) a
+ * peer named by a record or a message but never heard within
+ * CLUSTER_DEAD_AFTER (a node killed before this one heard it).  Nothing
+ * while not connected.
  */
 void peers_expire(struct cluster_peers *p, ev_tstamp now,
     void (*dead)(void *arg, struct cluster_peer *peer), void *arg);

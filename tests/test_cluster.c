@@ -475,7 +475,10 @@ Test(cluster, node_killed_remote_consumers_get_the_grace, .fini = teardown,
 	ferry_signal(&node[0], SIGKILL);
 	cr_assert(ferry_wait_exit(&node[0], 5));
 	/* Within CLUSTER_DEAD_AFTER (1 s) of silence: the grace. */
-	cr_assert(ferry_log_wait(&node[1], "is gone with its node", 1, 10));
+	if (!ferry_log_wait(&node[1], "is gone with its node", 1, 10)) {
+		ferry_log_dump(&node[1]);
+		cr_assert_fail("n2 did not see n1's producer gone");
+	}
 	cr_assert(still_open(&c));
 	/* The device comes back on n3: the dead node's record is taken. */
 	producer(&p2, 2, false, "dev");
