@@ -20,6 +20,7 @@
 
 #include "ferryproc.h"
 #include "helpers.h"
+#include "metrics_read.h"
 #include "natscluster.h"
 #include "relayclient.h"
 
@@ -34,15 +35,6 @@ static int nnodes;
 static bool own_cluster;
 static char prefix[32];
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The run's shared NATS cluster, and a prefix of this test's own. */
 static void
 shared(void)
@@ -51,7 +43,7 @@ shared(void)
 	snprintf(prefix, sizeof(prefix), "t%ld", (long)getpid());
 }
 
-static void __attribute__((unused))
+static void
 own(int servers)
 {
 	nc_start(&nc, servers, true);
@@ -145,8 +137,8 @@ metric(int i, const char *series)
 }
 
 /* Waits until a metric of node i reaches v (true) or timeout. */
-static bool __attribute__((unused))
-metric_wait(int i, const char *series, double v, double timeout)
+static bool
+metric_at_least(int i, const char *series, double v, double timeout)
 {
 	double end = now_s() + timeout;
 
@@ -441,7 +433,7 @@ Test(cluster, slow_consumer_on_one_node_costs_others_nothing,
 	}
 	rc_reader_join(&rd);
 	rc_reader_free(&rd);
-	if (!metric_wait(2, "ferry_relay_frames_dropped_total"
+	if (!metric_at_least(2, "ferry_relay_frames_dropped_total"
 	    "{listener=\"relay\"}", 1, 10)) {
 		char *page;
 		int st;
