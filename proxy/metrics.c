@@ -83,6 +83,10 @@ slot_take_over(struct metrics_slot *s)
 		for (int b = 0; b < METRICS_MAX_BACKENDS; b++)
 			s->backend[i][b].closed = s->backend[i][b].opened;
 	}
+	/* Its node died with it: what it held, it holds no more. */
+	s->cluster.connected = s->cluster.joined = s->cluster.peers = 0;
+	s->cluster.owned = s->cluster.local_only = s->cluster.imports = 0;
+	s->cluster.remote_nodes = 0;
 }
 
 void
@@ -176,6 +180,24 @@ metrics_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct metrics_cluster *
+metrics_cluster(void)
+{
+	return &slots[my_slot].cluster;
+}
+
+const struct metrics_cluster *
+metrics_cluster_of(int worker)
+{
+	return worker >= 0 && worker < nslots ? &slots[worker].cluster : NULL;
+}
+
+int
+metrics_workers(void)
+{
+	return nslots;
 }
 
 int
