@@ -42,7 +42,9 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -fno-strict-aliasing $(DEP_CFLAGS) \
 	   -DFERRY_VERSION='"$(VERSION)"' -MMD -MP
 LDFLAGS ?=
-LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) -lm
+# wslay and http-parser ship no .pc file.
+WEB_LIBS := -lwslay -lhttp_parser
+LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(WEB_LIBS) -lm
 
 # As given, for the make that tests/test_install.py runs.
 BUILD_ARG := $(BUILD)

@@ -83,6 +83,8 @@ const struct config_key config_keys[] = {
 	{ "max_keys_bytes", CONFIG_SCOPE_RELAY },
 	{ "max_keys", CONFIG_SCOPE_RELAY },
 	{ "acl", CONFIG_SCOPE_RELAY },
+	{ "origins", CONFIG_SCOPE_RELAY },
+	{ "max_message_bytes", CONFIG_SCOPE_RELAY },
 	{ "backend", CONFIG_SCOPE_FORWARD },
 	{ "connect_timeout", CONFIG_SCOPE_FORWARD },
 	{ "fin_timeout", CONFIG_SCOPE_FORWARD },
@@ -201,6 +203,7 @@ config_listener_init(struct config_listener *l, const char *name)
 	l->max_uuid = 255;
 	l->max_keys_bytes = 65536;
 	l->max_keys = 16384;
+	l->max_message_bytes = 1024 * 1024;
 	l->connect_timeout = 5;
 	l->fin_timeout = 30;
 	l->high_water = 256 * 1024;
@@ -557,6 +560,10 @@ listener_key(struct parse *p, const char *k, const char *v)
 		return parse_size(p, k, v, 1, 65536, &l->max_keys_bytes);
 	if (!strcmp(k, "max_keys"))
 		return parse_count(p, k, v, 1, 16384, &l->max_keys);
+	if (!strcmp(k, "origins"))
+		return copy_str(p, k, v, l->origins, sizeof(l->origins));
+	if (!strcmp(k, "max_message_bytes"))
+		return parse_size(p, k, v, 4, 1 << 30, &l->max_message_bytes);
 	if (!strcmp(k, "acl")) {
 		if (*v == '\0')
 			return fail(p, k, "empty file name");

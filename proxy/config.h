@@ -98,6 +98,8 @@ struct config_listener {
 	size_t max_keys_bytes;
 	size_t max_keys;
 	char acl[CONFIG_PATH_LEN];	/* access list file, or "" */
+	char origins[1024];		/* WebSocket Origins allowed; "" = any */
+	size_t max_message_bytes;	/* a WebSocket client's message */
 
 	/* forward */
 	struct config_addr backend[CONFIG_MAX_BACKENDS];

@@ -215,6 +215,7 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 {
 	const struct config_listener *l = ln->cfg;
 	struct relay_opts ro;
+	struct relay_web web;
 
 	relay_opts_from(l, &ro);
 	if (ls->reg == NULL && (ls->reg = registry_new(ls->sl->loop)) == NULL) {
@@ -228,6 +229,10 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 	}
 	relay_listener_set_acl(ln->relay, *acl);
 	*acl = NULL;
+	relay_web_default(&web);
+	web.ws.max_message_bytes = l->max_message_bytes;
+	snprintf(web.origins, sizeof(web.origins), "%s", l->origins);
+	relay_listener_set_web(ln->relay, &web);
 	return 0;
 }
 

@@ -54,9 +54,24 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "http.h"
 #include "registry.h"
+#include "ws.h"
 
 struct acl;
+
+/* A relay listener's WebSocket side (see WebSocket clients above). */
+struct relay_web {
+	struct ws_opts ws;
+	/*
+	 * The Origin values a browser's request may carry, separated by
+	 * spaces or commas; "" allows any.  A request without Origin (not a
+	 * browser) is not checked.
+	 */
+	char origins[1024];
+};
+
+void relay_web_default(struct relay_web *w);
 struct relay_listener;
 
 /* A listener on the shared registry; NULL when memory cannot be had. */
@@ -80,6 +95,19 @@ const struct relay_origin *relay_listener_origin(
     const struct relay_listener *rl);
 /* Connections it closed for a protocol error (first byte, accept byte). */
 uint64_t relay_listener_protocol_errors(const struct relay_listener *rl);
+
+/* Its WebSocket settings from now on (new connections). */
+void relay_listener_set_web(struct relay_listener *rl,
+    const struct relay_web *w);
+
+/*
+ * Takes over a stream whose HTTP request head another listener has read
+ * (the admin listener's device page): the request is answered as on a
+ * relay listener, WebSocket upgrade and all.  `head` (malloc'ed) is
+ * taken over; `rest` is what followed the head.
+ */
+void relay_take_http(struct relay_listener *rl, struct stream *s,
+    struct http_head *head, const char *rest, size_t restlen);
 
 /* tcpserver_handler; arg is a struct relay_listener. */
 void relay_handle_stream(struct stream *s, const struct sockaddr *sa,
