@@ -59,7 +59,9 @@ endif
 
 # The library: every module but main.c, shared by ferry and the tests.
 LIB_SRC  := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The status page's files, built into the binary (proxy/assets.h).
+ASSETS   := $(sort $(wildcard proxy/assets/*))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/assets.o
 MAIN_OBJ := $(BUILD)/proxy/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/helpers.o \
@@ -100,6 +102,13 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iproxy -c -o $@ $<
+
+$(BUILD)/gen/assets.c: $(ASSETS) scripts/embed_assets.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/embed_assets.py $@ $(ASSETS)
+
+$(BUILD)/gen/assets.o: $(BUILD)/gen/assets.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Iproxy -c -o $@ $<
 
 $(BUILD)/tests/%.o: tests/%.c
@@ -185,10 +194,14 @@ FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
 		-fno-strict-aliasing $(DEP_CFLAGS) \
 		-DFERRY_VERSION='"$(VERSION)"' -MMD -MP $(FUZZ_SAN) \
 		-fsanitize=fuzzer-no-link
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/assets.o
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 $(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iproxy -c -o $@ $<
+
+$(FUZZ_BUILD)/gen/assets.o: $(BUILD)/gen/assets.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iproxy -c -o $@ $<
 
