@@ -627,8 +627,8 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 	buffer_free(&b);
 	registered(cl);
 	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	cl->rc.ops = &ws_conn_ops;
 	if (consumer) {
-		cl->rc.ops = &ws_conn_ops;
 		if (send_keys(cl, cl->rc.entry) < 0 ||
 		    registry_accept(&cl->rc, &why) < 0) {
 			set_reason(cl, "refused after its upgrade: %s",

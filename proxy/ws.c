@@ -291,12 +291,20 @@ ws_feed(struct ws *ws, const char *data, size_t len)
 		return;
 	ws->in = data;
 	ws->inlen = len;
-	if (wslay_event_get_read_enabled(ws->ctx) &&
-	    wslay_event_recv(ws->ctx) != 0) {
-		stream_set_error(ws->s, "WebSocket: out of memory");
-		ws->state = WS_CLOSED;
-		stream_close(ws->s, STREAM_CLOSE_NOMEM);
-		return;
+	if (wslay_event_get_read_enabled(ws->ctx)) {
+		int r = wslay_event_recv(ws->ctx);
+		if (r == WSLAY_ERR_NOMEM) {
+			stream_set_error(ws->s, "WebSocket: out of memory");
+			ws->state = WS_CLOSED;
+			stream_close(ws->s, STREAM_CLOSE_NOMEM);
+			return;
+		}
+		/*
+		 * Some protocol errors (a fragmented control frame) come
+		 * back as a failure rather than as wslay's own close.
+		 */
+		if (r != 0)
+			fail(ws, WS_CLOSE_PROTOCOL, "protocol error");
 	}
 	ws->in = NULL;
 	ws->inlen = 0;

@@ -21,8 +21,13 @@ class HandshakeRefused(Exception):
         self.body = body
 
 
-def open_socket(host, port, tls=False, cafile=None, timeout=10):
-    sock = socket.create_connection((host, port), timeout=timeout)
+def open_socket(host, port, tls=False, cafile=None, timeout=10, rcvbuf=None):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    if rcvbuf:
+        # Before the connect: the window is agreed then.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((host, port))
     if tls:
         ctx = ssl.create_default_context(cafile=cafile)
         sock = ctx.wrap_socket(sock, server_hostname="localhost")
@@ -50,8 +55,8 @@ def http_status(head):
 
 class WS:
     def __init__(self, host, port, path, tls=False, cafile=None,
-                 headers=None, timeout=10, key=None):
-        self.sock = open_socket(host, port, tls, cafile, timeout)
+                 headers=None, timeout=10, key=None, rcvbuf=None):
+        self.sock = open_socket(host, port, tls, cafile, timeout, rcvbuf)
         self.buf = b""
         key = key or base64.b64encode(os.urandom(16)).decode()
         hdrs = {"Host": f"{host}:{port}", "Upgrade": "websocket",
