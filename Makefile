@@ -187,7 +187,7 @@ test-package:
 # $(BUILD)/libfuzzer; `make test` needs none of it.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := relay config stream
+FUZZ_TARGETS := relay config stream http ws
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
@@ -215,6 +215,11 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 $(FUZZ_BUILD)/fuzz_relay: $(FUZZ_BUILD)/tests/fuzz/fuzz_relay.o \
 		$(FUZZ_BUILD)/proxy/relay_proto.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
+
+# The HTTP head parser alone (and http-parser).
+$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o \
+		$(FUZZ_BUILD)/proxy/http.o $(FUZZ_BUILD)/proxy/buffer.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ -lhttp_parser
 
 fuzz:
 	@scripts/install-deps.sh clang libclang-rt-14-dev

@@ -90,9 +90,12 @@ on_headers_complete(http_parser *p)
 	struct http_head *h = head_of(p);
 
 	h->done = true;
-	/* An upgrade's parse stops by itself, just after the head. */
-	if (!p->upgrade)
-		http_parser_pause(p, 1);
+	/*
+	 * Stop at the head, whatever follows: a body is not read, and after
+	 * an upgrade's head (even one that claims a body) come the new
+	 * protocol's bytes.  http-parser returns at the head's last LF.
+	 */
+	http_parser_pause(p, 1);
 	return 0;
 }
 
