@@ -47,6 +47,7 @@ usage(FILE *f)
 "                      (receive, send, due, kernel arrival and loop wake\n"
 "                      times, pair, sequence number)\n"
 "      --server-pid PID  relay: report that process's CPU wait too\n"
+"      --ws            relay: consumers over WebSocket (GET /v1/consume/)\n"
 "\n"
 "The last line on stdout is \"RESULT mode=... key=value ...\".\n", f);
 }
@@ -69,7 +70,7 @@ parse_num(const char *name, const char *s, double lo, double hi, double *out)
 enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
-	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID,
+	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID, OPT_WS,
 };
 
 static const struct option longopts[] = {
@@ -97,6 +98,7 @@ static const struct option longopts[] = {
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "trace", required_argument, NULL, OPT_TRACE },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "ws", no_argument, NULL, OPT_WS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -133,6 +135,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_PROGRESS: progress = 1; break;
 		case OPT_QUIET: progress = 0; break;
 		case OPT_TRACE: o->trace = optarg; break;
+		case OPT_WS: o->ws = true; break;
 		case OPT_SERVER_PID:
 			if (parse_num("--server-pid", optarg, 1, 1 << 30,
 			    &v) < 0)
