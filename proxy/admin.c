@@ -256,8 +256,10 @@ hand_over(struct admin_conn *c, const char *rest, size_t restlen)
 	c->head = NULL;
 	ev_timer_stop(c->loop, &c->deadline);
 	unlink_conn(c);
+	/* None of ours may run once c is gone; the relay sets its own. */
+	stream_set_eof_cb(s, NULL);
+	stream_set_callbacks(s, NULL, NULL);
 	free(c);
-	/* The relay's callbacks replace ours: on_close will not run. */
 	relay_take_http(rl, s, head, rest, restlen);
 }
 

@@ -14,6 +14,8 @@
 
 #define WS_MAGIC 0x77736f63u	/* "wsoc" */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* Framed records' room kept between runs (ws_send_records). */
+#define WS_SCRATCH_KEEP (16 * 1024)
 
 struct ws {
 	uint32_t magic;
@@ -368,8 +370,13 @@ ws_send_records(struct ws *ws, const char *recs, size_t n, size_t size,
 		memcpy(ws->scratch + i * rec, hdr, hl);
 		memcpy(ws->scratch + i * rec + hl, recs + i * size, size);
 	}
-	took = stream_write_records(ws->s, ws->scratch, need, rec,
-	    limit == SIZE_MAX ? SIZE_MAX : limit);
+	took = stream_write_records(ws->s, ws->scratch, need, rec, limit);
+	/* A burst's room is not kept: 60 Hz needs one frame's. */
+	if (ws->scratch_cap > WS_SCRATCH_KEEP) {
+		free(ws->scratch);
+		ws->scratch = NULL;
+		ws->scratch_cap = 0;
+	}
 	return took;
 }
 

@@ -363,6 +363,20 @@ class Api(unittest.TestCase):
         c.shutdown()
         p.close()
 
+    def test_admin_websocket_consumer(self):
+        p = F.producer("tls", "api-ws", ["a"], tls=True)
+        c = WS("127.0.0.1", F.ports["admin"], "/v1/consume/api-ws")
+        self.assertEqual(c.recv_message(), (TEXT, b'{"uuid": "api-ws", "keys": ["a"]}'))
+        F.wait_device("api-ws", lambda d: d["consumers_websocket"] == 1)
+        p.send((5.0,))
+        self.assertEqual(c.recv_message(), (BINARY, struct.pack("<f", 5)))
+        # Its half-close ends it like any relay client's.
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.sock.recv(10), b"")
+        F.wait_device("api-ws", lambda d: d["consumers"] == 0)
+        c.shutdown()
+        p.close()
+
     def test_pages_are_served_from_the_binary(self):
         for path, needle in (("/", b"ferryStatusPage"), ("/devices/x", b"ferryDevicePage"),
                              ("/assets/uPlot.iife.min.js", b"uPlot"),

@@ -1295,7 +1295,7 @@ relay_report(struct relay_bench *rb)
 		secs = 1e-9;
 	quantiles(&rb->hist, lat, sizeof(lat));
 	if (o->server_pid > 0)
-		snprintf(srv, sizeof(srv), " srv_cpu=%.2f srv_wait_ms=%.1f",
+		snprintf(srv, sizeof(srv), " srv_cpu=%.4f srv_wait_ms=%.1f",
 		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
 		    secs, (double)(rb->sched_srv[1][1] - rb->sched_srv[0][1]) /
 		    1e6);
