@@ -607,7 +607,14 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 
 	snprintf(extra, sizeof(extra), "Upgrade: websocket\r\nConnection: "
 	    "Upgrade\r\nSec-WebSocket-Accept: %s\r\n", accept);
-	cl->ws = ws_new(lst->reg->loop, cl->rc.s, &lst->web.ws, on_ws_message,
+	struct ws_opts wo = lst->web.ws;
+
+	/*
+	 * Its frames may fill its queue (queue_bytes, and a run more under
+	 * block) before a pong piles up behind them: that is not a flood.
+	 */
+	wo.max_pending += lst->o.opts.queue_bytes + READ_CHUNK;
+	cl->ws = ws_new(lst->reg->loop, cl->rc.s, &wo, on_ws_message,
 	    &cl->rc);
 	if (cl->ws == NULL ||
 	    http_response_head(&b, status_text(101), NULL, 0, extra) < 0) {

@@ -64,9 +64,16 @@ mode = relay
 bind = 127.0.0.1:0
 slow_consumer = block
 queue_bytes = 4k
+
+[blockbig]
+mode = relay
+bind = 127.0.0.1:0
+slow_consumer = block
+queue_bytes = 1m
 """
 
-NAMES = ("plain", "tls", "origins", "drop", "disconnect", "block", "admin")
+NAMES = ("plain", "tls", "origins", "drop", "disconnect", "block", "blockbig",
+         "admin")
 
 
 class Ferry:

@@ -339,6 +339,26 @@ class SlowConsumer(unittest.TestCase):
         p.close()
 
 
+    def test_block_consumer_may_ping_behind_its_frames(self):
+        # [blockbig]: a queue of 1 MiB, more than the replies' 256 KiB.
+        p, c, sent = self.flood("blockbig", "slow-block-ping")
+        self.assertLess(sent, FLOOD)
+        # Its queue is full of frames: a ping's pong waits behind them,
+        # which is no flood.
+        c.send_frame(PING, b"still here")
+        c.sock.settimeout(10)
+        for _ in range(sent + 1):
+            op, data = c.recv_message()
+            self.assertNotEqual(op, CLOSE)
+            if op == PONG:
+                self.assertEqual(data, b"still here")
+                break
+        else:
+            self.fail("no pong")
+        c.shutdown()
+        p.close()
+
+
 class Api(unittest.TestCase):
     def test_devices_json(self):
         p = F.producer("plain", "api-1", ["jawOpen", "eyeBlink_L"])
@@ -358,7 +378,8 @@ class Api(unittest.TestCase):
         self.assertEqual(e.exception.code, 404)
         st = F.api("/api/status")
         self.assertEqual({l["name"] for l in st["listeners"]},
-                         {"plain", "tls", "origins", "drop", "disconnect", "block"})
+                         {"plain", "tls", "origins", "drop", "disconnect", "block",
+                          "blockbig"})
         self.assertTrue([l for l in st["listeners"] if l["name"] == "tls"][0]["tls"])
         c.shutdown()
         p.close()
