@@ -20,6 +20,21 @@
  * until its accept byte; with none (0) it may stay, holding its
  * connection but no slot.
  *
+ * WebSocket clients: a connection whose first byte is a letter is an
+ * HTTP request (http.h), read under the same registration deadline:
+ * GET /v1/consume/<uuid> or GET /v1/produce/<uuid>?keys=..., upgraded to a
+ * WebSocket (ws.h) and then a consumer or producer like any other (the
+ * same registry calls, limits, access list, policies and counters; see
+ * docs/protocol.md, section 9).  What the device protocol answers 0x01 is
+ * answered with an HTTP status before the upgrade (404 no producer, 409
+ * taken, 403 access list or Origin not in `origins`, 400 a broken limit,
+ * 426/400 a bad upgrade, 431 a head too large) and the same linger.  A
+ * consumer gets a text message with the keys as JSON, then one binary
+ * message per frame, framed by the registry through relay_conn_ops (the
+ * registry does not know WebSocket); it is accepted at once.  A producer's
+ * binary messages must hold whole frames (else closed with 1007; text:
+ * 1003).
+ *
  * Each relay listener is a struct relay_listener; all of a process's share
  * one registry (one uuid namespace).  A connection's limits and timeouts
  * are those of the listener it arrived on (see registry.h for the rest).
