@@ -77,23 +77,27 @@ NAMES = ("plain", "tls", "origins", "drop", "disconnect", "block", "blockbig",
 
 
 class Ferry:
-    def __init__(self, ferry_extra=""):
+    def __init__(self, ferry_extra="", config=None, names=NAMES, files=None):
         binary = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build/ferry"))
         self.dir = tempfile.TemporaryDirectory(prefix="ferry-ws-")
         conf = os.path.join(self.dir.name, "ferry.conf")
+        for name, text in (files or {}).items():
+            with open(os.path.join(self.dir.name, name), "w") as f:
+                f.write(text)
         with open(conf, "w") as f:
-            f.write(CONFIG.format(root=ROOT, ferry_extra=ferry_extra))
+            f.write((config or CONFIG).format(root=ROOT, ferry_extra=ferry_extra,
+                                              dir=self.dir.name))
         self.proc = subprocess.Popen([binary, "-c", conf],
                                      stderr=subprocess.PIPE, text=True)
         self.ports = {}
         self.log = []
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(self.ports) < len(NAMES):
+        while time.monotonic() < deadline and len(self.ports) < len(names):
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        if len(self.ports) < len(NAMES):
+        if len(self.ports) < len(names):
             self.stop()
             raise RuntimeError("ferry did not start:\n" + "".join(self.log[-10:]))
 

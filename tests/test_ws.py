@@ -44,6 +44,10 @@ def refused(name, path, **kw):
     raise AssertionError(f"{path}: upgraded")
 
 
+def refused_on(name, path, **kw):
+    return refused(name, path, **kw).status
+
+
 class Relay(unittest.TestCase):
     def test_tcp_producer_to_ws_and_wss_consumers(self):
         p = F.producer("plain", "e2e-1", ["a", "b", "c"])
@@ -99,6 +103,21 @@ class Refusals(unittest.TestCase):
         e = refused("plain", "/v1/consume/nobody-here")
         self.assertEqual(e.status, 404)
         self.assertIn("no producer", e.body)
+
+    def test_refusals_are_counted(self):
+        def metric(name):
+            page = urllib.request.urlopen(F.admin_url("/metrics"), timeout=10).read().decode()
+            for line in page.splitlines():
+                if line.startswith(name + '{listener="origins"}'):
+                    return int(line.split()[-1])
+            return 0
+        errors, refused = (metric("ferry_relay_protocol_errors_total"),
+                           metric("ferry_relay_refused_total"))
+        self.assertEqual(refused_on("origins", "/v1/consume/x",
+                                    headers={"Sec-WebSocket-Version": "7"}), 426)
+        self.assertEqual(refused_on("origins", "/v1/consume/nobody"), 404)
+        self.assertEqual(metric("ferry_relay_protocol_errors_total"), errors + 1)
+        self.assertEqual(metric("ferry_relay_refused_total"), refused + 1)
 
     def test_unknown_endpoint_is_404(self):
         self.assertEqual(refused("plain", "/v2/nothing").status, 404)
@@ -357,6 +376,78 @@ class SlowConsumer(unittest.TestCase):
             self.fail("no pong")
         c.shutdown()
         p.close()
+
+
+ACL_CONFIG = """\
+[ferry]
+admin = 127.0.0.1:0
+
+[secure]
+mode = relay
+bind = 127.0.0.1:0
+cert = {root}/certs/server.pem
+key = {root}/certs/server.key
+client_ca = {root}/certs/ca.pem
+verify_client = optional
+acl = {dir}/devices.acl
+"""
+ACL = """\
+produce   dns:ferry-client   cam-*
+consume   dns:ferry-client   cam-*
+"""
+
+
+class AccessList(unittest.TestCase):
+    """wss:// with client certificates: the access list decides, as for TCP."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.f = ferryweb.Ferry(config=ACL_CONFIG, names=("secure", "admin"),
+                               files={"devices.acl": ACL})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.f.stop()
+
+    def ws(self, path, cert=True):
+        import ssl
+        ctx = ssl.create_default_context(cafile=CA)
+        if cert:
+            root = ferryweb.ROOT
+            ctx.load_cert_chain(os.path.join(root, "certs/client.pem"),
+                                os.path.join(root, "certs/client.key"))
+        raw = socket.create_connection(("127.0.0.1", self.f.ports["secure"]), timeout=10)
+        sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        c = WS.__new__(WS)
+        c.sock, c.buf = sock, b""
+        # The handshake on an already open socket: reuse WS's by hand.
+        import base64
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head, c.buf = read_head(sock)
+        return http_status(head), c
+
+    def test_certificate_decides(self):
+        st, p = self.ws("/v1/produce/cam-1?keys=a")
+        self.assertEqual(st, 101)
+        st, c = self.ws("/v1/consume/cam-1")
+        self.assertEqual(st, 101)
+        self.assertEqual(c.recv_message()[0], TEXT)
+        p.send_binary(struct.pack("<f", 7))
+        self.assertEqual(c.recv_message(), (BINARY, struct.pack("<f", 7)))
+        # No certificate, or a uuid the list does not give: 403.
+        st, x = self.ws("/v1/consume/cam-1", cert=False)
+        self.assertEqual(st, 403)
+        x.shutdown()
+        st, x = self.ws("/v1/produce/other?keys=a")
+        self.assertEqual(st, 403)
+        x.shutdown()
+        metrics = urllib.request.urlopen(self.f.admin_url("/metrics"), timeout=10).read()
+        self.assertIn(b'ferry_relay_acl_denied_total{listener="secure"} 2', metrics)
+        for w in (p, c):
+            w.shutdown()
 
 
 class Api(unittest.TestCase):
