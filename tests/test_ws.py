@@ -358,6 +358,27 @@ class SlowConsumer(unittest.TestCase):
         p.close()
 
 
+    def test_block_holds_a_websocket_producer(self):
+        p = ws("block", "/v1/produce/slow-wsprod?keys=" + ",".join(f"k{i}" for i in range(64)))
+        c = ws("block", "/v1/consume/slow-wsprod", rcvbuf=4096)
+        c.recv_message()
+        F.wait_device("slow-wsprod", lambda d: d["consumers"] == 1)
+        p.sock.settimeout(2)
+        sent = 0
+        try:
+            for i in range(0, FLOOD, 16):
+                p.send_binary(b"".join(frame(j, 64) for j in range(i, i + 16)))
+                sent = i + 16
+        except (socket.timeout, OSError):
+            pass
+        self.assertLess(sent, FLOOD, "the WebSocket producer was never held")
+        c.sock.settimeout(10)
+        for i in range(sent):
+            self.assertEqual(c.recv_message(), (BINARY, frame(i, 64)))
+        self.assertEqual(F.device("slow-wsprod")["dropped"], 0)
+        c.shutdown()
+        p.shutdown()
+
     def test_block_consumer_may_ping_behind_its_frames(self):
         # [blockbig]: a queue of 1 MiB, more than the replies' 256 KiB.
         p, c, sent = self.flood("blockbig", "slow-block-ping")
