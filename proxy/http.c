@@ -178,6 +178,8 @@ http_head_feed(struct http_head *h, const char *data, size_t len,
 	*used = 0;
 	/* Never parse past the limit: a byte more than it says enough. */
 	n = len < room ? len : room;
+	if (n == 0)
+		return HTTP_HEAD_MORE;	/* to http-parser, 0 bytes is EOF */
 	if (h->seen == 0 && n > 0 && !isalpha((unsigned char)data[0]))
 		return refuse(h, 400, "bad request line");
 	h->chunk = data;
