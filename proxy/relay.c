@@ -477,7 +477,7 @@ status_text(int status)
  * device's 0x01 gets.  Requests Ferry cannot read count as protocol
  * errors, the others (no such uuid, a conflict) as refusals.
  */
-static void
+static int
 http_refuse(struct relay_client *cl, int status, const char *why)
 {
 	struct buffer b = BUFFER_INIT;
@@ -497,11 +497,12 @@ http_refuse(struct relay_client *cl, int status, const char *why)
 		buffer_free(&b);
 		cl->done = true;
 		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
-		return;
+		return 1;
 	}
 	if (reply(cl, buffer_data(&b), buffer_len(&b)) == 0)
 		(void)linger(cl);
 	buffer_free(&b);
+	return 1;
 }
 
 static bool
@@ -595,7 +596,7 @@ send_keys(struct relay_client *cl, const struct registry_entry *e)
 }
 
 /* The 101, and the client is a WebSocket from now on. */
-static void
+static int
 upgrade(struct relay_client *cl, const char *accept, const char *rest,
     size_t restlen)
 {
@@ -622,14 +623,14 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 		cl->done = true;
 		set_reason(cl, "no memory for a WebSocket");
 		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
-		return;
+		return 1;
 	}
 	free(cl->head);
 	cl->head = NULL;
 	cl->path = RELAY_PATH_WS;
 	if (reply(cl, buffer_data(&b), buffer_len(&b)) != 0) {
 		buffer_free(&b);
-		return;
+		return 1;
 	}
 	buffer_free(&b);
 	registered(cl);
@@ -643,7 +644,7 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 			lst->o.total.refused++;
 			ws_close(cl->ws, WS_CLOSE_TRY_LATER, why != NULL ? why :
 			    "out of memory");
-			return;
+			return 1;
 		}
 		LOGI("relay %s: %s %s joined uuid '%s' (%zu keys)%s",
 		    lst->o.name, role_name(cl), stream_peer(cl->rc.s), u,
@@ -656,6 +657,7 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 	}
 	if (restlen > 0)
 		ws_feed(cl->ws, rest, restlen);
+	return 0;
 }
 
 /* The producer's keys, from ?keys=a,b,c; 0 or the status to answer. */
@@ -688,7 +690,7 @@ producer_keys(struct relay_client *cl, const struct http_request *r,
 }
 
 /* After the head: which endpoint, which uuid, and whether it may. */
-static void
+static int
 web_route(struct relay_client *cl, const char *rest, size_t restlen)
 {
 	static const char consume[] = "/v1/consume/", produce[] = "/v1/produce/";
@@ -752,7 +754,7 @@ web_route(struct relay_client *cl, const char *rest, size_t restlen)
 	free(keys);
 	if (status != 0)
 		return http_refuse(cl, status, why);
-	upgrade(cl, accept, rest, restlen);
+	return upgrade(cl, accept, rest, restlen);
 }
 
 static void
@@ -764,10 +766,10 @@ http_feed(struct relay_client *cl, const char *data, size_t len)
 	case HTTP_HEAD_MORE:
 		return;
 	case HTTP_HEAD_ERROR:
-		http_refuse(cl, cl->head->status, cl->head->why);
+		(void)http_refuse(cl, cl->head->status, cl->head->why);
 		return;
 	case HTTP_HEAD_DONE:
-		web_route(cl, data + used, len - used);
+		(void)web_route(cl, data + used, len - used);
 		return;
 	}
 }
@@ -885,7 +887,7 @@ relay_take_http(struct relay_listener *lst, struct stream *s,
 	}
 	cl->path = RELAY_PATH_HTTP;
 	cl->head = head;
-	web_route(cl, rest, restlen);
+	(void)web_route(cl, rest, restlen);
 	if (!cl->done && !stream_closed(s))
 		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
 }
