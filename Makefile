@@ -33,7 +33,8 @@ SSL_LIBS   := $(call pc_libs,libssl libcrypto,-lssl -lcrypto)
 EV_LIBS    := $(call pc_libs,libev,-lev)
 INIH_LIBS  := $(call pc_libs,inih,-linih)
 CRIT_LIBS  := $(call pc_libs,criterion,-lcriterion)
-DEP_CFLAGS := $(call pc_cflags,libssl libcrypto inih)
+NATS_LIBS  := $(call pc_libs,libnats,-lnats)
+DEP_CFLAGS := $(call pc_cflags,libssl libcrypto inih libnats)
 CRIT_CFLAGS := $(call pc_cflags,criterion)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -44,7 +45,7 @@ CFLAGS  += -std=gnu11 $(WARN) -fno-strict-aliasing $(DEP_CFLAGS) \
 LDFLAGS ?=
 # wslay and http-parser ship no .pc file.
 WEB_LIBS := -lwslay -lhttp_parser
-LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(WEB_LIBS) -lm
+LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(NATS_LIBS) $(WEB_LIBS) -lpthread -lm
 
 # As given, for the make that tests/test_install.py runs.
 BUILD_ARG := $(BUILD)
@@ -189,7 +190,7 @@ test-package:
 # $(BUILD)/libfuzzer; `make test` needs none of it.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := relay config stream http ws
+FUZZ_TARGETS := relay config stream cluster http ws
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
@@ -222,6 +223,12 @@ $(FUZZ_BUILD)/fuzz_relay: $(FUZZ_BUILD)/tests/fuzz/fuzz_relay.o \
 $(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o \
 		$(FUZZ_BUILD)/proxy/http.o $(FUZZ_BUILD)/proxy/buffer.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ -lhttp_parser
+
+# The cluster's message codec alone (it checks uuids and keys with the
+# relay protocol's pure checks): no libev, OpenSSL or NATS.
+$(FUZZ_BUILD)/fuzz_cluster: $(FUZZ_BUILD)/tests/fuzz/fuzz_cluster.o \
+		$(FUZZ_BUILD)/proxy/cluster_proto.o $(FUZZ_BUILD)/proxy/relay_proto.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
 
 fuzz:
 	@scripts/install-deps.sh clang libclang-rt-14-dev

@@ -95,10 +95,22 @@ respond_buffer(struct admin_conn *c, const char *type, struct buffer *b,
 
 /* ---- the JSON API ---- */
 
+/* A producer on another node (a peer), over WebSocket, or over TCP. */
 static const char *
-producer_kind(const struct relay_conn *p)
+conn_kind(const struct relay_conn *c)
 {
-	return p->ops != NULL ? p->ops->kind : "tcp";
+	if (c->s == NULL)
+		return "cluster";
+	return c->wire != NULL ? c->wire->kind : "tcp";
+}
+
+static const char *
+conn_peer(const struct relay_conn *c)
+{
+	if (c->s == NULL)
+		return c->ops != NULL && c->ops->name != NULL ?
+		    c->ops->name(c) : "";
+	return stream_peer(c->s);
 }
 
 /* One device, as /api/devices lists it. */
@@ -111,7 +123,7 @@ device_json(struct buffer *b, struct registry_entry *e, ev_tstamp now)
 	int rc = http_printf(b, "{\"uuid\": ");
 
 	for (const struct relay_conn *c = e->consumers; c != NULL; c = c->next)
-		*(c->ops != NULL ? &ws : &tcp) += 1;
+		*(c->wire != NULL ? &ws : &tcp) += 1;
 	rc |= http_json_str(b, e->uuid, e->uuid_len);
 	rc |= http_printf(b, ", \"keys\": [");
 	while (rc == 0 && k < end) {
@@ -124,13 +136,13 @@ device_json(struct buffer *b, struct registry_entry *e, ev_tstamp now)
 	}
 	rc |= http_printf(b, "], \"producer\": ");
 	if (e->producer != NULL) {
-		const char *peer = stream_peer(e->producer->s);
+		const char *peer = conn_peer(e->producer);
 		rc |= http_printf(b, "{\"peer\": ");
 		rc |= http_json_str(b, peer, strlen(peer));
 		rc |= http_printf(b, ", \"listener\": ");
 		rc |= http_json_str(b, e->owner->name, strlen(e->owner->name));
 		rc |= http_printf(b, ", \"kind\": \"%s\"}",
-		    producer_kind(e->producer));
+		    conn_kind(e->producer));
 	} else {
 		rc |= http_printf(b, "null");
 	}

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "acl.h"
+#include "cluster.h"
 #include "http.h"
 #include "log.h"
 #include "obj.h"
@@ -32,6 +33,7 @@ struct relay_listener {
 	struct relay_origin o;		/* name, options, totals */
 	struct registry *reg;		/* every relay listener's */
 	struct acl *acl;		/* NULL: none */
+	struct cluster *cluster;	/* NULL: this process alone */
 	uint64_t protocol_errors;	/* unknown first byte, bad accept */
 	struct relay_clients conns;	/* open connections (shutdown) */
 	struct relay_web web;		/* WebSocket clients */
@@ -60,6 +62,13 @@ struct relay_client {
 	struct http_head *head;		/* RELAY_PATH_HTTP only */
 	struct ws *ws;			/* RELAY_PATH_WS only */
 	size_t frame_size;		/* WebSocket producer */
+	/*
+	 * Waiting for the cluster (a claim or a lookup): reading is paused,
+	 * and the bytes read after the step wait in `held`.
+	 */
+	bool waiting;
+	char *held;
+	size_t held_len;
 	/*
 	 * Allocated when needed, to their length: fixed arrays made every
 	 * connection carry 600 bytes that most never fill (no access list,
@@ -112,6 +121,10 @@ role_name(const struct relay_client *cl)
 
 static void set_reason(struct relay_client *cl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+static int wait_cluster(struct relay_client *cl);
+static void on_cluster(struct relay_conn *rc, bool ok, const char *why);
+static int send_keys(struct relay_client *cl,
+    const struct registry_entry *e);
 
 /* The first reason given is the one logged. */
 static void
@@ -301,9 +314,28 @@ on_uuid(struct relay_client *cl, const struct relay_event *ev)
 		return reply(cl, &ACK, 1);
 	}
 	e = registry_add_consumer(reg, &cl->rc, ev->data, ev->len, &why);
+	if (e == NULL && cl->lst->cluster != NULL &&
+	    registry_find(reg, ev->data, ev->len) == NULL) {
+		/* Perhaps a producer on another node: the cluster looks. */
+		switch (cluster_lookup(cl->lst->cluster, &cl->rc, ev->data,
+		    ev->len, on_cluster, &why)) {
+		case 1:
+			return wait_cluster(cl);
+		default:
+			return refuse(cl, why);
+		}
+	}
 	if (e == NULL)
 		return refuse(cl, why);
+	return send_keys(cl, e);
+}
+
+/* The answer to a consumer's uuid: 0x00 and the keys. */
+static int
+send_keys(struct relay_client *cl, const struct registry_entry *e)
+{
 	uint8_t hdr[1 + RELAY_LEN_SIZE] = { RELAY_OK };
+
 	relay_len_put(hdr + 1, (uint32_t)e->keys_len);
 	cl->nkeys = e->nkeys;
 	if (reply(cl, hdr, sizeof(hdr)) != 0)
@@ -311,31 +343,52 @@ on_uuid(struct relay_client *cl, const struct relay_event *ev)
 	return reply(cl, e->keys, e->keys_len);
 }
 
+/* The producer holds its uuid: 0x00, and the line that says so. */
+static int
+producer_in(struct relay_client *cl)
+{
+	char u[REGISTRY_UUID_STR], node[200] = "";
+
+	if (reply(cl, &ACK, 1) != 0)
+		return 1;
+	registered(cl);
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	if (cl->lst->cluster != NULL)
+		snprintf(node, sizeof(node), " on node %s",
+		    cluster_node(cl->lst->cluster));
+	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
+	    "(consumers: %zu)%s%s", cl->lst->o.name, stream_peer(cl->rc.s),
+	    u, cl->nkeys, cl->rc.entry->nconsumers, node, opt_str(cl->grant));
+	return 0;
+}
+
 static int
 on_keys(struct relay_client *cl, const struct relay_event *ev)
 {
 	struct registry *reg = cl->lst->reg;
 	const char *why = NULL;
-	char u[REGISTRY_UUID_STR];
 
+	cl->nkeys = ev->count;
+	if (cl->lst->cluster != NULL) {
+		/* Visible cluster-wide before its 0x00. */
+		switch (cluster_claim(cl->lst->cluster, &cl->rc, cl->uuid,
+		    cl->ulen, ev->data, ev->len, ev->count, on_cluster, &why)) {
+		case 1:
+			return wait_cluster(cl);
+		default:
+			return why != NULL ? refuse(cl, why) : producer_in(cl);
+		}
+	}
 	if (registry_add_producer(reg, &cl->rc, cl->uuid, cl->ulen, ev->data,
 	    ev->len, ev->count, &why) < 0)
 		return refuse(cl, why);
-	cl->nkeys = ev->count;
-	if (reply(cl, &ACK, 1) != 0)
-		return 1;
-	registered(cl);
-	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
-	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
-	    "(consumers: %zu)%s", cl->lst->o.name, stream_peer(cl->rc.s),
-	    u, ev->count, cl->rc.entry->nconsumers, opt_str(cl->grant));
-	return 0;
+	return producer_in(cl);
 }
 
 static int
 on_accept(struct relay_client *cl, const struct relay_event *ev)
 {
-	char u[REGISTRY_UUID_STR];
+	char u[REGISTRY_UUID_STR], node[200] = "";
 	const char *why = NULL;
 
 	if (ev->role != RELAY_ACCEPT) {
@@ -362,8 +415,11 @@ on_accept(struct relay_client *cl, const struct relay_event *ev)
 	}
 	registered(cl);
 	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
-	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
-	    cl->lst->o.name, stream_peer(cl->rc.s), u, cl->nkeys,
+	if (cl->lst->cluster != NULL)
+		snprintf(node, sizeof(node), ", producer on node %s",
+		    cluster_holder(cl->lst->cluster, cl->rc.entry));
+	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s%s",
+	    cl->lst->o.name, stream_peer(cl->rc.s), u, cl->nkeys, node,
 	    opt_str(cl->grant));
 	return 0;
 }
@@ -405,6 +461,40 @@ on_event(void *arg, const struct relay_event *ev)
 	return 0;
 }
 
+/* Keeps bytes read while the cluster decides (at most one read). */
+static void
+hold(struct relay_client *cl, const char *data, size_t len)
+{
+	char *p;
+
+	if (len == 0)
+		return;
+	if ((p = realloc(cl->held, cl->held_len + len)) == NULL) {
+		cl->done = true;
+		set_reason(cl, "no memory for the bytes after its step");
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	memcpy(p + cl->held_len, data, len);
+	cl->held = p;
+	cl->held_len += len;
+}
+
+static void
+feed(struct relay_client *cl, const char *data, size_t len)
+{
+	size_t used;
+
+	if (cl->waiting) {
+		hold(cl, data, len);
+		return;
+	}
+	used = relay_parser_feed(&cl->p, data, len, on_event, &cl->rc);
+	/* Stopped to wait for the cluster: the rest goes on afterwards. */
+	if (cl->waiting)
+		hold(cl, data + used, len - used);
+}
+
 static void http_feed(struct relay_client *cl, const char *data,
     size_t len);
 
@@ -437,8 +527,7 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 	if (!cl->lingering && !cl->done) {
 		switch (cl->path) {
 		case RELAY_PATH_DEVICE:
-			(void)relay_parser_feed(&cl->p, data, len, on_event,
-			    &cl->rc);
+			feed(cl, data, len);
 			break;
 		case RELAY_PATH_HTTP:
 			http_feed(cl, data, len);
@@ -542,7 +631,7 @@ ws_end(struct relay_conn *c, const char *why)
 	ws_close(cl->ws, WS_CLOSE_GOING_AWAY, why);
 }
 
-static const struct relay_conn_ops ws_conn_ops = {
+static const struct relay_wire ws_conn_ops = {
 	.kind = "websocket",
 	.write_frames = ws_write_frames,
 	.end = ws_end,
@@ -572,7 +661,7 @@ on_ws_message(struct ws *ws, bool binary, const char *data, size_t len,
 
 /* The consumer's first message: {"uuid": "...", "keys": [...]}. */
 static int
-send_keys(struct relay_client *cl, const struct registry_entry *e)
+ws_send_keys(struct relay_client *cl, const struct registry_entry *e)
 {
 	struct buffer b = BUFFER_INIT;
 	const char *k = e->keys, *end = e->keys + e->keys_len;
@@ -635,9 +724,9 @@ upgrade(struct relay_client *cl, const char *accept, const char *rest,
 	buffer_free(&b);
 	registered(cl);
 	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
-	cl->rc.ops = &ws_conn_ops;
+	cl->rc.wire = &ws_conn_ops;
 	if (consumer) {
-		if (send_keys(cl, cl->rc.entry) < 0 ||
+		if (ws_send_keys(cl, cl->rc.entry) < 0 ||
 		    registry_accept(&cl->rc, &why) < 0) {
 			set_reason(cl, "refused after its upgrade: %s",
 			    why != NULL ? why : "out of memory");
@@ -689,6 +778,9 @@ producer_keys(struct relay_client *cl, const struct http_request *r,
 	return 0;
 }
 
+static int wait_cluster(struct relay_client *cl);
+static void on_cluster(struct relay_conn *rc, bool ok, const char *why);
+
 /* After the head: which endpoint, which uuid, and whether it may. */
 static int
 web_route(struct relay_client *cl, const char *rest, size_t restlen)
@@ -734,8 +826,16 @@ web_route(struct relay_client *cl, const char *rest, size_t restlen)
 	if (!acl_allows(cl, uuid, (size_t)ulen))
 		return http_refuse(cl, 403, "not allowed by the access list");
 	if (cl->p.role == RELAY_CONSUMER) {
-		if (!registry_live(registry_find(lst->reg, uuid,
-		    (size_t)ulen)))
+		e = registry_find(lst->reg, uuid, (size_t)ulen);
+		if (e == NULL && lst->cluster != NULL) {
+			/* Perhaps a producer on another node: the cluster looks. */
+			if (cluster_lookup(lst->cluster, &cl->rc, uuid,
+			    (size_t)ulen, on_cluster, &why) != 1)
+				return http_refuse(cl, 404, why);
+			hold(cl, rest, restlen);
+			return wait_cluster(cl);
+		}
+		if (!registry_live(e))
 			return http_refuse(cl, 404, "no producer holds this "
 			    "uuid");
 		if ((e = registry_add_consumer(lst->reg, &cl->rc, uuid,
@@ -748,6 +848,19 @@ web_route(struct relay_client *cl, const char *rest, size_t restlen)
 		return http_refuse(cl, 503, "out of memory");
 	status = producer_keys(cl, r, keys, lst->o.opts.limits.max_keys_bytes,
 	    &klen, &why);
+	if (status == 0 && lst->cluster != NULL) {
+		/* Visible cluster-wide before its 101 (as before a 0x00). */
+		int claim = cluster_claim(lst->cluster, &cl->rc, uuid,
+		    (size_t)ulen, keys, klen, cl->nkeys, on_cluster, &why);
+		free(keys);
+		if (claim == 1) {
+			hold(cl, rest, restlen);
+			return wait_cluster(cl);
+		}
+		if (why != NULL)
+			return http_refuse(cl, 409, why);
+		return upgrade(cl, accept, rest, restlen);
+	}
 	if (status == 0 && registry_add_producer(lst->reg, &cl->rc, uuid,
 	    (size_t)ulen, keys, klen, cl->nkeys, &why) < 0)
 		status = 409;
@@ -772,6 +885,84 @@ http_feed(struct relay_client *cl, const char *data, size_t len)
 		(void)web_route(cl, data + used, len - used);
 		return;
 	}
+}
+
+/* Stops the feed until the cluster answers (on_cluster). */
+static int
+wait_cluster(struct relay_client *cl)
+{
+	cl->waiting = true;
+	stream_pause_reading(cl->rc.s);
+	return 1;
+}
+
+/* A WebSocket client's claim or lookup answered: refused, or upgraded. */
+static int
+web_resume(struct relay_client *cl, bool ok, const char *why,
+    const char *rest, size_t restlen)
+{
+	char accept[WS_ACCEPT_LEN + 1];
+	const char *unused;
+	struct registry_entry *e;
+
+	if (!ok)
+		return http_refuse(cl, cl->p.role == RELAY_PRODUCER ? 409 : 404,
+		    why);
+	/* Checked before the cluster was asked: only the value is wanted. */
+	(void)ws_check_upgrade(&cl->head->req, accept, &unused);
+	if (cl->p.role == RELAY_CONSUMER) {
+		/* A producer holds it now: attached like any consumer. */
+		e = registry_add_consumer(cl->lst->reg, &cl->rc, cl->uuid,
+		    cl->ulen, &why);
+		if (e == NULL)
+			return http_refuse(cl, 503, why);
+		cl->nkeys = e->nkeys;
+	}
+	return upgrade(cl, accept, rest, restlen);
+}
+
+/*
+ * The cluster's answer: the claim or lookup is done (a connection that
+ * closed meanwhile was forgotten by cluster_cancel, never answered).
+ */
+static void
+on_cluster(struct relay_conn *rc, bool ok, const char *why)
+{
+	struct relay_client *cl = client_of(rc);
+	struct registry_entry *e;
+	char *held = cl->held;
+	size_t held_len = cl->held_len;
+	int stop;
+
+	cl->waiting = false;
+	cl->held = NULL;
+	cl->held_len = 0;
+	if (cl->done || cl->lingering || stream_closed(rc->s)) {
+		free(held);
+		return;
+	}
+	if (cl->path == RELAY_PATH_HTTP) {
+		(void)web_resume(cl, ok, why, held, held_len);
+		free(held);
+		if (!cl->done && !stream_closed(rc->s))
+			stream_resume_reading(rc->s);
+		return;
+	}
+	if (!ok) {
+		stop = refuse(cl, why);
+	} else if (cl->p.role == RELAY_PRODUCER) {
+		stop = producer_in(cl);
+	} else {
+		/* A producer holds it now: attached like any consumer. */
+		e = registry_add_consumer(cl->lst->reg, rc, cl->uuid, cl->ulen,
+		    &why);
+		stop = e == NULL ? refuse(cl, why) : send_keys(cl, e);
+	}
+	if (!stop && !cl->done && held_len > 0)
+		feed(cl, held, held_len);
+	free(held);
+	if (!cl->done && !stream_closed(rc->s))
+		stream_resume_reading(rc->s);
 }
 
 static void
@@ -823,11 +1014,14 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		    u, cl->ulen ? "')" : "", secs,
 		    (unsigned long long)stream_bytes_in(s),
 		    (unsigned long long)stream_bytes_out(s), reason);
+	if (cl->waiting)
+		cluster_cancel(cl->lst->cluster, &cl->rc, cl->uuid, cl->ulen);
 	registry_remove(&cl->rc);
 	ev_timer_stop(reg->loop, &cl->timer);
 	relay_parser_free(&cl->p);
 	ws_free(cl->ws);
 	free(cl->head);
+	free(cl->held);
 	LIST_REMOVE(cl, link);
 	free(cl->uuid);
 	free(cl->reason);
@@ -949,6 +1143,12 @@ relay_listener_close_all(struct relay_listener *rl)
 		set_reason(cl, "shutting down");
 		stream_close(cl->rc.s, STREAM_CLOSE_LOCAL);
 	}
+}
+
+void
+relay_listener_set_cluster(struct relay_listener *rl, struct cluster *cl)
+{
+	rl->cluster = cl;
 }
 
 void
