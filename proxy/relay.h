@@ -30,7 +30,7 @@
  * taken, 403 access list or Origin not in `origins`, 400 a broken limit,
  * 426/400 a bad upgrade, 431 a head too large) and the same linger.  A
  * consumer gets a text message with the keys as JSON, then one binary
- * message per frame, framed by the registry through relay_conn_ops (the
+ * message per frame, framed by the registry through relay_wire (the
  * registry does not know WebSocket); it is accepted at once.  A producer's
  * binary messages must hold whole frames (else closed with 1007; text:
  * 1003).
