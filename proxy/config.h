@@ -134,6 +134,8 @@ struct config_listener {
 	size_t max_keys_bytes;
 	size_t max_keys;
 	char acl[CONFIG_PATH_LEN];	/* access list file, or "" */
+	char origins[1024];		/* WebSocket Origins allowed; "" = any */
+	size_t max_message_bytes;	/* a WebSocket client's message */
 
 	/* forward */
 	struct config_backend backend[CONFIG_MAX_BACKENDS];
@@ -197,6 +199,7 @@ struct config {
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
 	double admin_timeout;		/* accept to answer, per admin request */
 	size_t admin_max_connections;	/* admin connections open at once */
+	char admin_token[256];		/* every admin request's; "" = none */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
