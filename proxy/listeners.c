@@ -2,9 +2,12 @@
 #define _GNU_SOURCE
 #include "listeners.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "acl.h"
 #include "admin.h"
@@ -93,6 +96,7 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
 	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
 	o.alpn = l->alpn[0] ? l->alpn : NULL;
+	o.alpn_fallback = l->alpn_fallback;
 	o.name = l->name;
 	o.fault = &fault;
 	c = tls_ctx_new_server(&o, why, sizeof(why));
@@ -211,19 +215,32 @@ admin_status(struct buffer *b, void *arg)
 /* Resolves a forward listener's backends (once, at start-up). */
 static int
 resolve_backends(const struct config *cfg, const struct config_listener *l,
-    struct forward_backend *out, char *err, size_t errlen)
+    struct backend_def *out, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < l->nbackend; i++) {
-		const struct config_addr *a = &l->backend[i];
-		struct forward_backend *b = &out[i];
+		const struct config_addr *a = &l->backend[i].addr;
+		struct backend_def *b = &out[i];
 		char why[256];
+		int rc;
 
 		memset(b, 0, sizeof(*b));
-		snprintf(b->host, sizeof(b->host), "%s", a->host);
-		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
-		    "[%s]:%d" : "%s:%d", a->host, a->port);
-		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
-		    why, sizeof(why)) < 0) {
+		b->set = l->backend[i].set;
+		b->weight = l->backend[i].weight;
+		b->backup = l->backend[i].backup;
+		if (config_addr_is_unix(a)) {
+			/* No name to send or check: TLS goes without SNI. */
+			snprintf(b->label, sizeof(b->label), "%s", a->host);
+			rc = netutil_unix_addr(a->host + 5, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		} else {
+			snprintf(b->host, sizeof(b->host), "%s", a->host);
+			snprintf(b->label, sizeof(b->label),
+			    strchr(a->host, ':') ? "[%s]:%d" : "%s:%d",
+			    a->host, a->port);
+			rc = netutil_resolve(a->host, a->port, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		}
+		if (rc < 0) {
 			/* One `backend` line holds the whole list. */
 			config_error(cfg, l, "backend", 0, why, err, errlen);
 			return -1;
@@ -282,14 +299,37 @@ forward_from(struct listeners *ls, struct listener *ln,
     struct tls_ctx *btls, char *err, size_t errlen)
 {
 	const struct config_listener *l = ln->cfg;
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
+	struct forward_route routes[CONFIG_MAX_ROUTES];
 	struct forward_opts fo = { 0 };
 	char why[256];
 
 	if (resolve_backends(ls->cfg, l, backends, err, errlen) < 0)
 		return -1;
-	fo.backends = backends;
-	fo.nbackends = l->nbackend;
+	fo.backends.defs = backends;
+	fo.backends.n = l->nbackend;
+	fo.backends.set_names = l->set_name;
+	fo.backends.nsets = l->nsets;
+	fo.backends.balance = l->balance == CONFIG_BALANCE_LEASTCONN ?
+	    BACKEND_LEASTCONN : BACKEND_ROUNDROBIN;
+	fo.backends.max_fails = (unsigned)l->max_fails;
+	fo.backends.fail_timeout = l->fail_timeout;
+	fo.backends.check_interval = l->check_interval;
+	fo.backends.check = l->check == CONFIG_CHECK_TLS ? BACKEND_CHECK_TLS :
+	    BACKEND_CHECK_TCP;
+	fo.backends.connect_timeout = l->connect_timeout;
+	fo.backends.metrics_id = ln->metrics_id;
+	for (size_t i = 0; i < l->nroutes; i++) {
+		routes[i].kind = l->route[i].kind == CONFIG_ROUTE_ALPN ?
+		    FORWARD_ROUTE_ALPN : FORWARD_ROUTE_SNI;
+		snprintf(routes[i].match, sizeof(routes[i].match), "%s",
+		    l->route[i].match);
+		routes[i].set = l->route[i].set;
+	}
+	fo.routes = routes;
+	fo.nroutes = l->nroutes;
+	fo.nomatch_refuse = l->route_refuse;
+	fo.proxy_tlvs = l->proxy_tlvs;
 	fo.connect_timeout = l->connect_timeout;
 	fo.idle_timeout = l->idle_timeout;
 	fo.fin_timeout = l->fin_timeout;
@@ -307,6 +347,53 @@ forward_from(struct listeners *ls, struct listener *ln,
 	return 0;
 }
 
+/* unix_owner "user[:group]" -> ids (-1: unchanged); 0 or -1 with why. */
+static int
+unix_owner(const struct config_listener *l, uid_t *uid, gid_t *gid,
+    char *why, size_t whylen)
+{
+	char user[64], *group;
+	struct passwd *pw;
+	struct group *gr;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (l == NULL || l->unix_owner[0] == '\0')
+		return 0;
+	snprintf(user, sizeof(user), "%s", l->unix_owner);
+	if ((group = strchr(user, ':')) != NULL)
+		*group++ = '\0';
+	if (user[0] != '\0') {
+		if ((pw = getpwnam(user)) == NULL) {
+			snprintf(why, whylen, "no user '%s'", user);
+			return -1;
+		}
+		*uid = pw->pw_uid;
+	}
+	if (group != NULL && group[0] != '\0') {
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(why, whylen, "no group '%s'", group);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* A unix: address of a bind line. */
+static int
+bind_unix(const struct config_listener *l, struct tcpserver *srv,
+    const struct config_addr *a, char *why, size_t whylen)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (unix_owner(l, &uid, &gid, why, whylen) < 0)
+		return -1;
+	return tcpserver_bind_unix(srv, a->host + 5, l ? l->unix_mode : 0,
+	    uid, gid, why, whylen);
+}
+
 /* The addresses of one `bind` (or `admin`) line, bound, not accepting. */
 static int
 bind_addrs(const struct config *cfg, const struct config_listener *l,
@@ -315,6 +402,14 @@ bind_addrs(const struct config *cfg, const struct config_listener *l,
 {
 	for (size_t i = 0; i < n; i++) {
 		char why[256];
+		if (config_addr_is_unix(&addrs[i])) {
+			if (bind_unix(l, srv, &addrs[i], why,
+			    sizeof(why)) < 0) {
+				config_error(cfg, l, key, 0, why, err, errlen);
+				return -1;
+			}
+			continue;
+		}
 		if (tcpserver_bind(srv, addrs[i].host[0] ? addrs[i].host :
 		    NULL, addrs[i].port, AF_UNSPEC, NETUTIL_DEFAULT_BACKLOG,
 		    false, why, sizeof(why)) < 0) {
@@ -351,7 +446,8 @@ listener_build(struct listeners *ls, struct listener *ln,
 		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
 		    forward_handle_stream, ln->fwd);
 	}
-	if (ln->srv == NULL) {
+	if (ln->srv == NULL ||
+	    tcpserver_set_accept_proxy(ln->srv, l->accept_proxy) < 0) {
 		snprintf(err, errlen, "[%s] out of memory", l->name);
 		return -1;
 	}
@@ -444,9 +540,13 @@ log_listening(const char *mode, const char *transport, const char *name,
 	size_t n = tcpserver_addresses(srv, ss, TCPSERVER_MAX_SOCKETS);
 
 	for (size_t i = 0; i < n; i++) {
-		char addr[80];
-		netutil_format_addr((struct sockaddr *)&ss[i], addr,
-		    sizeof(addr));
+		char addr[160];
+		if (ss[i].ss_family == AF_UNIX)
+			snprintf(addr, sizeof(addr), "unix:%s",
+			    ((struct sockaddr_un *)&ss[i])->sun_path);
+		else
+			netutil_format_addr((struct sockaddr *)&ss[i], addr,
+			    sizeof(addr));
 		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
 		    name);
 	}
@@ -486,6 +586,9 @@ listener_start(struct listener *ln, int worker, bool cluster_set)
 		return -1;
 	}
 	tcpserver_start(ln->srv);
+	/* One process checks the backends; the workers share what it finds. */
+	if (ln->fwd != NULL && worker == 0)
+		forward_listener_start_checks(ln->fwd);
 	log_listening(l->mode == CONFIG_RELAY ? "relay" : "forward",
 	    l->ncert > 0 ? "tls" : "tcp", l->name, ln->srv);
 	return 0;
@@ -675,6 +778,17 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 		const struct config_listener *l = &cfg->listeners[i];
 		for (size_t j = 0; j < l->nbind; j++) {
 			const struct config_addr *a = &l->bind[j];
+			uid_t uid;
+			gid_t gid;
+			if (config_addr_is_unix(a)) {
+				if (unix_owner(l, &uid, &gid, why,
+				    sizeof(why)) < 0) {
+					config_error(cfg, l, "unix_owner", 0,
+					    why, err, errlen);
+					return -1;
+				}
+				continue;
+			}
 			if (a->host[0] != '\0' && netutil_resolve(a->host,
 			    a->port, &ss, &len, why, sizeof(why)) < 0) {
 				config_error(cfg, l, "bind", 0, why, err,
@@ -695,7 +809,7 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
 	struct tls_set t;
 
 	if (tls_set_build(cfg, &t, err, errlen) < 0 ||

@@ -6,7 +6,8 @@
  * backends) and access lists, the relay registry (one uuid namespace for
  * every relay listener) and the relay listeners, the forward listeners
  * with their backends, the admin page, the tcpservers that accept for
- * them, and the metrics source of the relay families.
+ * them (unix: addresses bound with their mode and owner, accept_proxy),
+ * and the metrics source of the relay families.
  *
  * Its life follows the process's:
  *   listeners_new()        before the fork: builds everything and binds
@@ -15,7 +16,9 @@
  *   listeners_start()      in each worker: relay listeners and the admin
  *                          page in worker 0 only (pairing by uuid needs
  *                          one registry), forward listeners in every
- *                          worker (the kernel spreads the accepts); with
+ *                          worker (the kernel spreads the accepts), the
+ *                          backends' active checks in worker 0 only
+ *                          (their state is shared: backend.h); with
  *                          [cluster], each worker is a node of the
  *                          cluster (cluster.h) and serves the relay
  *                          listeners too;

@@ -42,6 +42,7 @@ struct tls_ctx {
 	SSL_CTX *client;		/* client contexts have just this */
 	unsigned char alpn[256];	/* wire format */
 	size_t alpn_len;
+	bool alpn_fallback;		/* no common protocol: go on without */
 	char name[64];			/* the listener, for logs ("" = none) */
 };
 
@@ -133,7 +134,8 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	(void)ssl;
 	if (SSL_select_next_proto(&sel, outlen, c->alpn,
 	    (unsigned)c->alpn_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
+		return c->alpn_fallback ? SSL_TLSEXT_ERR_NOACK :
+		    SSL_TLSEXT_ERR_ALERT_FATAL;
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
 }
@@ -431,6 +433,7 @@ tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
 	}
 	c->refs = 1;
 	c->server = true;
+	c->alpn_fallback = o->alpn_fallback;
 	snprintf(c->name, sizeof(c->name), "%s", o->name ? o->name : "");
 	ERR_clear_error();
 	if (!alpn_parse(c, NULL, o->alpn, o->fault, err, errlen))

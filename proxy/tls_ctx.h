@@ -59,6 +59,12 @@ struct tls_server_opts {
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
 	const char *ciphersuites;	/* TLS 1.3; NULL = ours (AES-128 first) */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
+	/*
+	 * A client whose ALPN list has none of ours: false, the handshake
+	 * fails (no_application_protocol, RFC 7301); true, it goes on with
+	 * no protocol agreed (as HAProxy does).
+	 */
+	bool alpn_fallback;
 	const char *name;		/* the listener, for logs; NULL = none */
 	struct tls_fault *fault;	/* optional: set when building fails */
 };
