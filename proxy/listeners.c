@@ -34,6 +34,8 @@ struct listeners {
 	size_t n;
 	struct registry *reg;		/* every relay listener's uuids */
 	struct tcpserver *admin;	/* NULL: no admin page here */
+	/* Per TLS listener, made before the fork, kept across reloads. */
+	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
 	struct admin *admin_conns;	/* its connections */
 };
 
@@ -63,6 +65,7 @@ tls_opt_key(enum tls_opt opt)
 	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
 	case TLS_OPT_ALPN: return "alpn";
 	case TLS_OPT_CA_FILE: return "backend_ca";
+	case TLS_OPT_CLIENT_CRL: return "client_crl";
 	case TLS_OPT_OTHER: break;
 	}
 	return "cert";
@@ -70,7 +73,7 @@ tls_opt_key(enum tls_opt opt)
 
 static struct tls_ctx *
 server_tls(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
+    struct tls_tickets *tickets, char *err, size_t errlen)
 {
 	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
 	struct tls_server_opts o = { 0 };
@@ -85,6 +88,8 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	o.certs = pairs;
 	o.ncerts = l->ncert;
 	o.client_ca = l->client_ca[0] ? l->client_ca : NULL;
+	o.client_crl = l->client_crl[0] ? l->client_crl : NULL;
+	o.tickets = tickets;
 	o.verify = (enum tls_verify)l->verify;
 	o.min_version = l->tls_min_version;
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
@@ -111,11 +116,16 @@ backend_tls(const struct config *cfg, const struct config_listener *l,
 
 	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
 	o.verify = true;
+	o.cert = l->backend_cert[0] ? l->backend_cert : NULL;
+	o.key = l->backend_key[0] ? l->backend_key : NULL;
 	o.fault = &fault;
 	c = tls_ctx_new_client(&o, why, sizeof(why));
 	if (c == NULL)
 		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
-		    "backend_ca" : "backend_tls", 0, why, err, errlen);
+		    "backend_ca" : fault.opt == TLS_OPT_CERT ? "backend_cert" :
+		    fault.opt == TLS_OPT_KEY ? (l->backend_key[0] ?
+		    "backend_key" : "backend_cert") : "backend_tls", 0, why,
+		    err, errlen);
 	return c;
 }
 
@@ -143,14 +153,14 @@ tls_set_free(struct tls_set *t, size_t n)
 
 /* Builds every TLS context and access list; on failure nothing is kept. */
 static int
-tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
-    size_t errlen)
+tls_set_build(const struct config *cfg, struct tls_set *t,
+    struct tls_tickets *const *tickets, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
-		if (l->ncert > 0 &&
-		    (t->server[i] = server_tls(cfg, l, err, errlen)) == NULL)
+		if (l->ncert > 0 && (t->server[i] = server_tls(cfg, l,
+		    tickets[i], err, errlen)) == NULL)
 			goto fail;
 		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
 		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
@@ -163,6 +173,31 @@ tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
 fail:
 	tls_set_free(t, cfg->nlisteners);
 	return -1;
+}
+
+/* Every TLS listener's ticket keys (before the fork); -1 with err. */
+static int
+tickets_build(const struct config *cfg, struct tls_tickets **out,
+    char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		char why[384];
+
+		out[i] = NULL;
+		if (l->ncert == 0)
+			continue;
+		out[i] = tls_tickets_new(l->ticket_keys[0] ? l->ticket_keys :
+		    NULL, l->ticket_rotate, why, sizeof(why));
+		if (out[i] == NULL) {
+			config_error(cfg, l, "ticket_keys", 0, why, err,
+			    errlen);
+			while (i-- > 0)
+				tls_tickets_free(out[i]);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* ---- building ---- */
@@ -344,8 +379,12 @@ listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
 	}
 	ls->cfg = cfg;
 	ls->sl = sl;
-	if (tls_set_build(cfg, &t, err, errlen) < 0) {
+	if (tickets_build(cfg, ls->tickets, err, errlen) < 0) {
 		free(ls);
+		return NULL;
+	}
+	if (tls_set_build(cfg, &t, ls->tickets, err, errlen) < 0) {
+		listeners_free(ls);
 		return NULL;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
@@ -459,10 +498,19 @@ listeners_reload(struct listeners *ls, const char *who)
 	struct tls_set fresh;
 	char err[1024];
 
-	if (tls_set_build(ls->cfg, &fresh, err, sizeof(err)) < 0) {
+	if (tls_set_build(ls->cfg, &fresh, ls->tickets, err,
+	    sizeof(err)) < 0) {
 		LOGE("%sreload: %s; keeping the current certificates and "
 		    "access lists", who, err);
 		return;
+	}
+	/* Generated keys stay as they are; a file is read again. */
+	for (size_t i = 0; i < ls->n; i++) {
+		char why[512];
+		if (ls->tickets[i] != NULL && tls_tickets_reload(ls->tickets[i],
+		    why, sizeof(why)) < 0)
+			LOGE("%sreload: [%s] %s; keeping the current ticket "
+			    "keys", who, ls->l[i].cfg->name, why);
 	}
 	for (size_t i = 0; i < ls->n; i++) {
 		struct listener *ln = &ls->l[i];
@@ -530,6 +578,8 @@ listeners_free(struct listeners *ls)
 		forward_listener_free(ln->fwd);
 	}
 	tcpserver_free(ls->admin);
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		tls_tickets_free(ls->tickets[i]);
 	free(ls);
 }
 
@@ -572,11 +622,19 @@ int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
 	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
 	struct tls_set t;
+	int rc;
 
-	if (tls_set_build(cfg, &t, err, errlen) < 0)
+	if (tickets_build(cfg, tickets, err, errlen) < 0)
 		return -1;
-	tls_set_free(&t, cfg->nlisteners);
+	rc = tls_set_build(cfg, &t, tickets, err, errlen);
+	if (rc == 0)
+		tls_set_free(&t, cfg->nlisteners);
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		tls_tickets_free(tickets[i]);
+	if (rc < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 		if (l->mode == CONFIG_FORWARD && resolve_backends(cfg, l,

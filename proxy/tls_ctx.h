@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tls_tickets.h"
+
 enum tls_verify {
 	TLS_VERIFY_NONE = 0,
 	TLS_VERIFY_OPTIONAL,	/* ask; check a certificate if one is sent */
@@ -43,6 +45,7 @@ enum tls_opt {
 	TLS_OPT_CIPHERSUITES,
 	TLS_OPT_ALPN,
 	TLS_OPT_CA_FILE,	/* client contexts: ca_file */
+	TLS_OPT_CLIENT_CRL,
 };
 
 struct tls_fault {
@@ -54,12 +57,18 @@ struct tls_server_opts {
 	const struct tls_cert_pair *certs;	/* first = default */
 	size_t ncerts;
 	const char *client_ca;		/* CA file for client certificates */
+	const char *client_crl;		/* PEM CRLs checked against a client's
+					 * certificate (its issuer's CRL must be
+					 * there); NULL = none */
 	enum tls_verify verify;
 	int min_version;		/* TLS1_2_VERSION (default) or 1_3 */
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
 	const char *ciphersuites;	/* TLS 1.3; NULL = ours (AES-128 first) */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
 	const char *name;		/* the listener, for logs; NULL = none */
+	/* Session ticket keys (tls_tickets.h), which must outlive the
+	 * context; NULL = OpenSSL's own key, made per context. */
+	struct tls_tickets *tickets;
 	struct tls_fault *fault;	/* optional: set when building fails */
 };
 
