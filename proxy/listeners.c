@@ -17,6 +17,8 @@
 #include "relay_metrics.h"
 #include "tcpserver.h"
 #include "tls.h"
+#include "tls_ocsp.h"
+#include "tls_tickets.h"
 
 /* One configured listener and what serves it. */
 struct listener {
@@ -36,7 +38,17 @@ struct listeners {
 	struct tcpserver *admin;	/* NULL: no admin page here */
 	/* Per TLS listener, made before the fork, kept across reloads. */
 	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
+	/* Per certificate with OCSP, made before the fork, kept. */
+	struct tls_ocsp *ocsp[CONFIG_MAX_LISTENERS][CONFIG_MAX_CERTS];
+	struct tls_ocsp *ocsp_all[CONFIG_MAX_LISTENERS * CONFIG_MAX_CERTS];
+	size_t nocsp;
 	struct admin *admin_conns;	/* its connections */
+};
+
+/* What a TLS context is built with that lives as long as the listeners. */
+struct tls_keep {
+	struct tls_tickets *const *tickets;
+	struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS];
 };
 
 /*
@@ -73,7 +85,8 @@ tls_opt_key(enum tls_opt opt)
 
 static struct tls_ctx *
 server_tls(const struct config *cfg, const struct config_listener *l,
-    struct tls_tickets *tickets, char *err, size_t errlen)
+    struct tls_tickets *tickets, struct tls_ocsp *const *ocsp, char *err,
+    size_t errlen)
 {
 	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
 	struct tls_server_opts o = { 0 };
@@ -84,6 +97,7 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	for (size_t i = 0; i < l->ncert; i++) {
 		pairs[i].cert = l->cert[i];
 		pairs[i].key = l->key[i];
+		pairs[i].ocsp = ocsp[i];
 	}
 	o.certs = pairs;
 	o.ncerts = l->ncert;
@@ -154,13 +168,13 @@ tls_set_free(struct tls_set *t, size_t n)
 /* Builds every TLS context and access list; on failure nothing is kept. */
 static int
 tls_set_build(const struct config *cfg, struct tls_set *t,
-    struct tls_tickets *const *tickets, char *err, size_t errlen)
+    const struct tls_keep *keep, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 		if (l->ncert > 0 && (t->server[i] = server_tls(cfg, l,
-		    tickets[i], err, errlen)) == NULL)
+		    keep->tickets[i], keep->ocsp[i], err, errlen)) == NULL)
 			goto fail;
 		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
 		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
@@ -198,6 +212,56 @@ tickets_build(const struct config *cfg, struct tls_tickets **out,
 		}
 	}
 	return 0;
+}
+
+/* A certificate's `ocsp` value: "off" (or none), "auto", or a file. */
+static const char *
+ocsp_value(const struct config_listener *l, size_t i)
+{
+	if (l->nocsp == 0)
+		return "off";
+	return l->nocsp == 1 ? l->ocsp[0] : l->ocsp[i];
+}
+
+/* Every certificate's OCSP source (before the fork); -1 with err. */
+static int
+ocsp_build(const struct config *cfg,
+    struct tls_ocsp *(*out)[CONFIG_MAX_CERTS], char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		for (size_t j = 0; j < l->ncert; j++) {
+			const char *v = ocsp_value(l, j);
+			struct tls_ocsp_opts o = { 0 };
+			char why[768];
+
+			out[i][j] = NULL;
+			if (!strcmp(v, "off"))
+				continue;
+			o.cert = l->cert[j];
+			o.file = strcmp(v, "auto") ? v : NULL;
+			o.dir = cfg->ocsp_dir;
+			o.timeout = cfg->ocsp_timeout;
+			o.name = l->name;
+			out[i][j] = tls_ocsp_new(&o, why, sizeof(why));
+			if (out[i][j] == NULL) {
+				config_error(cfg, l, "ocsp", l->nocsp == 1 ? 0 :
+				    j, why, err, errlen);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static void
+ocsp_free(struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS])
+{
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+			tls_ocsp_free(ocsp[i][j]);
+			ocsp[i][j] = NULL;
+		}
 }
 
 /* ---- building ---- */
@@ -383,7 +447,9 @@ listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
 		free(ls);
 		return NULL;
 	}
-	if (tls_set_build(cfg, &t, ls->tickets, err, errlen) < 0) {
+	struct tls_keep keep = { ls->tickets, ls->ocsp };
+	if (ocsp_build(cfg, ls->ocsp, err, errlen) < 0 ||
+	    tls_set_build(cfg, &t, &keep, err, errlen) < 0) {
 		listeners_free(ls);
 		return NULL;
 	}
@@ -443,6 +509,14 @@ relay_metrics(struct buffer *out, void *arg)
 	relay_render_metrics(ls->reg, rls, n, out);
 }
 
+static void
+ocsp_metrics(struct buffer *out, void *arg)
+{
+	struct listeners *ls = arg;
+
+	tls_ocsp_render_metrics(ls->ocsp_all, ls->nocsp, out);
+}
+
 static int
 listener_start(struct listener *ln, int worker)
 {
@@ -484,6 +558,16 @@ listeners_start(struct listeners *ls, int worker)
 		log_listening("admin", "http", "admin", ls->admin);
 	}
 	metrics_add_source(relay_metrics, ls);
+	/* Worker 0 fetches OCSP responses; the others follow ocsp_dir. */
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++)
+			if (ls->ocsp[i][j] != NULL) {
+				tls_ocsp_start(ls->ocsp[i][j], ls->sl->loop,
+				    worker == 0);
+				ls->ocsp_all[ls->nocsp++] = ls->ocsp[i][j];
+			}
+	if (ls->nocsp > 0)
+		metrics_add_source(ocsp_metrics, ls);
 	return 0;
 }
 
@@ -496,10 +580,19 @@ void
 listeners_reload(struct listeners *ls, const char *who)
 {
 	struct tls_set fresh;
+	struct tls_keep keep = { ls->tickets, ls->ocsp };
 	char err[1024];
 
-	if (tls_set_build(ls->cfg, &fresh, ls->tickets, err,
-	    sizeof(err)) < 0) {
+	/* Before the contexts: a new certificate's staple comes with it. */
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+			char why[768];
+			if (ls->ocsp[i][j] != NULL && tls_ocsp_reload(
+			    ls->ocsp[i][j], why, sizeof(why)) < 0)
+				LOGE("%sreload: [%s] ocsp: %s", who,
+				    ls->l[i].cfg->name, why);
+		}
+	if (tls_set_build(ls->cfg, &fresh, &keep, err, sizeof(err)) < 0) {
 		LOGE("%sreload: %s; keeping the current certificates and "
 		    "access lists", who, err);
 		return;
@@ -580,6 +673,7 @@ listeners_free(struct listeners *ls)
 	tcpserver_free(ls->admin);
 	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
 		tls_tickets_free(ls->tickets[i]);
+	ocsp_free(ls->ocsp);
 	free(ls);
 }
 
@@ -623,14 +717,27 @@ listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
 	struct forward_backend backends[CONFIG_MAX_BACKENDS];
 	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
+	struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS] = calloc(
+	    CONFIG_MAX_LISTENERS, sizeof(*ocsp));
+	struct tls_keep keep = { tickets, ocsp };
 	struct tls_set t;
 	int rc;
 
-	if (tickets_build(cfg, tickets, err, errlen) < 0)
+	if (ocsp == NULL) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
-	rc = tls_set_build(cfg, &t, tickets, err, errlen);
+	}
+	if (tickets_build(cfg, tickets, err, errlen) < 0) {
+		free(ocsp);
+		return -1;
+	}
+	rc = ocsp_build(cfg, ocsp, err, errlen);
+	if (rc == 0)
+		rc = tls_set_build(cfg, &t, &keep, err, errlen);
 	if (rc == 0)
 		tls_set_free(&t, cfg->nlisteners);
+	ocsp_free(ocsp);
+	free(ocsp);
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		tls_tickets_free(tickets[i]);
 	if (rc < 0)

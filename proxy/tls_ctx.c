@@ -291,6 +291,22 @@ ciphers_usable(SSL_CTX *ctx, int minv, const struct tls_server_opts *o,
 	return true;
 }
 
+/* A client asked for the certificate's status: staple it if we have it. */
+static int
+status_cb(SSL *ssl, void *arg)
+{
+	unsigned char *der;
+	size_t len;
+
+	if (!tls_ocsp_staple(arg, SSL_get_certificate(ssl), &der, &len))
+		return SSL_TLSEXT_ERR_NOACK;
+	if (SSL_set_tlsext_status_ocsp_resp(ssl, der, (long)len) != 1) {
+		OPENSSL_free(der);
+		return SSL_TLSEXT_ERR_NOACK;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
 /*
  * The CRLs of client_crl into the context's store, checked for the
  * client's own certificate: a revoked one fails the handshake, and so does
@@ -414,6 +430,10 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 		SSL_CTX_set_verify(ctx, mode, NULL);
 		if (o->client_crl != NULL && !load_crl(ctx, o, err, errlen))
 			goto fail;
+	}
+	if (pair->ocsp != NULL) {
+		SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
+		SSL_CTX_set_tlsext_status_arg(ctx, pair->ocsp);
 	}
 	if (o->tickets != NULL && tls_tickets_install(o->tickets, ctx) < 0) {
 		ctx_err(err, errlen, "session ticket keys", NULL);

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tls_ocsp.h"
 #include "tls_tickets.h"
 
 enum tls_verify {
@@ -30,6 +31,9 @@ enum tls_verify {
 struct tls_cert_pair {
 	const char *cert;	/* PEM chain: leaf first */
 	const char *key;	/* PEM private key */
+	/* The OCSP response stapled for it (tls_ocsp.h), which must outlive
+	 * the context; NULL = none. */
+	struct tls_ocsp *ocsp;
 };
 
 #define TLS_MAX_CERTS 32
