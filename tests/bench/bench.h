@@ -59,6 +59,7 @@ struct bench_opts {
 	bool progress;			/* live lines each second */
 	const char *trace;		/* relay: per-frame records to this file */
 	int server_pid;			/* relay: report its scheduling delay */
+	bool resume;			/* handshake: resume by session tickets */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */
