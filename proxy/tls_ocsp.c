@@ -246,7 +246,7 @@ verify(const struct tls_ocsp *s, const unsigned char *der, size_t len,
 		goto out;
 	}
 	*this_update = asn1_time(thisupd);
-	*expires = nextupd != NULL ? asn1_time(nextupd) + CLOCK_SKEW :
+	*expires = nextupd != NULL ? asn1_time(nextupd) :
 	    *this_update + NO_NEXT_UPDATE;
 	if (*expires <= time(NULL)) {
 		snprintf(why, whylen, "expired");
@@ -367,16 +367,27 @@ schedule(struct tls_ocsp *s, double after)
 	ev_timer_start(s->loop, &s->timer);
 }
 
-/* Half of the response's validity from its thisUpdate, or now. */
+/*
+ * When to fetch again: once half of the response's validity has passed;
+ * past that (a response that came in old), half of what is left, at most
+ * a minute and at least a second, so a responder that serves old
+ * responses is not asked in a loop.  Now when there is none.
+ */
 static double
 refresh_in(const struct tls_ocsp *s)
 {
 	time_t now = time(NULL);
+	double d;
 
 	if (s->der == NULL)
 		return 0;
-	return (double)(s->this_update + (s->expires - s->this_update) / 2 -
+	d = (double)(s->this_update + (s->expires - s->this_update) / 2 -
 	    now);
+	if (d < 1) {
+		d = (double)(s->expires - now) / 2;
+		d = d > RETRY_AFTER ? RETRY_AFTER : d < 1 ? 1 : d;
+	}
+	return d;
 }
 
 static void

@@ -11,8 +11,9 @@
  *    exchange bounded by `timeout`.  The responder's host is resolved when
  *    the certificate is read (start, SIGHUP), as backends are, so the loop
  *    never waits on DNS.  A response is fetched again once half of its
- *    validity has passed (a failed fetch is retried after a minute), and
- *    the one in use stays stapled meanwhile.
+ *    validity has passed (one that came in older than that: after half
+ *    of what is left, between 1 s and a minute; a failed fetch is retried
+ *    after a minute), and the one in use stays stapled meanwhile.
  *
  * With several workers one process fetches: worker 0 (the one that serves
  * the admin page, which shows the fetch metrics).  It writes each response
@@ -23,9 +24,9 @@
  *
  * A response is stapled only while it verifies: a successful response,
  * signed by the certificate's issuer (or a responder it delegated to),
- * for this certificate, status good, inside its validity (thisUpdate to
- * nextUpdate, 5 minutes' clock skew allowed; one without nextUpdate for
- * an hour).  One that fails any of these is never stapled, from any
+ * for this certificate, status good, inside its validity (thisUpdate at
+ * most 5 minutes ahead of our clock, nextUpdate not passed; one without
+ * nextUpdate counts as valid for an hour).  One that fails any of these is never stapled, from any
  * source; one that expires while in use stops being stapled at once.  The
  * issuer is the certificate after the leaf in its chain file.
  *

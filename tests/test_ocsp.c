@@ -508,6 +508,33 @@ Test(ocsp, auto_responder_slow, .timeout = 60, .fini = cleanup)
 	expect_no_staple("no answer within 3 s");
 }
 
+/*
+ * Refreshed before it expires: a response 100 s old with 6 s left is
+ * fetched again within seconds (half of what is left), and stays
+ * stapled meanwhile.
+ */
+Test(ocsp, auto_refreshed_before_expiry, .timeout = 60, .fini = cleanup)
+{
+	static struct canned c;
+	unsigned char *s;
+	size_t len;
+
+	backend_start(&resp, false, serve_canned, &c);
+	make_pki(resp.port);
+	c.der = make_response(-100, 6, false, &c.len);
+	start_ferry(1, "server.pem", "auto", "");
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 1, 20));
+	s = staple(ferry_port(&fp, "web"), &len);
+	cr_assert_not_null(s);
+	free(s);
+	for (int i = 0; i < 1000 && c.asked < 2; i++)
+		usleep(10 * 1000);
+	cr_assert_geq(c.asked, 2, "not fetched again before expiring");
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 2, 10));
+	cr_assert_eq(metric("ferry_ocsp_fetch_failures_total"), 0);
+	OPENSSL_free(c.der);
+}
+
 /* ocsp = FILE: stapled as it is, re-read on SIGHUP; a bad one refused. */
 Test(ocsp, file_stapled_and_reread, .timeout = 60, .fini = cleanup)
 {
