@@ -660,6 +660,11 @@ tls_ocsp_new(const struct tls_ocsp_opts *o, char *err, size_t errlen)
 	s->timer.data = s->deadline.data = s->io.data = s;
 	if (read_cert(s, err, errlen) < 0)
 		goto fail;
+	if (s->dir[0] != '\0' && access(s->dir, W_OK | X_OK) < 0) {
+		snprintf(err, errlen, "ocsp_dir %s: %s (ocsp = auto keeps its "
+		    "responses there)", s->dir, strerror(errno));
+		goto fail;
+	}
 	if (s->file[0] != '\0' && load(s, s->file, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "OCSP response %s: %s", s->file, why);
 		goto fail;
@@ -682,6 +687,11 @@ tls_ocsp_start(struct tls_ocsp *s, struct ev_loop *loop, bool fetcher)
 		return;
 	s->loop = loop;
 	s->fetcher = fetcher;
+	/*
+	 * A worker restarted long after the start is a copy of the
+	 * supervisor, which does not follow dir: take the newest response.
+	 */
+	follow(s);
 	if (fetcher) {
 		schedule(s, refresh_in(s));
 	} else {
