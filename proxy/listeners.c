@@ -583,20 +583,25 @@ listeners_reload(struct listeners *ls, const char *who)
 	struct tls_keep keep = { ls->tickets, ls->ocsp };
 	char err[1024];
 
-	/* Before the contexts: a new certificate's staple comes with it. */
-	for (size_t i = 0; i < ls->n; i++)
-		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
-			char why[768];
-			if (ls->ocsp[i][j] != NULL && tls_ocsp_reload(
-			    ls->ocsp[i][j], why, sizeof(why)) < 0)
-				LOGE("%sreload: [%s] ocsp: %s", who,
-				    ls->l[i].cfg->name, why);
-		}
 	if (tls_set_build(ls->cfg, &fresh, &keep, err, sizeof(err)) < 0) {
 		LOGE("%sreload: %s; keeping the current certificates and "
 		    "access lists", who, err);
 		return;
 	}
+	/*
+	 * The new contexts staple through the same objects: each follows its
+	 * certificate file (a handshake on an older context gets no staple
+	 * for a certificate that changed).
+	 */
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+			char why[768];
+			if (ls->ocsp[i][j] != NULL && tls_ocsp_reload(
+			    ls->ocsp[i][j], why, sizeof(why)) < 0)
+				LOGE("%sreload: [%s] ocsp: %s; keeping the "
+				    "current response", who,
+				    ls->l[i].cfg->name, why);
+		}
 	/* Generated keys stay as they are; a file is read again. */
 	for (size_t i = 0; i < ls->n; i++) {
 		char why[512];

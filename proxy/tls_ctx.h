@@ -4,7 +4,9 @@
  *
  * A struct tls_ctx holds one SSL_CTX per certificate (the first is the
  * default, the others are chosen by SNI against their DNS names), the ALPN
- * list and the verification policy; a client context holds one SSL_CTX,
+ * list and the verification policy (with a CRL, optionally); the session
+ * ticket keys (tls_tickets.h) and each certificate's OCSP staple
+ * (tls_ocsp.h) are the owner's, referenced, not owned; a client context holds one SSL_CTX,
  * its CA store and optional client certificate.  Every option is checked
  * as the context is built, and a failure names the option at fault.
  *

@@ -124,7 +124,7 @@ Test(client_certs, backend_without_certificate_refuses, .timeout = 60,
 	cr_assert_str_eq(got, "");
 }
 
-Test(client_certs, backend_cert_errors_name_the_key, .timeout = 30)
+Test(client_certs, config_errors_name_the_key, .timeout = 30)
 {
 	char out[2048], path[64];
 	const char *argv[] = { "--check", "-c", path, NULL };
@@ -146,6 +146,14 @@ Test(client_certs, backend_cert_errors_name_the_key, .timeout = 30)
 	fclose(f);
 	cr_assert_eq(ferry_run(argv, out, sizeof(out)), 2, "%s", out);
 	cr_assert_not_null(strstr(out, "backend_tls is off"), "%s", out);
+	f = fopen(path, "w");
+	fprintf(f, "[web]\nmode = forward\nbind = 127.0.0.1:0\n"
+	    "backend = 127.0.0.1:1\ncert = " CERT("server.pem") "\nkey = "
+	    CERT("server.key") "\nclient_crl = " CERT("ca.pem") "\n");
+	fclose(f);
+	cr_assert_eq(ferry_run(argv, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "client_crl: needs verify_client"),
+	    "%s", out);
 	unlink(path);
 }
 

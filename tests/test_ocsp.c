@@ -98,8 +98,12 @@ pki_file(const char *name, char *out, size_t len)
 	snprintf(out, len, "%s/%s", pki, name);
 }
 
-/* `openssl ocsp` answering from the PKI's index, until killed. */
-static void
+/*
+ * `openssl ocsp` answering from the PKI's index, until killed; false if
+ * it did not come up (its port taken meanwhile, or another failure,
+ * which its stderr in the PKI's ocsp.err says).
+ */
+static bool
 start_openssl_responder(int port)
 {
 	char p[16], index[192], ca[192], key[192];
@@ -113,9 +117,11 @@ start_openssl_responder(int port)
 	responder = fork();
 	cr_assert_geq(responder, 0);
 	if (responder == 0) {
-		int null = open("/dev/null", O_WRONLY);
+		char errf[192];
+		pki_file("ocsp.err", errf, sizeof(errf));
+		int efd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(pfd[1], 1);
-		dup2(null, 2);
+		dup2(efd, 2);
 		execlp("openssl", "openssl", "ocsp", "-port", p, "-index",
 		    index, "-CA", ca, "-rsigner", ca, "-rkey", key, "-ndays",
 		    "1", (char *)NULL);
@@ -127,7 +133,7 @@ start_openssl_responder(int port)
 	 * would not do: the responder serves one connection at a time and
 	 * waits on the probe.)
 	 */
-	char out[256];
+	char out[256] = "";
 	size_t got = 0;
 	struct pollfd pl = { .fd = pfd[0], .events = POLLIN };
 	while (got < sizeof(out) - 1 && poll(&pl, 1, 10000) == 1) {
@@ -138,11 +144,36 @@ start_openssl_responder(int port)
 		out[got] = '\0';
 		if (strstr(out, "ACCEPT") != NULL && strchr(out, '\n')) {
 			close(pfd[0]);
-			return;
+			return true;
 		}
 	}
 	close(pfd[0]);
-	cr_assert_fail("openssl ocsp did not start");
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "cat %s/ocsp.err >&2", pki);
+	if (system(cmd) != 0)
+		cr_log_warn("no ocsp.err");
+	kill(responder, SIGKILL);
+	waitpid(responder, NULL, 0);
+	responder = -1;
+	return false;
+}
+
+/*
+ * A PKI naming a port picked now, and `openssl ocsp` on it: the port is
+ * free when picked, but another process may take it before the responder
+ * binds it, so a few tries.
+ */
+static void
+pki_with_openssl_responder(void)
+{
+	for (int i = 0; i < 3; i++) {
+		int port = free_port();
+		make_pki(port);
+		if (start_openssl_responder(port))
+			return;
+		rm_rf(pki);
+	}
+	cr_assert_fail("openssl ocsp did not start, three times");
 }
 
 /* ---- responses built by the test ---- */
@@ -380,14 +411,12 @@ workers(pid_t *out, int n)
 Test(ocsp, auto_good_stapled_by_every_worker_and_kept, .timeout = 90,
     .fini = cleanup)
 {
-	int rport = free_port();
 	unsigned char *s;
 	size_t len;
 	pid_t w[8];
 	char cmd[256], out[8192];
 
-	make_pki(rport);
-	start_openssl_responder(rport);
+	pki_with_openssl_responder();
 	start_ferry(2, "server.pem", "auto", "");
 	int port = ferry_port(&fp, "web");
 	cr_assert(ferry_log_wait(&fp, "stapled: good", 1, 20));
@@ -444,10 +473,7 @@ expect_no_staple(const char *log_needle)
 
 Test(ocsp, auto_revoked_not_stapled, .timeout = 60, .fini = cleanup)
 {
-	int rport = free_port();
-
-	make_pki(rport);
-	start_openssl_responder(rport);
+	pki_with_openssl_responder();
 	start_ferry(1, "revoked.pem", "auto", "");
 	expect_no_staple("certificate status revoked");
 }
@@ -585,4 +611,70 @@ Test(ocsp, file_stapled_and_reread, .timeout = 60, .fini = cleanup)
 	OPENSSL_free(r1);
 	OPENSSL_free(r2);
 	OPENSSL_free(r3);
+}
+
+/* `ferry --check` on `conf`: its exit status, its output in out. */
+static int
+check_conf(const char *conf, char *out, size_t len)
+{
+	char path[192];
+	const char *argv[] = { "--check", "-c", path, NULL };
+	FILE *f;
+	int rc;
+
+	pki_file("check.conf", path, sizeof(path));
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(conf, f);
+	fclose(f);
+	rc = ferry_run(argv, out, len);
+	unlink(path);
+	return rc;
+}
+
+/* Mistakes caught before a start: each names its key and says why. */
+Test(ocsp, config_mistakes_refused, .timeout = 60, .fini = cleanup)
+{
+	char conf[2048], out[2048], base[1024];
+
+	make_pki(free_port());
+	snprintf(base, sizeof(base), "[web]\nmode = forward\nbind = "
+	    "127.0.0.1:0\nbackend = 127.0.0.1:1\ncert = %s/server.pem\n"
+	    "key = %s/server.key\n", pki, pki);
+	/* auto without ocsp_dir */
+	snprintf(conf, sizeof(conf), "%socsp = auto\n", base);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "ocsp: auto needs ocsp_dir"), "%s",
+	    out);
+	/* an ocsp_dir that is not there */
+	snprintf(conf, sizeof(conf), "[ferry]\nocsp_dir = %s/nowhere\n%s"
+	    "ocsp = auto\n", pki, base);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "ocsp_dir"), "%s", out);
+	/* a certificate that names no responder */
+	snprintf(conf, sizeof(conf), "[ferry]\nocsp_dir = %s/cache\n[web]\n"
+	    "mode = forward\nbind = 127.0.0.1:0\nbackend = 127.0.0.1:1\n"
+	    "cert = " CERT("server.pem") "\nkey = " CERT("server.key") "\n"
+	    "ocsp = auto\n", pki);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "names no OCSP responder"), "%s", out);
+	/* two values for one certificate; a file for two */
+	snprintf(conf, sizeof(conf), "%socsp = off\nocsp = off\n", base);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "2 values for 1 certificates"), "%s",
+	    out);
+	snprintf(conf, sizeof(conf), "%scert = %s/revoked.pem\nkey = "
+	    "%s/revoked.key\nocsp = %s/x.der\n", base, pki, pki, pki);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "one file for 2 certificates"), "%s",
+	    out);
+	/* on a plain listener */
+	snprintf(conf, sizeof(conf), "[web]\nmode = forward\nbind = "
+	    "127.0.0.1:0\nbackend = 127.0.0.1:1\nocsp = auto\n");
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "ocsp: needs TLS"), "%s", out);
+	/* and a good one */
+	snprintf(conf, sizeof(conf), "[ferry]\nocsp_dir = %s/cache\n%s"
+	    "ocsp = auto\n", pki, base);
+	cr_assert_eq(check_conf(conf, out, sizeof(out)), 0, "%s", out);
 }

@@ -277,3 +277,27 @@ Test(tickets, rotation, .timeout = 90, .fini = cleanup)
 	SSL_SESSION_free(s2);
 	SSL_CTX_free(c);
 }
+
+/* A ticket key file that is not whole keys is refused at start. */
+Test(tickets, bad_file_refused, .timeout = 30)
+{
+	char path[64], conf[128], out[2048];
+	const char *argv[] = { "--check", "-c", conf, NULL };
+	unsigned char k[100] = { 0 };
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/ferry-tk-%ld.key", (long)getpid());
+	snprintf(conf, sizeof(conf), "/tmp/ferry-tk-%ld.conf", (long)getpid());
+	write_keys(path, k, 1);
+	f = fopen(path, "ab");
+	fwrite(k, 1, 20, f);
+	fclose(f);
+	f = fopen(conf, "w");
+	fprintf(f, WEB "backend = 127.0.0.1:1\nticket_keys = %s\n", path);
+	fclose(f);
+	cr_assert_eq(ferry_run(argv, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "[web] ticket_keys:"), "%s", out);
+	cr_assert_not_null(strstr(out, "100 bytes"), "%s", out);
+	unlink(path);
+	unlink(conf);
+}
