@@ -455,6 +455,46 @@ Test(ocsp, auto_good_stapled_by_every_worker_and_kept, .timeout = 90,
 	cr_assert_eq(metric("ferry_ocsp_fetch_failures_total"), 0);
 }
 
+/*
+ * Worker 0, the fetcher, killed: its replacement (a copy of the
+ * supervisor, which fetched nothing) staples what is in ocsp_dir at once
+ * and does not ask the responder again.
+ */
+Test(ocsp, restarted_fetcher_uses_ocsp_dir, .timeout = 90,
+    .fini = cleanup)
+{
+	unsigned char *s;
+	size_t len;
+	pid_t w[8], now[8];
+
+	pki_with_openssl_responder();
+	start_ferry(2, "server.pem", "auto", "");
+	int port = ferry_port(&fp, "web");
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 1, 20));
+	workers(w, 2);
+	/* The fetcher is the one that logged the fetch. */
+	char *log = ferry_log_read(&fp), needle[64];
+	snprintf(needle, sizeof(needle), "ferry[%ld] INFO ocsp", (long)w[0]);
+	pid_t fetcher = strstr(log, needle) ? w[0] : w[1];
+	pid_t other = fetcher == w[0] ? w[1] : w[0];
+	free(log);
+	kill(fetcher, SIGKILL);
+	cr_assert(ferry_log_wait(&fp, " ready: ", 3, 10));
+	workers(now, 2);
+	pid_t fresh = now[0] == other ? now[1] : now[0];
+	cr_assert_neq(fresh, fetcher);
+	stopped = other;
+	kill(other, SIGSTOP);
+	s = staple(port, &len);
+	cr_assert_not_null(s, "the restarted worker staples nothing");
+	cr_assert_eq(staple_status(s, len), V_OCSP_CERTSTATUS_GOOD);
+	free(s);
+	kill(other, SIGCONT);
+	stopped = 0;
+	cr_assert_eq(ferry_log_count(&fp, "stapled: good"), 1,
+	    "the restarted worker fetched again");
+}
+
 static void
 expect_no_staple(const char *log_needle)
 {
