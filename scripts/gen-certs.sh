@@ -42,6 +42,10 @@ $aia"
 extendedKeyUsage=serverAuth
 $aia"
     chain revoked ca
+    newleaf other other.test ca "subjectAltName=DNS:other.test
+extendedKeyUsage=serverAuth
+$aia"
+    chain other ca
     newleaf client ferry-client ca "extendedKeyUsage=clientAuth"
     mv "$tmp/client.crt" "$tmp/client.pem"
     newleaf client-revoked ferry-revoked ca "extendedKeyUsage=clientAuth"
@@ -54,6 +58,7 @@ $aia"
         'unique_subject = no' >"$tmp/ca.cnf"
     local ca=(-config "$tmp/ca.cnf" -keyfile "$tmp/ca.key" -cert "$tmp/ca.pem")
     run openssl ca "${ca[@]}" -valid "$tmp/server.pem"
+    run openssl ca "${ca[@]}" -valid "$tmp/other.pem"
     run openssl ca "${ca[@]}" -valid "$tmp/client.pem"
     run openssl ca "${ca[@]}" -revoke "$tmp/revoked.pem"
     run openssl ca "${ca[@]}" -revoke "$tmp/client-revoked.pem"

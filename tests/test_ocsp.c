@@ -322,8 +322,17 @@ start_ferry(int workers, const char *cert, const char *ocsp,
  * A handshake asking for the status: the staple's bytes (malloc'd) and
  * length, or NULL when none came.
  */
+static unsigned char *staple_sni(int port, const char *sni, size_t *len);
+
 static unsigned char *
 staple(int port, size_t *len)
+{
+	return staple_sni(port, NULL, len);
+}
+
+/* The same, sending `sni` (NULL: none). */
+static unsigned char *
+staple_sni(int port, const char *sni, size_t *len)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	SSL *ssl = SSL_new(ctx);
@@ -333,6 +342,8 @@ staple(int port, size_t *len)
 	long n;
 
 	SSL_set_fd(ssl, fd);
+	if (sni != NULL)
+		SSL_set_tlsext_host_name(ssl, sni);
 	SSL_set_tlsext_status_type(ssl, TLSEXT_STATUSTYPE_ocsp);
 	cr_assert_eq(SSL_connect(ssl), 1, "handshake failed");
 	n = SSL_get_tlsext_status_ocsp_resp(ssl, &p);
@@ -493,6 +504,68 @@ Test(ocsp, restarted_fetcher_uses_ocsp_dir, .timeout = 90,
 	stopped = 0;
 	cr_assert_eq(ferry_log_count(&fp, "stapled: good"), 1,
 	    "the restarted worker fetched again");
+}
+
+/* Whether a staple is about `name`.pem of the PKI (its serial). */
+static bool
+staple_for(const unsigned char *der, size_t len, const char *name)
+{
+	const unsigned char *p = der;
+	OCSP_RESPONSE *r = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
+	OCSP_BASICRESP *bs = r ? OCSP_response_get1_basic(r) : NULL;
+	X509 *leaf = read_cert(name);
+	ASN1_INTEGER *serial = NULL;
+	bool same = false;
+
+	if (bs != NULL && OCSP_resp_count(bs) == 1 &&
+	    OCSP_id_get0_info(NULL, NULL, NULL, &serial,
+	    (OCSP_CERTID *)OCSP_SINGLERESP_get0_id(OCSP_resp_get0(bs, 0))))
+		same = ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(leaf))
+		    == 0;
+	X509_free(leaf);
+	OCSP_BASICRESP_free(bs);
+	OCSP_RESPONSE_free(r);
+	return same;
+}
+
+/*
+ * Per certificate: two certificates on one listener, chosen by SNI, each
+ * stapled with its own response (one fetch each, two series of metrics).
+ */
+Test(ocsp, per_certificate_by_sni, .timeout = 60, .fini = cleanup)
+{
+	char conf[2048], dir[192], c1[192], k1[192], c2[192], k2[192];
+	unsigned char *s;
+	size_t len;
+
+	pki_with_openssl_responder();
+	backend_start(&be, false, backend_echo, NULL);
+	pki_file("cache", dir, sizeof(dir));
+	pki_file("server.pem", c1, sizeof(c1));
+	pki_file("server.key", k1, sizeof(k1));
+	pki_file("other.pem", c2, sizeof(c2));
+	pki_file("other.key", k2, sizeof(k2));
+	snprintf(conf, sizeof(conf), "[ferry]\nadmin = 127.0.0.1:0\nocsp_dir = "
+	    "%s\n[web]\nmode = forward\nbind = 127.0.0.1:0\ncert = %s\n"
+	    "key = %s\ncert = %s\nkey = %s\nocsp = auto\nbackend = "
+	    "127.0.0.1:%d\n", dir, c1, k1, c2, k2, be.port);
+	ferry_start(&fp, conf);
+	int port = ferry_port(&fp, "web");
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 2, 20));
+	s = staple_sni(port, "localhost", &len);
+	cr_assert_not_null(s);
+	cr_assert(staple_for(s, len, "server.pem"), "localhost got another "
+	    "certificate's response");
+	free(s);
+	s = staple_sni(port, "other.test", &len);
+	cr_assert_not_null(s);
+	cr_assert(staple_for(s, len, "other.pem"), "other.test got another "
+	    "certificate's response");
+	free(s);
+	snprintf(cur_cert, sizeof(cur_cert), "other.pem");
+	cr_assert_eq(metric("ferry_ocsp_stapling"), 1);
+	snprintf(cur_cert, sizeof(cur_cert), "server.pem");
+	cr_assert_eq(metric("ferry_ocsp_stapling"), 1);
 }
 
 static void
