@@ -301,3 +301,96 @@ Test(tickets, bad_file_refused, .timeout = 30)
 	unlink(path);
 	unlink(conf);
 }
+
+/* ---- the module alone ---- */
+
+#include "tls_tickets.h"
+
+static struct tls_tickets *
+from_bytes(const unsigned char *k, size_t len, char *err, size_t errlen)
+{
+	char path[64];
+	FILE *f;
+	struct tls_tickets *t;
+
+	snprintf(path, sizeof(path), "/tmp/ferry-tku-%ld.key", (long)getpid());
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	if (len > 0)
+		cr_assert_eq(fwrite(k, 1, len, f), len);
+	fclose(f);
+	t = tls_tickets_new(path, 0, err, errlen);
+	unlink(path);
+	return t;
+}
+
+Test(tickets, file_sizes, .timeout = 10)
+{
+	unsigned char k[9 * 80], name[16];
+	char err[256];
+	struct tls_tickets *t;
+
+	cr_assert_eq(RAND_bytes(k, sizeof(k)), 1);
+	for (size_t n = 1; n <= 8; n++) {
+		t = from_bytes(k, n * 80, err, sizeof(err));
+		cr_assert_not_null(t, "%zu keys: %s", n, err);
+		cr_assert_eq(tls_tickets_count(t), n);
+		/* The first key's name seals. */
+		tls_tickets_current_name(t, name);
+		cr_assert_eq(memcmp(name, k, 16), 0);
+		tls_tickets_free(t);
+	}
+	const size_t bad[] = { 0, 1, 79, 81, 160 - 1, 9 * 80 };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_null(from_bytes(k, bad[i], err, sizeof(err)),
+		    "%zu bytes taken", bad[i]);
+		cr_assert_not_null(strstr(err, "expected 1 to 8 keys"), "%s",
+		    err);
+	}
+	/* Generated: one key, 16 random bytes of name. */
+	t = tls_tickets_new(NULL, 3600, err, sizeof(err));
+	cr_assert_not_null(t);
+	cr_assert_eq(tls_tickets_count(t), 1);
+	cr_assert_eq(tls_tickets_reload(t, err, sizeof(err)), 0,
+	    "generated keys reload as they are");
+	tls_tickets_free(t);
+}
+
+Test(tickets, reload_publishes_a_changed_file, .timeout = 10)
+{
+	unsigned char k[2 * 80], name[16];
+	char path[64], err[256];
+	struct tls_tickets *t;
+
+	cr_assert_eq(RAND_bytes(k, sizeof(k)), 1);
+	snprintf(path, sizeof(path), "/tmp/ferry-tkr-%ld.key", (long)getpid());
+	write_keys(path, k, 1);
+	t = tls_tickets_new(path, 0, err, sizeof(err));
+	cr_assert_not_null(t, "%s", err);
+	/* The same file: the same keys. */
+	cr_assert_eq(tls_tickets_reload(t, err, sizeof(err)), 0, "%s", err);
+	tls_tickets_current_name(t, name);
+	cr_assert_eq(memcmp(name, k, 16), 0);
+	/* The second key first, the first after it. */
+	unsigned char k2[160];
+	memcpy(k2, k + 80, 80);
+	memcpy(k2 + 80, k, 80);
+	write_keys(path, k2, 2);
+	cr_assert_eq(tls_tickets_reload(t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(tls_tickets_count(t), 2);
+	tls_tickets_current_name(t, name);
+	cr_assert_eq(memcmp(name, k + 80, 16), 0);
+	/* A bad file keeps them. */
+	write_keys(path, k, 0);
+	cr_assert_eq(tls_tickets_reload(t, err, sizeof(err)), -1);
+	cr_assert_eq(tls_tickets_count(t), 2);
+	/* Many reloads: the ring of generations wraps. */
+	for (int i = 0; i < 10; i++) {
+		write_keys(path, k + (i % 2) * 80, 1);
+		cr_assert_eq(tls_tickets_reload(t, err, sizeof(err)), 0);
+		tls_tickets_current_name(t, name);
+		cr_assert_eq(memcmp(name, k + (i % 2) * 80, 16), 0);
+	}
+	tls_tickets_free(t);
+	unlink(path);
+}
