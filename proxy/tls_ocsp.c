@@ -71,17 +71,26 @@ struct tls_ocsp {
 
 /* ---- certificates ---- */
 
+/* OpenSSL's last queued error, with its detail ("code=500,..."). */
 static void
 openssl_why(char *out, size_t len)
 {
 	unsigned long e, last = 0;
+	const char *data = NULL, *d;
+	int flags;
+	char text[128];
 
-	while ((e = ERR_get_error()) != 0)
+	while ((e = ERR_get_error_all(NULL, NULL, NULL, &d, &flags)) != 0) {
 		last = e;
-	if (last == 0)
+		data = (flags & ERR_TXT_STRING) && d != NULL && *d ? d : NULL;
+	}
+	if (last == 0) {
 		snprintf(out, len, "unknown error");
-	else
-		ERR_error_string_n(last, out, len);
+		return;
+	}
+	ERR_error_string_n(last, text, sizeof(text));
+	snprintf(out, len, "%s%s%s%s", text, data ? " (" : "", data ? data :
+	    "", data ? ")" : "");
 }
 
 /* The leaf and the certificate after it (its issuer). */
@@ -445,7 +454,7 @@ exchange(struct tls_ocsp *s)
 		return;
 	}
 	if (rv == 0 || val == NULL) {
-		char e[200];
+		char e[256];
 		openssl_why(e, sizeof(e));
 		fetch_failed(s, e);
 		return;
@@ -525,7 +534,7 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 		if (exchange_begin(s) < 0) {
-			char e[200];
+			char e[256];
 			openssl_why(e, sizeof(e));
 			fetch_failed(s, e);
 			return;

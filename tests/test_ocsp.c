@@ -261,6 +261,7 @@ struct canned {
 	unsigned char *der;
 	size_t len;
 	bool silent;		/* read the request, never answer */
+	const char *status;	/* the HTTP status line's end; NULL: 200 OK */
 	volatile int asked;
 };
 
@@ -290,9 +291,9 @@ serve_canned(int fd, void *arg)
 			;
 		return;
 	}
-	snprintf(head, sizeof(head), "HTTP/1.0 200 OK\r\nContent-Type: "
+	snprintf(head, sizeof(head), "HTTP/1.0 %s\r\nContent-Type: "
 	    "application/ocsp-response\r\nContent-Length: %zu\r\n\r\n",
-	    c->len);
+	    c->status ? c->status : "200 OK", c->len);
 	if (write(fd, head, strlen(head)) < 0 || write(fd, c->der, c->len) < 0)
 		return;
 }
@@ -613,6 +614,19 @@ Test(ocsp, auto_bad_signature_not_stapled, .timeout = 60, .fini = cleanup)
 	c.der = make_response(-60, 86400, true, &c.len);
 	start_ferry(1, "server.pem", "auto", "");
 	expect_no_staple("signature does not verify");
+	OPENSSL_free(c.der);
+}
+
+/* A responder answering an HTTP error: a failure, logged with it. */
+Test(ocsp, auto_responder_http_error, .timeout = 60, .fini = cleanup)
+{
+	static struct canned c = { .status = "500 Internal Server Error" };
+
+	backend_start(&resp, false, serve_canned, &c);
+	make_pki(resp.port);
+	c.der = make_response(-60, 86400, false, &c.len);
+	start_ferry(1, "server.pem", "auto", "");
+	expect_no_staple("500");
 	OPENSSL_free(c.der);
 }
 
