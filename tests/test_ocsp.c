@@ -569,6 +569,39 @@ Test(ocsp, per_certificate_by_sni, .timeout = 60, .fini = cleanup)
 	cr_assert_eq(metric("ferry_ocsp_stapling"), 1);
 }
 
+/*
+ * SIGHUP with a new certificate in the same files: the old one's
+ * response is dropped and the new one's fetched at once.
+ */
+Test(ocsp, sighup_new_certificate_fetched, .timeout = 60, .fini = cleanup)
+{
+	char cmd[512];
+	unsigned char *s;
+	size_t len;
+
+	pki_with_openssl_responder();
+	snprintf(cmd, sizeof(cmd), "cd %s && cp server.pem live.pem && "
+	    "cp server.key live.key", pki);
+	cr_assert_eq(system(cmd), 0);
+	start_ferry(1, "live.pem", "auto", "");
+	int port = ferry_port(&fp, "web");
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 1, 20));
+	s = staple(port, &len);
+	cr_assert(s != NULL && staple_for(s, len, "server.pem"));
+	free(s);
+	snprintf(cmd, sizeof(cmd), "cd %s && cp other.pem live.pem && "
+	    "cp other.key live.key", pki);
+	cr_assert_eq(system(cmd), 0);
+	ferry_signal(&fp, SIGHUP);
+	cr_assert(ferry_log_wait(&fp, "certificates reloaded", 1, 10));
+	cr_assert(ferry_log_wait(&fp, "stapled: good", 2, 20),
+	    "the new certificate's response was not fetched");
+	s = wait_staple(port, &len);
+	cr_assert(s != NULL && staple_for(s, len, "other.pem"),
+	    "the new certificate is stapled with the old one's response");
+	free(s);
+}
+
 static void
 expect_no_staple(const char *log_needle)
 {
