@@ -45,6 +45,7 @@ struct listeners {
 	struct tls_ocsp *ocsp_all[CONFIG_MAX_LISTENERS * CONFIG_MAX_CERTS];
 	size_t nocsp;
 	struct admin *admin_conns;	/* its connections */
+	struct relay_listener *admin_relay;	/* the device page's consumers */
 };
 
 /* What a TLS context is built with that lives as long as the listeners. */
@@ -266,6 +267,44 @@ ocsp_free(struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS])
 		}
 }
 
+/* ---- the status page ---- */
+
+/* /api/status's listeners, workers and connections (admin.h). */
+static void
+admin_status(struct buffer *b, void *arg)
+{
+	struct listeners *ls = arg;
+	int rc = http_printf(b, "\"workers\": %d, \"connections\": %zu, "
+	    "\"listeners\": [", ls->cfg->workers, ls->sl->live);
+
+	for (size_t i = 0; i < ls->n && rc == 0; i++) {
+		const struct listener *ln = &ls->l[i];
+		const struct config_listener *l = ln->cfg;
+		struct sockaddr_storage ss[TCPSERVER_MAX_SOCKETS];
+		size_t na = ln->srv != NULL ? tcpserver_addresses(ln->srv, ss,
+		    TCPSERVER_MAX_SOCKETS) : 0;
+		const struct metrics_conn *mc = ln->metrics_id >= 0 ?
+		    metrics_conn(ln->metrics_id) : NULL;
+
+		rc |= http_printf(b, "%s{\"name\": ", i ? ", " : "");
+		rc |= http_json_str(b, l->name, strlen(l->name));
+		rc |= http_printf(b, ", \"mode\": \"%s\", \"tls\": %s, "
+		    "\"connections\": %llu, \"addresses\": [",
+		    l->mode == CONFIG_RELAY ? "relay" : "forward",
+		    l->ncert > 0 ? "true" : "false", mc != NULL ?
+		    (unsigned long long)(mc->accepted - mc->closed) : 0ULL);
+		for (size_t j = 0; j < na; j++) {
+			char addr[80];
+			netutil_format_addr((struct sockaddr *)&ss[j], addr,
+			    sizeof(addr));
+			rc |= http_printf(b, "%s", j ? ", " : "");
+			rc |= http_json_str(b, addr, strlen(addr));
+		}
+		rc |= http_printf(b, "]}");
+	}
+	(void)http_printf(b, "], ");
+}
+
 /* ---- building ---- */
 
 /* Resolves a forward listener's backends (once, at start-up). */
@@ -316,6 +355,7 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 {
 	const struct config_listener *l = ln->cfg;
 	struct relay_opts ro;
+	struct relay_web web;
 
 	relay_opts_from(l, &ro);
 	if (ls->reg == NULL && (ls->reg = registry_new(ls->sl->loop)) == NULL) {
@@ -329,6 +369,10 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 	}
 	relay_listener_set_acl(ln->relay, *acl);
 	*acl = NULL;
+	relay_web_default(&web);
+	web.ws.max_message_bytes = l->max_message_bytes;
+	snprintf(web.origins, sizeof(web.origins), "%s", l->origins);
+	relay_listener_set_web(ln->relay, &web);
 	return 0;
 }
 
@@ -423,6 +467,22 @@ admin_build(struct listeners *ls, char *err, size_t errlen)
 	if (ls->admin_conns != NULL)
 		ls->admin = tcpserver_new(ls->sl, "admin", NULL, NULL,
 		    admin_handle_stream, ls->admin_conns);
+	if (ls->admin != NULL && ls->reg != NULL) {
+		/* The device page consumes as any client does (drop). */
+		struct relay_opts ro;
+		relay_opts_default(&ro);
+		ro.header_timeout = cfg->admin_timeout;
+		ls->admin_relay = relay_listener_new("admin", ls->reg, &ro);
+		if (ls->admin_relay == NULL) {
+			snprintf(err, errlen, "admin: out of memory");
+			return -1;
+		}
+	}
+	if (ls->admin != NULL) {
+		admin_set_relay(ls->admin_conns, ls->reg, ls->admin_relay);
+		admin_set_status(ls->admin_conns, admin_status, ls);
+		admin_set_token(ls->admin_conns, cfg->admin_token);
+	}
 	if (ls->admin == NULL) {
 		snprintf(err, errlen, "admin: out of memory");
 		return -1;
@@ -561,6 +621,9 @@ cluster_start(struct listeners *ls, int worker)
 	for (size_t i = 0; i < ls->n; i++)
 		if (ls->l[i].relay != NULL)
 			relay_listener_set_cluster(ls->l[i].relay, ls->cluster);
+	/* The device page follows a uuid on another node too. */
+	if (ls->admin_relay != NULL)
+		relay_listener_set_cluster(ls->admin_relay, ls->cluster);
 	return 0;
 }
 
@@ -665,6 +728,8 @@ listeners_stop(struct listeners *ls)
 	if (ls->admin != NULL)
 		tcpserver_stop(ls->admin);
 	admin_close_all(ls->admin_conns);
+	/* Device pages would hold a drain for as long as they are open. */
+	relay_listener_close_all(ls->admin_relay);
 }
 
 size_t
@@ -687,6 +752,7 @@ listeners_close_all(struct listeners *ls)
 	tcpserver_free(ls->admin);
 	ls->admin = NULL;
 	admin_close_all(ls->admin_conns);
+	relay_listener_close_all(ls->admin_relay);
 }
 
 /* Runs the loop until the node has left, or its deadline passed. */
@@ -726,6 +792,7 @@ listeners_free(struct listeners *ls)
 	admin_free(ls->admin_conns);
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(ls->reg);
+	relay_listener_free(ls->admin_relay);
 	for (size_t i = 0; i < ls->n; i++) {
 		struct listener *ln = &ls->l[i];
 		tcpserver_free(ln->srv);

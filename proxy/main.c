@@ -425,8 +425,11 @@ main(int argc, char **argv)
 	metrics_set_worker(app.worker);
 	if (listeners_start(app.ls, app.worker) < 0)
 		return 1;
-	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
-
+	/*
+	 * The watchers before the "ready" line: whoever waits for it may
+	 * signal at once, and a SIGTERM before them killed the process
+	 * (status -15, no drain; test_logs.py SyslogLog, 2 runs in 8).
+	 */
 	ev_signal_init(&app.sig_term, on_signal, SIGTERM);
 	ev_signal_init(&app.sig_int, on_signal, SIGINT);
 	ev_signal_init(&app.sig_hup, on_signal, SIGHUP);
@@ -434,6 +437,7 @@ main(int argc, char **argv)
 	ev_signal_start(app.loop, &app.sig_term);
 	ev_signal_start(app.loop, &app.sig_int);
 	ev_signal_start(app.loop, &app.sig_hup);
+	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
 
 	ev_run(app.loop, 0);
 

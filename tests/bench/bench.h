@@ -62,6 +62,7 @@ struct bench_opts {
 	bool resume;			/* handshake: resume by session tickets */
 	int consumer_port;		/* relay: consumers here (0: --port) */
 	const char *other_pids;		/* relay: "pid,pid": CPU of all threads */
+	bool ws;			/* relay: consumers over WebSocket */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */
