@@ -60,6 +60,8 @@ const struct config_key config_keys[] = {
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
+	{ "ocsp_dir", CONFIG_SCOPE_PROCESS },
+	{ "ocsp_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_token", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
@@ -75,6 +77,10 @@ const struct config_key config_keys[] = {
 	{ "accept_proxy", CONFIG_SCOPE_LISTENER },
 	{ "unix_mode", CONFIG_SCOPE_LISTENER },
 	{ "unix_owner", CONFIG_SCOPE_LISTENER },
+	{ "client_crl", CONFIG_SCOPE_LISTENER },
+	{ "ticket_keys", CONFIG_SCOPE_LISTENER },
+	{ "ticket_rotate", CONFIG_SCOPE_LISTENER },
+	{ "ocsp", CONFIG_SCOPE_LISTENER },
 	{ "handshake_timeout", CONFIG_SCOPE_LISTENER },
 	{ "idle_timeout", CONFIG_SCOPE_LISTENER },
 	{ "max_connections", CONFIG_SCOPE_LISTENER },
@@ -97,6 +103,8 @@ const struct config_key config_keys[] = {
 	{ "backend_tls", CONFIG_SCOPE_FORWARD },
 	{ "backend_ca", CONFIG_SCOPE_FORWARD },
 	{ "backend_sni", CONFIG_SCOPE_FORWARD },
+	{ "backend_cert", CONFIG_SCOPE_FORWARD },
+	{ "backend_key", CONFIG_SCOPE_FORWARD },
 	{ "proxy_protocol", CONFIG_SCOPE_FORWARD },
 	{ "high_water", CONFIG_SCOPE_FORWARD },
 	{ "backend_set", CONFIG_SCOPE_FORWARD },
@@ -122,13 +130,13 @@ const struct config_key config_keys[] = {
 };
 
 /*
- * Every key but cert, key, backend_set and route appears once per
- * section, cert and key at most CONFIG_MAX_CERTS times, backend_set
+ * Every key but cert, key, ocsp, backend_set and route appears once per
+ * section, cert, key and ocsp at most CONFIG_MAX_CERTS times, backend_set
  * CONFIG_MAX_SETS - 1 and route CONFIG_MAX_ROUTES: the line table never
  * runs out, so a key given twice is always found.
  */
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) - 1 +
-    2 * CONFIG_MAX_CERTS + CONFIG_MAX_SETS + CONFIG_MAX_ROUTES <=
+    3 * CONFIG_MAX_CERTS + CONFIG_MAX_SETS + CONFIG_MAX_ROUTES <=
     CONFIG_MAX_KEYLINES,
     "CONFIG_MAX_KEYLINES too small for every key of a section");
 
@@ -223,6 +231,7 @@ config_init(struct config *c)
 	c->drain_timeout = 30;
 	c->admin_timeout = 10;
 	c->admin_max_connections = 16;
+	c->ocsp_timeout = 10;
 }
 
 void
@@ -249,6 +258,7 @@ config_listener_init(struct config_listener *l, const char *name)
 	snprintf(l->set_name[0], sizeof(l->set_name[0]), "default");
 	l->nsets = 1;
 	l->fail_timeout = 10;
+	l->ticket_rotate = 3600;
 }
 
 bool
@@ -676,6 +686,14 @@ ferry_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "admin_max_connections"))
 		return parse_count(p, k, v, 1, 100000,
 		    &c->admin_max_connections);
+	if (!strcmp(k, "ocsp_dir")) {
+		if (*v == '\0')
+			return fail(p, k, "empty directory name");
+		return copy_str(p, k, v, c->ocsp_dir, sizeof(c->ocsp_dir));
+	}
+	if (!strcmp(k, "ocsp_timeout"))
+		return parse_deadline(p, k, v, "an OCSP fetch",
+		    &c->ocsp_timeout);
 	return fail(p, k, "unknown key");
 }
 
@@ -881,6 +899,24 @@ listener_key(struct parse *p, const char *k, const char *v)
 			return fail(p, k, "empty owner");
 		return copy_str(p, k, v, l->unix_owner, sizeof(l->unix_owner));
 	}
+	if (!strcmp(k, "client_crl"))
+		return copy_str(p, k, v, l->client_crl, sizeof(l->client_crl));
+	if (!strcmp(k, "ticket_keys")) {
+		if (*v == '\0')
+			return fail(p, k, "empty file name");
+		return copy_str(p, k, v, l->ticket_keys,
+		    sizeof(l->ticket_keys));
+	}
+	if (!strcmp(k, "ticket_rotate"))
+		return parse_seconds(p, k, v, &l->ticket_rotate);
+	if (!strcmp(k, "ocsp")) {
+		if (l->nocsp >= CONFIG_MAX_CERTS)
+			return fail(p, k, "more than %d values",
+			    CONFIG_MAX_CERTS);
+		if (*v == '\0')
+			return fail(p, k, "empty: give off, auto or a file");
+		return copy_str(p, k, v, l->ocsp[l->nocsp++], CONFIG_PATH_LEN);
+	}
 	if (!strcmp(k, "handshake_timeout"))
 		return parse_deadline(p, k, v, "the TLS handshake and the "
 		    "relay registration (the defence against slow and silent "
@@ -973,6 +1009,12 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "backend_sni"))
 		return copy_str(p, k, v, l->backend_sni,
 		    sizeof(l->backend_sni));
+	if (!strcmp(k, "backend_cert"))
+		return copy_str(p, k, v, l->backend_cert,
+		    sizeof(l->backend_cert));
+	if (!strcmp(k, "backend_key"))
+		return copy_str(p, k, v, l->backend_key,
+		    sizeof(l->backend_key));
 	if (!strcmp(k, "proxy_protocol")) {
 		if (!parse_choice(p, k, v, proxies, &i))
 			return 0;
@@ -1065,7 +1107,8 @@ first_time(struct parse *p, const struct config_keyline *lines, size_t n,
 	int first;
 
 	if (!strcmp(key, "cert") || !strcmp(key, "key") ||
-	    !strcmp(key, "backend_set") || !strcmp(key, "route"))
+	    !strcmp(key, "backend_set") || !strcmp(key, "route") ||
+	    !strcmp(key, "ocsp"))
 		return 1;
 	first = find_line(lines, n, key, 0);
 	if (first < 0)
@@ -1137,7 +1180,8 @@ key_line(struct parse *p, const struct config_listener *l, const char *key)
 }
 
 static const char *const tls_keys[] = { "client_ca", "tls_min_version",
-    "ciphers", "ciphersuites", "alpn", "alpn_fallback", NULL };
+    "ciphers", "ciphersuites", "alpn", "alpn_fallback", "client_crl",
+    "ticket_keys", "ticket_rotate", "ocsp", NULL };
 
 static bool
 binds_unix(const struct config_listener *l)
@@ -1178,6 +1222,29 @@ check_routes(struct parse *p, struct config_listener *l)
 		    "takes go to the backends of `backend`; give it, or "
 		    "route_nomatch = refuse");
 	}
+	return 1;
+}
+
+/* ocsp: once for every certificate, or once per certificate. */
+static int
+check_ocsp(struct parse *p, struct config_listener *l)
+{
+	if (l->nocsp == 0)
+		return 1;
+	key_line(p, l, "ocsp");
+	if (l->nocsp != 1 && l->nocsp != l->ncert)
+		return fail(p, "ocsp", "%zu values for %zu certificates: give "
+		    "one for all, or one per cert, in order", l->nocsp,
+		    l->ncert);
+	if (l->nocsp == 1 && l->ncert > 1 && strcmp(l->ocsp[0], "auto") &&
+	    strcmp(l->ocsp[0], "off"))
+		return fail(p, "ocsp", "one file for %zu certificates: give "
+		    "one ocsp line per cert, in order", l->ncert);
+	for (size_t i = 0; i < l->nocsp; i++)
+		if (!strcmp(l->ocsp[i], "auto") && p->c->ocsp_dir[0] == '\0')
+			return fail(p, "ocsp", "auto needs ocsp_dir in [ferry] "
+			    "(where the responses are kept, and shared by the "
+			    "workers)");
 	return 1;
 }
 
@@ -1249,10 +1316,20 @@ check_listener(struct parse *p, struct config_listener *l)
 		return fail(p, "backend", "only forward listeners have "
 		    "backends");
 	if (l->backend_tls == false && (l->backend_ca[0] ||
-	    l->backend_sni[0]))
-		return fail(p, "backend_tls", "backend_ca/backend_sni given "
-		    "but backend_tls is off");
-	return 1;
+	    l->backend_sni[0] || l->backend_cert[0]))
+		return fail(p, "backend_tls", "backend_ca/backend_sni/"
+		    "backend_cert given but backend_tls is off");
+	if (l->backend_key[0] && !l->backend_cert[0]) {
+		key_line(p, l, "backend_key");
+		return fail(p, "backend_key", "needs backend_cert");
+	}
+	if (l->client_crl[0] && l->verify == CONFIG_VERIFY_NONE) {
+		key_line(p, l, "client_crl");
+		return fail(p, "client_crl", "needs verify_client (and "
+		    "client_ca): the CRL is checked against client "
+		    "certificates");
+	}
+	return check_ocsp(p, l);
 }
 
 /*

@@ -24,7 +24,7 @@
 #define CONFIG_NAME_LEN 64
 #define CONFIG_PATH_LEN 512
 #define CONFIG_ADDR_LEN 300
-#define CONFIG_MAX_KEYLINES 128
+#define CONFIG_MAX_KEYLINES 192
 #define CONFIG_MAX_NATS 16
 #define CONFIG_NODE_LEN 120		/* room for "-wNN" per worker */
 
@@ -112,6 +112,13 @@ struct config_listener {
 	char ciphers[512];
 	char ciphersuites[512];
 	char alpn[256];
+	char client_crl[CONFIG_PATH_LEN];	/* "" = none */
+	char ticket_keys[CONFIG_PATH_LEN];	/* "" = generated, rotated */
+	double ticket_rotate;		/* generated keys; 0 = never */
+	/* per certificate: "off", "auto" or a DER file; one for all, or one
+	 * per cert in order */
+	char ocsp[CONFIG_MAX_CERTS][CONFIG_PATH_LEN];
+	size_t nocsp;
 
 	bool alpn_fallback;		/* no common protocol: go on without */
 	bool accept_proxy;		/* a PROXY header before anything */
@@ -156,6 +163,8 @@ struct config_listener {
 	bool backend_tls;
 	char backend_ca[CONFIG_PATH_LEN];
 	char backend_sni[256];
+	char backend_cert[CONFIG_PATH_LEN];	/* client cert to backends */
+	char backend_key[CONFIG_PATH_LEN];
 	enum config_proxy proxy_protocol;
 	size_t high_water;
 };
@@ -199,6 +208,8 @@ struct config {
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
 	double admin_timeout;		/* accept to answer, per admin request */
 	size_t admin_max_connections;	/* admin connections open at once */
+	char ocsp_dir[CONFIG_PATH_LEN];	/* OCSP responses kept; "" = none */
+	double ocsp_timeout;		/* one OCSP fetch, connect to answer */
 	char admin_token[256];		/* every admin request's; "" = none */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];

@@ -21,6 +21,8 @@
 #include "relay_metrics.h"
 #include "tcpserver.h"
 #include "tls.h"
+#include "tls_ocsp.h"
+#include "tls_tickets.h"
 
 /* One configured listener and what serves it. */
 struct listener {
@@ -39,8 +41,20 @@ struct listeners {
 	struct registry *reg;		/* every relay listener's uuids */
 	struct cluster *cluster;	/* this worker as a node, or NULL */
 	struct tcpserver *admin;	/* NULL: no admin page here */
+	/* Per TLS listener, made before the fork, kept across reloads. */
+	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
+	/* Per certificate with OCSP, made before the fork, kept. */
+	struct tls_ocsp *ocsp[CONFIG_MAX_LISTENERS][CONFIG_MAX_CERTS];
+	struct tls_ocsp *ocsp_all[CONFIG_MAX_LISTENERS * CONFIG_MAX_CERTS];
+	size_t nocsp;
 	struct admin *admin_conns;	/* its connections */
 	struct relay_listener *admin_relay;	/* the device page's consumers */
+};
+
+/* What a TLS context is built with that lives as long as the listeners. */
+struct tls_keep {
+	struct tls_tickets *const *tickets;
+	struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS];
 };
 
 /*
@@ -69,6 +83,7 @@ tls_opt_key(enum tls_opt opt)
 	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
 	case TLS_OPT_ALPN: return "alpn";
 	case TLS_OPT_CA_FILE: return "backend_ca";
+	case TLS_OPT_CLIENT_CRL: return "client_crl";
 	case TLS_OPT_OTHER: break;
 	}
 	return "cert";
@@ -76,7 +91,8 @@ tls_opt_key(enum tls_opt opt)
 
 static struct tls_ctx *
 server_tls(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
+    struct tls_tickets *tickets, struct tls_ocsp *const *ocsp, char *err,
+    size_t errlen)
 {
 	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
 	struct tls_server_opts o = { 0 };
@@ -87,10 +103,13 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	for (size_t i = 0; i < l->ncert; i++) {
 		pairs[i].cert = l->cert[i];
 		pairs[i].key = l->key[i];
+		pairs[i].ocsp = ocsp[i];
 	}
 	o.certs = pairs;
 	o.ncerts = l->ncert;
 	o.client_ca = l->client_ca[0] ? l->client_ca : NULL;
+	o.client_crl = l->client_crl[0] ? l->client_crl : NULL;
+	o.tickets = tickets;
 	o.verify = (enum tls_verify)l->verify;
 	o.min_version = l->tls_min_version;
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
@@ -118,11 +137,16 @@ backend_tls(const struct config *cfg, const struct config_listener *l,
 
 	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
 	o.verify = true;
+	o.cert = l->backend_cert[0] ? l->backend_cert : NULL;
+	o.key = l->backend_key[0] ? l->backend_key : NULL;
 	o.fault = &fault;
 	c = tls_ctx_new_client(&o, why, sizeof(why));
 	if (c == NULL)
 		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
-		    "backend_ca" : "backend_tls", 0, why, err, errlen);
+		    "backend_ca" : fault.opt == TLS_OPT_CERT ? "backend_cert" :
+		    fault.opt == TLS_OPT_KEY ? (l->backend_key[0] ?
+		    "backend_key" : "backend_cert") : "backend_tls", 0, why,
+		    err, errlen);
 	return c;
 }
 
@@ -150,14 +174,14 @@ tls_set_free(struct tls_set *t, size_t n)
 
 /* Builds every TLS context and access list; on failure nothing is kept. */
 static int
-tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
-    size_t errlen)
+tls_set_build(const struct config *cfg, struct tls_set *t,
+    const struct tls_keep *keep, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
-		if (l->ncert > 0 &&
-		    (t->server[i] = server_tls(cfg, l, err, errlen)) == NULL)
+		if (l->ncert > 0 && (t->server[i] = server_tls(cfg, l,
+		    keep->tickets[i], keep->ocsp[i], err, errlen)) == NULL)
 			goto fail;
 		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
 		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
@@ -170,6 +194,81 @@ tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
 fail:
 	tls_set_free(t, cfg->nlisteners);
 	return -1;
+}
+
+/* Every TLS listener's ticket keys (before the fork); -1 with err. */
+static int
+tickets_build(const struct config *cfg, struct tls_tickets **out,
+    char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		char why[384];
+
+		out[i] = NULL;
+		if (l->ncert == 0)
+			continue;
+		out[i] = tls_tickets_new(l->ticket_keys[0] ? l->ticket_keys :
+		    NULL, l->ticket_rotate, why, sizeof(why));
+		if (out[i] == NULL) {
+			config_error(cfg, l, "ticket_keys", 0, why, err,
+			    errlen);
+			while (i-- > 0)
+				tls_tickets_free(out[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A certificate's `ocsp` value: "off" (or none), "auto", or a file. */
+static const char *
+ocsp_value(const struct config_listener *l, size_t i)
+{
+	if (l->nocsp == 0)
+		return "off";
+	return l->nocsp == 1 ? l->ocsp[0] : l->ocsp[i];
+}
+
+/* Every certificate's OCSP source (before the fork); -1 with err. */
+static int
+ocsp_build(const struct config *cfg,
+    struct tls_ocsp *(*out)[CONFIG_MAX_CERTS], char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		for (size_t j = 0; j < l->ncert; j++) {
+			const char *v = ocsp_value(l, j);
+			struct tls_ocsp_opts o = { 0 };
+			char why[768];
+
+			out[i][j] = NULL;
+			if (!strcmp(v, "off"))
+				continue;
+			o.cert = l->cert[j];
+			o.file = strcmp(v, "auto") ? v : NULL;
+			o.dir = cfg->ocsp_dir;
+			o.timeout = cfg->ocsp_timeout;
+			o.name = l->name;
+			out[i][j] = tls_ocsp_new(&o, why, sizeof(why));
+			if (out[i][j] == NULL) {
+				config_error(cfg, l, "ocsp", l->nocsp == 1 ? 0 :
+				    j, why, err, errlen);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static void
+ocsp_free(struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS])
+{
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+			tls_ocsp_free(ocsp[i][j]);
+			ocsp[i][j] = NULL;
+		}
 }
 
 /* ---- the status page ---- */
@@ -502,8 +601,14 @@ listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
 	}
 	ls->cfg = cfg;
 	ls->sl = sl;
-	if (tls_set_build(cfg, &t, err, errlen) < 0) {
+	if (tickets_build(cfg, ls->tickets, err, errlen) < 0) {
 		free(ls);
+		return NULL;
+	}
+	struct tls_keep keep = { ls->tickets, ls->ocsp };
+	if (ocsp_build(cfg, ls->ocsp, err, errlen) < 0 ||
+	    tls_set_build(cfg, &t, &keep, err, errlen) < 0) {
+		listeners_free(ls);
 		return NULL;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
@@ -564,6 +669,14 @@ relay_metrics(struct buffer *out, void *arg)
 		if (ls->l[i].relay != NULL)
 			rls[n++] = ls->l[i].relay;
 	relay_render_metrics(ls->reg, rls, n, out);
+}
+
+static void
+ocsp_metrics(struct buffer *out, void *arg)
+{
+	struct listeners *ls = arg;
+
+	tls_ocsp_render_metrics(ls->ocsp_all, ls->nocsp, out);
 }
 
 static int
@@ -639,6 +752,16 @@ listeners_start(struct listeners *ls, int worker)
 		log_listening("admin", "http", "admin", ls->admin);
 	}
 	metrics_add_source(relay_metrics, ls);
+	/* Worker 0 fetches OCSP responses; the others follow ocsp_dir. */
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++)
+			if (ls->ocsp[i][j] != NULL) {
+				tls_ocsp_start(ls->ocsp[i][j], ls->sl->loop,
+				    worker == 0);
+				ls->ocsp_all[ls->nocsp++] = ls->ocsp[i][j];
+			}
+	if (ls->nocsp > 0)
+		metrics_add_source(ocsp_metrics, ls);
 	return 0;
 }
 
@@ -651,12 +774,35 @@ void
 listeners_reload(struct listeners *ls, const char *who)
 {
 	struct tls_set fresh;
+	struct tls_keep keep = { ls->tickets, ls->ocsp };
 	char err[1024];
 
-	if (tls_set_build(ls->cfg, &fresh, err, sizeof(err)) < 0) {
+	if (tls_set_build(ls->cfg, &fresh, &keep, err, sizeof(err)) < 0) {
 		LOGE("%sreload: %s; keeping the current certificates and "
 		    "access lists", who, err);
 		return;
+	}
+	/*
+	 * The new contexts staple through the same objects: each follows its
+	 * certificate file (a handshake on an older context gets no staple
+	 * for a certificate that changed).
+	 */
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+			char why[768];
+			if (ls->ocsp[i][j] != NULL && tls_ocsp_reload(
+			    ls->ocsp[i][j], why, sizeof(why)) < 0)
+				LOGE("%sreload: [%s] ocsp: %s; keeping the "
+				    "current response", who,
+				    ls->l[i].cfg->name, why);
+		}
+	/* Generated keys stay as they are; a file is read again. */
+	for (size_t i = 0; i < ls->n; i++) {
+		char why[512];
+		if (ls->tickets[i] != NULL && tls_tickets_reload(ls->tickets[i],
+		    why, sizeof(why)) < 0)
+			LOGE("%sreload: [%s] %s; keeping the current ticket "
+			    "keys", who, ls->l[i].cfg->name, why);
 	}
 	for (size_t i = 0; i < ls->n; i++) {
 		struct listener *ln = &ls->l[i];
@@ -757,6 +903,9 @@ listeners_free(struct listeners *ls)
 		forward_listener_free(ln->fwd);
 	}
 	tcpserver_free(ls->admin);
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		tls_tickets_free(ls->tickets[i]);
+	ocsp_free(ls->ocsp);
 	free(ls);
 }
 
@@ -810,12 +959,32 @@ int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
 	struct backend_def backends[CONFIG_MAX_BACKENDS];
+	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
+	struct tls_ocsp *(*ocsp)[CONFIG_MAX_CERTS] = calloc(
+	    CONFIG_MAX_LISTENERS, sizeof(*ocsp));
+	struct tls_keep keep = { tickets, ocsp };
 	struct tls_set t;
+	int rc;
 
-	if (tls_set_build(cfg, &t, err, errlen) < 0 ||
-	    cluster_check(cfg, err, errlen) < 0)
+	if (ocsp == NULL) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
-	tls_set_free(&t, cfg->nlisteners);
+	}
+	if (tickets_build(cfg, tickets, err, errlen) < 0) {
+		free(ocsp);
+		return -1;
+	}
+	rc = ocsp_build(cfg, ocsp, err, errlen);
+	if (rc == 0)
+		rc = tls_set_build(cfg, &t, &keep, err, errlen);
+	if (rc == 0)
+		tls_set_free(&t, cfg->nlisteners);
+	ocsp_free(ocsp);
+	free(ocsp);
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		tls_tickets_free(tickets[i]);
+	if (rc < 0 || cluster_check(cfg, err, errlen) < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 		if (l->mode == CONFIG_FORWARD && resolve_backends(cfg, l,

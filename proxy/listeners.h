@@ -3,7 +3,9 @@
  *
  * struct listeners owns everything the configuration's listeners need:
  * the TLS contexts (towards clients, and a forward listener's towards its
- * backends) and access lists, the relay registry (one uuid namespace for
+ * backends), what outlives those contexts (each TLS listener's session
+ * ticket keys, shared by the workers; each certificate's OCSP staple,
+ * fetched by worker 0) and access lists, the relay registry (one uuid namespace for
  * every relay listener) and the relay listeners, the forward listeners
  * with their backends, the admin page, the tcpservers that accept for
  * them (unix: addresses bound with their mode and owner, accept_proxy),
@@ -23,7 +25,9 @@
  *                          cluster (cluster.h) and serves the relay
  *                          listeners too;
  *   listeners_reload()     SIGHUP: new TLS contexts and access lists for
- *                          new connections, all or nothing;
+ *                          new connections, all or nothing; then the
+ *                          ticket key files and OCSP staples, each kept
+ *                          when its new file is bad;
  *   listeners_stop()       SIGTERM: no new connections (a drain);
  *   listeners_close_all()  closes every connection left (teardown); their
  *                          close callbacks run with the stream loop's
