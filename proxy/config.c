@@ -59,6 +59,7 @@ const struct config_key config_keys[] = {
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
+	{ "pid_file", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
 	{ "cert", CONFIG_SCOPE_LISTENER },
@@ -456,6 +457,11 @@ ferry_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "admin_timeout"))
 		return parse_deadline(p, k, v, "an admin request from its "
 		    "connection to its answer", &c->admin_timeout);
+	if (!strcmp(k, "pid_file")) {
+		if (*v != '/')
+			return fail(p, k, "'%s' is not an absolute path", v);
+		return copy_str(p, k, v, c->pid_file, sizeof(c->pid_file));
+	}
 	if (!strcmp(k, "admin_max_connections"))
 		return parse_count(p, k, v, 1, 100000,
 		    &c->admin_max_connections);

@@ -128,6 +128,7 @@ struct config {
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
 	double admin_timeout;		/* accept to answer, per admin request */
 	size_t admin_max_connections;	/* admin connections open at once */
+	char pid_file[CONFIG_PATH_LEN];	/* "" = none */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;

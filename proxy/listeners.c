@@ -2,9 +2,12 @@
 #define _GNU_SOURCE
 #include "listeners.h"
 
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "acl.h"
 #include "admin.h"
@@ -13,14 +16,19 @@
 #include "metrics.h"
 #include "netutil.h"
 #include "registry.h"
+#include "sockpool.h"
 #include "relay.h"
 #include "relay_metrics.h"
 #include "tcpserver.h"
 #include "tls.h"
 
-/* One configured listener and what serves it. */
+/*
+ * One configured listener and what serves it.  Its own copy of its
+ * section: a reload replaces the configuration, and a listener it removes
+ * or changes lives on (retired) while its connections drain.
+ */
 struct listener {
-	const struct config_listener *cfg;
+	struct config_listener cfg;
 	struct tcpserver *srv;
 	int metrics_id;
 	struct relay_listener *relay;	/* mode = relay */
@@ -30,8 +38,12 @@ struct listener {
 struct listeners {
 	const struct config *cfg;
 	struct stream_loop *sl;
-	struct listener l[CONFIG_MAX_LISTENERS];
+	struct listener *l[CONFIG_MAX_LISTENERS];
 	size_t n;
+	/* Removed or replaced by reloads: their connections drain. */
+	struct listener **retired;
+	size_t nretired;
+	int worker;			/* listeners_start's, or -1 before */
 	struct registry *reg;		/* every relay listener's uuids */
 	struct tcpserver *admin;	/* NULL: no admin page here */
 	struct admin *admin_conns;	/* its connections */
@@ -213,7 +225,7 @@ static int
 relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
     char *err, size_t errlen)
 {
-	const struct config_listener *l = ln->cfg;
+	const struct config_listener *l = &ln->cfg;
 	struct relay_opts ro;
 
 	relay_opts_from(l, &ro);
@@ -235,7 +247,7 @@ static int
 forward_from(struct listeners *ls, struct listener *ln,
     struct tls_ctx *btls, char *err, size_t errlen)
 {
-	const struct config_listener *l = ln->cfg;
+	const struct config_listener *l = &ln->cfg;
 	struct forward_backend backends[CONFIG_MAX_BACKENDS];
 	struct forward_opts fo = { 0 };
 	char why[256];
@@ -261,14 +273,32 @@ forward_from(struct listeners *ls, struct listener *ln,
 	return 0;
 }
 
-/* The addresses of one `bind` (or `admin`) line, bound, not accepting. */
+/*
+ * The addresses of one `bind` (or `admin`) line, bound, not accepting:
+ * the sockets of the pool that match an address (inherited, or the
+ * previous configuration's) rather than new ones.
+ */
 static int
 bind_addrs(const struct config *cfg, const struct config_listener *l,
     struct tcpserver *srv, const struct config_addr *addrs, size_t n,
-    const char *key, char *err, size_t errlen)
+    const char *key, struct sockpool *pool, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < n; i++) {
+		int fds[TCPSERVER_MAX_SOCKETS];
+		size_t got = pool == NULL ? 0 : sockpool_take(pool,
+		    l != NULL ? l->name : "admin", addrs[i].host,
+		    addrs[i].port, fds, TCPSERVER_MAX_SOCKETS);
 		char why[256];
+
+		if (got > 0) {
+			if (tcpserver_adopt(srv, fds, got) == 0)
+				continue;
+			for (size_t j = 0; j < got; j++)
+				close(fds[j]);
+			config_error(cfg, l, key, 0, "too many sockets", err,
+			    errlen);
+			return -1;
+		}
 		if (tcpserver_bind(srv, addrs[i].host[0] ? addrs[i].host :
 		    NULL, addrs[i].port, AF_UNSPEC, NETUTIL_DEFAULT_BACKLOG,
 		    false, why, sizeof(why)) < 0) {
@@ -280,12 +310,13 @@ bind_addrs(const struct config *cfg, const struct config_listener *l,
 	return 0;
 }
 
-/* A listener of either mode, with its server bound; set slot i. */
+/* A listener of either mode, with its server bound; slot i of t. */
 static int
 listener_build(struct listeners *ls, struct listener *ln,
-    struct tls_set *t, size_t i, char *err, size_t errlen)
+    struct tls_set *t, size_t i, struct sockpool *pool, char *err,
+    size_t errlen)
 {
-	const struct config_listener *l = ln->cfg;
+	const struct config_listener *l = &ln->cfg;
 	struct stream_opts so;
 
 	stream_opts_default(&so);
@@ -310,11 +341,35 @@ listener_build(struct listeners *ls, struct listener *ln,
 		return -1;
 	}
 	return bind_addrs(ls->cfg, l, ln->srv, l->bind, l->nbind, "bind",
-	    err, errlen);
+	    pool, err, errlen);
+}
+
+static void
+listener_free(struct listener *ln)
+{
+	if (ln == NULL)
+		return;
+	tcpserver_free(ln->srv);
+	relay_listener_free(ln->relay);
+	forward_listener_free(ln->fwd);
+	free(ln);
+}
+
+static struct listener *
+listener_new(const struct config_listener *l)
+{
+	struct listener *ln = malloc(sizeof(*ln));
+
+	if (ln != NULL) {
+		memset(ln, 0, sizeof(*ln));
+		ln->cfg = *l;
+	}
+	return ln;
 }
 
 static int
-admin_build(struct listeners *ls, char *err, size_t errlen)
+admin_build(struct listeners *ls, struct sockpool *pool, char *err,
+    size_t errlen)
 {
 	const struct config *cfg = ls->cfg;
 
@@ -326,13 +381,13 @@ admin_build(struct listeners *ls, char *err, size_t errlen)
 		snprintf(err, errlen, "admin: out of memory");
 		return -1;
 	}
-	return bind_addrs(cfg, NULL, ls->admin, &cfg->admin, 1, "admin", err,
-	    errlen);
+	return bind_addrs(cfg, NULL, ls->admin, &cfg->admin, 1, "admin",
+	    pool, err, errlen);
 }
 
 struct listeners *
-listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
-    size_t errlen)
+listeners_new(const struct config *cfg, struct stream_loop *sl,
+    struct sockpool *pool, char *err, size_t errlen)
 {
 	struct listeners *ls = calloc(1, sizeof(*ls));
 	struct tls_set t;
@@ -344,23 +399,29 @@ listeners_new(const struct config *cfg, struct stream_loop *sl, char *err,
 	}
 	ls->cfg = cfg;
 	ls->sl = sl;
+	ls->worker = -1;
 	if (tls_set_build(cfg, &t, err, errlen) < 0) {
 		free(ls);
 		return NULL;
 	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		ls->l[ls->n++].cfg = &cfg->listeners[i];
+	for (size_t i = 0; i < cfg->nlisteners && rc == 0; i++) {
 		if (t.acl[i] != NULL)
 			LOGI("[%s] access list %s: %zu rules",
 			    cfg->listeners[i].name, acl_path(t.acl[i]),
 			    acl_rules(t.acl[i]));
+		ls->l[ls->n] = listener_new(&cfg->listeners[i]);
+		if (ls->l[ls->n] == NULL) {
+			snprintf(err, errlen, "out of memory");
+			rc = -1;
+			break;
+		}
+		rc = listener_build(ls, ls->l[ls->n++], &t, i, pool, err,
+		    errlen);
 	}
-	for (size_t i = 0; i < ls->n && rc == 0; i++)
-		rc = listener_build(ls, &ls->l[i], &t, i, err, errlen);
 	/* The servers and listeners hold what they use. */
 	tls_set_free(&t, cfg->nlisteners);
 	if (rc == 0 && cfg->admin_set)
-		rc = admin_build(ls, err, errlen);
+		rc = admin_build(ls, pool, err, errlen);
 	if (rc < 0) {
 		listeners_free(ls);
 		return NULL;
@@ -399,15 +460,15 @@ relay_metrics(struct buffer *out, void *arg)
 	size_t n = 0;
 
 	for (size_t i = 0; i < ls->n; i++)
-		if (ls->l[i].relay != NULL)
-			rls[n++] = ls->l[i].relay;
+		if (ls->l[i]->relay != NULL)
+			rls[n++] = ls->l[i]->relay;
 	relay_render_metrics(ls->reg, rls, n, out);
 }
 
 static int
 listener_start(struct listener *ln, int worker)
 {
-	const struct config_listener *l = ln->cfg;
+	const struct config_listener *l = &ln->cfg;
 
 	/* One registry: only worker 0 serves the relay listeners. */
 	if (l->mode == CONFIG_RELAY && worker != 0) {
@@ -429,8 +490,9 @@ listener_start(struct listener *ln, int worker)
 int
 listeners_start(struct listeners *ls, int worker)
 {
+	ls->worker = worker;
 	for (size_t i = 0; i < ls->n; i++)
-		if (listener_start(&ls->l[i], worker) < 0)
+		if (listener_start(ls->l[i], worker) < 0)
 			return -1;
 	if (ls->admin != NULL && worker != 0) {
 		tcpserver_free(ls->admin);
@@ -448,46 +510,198 @@ listeners_start(struct listeners *ls, int worker)
 	return 0;
 }
 
-/*
- * New certificates (and backend CAs) for new connections; live
- * connections keep the contexts they hold.  New access lists for the next
- * uuid steps.
- */
-void
-listeners_reload(struct listeners *ls, const char *who)
-{
-	struct tls_set fresh;
-	char err[1024];
+/* ---- reloading ---- */
 
-	if (tls_set_build(ls->cfg, &fresh, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; keeping the current certificates and "
-		    "access lists", who, err);
-		return;
+/* New TLS contexts and access list for a listener that stays. */
+static void
+listener_refresh(struct listener *ln, struct tls_set *t, size_t i,
+    const char *who)
+{
+	if (t->server[i] != NULL)
+		tcpserver_set_tls(ln->srv, t->server[i]);
+	if (t->backend[i] != NULL)
+		forward_listener_set_backend_tls(ln->fwd, t->backend[i]);
+	if (t->acl[i] != NULL) {
+		LOGI("%sreload: [%s] access list %s: %zu rules", who,
+		    ln->cfg.name, acl_path(t->acl[i]), acl_rules(t->acl[i]));
+		relay_listener_set_acl(ln->relay, t->acl[i]);
+		t->acl[i] = NULL;
 	}
+}
+
+/* The same section, but for where its lines are. */
+static bool
+same_listener(const struct config_listener *a,
+    const struct config_listener *b)
+{
+	return memcmp(a->name, b->name, sizeof(a->name)) == 0 &&
+	    memcmp(&a->mode, &b->mode, sizeof(*a) -
+	    offsetof(struct config_listener, mode)) == 0;
+}
+
+static const struct config_listener *
+find_listener_in(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nlisteners; i++)
+		if (!strcmp(c->listeners[i].name, name))
+			return &c->listeners[i];
+	return NULL;
+}
+
+static struct listener *
+find_listener(const struct listeners *ls, const char *name)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		if (!strcmp(ls->l[i]->cfg.name, name))
+			return ls->l[i];
+	return NULL;
+}
+
+bool
+listeners_same_set(const struct listeners *ls, const struct config *next)
+{
+	if (next->nlisteners != ls->n)
+		return false;
+	for (size_t i = 0; i < next->nlisteners; i++) {
+		const struct listener *ln = find_listener(ls,
+		    next->listeners[i].name);
+		if (ln == NULL || !same_listener(&ln->cfg, &next->listeners[i]))
+			return false;
+	}
+	return true;
+}
+
+static int
+retire(struct listeners *ls, struct listener *ln)
+{
+	struct listener **r = realloc(ls->retired, (ls->nretired + 1) *
+	    sizeof(*r));
+
+	if (r == NULL)
+		return -1;
+	ls->retired = r;
+	/* Stops accepting: a new listener holds its sockets if it took them. */
+	tcpserver_stop(ln->srv);
+	r[ls->nretired++] = ln;
+	return 0;
+}
+
+/*
+ * The listeners of `next` that are not the current ones, built and bound:
+ * the sockets of the listeners that go are pooled (copies: until the
+ * commit they still accept), so an address that stays keeps its socket.
+ */
+static int
+build_changed(struct listeners *ls, const struct config *next,
+    struct tls_set *t, struct listener **out, char *err, size_t errlen)
+{
+	struct sockpool pool;
+	int rc = 0;
+
+	sockpool_init(&pool);
 	for (size_t i = 0; i < ls->n; i++) {
-		struct listener *ln = &ls->l[i];
-		if (fresh.server[i] != NULL)
-			tcpserver_set_tls(ln->srv, fresh.server[i]);
-		if (fresh.backend[i] != NULL)
-			forward_listener_set_backend_tls(ln->fwd,
-			    fresh.backend[i]);
-		if (fresh.acl[i] != NULL) {
-			LOGI("%sreload: [%s] access list %s: %zu rules", who,
-			    ln->cfg->name, acl_path(fresh.acl[i]),
-			    acl_rules(fresh.acl[i]));
-			relay_listener_set_acl(ln->relay, fresh.acl[i]);
-			fresh.acl[i] = NULL;
+		struct listener *ln = ls->l[i];
+		int fds[TCPSERVER_MAX_SOCKETS];
+		size_t n = tcpserver_fds(ln->srv, fds, TCPSERVER_MAX_SOCKETS);
+		const struct config_listener *nl = NULL;
+
+		for (size_t j = 0; j < next->nlisteners; j++)
+			if (!strcmp(next->listeners[j].name, ln->cfg.name))
+				nl = &next->listeners[j];
+		if (nl != NULL && same_listener(&ln->cfg, nl))
+			continue;
+		for (size_t k = 0; k < n; k++) {
+			int fd = fcntl(fds[k], F_DUPFD_CLOEXEC, 3);
+			if (fd >= 0 && sockpool_add(&pool, fd,
+			    ln->cfg.name) < 0)
+				close(fd);
 		}
 	}
-	tls_set_free(&fresh, ls->n);
-	LOGI("%sreload: certificates reloaded for new connections", who);
+	for (size_t i = 0; i < next->nlisteners && rc == 0; i++) {
+		const struct config_listener *nl = &next->listeners[i];
+		struct listener *old = find_listener(ls, nl->name);
+
+		out[i] = NULL;
+		if (old != NULL && same_listener(&old->cfg, nl))
+			continue;
+		if ((out[i] = listener_new(nl)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			rc = -1;
+			break;
+		}
+		rc = listener_build(ls, out[i], t, i, &pool, err, errlen);
+	}
+	/* Sockets nobody took close with the listeners they came from. */
+	sockpool_close(&pool, true);
+	return rc;
+}
+
+int
+listeners_reload(struct listeners *ls, const struct config *next,
+    const char *who, char *err, size_t errlen)
+{
+	struct listener *built[CONFIG_MAX_LISTENERS] = { NULL };
+	struct listener *now[CONFIG_MAX_LISTENERS];
+	const struct config *prev = ls->cfg;
+	size_t added = 0, changed = 0, removed = 0;
+	struct tls_set t;
+
+	if (tls_set_build(next, &t, err, errlen) < 0)
+		return -1;
+	ls->cfg = next;		/* errors name the new file's lines */
+	if (build_changed(ls, next, &t, built, err, errlen) < 0) {
+		for (size_t i = 0; i < next->nlisteners; i++)
+			listener_free(built[i]);
+		tls_set_free(&t, next->nlisteners);
+		ls->cfg = prev;
+		return -1;
+	}
+	for (size_t i = 0; i < next->nlisteners; i++) {
+		struct listener *old = find_listener(ls,
+		    next->listeners[i].name);
+		if (built[i] == NULL) {
+			listener_refresh(old, &t, i, who);
+			now[i] = old;
+			continue;
+		}
+		now[i] = built[i];
+		if (old != NULL)
+			changed++;
+		else
+			added++;
+	}
+	for (size_t i = 0; i < ls->n; i++) {
+		bool kept = false;
+		for (size_t j = 0; j < next->nlisteners; j++)
+			kept = kept || now[j] == ls->l[i];
+		if (kept)
+			continue;
+		if (find_listener_in(next, ls->l[i]->cfg.name) == NULL) {
+			LOGN("%sreload: [%s] removed: draining %zu connections",
+			    who, ls->l[i]->cfg.name, tcpserver_live(
+			    ls->l[i]->srv));
+			removed++;
+		}
+		if (retire(ls, ls->l[i]) < 0)
+			listener_free(ls->l[i]);	/* no memory: closes */
+	}
+	memcpy(ls->l, now, next->nlisteners * sizeof(now[0]));
+	ls->n = next->nlisteners;
+	tls_set_free(&t, next->nlisteners);
+	for (size_t i = 0; i < next->nlisteners; i++)
+		if (built[i] != NULL && ls->worker >= 0)
+			(void)listener_start(built[i], ls->worker);
+	LOGI("%sreload: %zu listeners (%zu added, %zu changed, %zu removed); "
+	    "certificates reloaded for new connections", who, ls->n, added,
+	    changed, removed);
+	return 0;
 }
 
 void
 listeners_stop(struct listeners *ls)
 {
 	for (size_t i = 0; i < ls->n; i++)
-		tcpserver_stop(ls->l[i].srv);
+		tcpserver_stop(ls->l[i]->srv);
 	if (ls->admin != NULL)
 		tcpserver_stop(ls->admin);
 	admin_close_all(ls->admin_conns);
@@ -499,17 +713,51 @@ listeners_streams(const struct listeners *ls)
 	return ls->sl->live - admin_live(ls->admin_conns);
 }
 
+size_t
+listeners_devices(const struct listeners *ls)
+{
+	return ls->reg != NULL ? ls->reg->entries : 0;
+}
+
+size_t
+listeners_fds(const struct listeners *ls, int *fds,
+    char (*names)[CONFIG_NAME_LEN], size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i <= ls->n && n < max; i++) {
+		const struct tcpserver *srv = i < ls->n ? ls->l[i]->srv :
+		    ls->admin;
+		const char *name = i < ls->n ? ls->l[i]->cfg.name : "admin";
+		size_t got;
+
+		if (srv == NULL)
+			continue;
+		got = tcpserver_fds(srv, fds + n, max - n);
+		for (size_t k = 0; k < got; k++)
+			snprintf(names[n + k], CONFIG_NAME_LEN, "%s", name);
+		n += got;
+	}
+	return n;
+}
+
+static void
+listener_close_all(struct listener *ln)
+{
+	tcpserver_free(ln->srv);
+	ln->srv = NULL;
+	if (ln->fwd != NULL)
+		forward_listener_close_all(ln->fwd);
+	relay_listener_close_all(ln->relay);
+}
+
 void
 listeners_close_all(struct listeners *ls)
 {
-	for (size_t i = 0; i < ls->n; i++) {
-		struct listener *ln = &ls->l[i];
-		tcpserver_free(ln->srv);
-		ln->srv = NULL;
-		if (ln->fwd != NULL)
-			forward_listener_close_all(ln->fwd);
-		relay_listener_close_all(ln->relay);
-	}
+	for (size_t i = 0; i < ls->n; i++)
+		listener_close_all(ls->l[i]);
+	for (size_t i = 0; i < ls->nretired; i++)
+		listener_close_all(ls->retired[i]);
 	tcpserver_free(ls->admin);
 	ls->admin = NULL;
 	admin_close_all(ls->admin_conns);
@@ -523,12 +771,11 @@ listeners_free(struct listeners *ls)
 	admin_free(ls->admin_conns);
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(ls->reg);
-	for (size_t i = 0; i < ls->n; i++) {
-		struct listener *ln = &ls->l[i];
-		tcpserver_free(ln->srv);
-		relay_listener_free(ln->relay);
-		forward_listener_free(ln->fwd);
-	}
+	for (size_t i = 0; i < ls->n; i++)
+		listener_free(ls->l[i]);
+	for (size_t i = 0; i < ls->nretired; i++)
+		listener_free(ls->retired[i]);
+	free(ls->retired);
 	tcpserver_free(ls->admin);
 	free(ls);
 }

@@ -394,6 +394,28 @@ tcpserver_bind(struct tcpserver *srv, const char *address, int port,
 	return 0;
 }
 
+int
+tcpserver_adopt(struct tcpserver *srv, const int *fds, size_t n)
+{
+	if (srv->npending + srv->nacc + n > TCPSERVER_MAX_SOCKETS)
+		return -1;
+	memcpy(srv->pending + srv->npending, fds, n * sizeof(*fds));
+	srv->npending += n;
+	return 0;
+}
+
+size_t
+tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < srv->nacc && n < max; i++)
+		fds[n++] = srv->acc[i].fd;
+	for (size_t i = 0; i < srv->npending && n < max; i++)
+		fds[n++] = srv->pending[i];
+	return n;
+}
+
 void
 tcpserver_start(struct tcpserver *srv)
 {

@@ -49,6 +49,16 @@ struct tcpserver *tcpserver_new(struct stream_loop *sl, const char *name,
 int tcpserver_bind(struct tcpserver *srv, const char *address, int port,
     int family, int backlog, bool reuse_port, char *err, size_t errlen);
 
+/*
+ * Adds listening sockets bound elsewhere (inherited, or kept from the
+ * previous configuration), taken over, not accepting yet: as if bound here.
+ * 0, or -1 when there is no room (nothing taken).
+ */
+int tcpserver_adopt(struct tcpserver *srv, const int *fds, size_t n);
+
+/* Its listening sockets (bound or accepting), at most max: how many. */
+size_t tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max);
+
 /* Accepts on every socket bound so far, in this process. */
 void tcpserver_start(struct tcpserver *srv);
 
