@@ -677,9 +677,11 @@ listeners_reload(struct listeners *ls, const struct config *next,
 		if (kept)
 			continue;
 		if (find_listener_in(next, ls->l[i]->cfg.name) == NULL) {
-			LOGN("%sreload: [%s] removed: draining %zu connections",
-			    who, ls->l[i]->cfg.name, tcpserver_live(
-			    ls->l[i]->srv));
+			const struct metrics_conn *m =
+			    metrics_conn(ls->l[i]->metrics_id);
+			LOGN("%sreload: [%s] removed: draining %llu "
+			    "connections", who, ls->l[i]->cfg.name,
+			    (unsigned long long)(m->accepted - m->closed));
 			removed++;
 		}
 		if (retire(ls, ls->l[i]) < 0)

@@ -115,7 +115,7 @@ reread(struct app *app, const char *who)
 	if (cli_load_config(next, &app->cli, err, sizeof(err)) < 0 ||
 	    (next->nlisteners == 0 && (snprintf(err, sizeof(err), "no "
 	    "listener"), 1))) {
-		LOGE("%sreload: %s; nothing changed", who, err);
+		LOGE("%sreload: %s; keeping the current certificates, access lists and listeners", who, err);
 		free(next);
 		return NULL;
 	}
@@ -129,7 +129,7 @@ reload(struct app *app, struct config *next, const char *who)
 	char err[1024];
 
 	if (listeners_reload(app->ls, next, who, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; nothing changed", who, err);
+		LOGE("%sreload: %s; keeping the current certificates, access lists and listeners", who, err);
 		free(next);
 		return;
 	}
