@@ -86,6 +86,7 @@ struct config_listener {
 	double idle_timeout;		/* 0 = none */
 	size_t max_connections;		/* 0 = unlimited */
 	size_t max_per_source;		/* 0 = unlimited */
+	char access_log[CONFIG_PATH_LEN];	/* "" = none */
 
 	/* relay */
 	enum config_slow slow_consumer;
@@ -129,6 +130,7 @@ struct config {
 	double admin_timeout;		/* accept to answer, per admin request */
 	size_t admin_max_connections;	/* admin connections open at once */
 	char pid_file[CONFIG_PATH_LEN];	/* "" = none */
+	bool cert_watch;		/* reload certificates when they change */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;

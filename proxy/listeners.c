@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "acl.h"
 #include "admin.h"
 #include "forward.h"
@@ -33,6 +34,7 @@ struct listener {
 	int metrics_id;
 	struct relay_listener *relay;	/* mode = relay */
 	struct forward_listener *fwd;	/* mode = forward */
+	struct accesslog *access;	/* access_log, or NULL */
 };
 
 struct listeners {
@@ -340,6 +342,17 @@ listener_build(struct listeners *ls, struct listener *ln,
 		snprintf(err, errlen, "[%s] out of memory", l->name);
 		return -1;
 	}
+	if (l->access_log[0] != '\0') {
+		char why[CONFIG_PATH_LEN + 64];
+		ln->access = accesslog_open(l->access_log, l->name,
+		    (enum log_format)ls->cfg->log_format, why, sizeof(why));
+		if (ln->access == NULL) {
+			config_error(ls->cfg, l, "access_log", 0, why, err,
+			    errlen);
+			return -1;
+		}
+		tcpserver_set_access_log(ln->srv, ln->access);
+	}
 	return bind_addrs(ls->cfg, l, ln->srv, l->bind, l->nbind, "bind",
 	    pool, err, errlen);
 }
@@ -352,6 +365,7 @@ listener_free(struct listener *ln)
 	tcpserver_free(ln->srv);
 	relay_listener_free(ln->relay);
 	forward_listener_free(ln->fwd);
+	accesslog_unref(ln->access);
 	free(ln);
 }
 
@@ -713,6 +727,17 @@ size_t
 listeners_streams(const struct listeners *ls)
 {
 	return ls->sl->live - admin_live(ls->admin_conns);
+}
+
+void
+listeners_reopen_logs(struct listeners *ls)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->l[i]->access != NULL)
+			accesslog_reopen(ls->l[i]->access);
+	for (size_t i = 0; i < ls->nretired; i++)
+		if (ls->retired[i]->access != NULL)
+			accesslog_reopen(ls->retired[i]->access);
 }
 
 size_t

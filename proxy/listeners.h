@@ -97,6 +97,9 @@ void listeners_stop(struct listeners *ls);
 /* The streams a drain waits for: every open one but the admin page's. */
 size_t listeners_streams(const struct listeners *ls);
 
+/* SIGUSR1: every access log reopened (after logrotate moved them). */
+void listeners_reopen_logs(struct listeners *ls);
+
 /* Devices (uuids) the relay listeners serve now. */
 size_t listeners_devices(const struct listeners *ls);
 

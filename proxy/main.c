@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "certwatch.h"
 #include "cli.h"
 #include "config.h"
 #include "listeners.h"
@@ -31,6 +33,9 @@
 #include "stream.h"
 #include "upgrade.h"
 
+/* What a failed reload leaves as it was. */
+#define KEEPING "keeping the current certificates, access lists and listeners"
+
 /* STATUS= for systemd, when nothing else sets the pace. */
 #define STATUS_INTERVAL 10.0
 
@@ -42,7 +47,9 @@ struct app {
 	struct ev_loop *loop;
 	struct stream_loop sl;
 	struct listeners *ls;
-	ev_signal sig_term, sig_int, sig_hup, sig_usr2;
+	struct certwatch *watch;	/* cert_watch = on, serving processes */
+	struct timespec loaded;		/* when the certificates were read */
+	ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
 	ev_timer drain, tick;
 	ev_io upgrade_io;		/* a new ferry's word (upgrade.h) */
 	pid_t upgrade_pid;		/* 0: no upgrade under way */
@@ -51,7 +58,7 @@ struct app {
 	bool draining;
 	bool supervised;		/* workers: the supervisor is the main
 					 * process, this one is worker `worker` */
-	int worker;
+	int worker;			/* -1 in the supervisor */
 };
 
 /* ---- systemd, and whoever started us ---- */
@@ -115,26 +122,61 @@ reread(struct app *app, const char *who)
 	if (cli_load_config(next, &app->cli, err, sizeof(err)) < 0 ||
 	    (next->nlisteners == 0 && (snprintf(err, sizeof(err), "no "
 	    "listener"), 1))) {
-		LOGE("%sreload: %s; keeping the current certificates, access lists and listeners", who, err);
+		LOGE("%sreload: %s; " KEEPING, who, err);
 		free(next);
 		return NULL;
 	}
 	return next;
 }
 
-/* In this process: the listeners of the file as it is now. */
+static void certs_changed(void *arg);
+
+/* cert_watch: where the certificates of the configuration are. */
+static void
+watch_certs(struct app *app)
+{
+	certwatch_free(app->watch);
+	app->watch = NULL;
+	if (app->cfg->cert_watch && (app->watch = certwatch_new(app->loop,
+	    app->cfg, &app->loaded, certs_changed, app)) == NULL)
+		LOGW("cert_watch: out of memory: not watching");
+}
+
+/*
+ * In this process: the listeners of `next` (the file as it is now, or
+ * the configuration as it was, for its certificates).
+ */
 static void
 reload(struct app *app, struct config *next, const char *who)
 {
 	char err[1024];
+	struct timespec now;
 
+	clock_gettime(CLOCK_REALTIME, &now);
 	if (listeners_reload(app->ls, next, who, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; keeping the current certificates, access lists and listeners", who, err);
-		free(next);
+		LOGE("%sreload: %s; " KEEPING, who, err);
+		if (next != app->cfg)
+			free(next);
 		return;
 	}
+	app->loaded = now;
+	if (next == app->cfg)
+		return;
+	certwatch_free(app->watch);	/* it watches the old paths */
+	app->watch = NULL;
 	free(app->cfg);
 	app->cfg = next;
+	if (!app->supervised || app->worker >= 0)
+		watch_certs(app);
+}
+
+static void
+certs_changed(void *arg)
+{
+	struct app *app = arg;
+
+	LOGI("cert_watch: a certificate, key or access list changed");
+	reload(app, app->cfg, "cert_watch: ");
 }
 
 /* A new ferry on our sockets: `exe` (ours, or the file at our path). */
@@ -172,6 +214,8 @@ supervisor_signal(int sig, void *arg)
 		listeners_stop(app->ls);
 		return sig;
 	}
+	if (sig == SIGUSR1)
+		listeners_reopen_logs(app->ls);	/* for the workers to come */
 	if (sig != SIGHUP && sig != SIGUSR2)
 		return sig;
 	if (sig == SIGHUP) {
@@ -319,6 +363,10 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		}
 		return;
 	}
+	if (w->signum == SIGUSR1) {
+		listeners_reopen_logs(app->ls);
+		return;
+	}
 	if (w->signum == SIGHUP || w->signum == SIGUSR2)
 		return;
 	if (app->draining) {
@@ -359,9 +407,11 @@ teardown(struct app *app)
 	ev_signal_stop(app->loop, &app->sig_term);
 	ev_signal_stop(app->loop, &app->sig_int);
 	ev_signal_stop(app->loop, &app->sig_hup);
+	ev_signal_stop(app->loop, &app->sig_usr1);
 	ev_signal_stop(app->loop, &app->sig_usr2);
 	ev_timer_stop(app->loop, &app->drain);
 	ev_timer_stop(app->loop, &app->tick);
+	certwatch_free(app->watch);
 	if (app->upgrade_pid != 0) {
 		ev_io_stop(app->loop, &app->upgrade_io);
 		close(app->upgrade_io.fd);
@@ -406,6 +456,7 @@ start(struct app *app)
 	sigemptyset(&sa.sa_mask);
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
 	    sigaction(SIGHUP, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR1, &sa, NULL) < 0 ||
 	    sigaction(SIGUSR2, &sa, NULL) < 0) {
 		LOGE("signals: %s", strerror(errno));
 		return -1;
@@ -419,6 +470,7 @@ start(struct app *app)
 	    app->cfg->workers;
 	if (metrics_init(workers) < 0)
 		LOGW("shared metrics unavailable: counting per process");
+	clock_gettime(CLOCK_REALTIME, &app->loaded);
 	if (bind_listeners(app) < 0)
 		return -1;
 	if (privs_drop(app->cfg, err, sizeof(err)) < 0) {
@@ -429,6 +481,7 @@ start(struct app *app)
 		struct process_hooks hooks = { supervisor_signal,
 		    supervisor_ready, supervisor_tick, tick_interval(), app };
 		app->supervised = true;
+		app->worker = -1;	/* in the supervisor, which stays inside */
 		app->worker = process_fork_hooks(workers,
 		    app->cfg->max_restarts, &hooks);
 		ev_loop_fork(app->loop);
@@ -437,6 +490,7 @@ start(struct app *app)
 		app->report_fd = -1;
 	}
 	metrics_set_worker(app->worker);
+	watch_certs(app);
 	return listeners_start(app->ls, app->worker);
 }
 
@@ -478,6 +532,7 @@ main(int argc, char **argv)
 	watch(&app, &app.sig_term, SIGTERM);
 	watch(&app, &app.sig_int, SIGINT);
 	watch(&app, &app.sig_hup, SIGHUP);
+	watch(&app, &app.sig_usr1, SIGUSR1);
 	watch(&app, &app.sig_usr2, SIGUSR2);
 	if (!app.supervised) {
 		ev_timer_init(&app.tick, on_tick, tick_interval(),

@@ -178,6 +178,19 @@ stream_set_callbacks(struct stream *s, stream_close_cb on_close, void *arg)
 	s->arg = arg;
 }
 
+stream_cb
+stream_free_hook(const struct stream *s, void **arg)
+{
+	*arg = s->free_arg;
+	return s->free_cb;
+}
+
+enum stream_close_reason
+stream_close_why(const struct stream *s)
+{
+	return s->close_reason;
+}
+
 void
 stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg)
 {

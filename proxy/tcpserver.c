@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -54,6 +55,19 @@ struct tcpserver {
 	 * of time) keep it, and the last one to go frees it.
 	 */
 	struct conn_table *conns;
+	struct accesslog *access;	/* NULL: no access log */
+};
+
+/*
+ * A connection with an access log line to write when it goes: the count
+ * hook it would have had, and what the line needs.
+ */
+struct conn_rec {
+	stream_cb counted;		/* NULL: not counted */
+	void *counted_arg;
+	struct accesslog *log;
+	struct ev_loop *loop;
+	ev_tstamp start;
 };
 
 struct conn_table {
@@ -226,6 +240,39 @@ source_conn_freed(struct stream *s, void *arg)
 	table_release(t);
 }
 
+static void
+rec_freed(struct stream *s, void *arg)
+{
+	struct conn_rec *r = arg;
+
+	if (r->counted != NULL)
+		r->counted(s, r->counted_arg);
+	accesslog_write(r->log, stream_peer(s), stream_bytes_in(s),
+	    stream_bytes_out(s), ev_now(r->loop) - r->start,
+	    stream_close_reason_str(stream_close_why(s)));
+	accesslog_unref(r->log);
+	free(r);
+}
+
+/*
+ * With an access log, the count hook moves into a record whose hook also
+ * writes the line.  0 or -1 (memory: the connection is then not logged).
+ */
+static int
+log_conn(struct tcpserver *srv, struct stream *s)
+{
+	struct conn_rec *r = malloc(sizeof(*r));
+
+	if (r == NULL)
+		return -1;
+	r->counted = stream_free_hook(s, &r->counted_arg);
+	r->log = accesslog_ref(srv->access);
+	r->loop = srv->sl->loop;
+	r->start = ev_now(r->loop);
+	stream_set_free_hook(s, rec_freed, r);
+	return 0;
+}
+
 /* The limit a new connection would break (its config key), or NULL. */
 static const char *
 limit_broken(const struct tcpserver *srv, const struct source_key *k,
@@ -349,6 +396,9 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 		    stream_peer(s));
 		return;
 	}
+	if (srv->access != NULL && log_conn(srv, s) < 0)
+		LOGW("%s: no memory to log a connection from %s", srv->name,
+		    stream_peer(s));
 	if (srv->tls != NULL && tls_stream_accept(s, srv->tls) < 0) {
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		LOGW("%s: cannot set up TLS for %s", srv->name,
@@ -469,6 +519,15 @@ tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts)
 }
 
 void
+tcpserver_set_access_log(struct tcpserver *srv, struct accesslog *log)
+{
+	struct accesslog *old = srv->access;
+
+	srv->access = log != NULL ? accesslog_ref(log) : NULL;
+	accesslog_unref(old);
+}
+
+void
 tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats)
 {
 	srv->stats = stats;
@@ -494,6 +553,7 @@ tcpserver_free(struct tcpserver *srv)
 		return;
 	tcpserver_stop(srv);
 	tls_ctx_unref(srv->tls);
+	accesslog_unref(srv->access);
 	if (srv->conns != NULL) {
 		if (srv->conns->live == 0)
 			table_free(srv->conns);

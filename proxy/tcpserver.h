@@ -82,6 +82,13 @@ void tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls);
 /* Connections accepted from now on get these stream options. */
 void tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts);
 
+/*
+ * Connections accepted from now on get a line in `log` when they close
+ * (referenced; NULL: none).  See accesslog.h.
+ */
+struct accesslog;
+void tcpserver_set_access_log(struct tcpserver *srv, struct accesslog *log);
+
 /* Counts this listener's connections (and their streams) into `stats`. */
 void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
 
