@@ -523,12 +523,7 @@ main(int argc, char **argv)
 	}
 	if (start(&app) < 0)
 		return 1;
-	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
-	if (app.supervised)
-		process_ready();
-	else
-		announce_ready(&app);
-
+	/* Before saying ready: a signal sent on that word is handled. */
 	watch(&app, &app.sig_term, SIGTERM);
 	watch(&app, &app.sig_int, SIGINT);
 	watch(&app, &app.sig_hup, SIGHUP);
@@ -540,6 +535,11 @@ main(int argc, char **argv)
 		app.tick.data = &app;
 		ev_timer_start(app.loop, &app.tick);
 	}
+	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
+	if (app.supervised)
+		process_ready();
+	else
+		announce_ready(&app);
 
 	ev_run(app.loop, 0);
 
