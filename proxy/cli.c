@@ -10,6 +10,7 @@
 #include "listeners.h"
 #include "log.h"
 #include "privs.h"
+#include "process.h"
 #include "upgrade.h"
 
 void
@@ -137,6 +138,11 @@ cli_check(const struct config *cfg)
 		fprintf(stderr, "ferry: %s\n", err);
 		return 2;
 	}
+	if (listeners_idle_workers(cfg, cfg->workers <= 0 ?
+	    process_cpu_count() : cfg->workers) > 0)
+		fprintf(stderr, "ferry: warning: workers = %d: every listener "
+		    "is a relay listener, which worker 0 alone serves: the "
+		    "others would be idle\n", cfg->workers);
 	printf("%s: OK (%zu listeners)\n", cfg->label, cfg->nlisteners);
 	return 0;
 }

@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "listeners.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +157,51 @@ tls_set_free(struct tls_set *t, size_t n)
 	}
 }
 
+/*
+ * A file a TLS context needs must be there and readable: OpenSSL would
+ * say "system lib" and nothing of the path.  For the embedded default,
+ * where the certificates are looked for.
+ */
+static int
+readable(const struct config *cfg, const struct config_listener *l,
+    const char *key, size_t index, const char *what, const char *path,
+    char *err, size_t errlen)
+{
+	char why[CONFIG_PATH_LEN + 256];
+	FILE *f;
+
+	if (path[0] == '\0' || (f = fopen(path, "r")) != NULL) {
+		if (path[0] != '\0')
+			fclose(f);
+		return 0;
+	}
+	snprintf(why, sizeof(why), "%s %s: %s%s", what, path,
+	    strerror(errno), cfg->path[0] == '\0' && !strcmp(cfg->label,
+	    "(embedded default)") ? " (the embedded default reads the "
+	    "development certificates from --certs DIR, ./certs by default: "
+	    "run ferry from the checkout after `make`, or `make run`)" : "");
+	config_error(cfg, l, key, index, why, err, errlen);
+	return -1;
+}
+
+static int
+tls_files(const struct config *cfg, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	for (size_t i = 0; i < l->ncert; i++)
+		if (readable(cfg, l, "cert", i, "certificate", l->cert[i], err,
+		    errlen) < 0 || readable(cfg, l, "key", i, "private key",
+		    l->key[i], err, errlen) < 0)
+			return -1;
+	if (l->ncert > 0 && readable(cfg, l, "client_ca", 0, "CA file",
+	    l->client_ca, err, errlen) < 0)
+		return -1;
+	if (l->backend_tls && readable(cfg, l, "backend_ca", 0, "CA file",
+	    l->backend_ca, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
 /* Builds every TLS context and access list; on failure nothing is kept. */
 static int
 tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
@@ -163,6 +210,8 @@ tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
+		if (tls_files(cfg, l, err, errlen) < 0)
+			goto fail;
 		if (l->ncert > 0 &&
 		    (t->server[i] = server_tls(cfg, l, err, errlen)) == NULL)
 			goto fail;
@@ -512,6 +561,7 @@ listeners_start(struct listeners *ls, int worker)
 		tcpserver_free(ls->admin);
 		ls->admin = NULL;
 	} else if (ls->admin != NULL) {
+		tcpserver_set_limit_key(ls->admin, "admin_max_connections");
 		if (tcpserver_set_limits(ls->admin,
 		    ls->cfg->admin_max_connections, 0) < 0) {
 			LOGE("admin: no memory for its connection limit");
@@ -522,6 +572,17 @@ listeners_start(struct listeners *ls, int worker)
 	}
 	metrics_add_source(relay_metrics, ls);
 	return 0;
+}
+
+static int check_clashes(const struct config *cfg, char *err, size_t errlen);
+
+/* Its clients' connections: a forwarded one is one, its backend aside. */
+static uint64_t
+listener_conns(const struct listener *ln)
+{
+	const struct metrics_conn *m = metrics_conn(ln->metrics_id);
+
+	return m->accepted - m->closed;
 }
 
 /* ---- reloading ---- */
@@ -660,7 +721,8 @@ listeners_reload(struct listeners *ls, const struct config *next,
 	size_t added = 0, changed = 0, removed = 0;
 	struct tls_set t;
 
-	if (tls_set_build(next, &t, err, errlen) < 0)
+	if (check_clashes(next, err, errlen) < 0 ||
+	    tls_set_build(next, &t, err, errlen) < 0)
 		return -1;
 	ls->cfg = next;		/* errors name the new file's lines */
 	if (build_changed(ls, next, &t, built, err, errlen) < 0) {
@@ -691,11 +753,9 @@ listeners_reload(struct listeners *ls, const struct config *next,
 		if (kept)
 			continue;
 		if (find_listener_in(next, ls->l[i]->cfg.name) == NULL) {
-			const struct metrics_conn *m =
-			    metrics_conn(ls->l[i]->metrics_id);
 			LOGN("%sreload: [%s] removed: draining %llu "
 			    "connections", who, ls->l[i]->cfg.name,
-			    (unsigned long long)(m->accepted - m->closed));
+			    (unsigned long long)listener_conns(ls->l[i]));
 			removed++;
 		}
 		if (retire(ls, ls->l[i]) < 0)
@@ -723,12 +783,6 @@ listeners_stop(struct listeners *ls)
 	admin_close_all(ls->admin_conns);
 }
 
-size_t
-listeners_streams(const struct listeners *ls)
-{
-	return ls->sl->live - admin_live(ls->admin_conns);
-}
-
 void
 listeners_reopen_logs(struct listeners *ls)
 {
@@ -738,6 +792,29 @@ listeners_reopen_logs(struct listeners *ls)
 	for (size_t i = 0; i < ls->nretired; i++)
 		if (ls->retired[i]->access != NULL)
 			accesslog_reopen(ls->retired[i]->access);
+}
+
+size_t
+listeners_connections(const struct listeners *ls)
+{
+	int seen[CONFIG_MAX_LISTENERS * 2];
+	size_t nseen = 0;
+	uint64_t n = 0;
+
+	/* A listener and the one it replaced count in one metrics slot. */
+	for (size_t i = 0; i < ls->n + ls->nretired; i++) {
+		const struct listener *ln = i < ls->n ? ls->l[i] :
+		    ls->retired[i - ls->n];
+		bool dup = false;
+		for (size_t k = 0; k < nseen; k++)
+			dup = dup || seen[k] == ln->metrics_id;
+		if (dup)
+			continue;
+		if (nseen < sizeof(seen) / sizeof(seen[0]))
+			seen[nseen++] = ln->metrics_id;
+		n += listener_conns(ln);
+	}
+	return (size_t)n;
 }
 
 size_t
@@ -842,6 +919,88 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether a and b (resolved) would take the same port. */
+static bool
+clash(const struct config_addr *a, const struct config_addr *b)
+{
+	struct sockaddr_storage sa, sb;
+	socklen_t la, lb;
+	char why[256];
+
+	if (a->port == 0 || a->port != b->port)
+		return false;
+	/* ":port" is every address of both families. */
+	if (a->host[0] == '\0' || b->host[0] == '\0')
+		return true;
+	if (netutil_resolve(a->host, a->port, &sa, &la, why, sizeof(why)) < 0 ||
+	    netutil_resolve(b->host, b->port, &sb, &lb, why, sizeof(why)) < 0 ||
+	    sa.ss_family != sb.ss_family)
+		return false;
+	if (sa.ss_family == AF_INET) {
+		in_addr_t x = ((struct sockaddr_in *)&sa)->sin_addr.s_addr;
+		in_addr_t y = ((struct sockaddr_in *)&sb)->sin_addr.s_addr;
+		return x == y || x == htonl(INADDR_ANY) ||
+		    y == htonl(INADDR_ANY);
+	}
+	if (sa.ss_family == AF_INET6) {
+		const struct in6_addr *x = &((struct sockaddr_in6 *)&sa)->sin6_addr;
+		const struct in6_addr *y = &((struct sockaddr_in6 *)&sb)->sin6_addr;
+		return !memcmp(x, y, sizeof(*x)) || IN6_IS_ADDR_UNSPECIFIED(x) ||
+		    IN6_IS_ADDR_UNSPECIFIED(y);
+	}
+	return false;
+}
+
+/* Two listeners (or the admin page) on one address fail at start. */
+static int
+check_clashes(const struct config *cfg, char *err, size_t errlen)
+{
+	const struct config_listener *owner[CONFIG_MAX_LISTENERS *
+	    CONFIG_MAX_BINDS + 1];
+	const struct config_addr *addr[CONFIG_MAX_LISTENERS *
+	    CONFIG_MAX_BINDS + 1];
+	size_t n = 0;
+	char why[512], where[128];
+
+	if (cfg->admin_set) {
+		owner[n] = NULL;
+		addr[n++] = &cfg->admin;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nbind; j++) {
+			owner[n] = &cfg->listeners[i];
+			addr[n++] = &cfg->listeners[i].bind[j];
+		}
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < i; k++) {
+			if (!clash(addr[k], addr[i]))
+				continue;
+			if (owner[k] != NULL)
+				snprintf(where, sizeof(where), "[%s] (line %d)",
+				    owner[k]->name, owner[k]->line);
+			else
+				snprintf(where, sizeof(where), "admin");
+			snprintf(why, sizeof(why), "%s%s%s:%d is also bound by "
+			    "%s: one address, one listener", strchr(addr[i]->host,
+			    ':') ? "[" : "", addr[i]->host, strchr(addr[i]->host,
+			    ':') ? "]" : "", addr[i]->port, where);
+			config_error(cfg, owner[i], owner[i] ? "bind" : "admin",
+			    0, why, err, errlen);
+			return -1;
+		}
+	return 0;
+}
+
+size_t
+listeners_idle_workers(const struct config *cfg, int workers)
+{
+	/* Relay listeners and the admin page are worker 0's alone. */
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].mode == CONFIG_FORWARD)
+			return 0;
+	return workers > 1 ? (size_t)workers - 1 : 0;
+}
+
 int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
@@ -857,5 +1016,7 @@ listeners_check(const struct config *cfg, char *err, size_t errlen)
 		    backends, err, errlen) < 0)
 			return -1;
 	}
-	return check_addresses(cfg, err, errlen);
+	if (check_addresses(cfg, err, errlen) < 0)
+		return -1;
+	return check_clashes(cfg, err, errlen);
 }

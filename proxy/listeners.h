@@ -94,8 +94,11 @@ size_t listeners_fds(const struct listeners *ls, int *fds,
  */
 void listeners_stop(struct listeners *ls);
 
-/* The streams a drain waits for: every open one but the admin page's. */
-size_t listeners_streams(const struct listeners *ls);
+/*
+ * Client connections open in this process (a forwarded one counts once,
+ * its backend aside); the admin page's are not counted.
+ */
+size_t listeners_connections(const struct listeners *ls);
 
 /* SIGUSR1: every access log reopened (after logrotate moved them). */
 void listeners_reopen_logs(struct listeners *ls);
@@ -115,5 +118,11 @@ void listeners_free(struct listeners *ls);
  * with err.
  */
 int listeners_check(const struct config *cfg, char *err, size_t errlen);
+
+/*
+ * Workers of `workers` that would serve nothing: every listener is a
+ * relay listener, which worker 0 alone serves (one registry).
+ */
+size_t listeners_idle_workers(const struct config *cfg, int workers);
 
 #endif

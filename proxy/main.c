@@ -72,7 +72,7 @@ status(struct app *app)
 	else
 		notify_send("STATUS=%s: %zu connections, %zu devices",
 		    app->draining ? "draining" : "serving",
-		    listeners_streams(app->ls), listeners_devices(app->ls));
+		    listeners_connections(app->ls), listeners_devices(app->ls));
 }
 
 /* Every listener bound and every worker ready (main process only). */
@@ -301,7 +301,7 @@ drain(struct app *app, const char *why)
 		notify_send("STOPPING=1");
 	listeners_stop(app->ls);
 	LOGI("%s: no new connections; draining %zu for up to %g s", why,
-	    listeners_streams(app->ls), app->cfg->drain_timeout);
+	    listeners_connections(app->ls), app->cfg->drain_timeout);
 	app->drain_deadline = ev_now(app->loop) + app->cfg->drain_timeout;
 	ev_timer_init(&app->drain, drain_check, 0., 0.1);
 	app->drain.data = app;
@@ -470,6 +470,11 @@ start(struct app *app)
 	    app->cfg->workers;
 	if (metrics_init(workers) < 0)
 		LOGW("shared metrics unavailable: counting per process");
+	if (listeners_idle_workers(app->cfg, workers) > 0)
+		LOGW("workers = %d: every listener is a relay listener, which "
+		    "worker 0 alone serves (one registry): %zu workers idle; "
+		    "set workers = 1", workers,
+		    listeners_idle_workers(app->cfg, workers));
 	clock_gettime(CLOCK_REALTIME, &app->loaded);
 	if (bind_listeners(app) < 0)
 		return -1;

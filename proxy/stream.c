@@ -414,7 +414,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (s->opts.idle_timeout > 0 &&
 	    now - s->last_io >= s->opts.idle_timeout) {
-		stream_set_error(s, "idle for %.0f s", s->opts.idle_timeout);
+		stream_set_error(s, "idle for %g s", s->opts.idle_timeout);
 		stream_close(s, STREAM_CLOSE_TIMEOUT);
 		return;
 	}

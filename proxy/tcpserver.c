@@ -48,6 +48,7 @@ struct tcpserver {
 
 	struct metrics_conn *stats;	/* counters for this listener */
 	size_t max_conns;		/* 0 = unlimited */
+	const char *max_key;		/* its configuration key, for logs */
 	size_t max_per_source;		/* 0 = unlimited */
 	/*
 	 * Counts live connections once limits are set.  Its own allocation:
@@ -283,7 +284,7 @@ limit_broken(const struct tcpserver *srv, const struct source_key *k,
 	*src = NULL;
 	if (srv->max_conns > 0 && t->live >= srv->max_conns) {
 		*limit = srv->max_conns;
-		return "max_connections";
+		return srv->max_key;
 	}
 	if (srv->max_per_source > 0 && k->len > 0) {
 		*src = source_find(t, k);
@@ -355,6 +356,7 @@ tcpserver_new(struct stream_loop *sl, const char *name,
 	srv->tls = tls ? tls_ctx_ref(tls) : NULL;
 	srv->handle_stream = handle_stream;
 	srv->arg = arg;
+	srv->max_key = "max_connections";
 	return srv;
 }
 
@@ -516,6 +518,12 @@ tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts)
 		srv->opts = *opts;
 	else
 		stream_opts_default(&srv->opts);
+}
+
+void
+tcpserver_set_limit_key(struct tcpserver *srv, const char *key)
+{
+	srv->max_key = key;
 }
 
 void

@@ -103,6 +103,11 @@ void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
  */
 int tcpserver_set_limits(struct tcpserver *srv, size_t max,
     size_t per_source);
+/*
+ * The configuration key of `max` in the refusal's log line (a static
+ * string; default "max_connections").
+ */
+void tcpserver_set_limit_key(struct tcpserver *srv, const char *key);
 /* Connections counted now (0 until limits are set). */
 size_t tcpserver_live(const struct tcpserver *srv);
 /* Source addresses with a connection counted now. */
