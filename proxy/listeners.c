@@ -170,9 +170,10 @@ readable(const struct config *cfg, const struct config_listener *l,
 	char why[CONFIG_PATH_LEN + 256];
 	FILE *f;
 
-	if (path[0] == '\0' || (f = fopen(path, "r")) != NULL) {
-		if (path[0] != '\0')
-			fclose(f);
+	if (path[0] == '\0')
+		return 0;
+	if ((f = fopen(path, "r")) != NULL) {
+		fclose(f);
 		return 0;
 	}
 	snprintf(why, sizeof(why), "%s %s: %s%s", what, path,
