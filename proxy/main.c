@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "certwatch.h"
 #include "cli.h"
 #include "config.h"
@@ -32,238 +33,6 @@
 #include "sockpool.h"
 #include "stream.h"
 #include "upgrade.h"
-
-/* What a failed reload leaves as it was. */
-#define KEEPING "keeping the current certificates, access lists and listeners"
-
-/* STATUS= for systemd, when nothing else sets the pace. */
-#define STATUS_INTERVAL 10.0
-
-struct app {
-	struct cli cli;
-	char **argv;
-	char exe[PATH_MAX];		/* this binary's path at start */
-	struct config *cfg;
-	struct ev_loop *loop;
-	struct stream_loop sl;
-	struct listeners *ls;
-	struct certwatch *watch;	/* cert_watch = on, serving processes */
-	struct timespec loaded;		/* when the certificates were read */
-	ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
-	ev_timer drain, tick;
-	ev_io upgrade_io;		/* a new ferry's word (upgrade.h) */
-	pid_t upgrade_pid;		/* 0: no upgrade under way */
-	int report_fd;			/* to the ferry that started us, or -1 */
-	ev_tstamp drain_deadline;
-	bool draining;
-	bool supervised;		/* workers: the supervisor is the main
-					 * process, this one is worker `worker` */
-	int worker;			/* -1 in the supervisor */
-};
-
-/* ---- systemd, and whoever started us ---- */
-
-static void
-status(struct app *app)
-{
-	if (app->supervised)
-		notify_send("STATUS=%s", app->draining ? "draining" :
-		    "serving");
-	else
-		notify_send("STATUS=%s: %zu connections, %zu devices",
-		    app->draining ? "draining" : "serving",
-		    listeners_connections(app->ls), listeners_devices(app->ls));
-}
-
-/* Every listener bound and every worker ready (main process only). */
-static void
-announce_ready(struct app *app)
-{
-	char err[1024];
-
-	notify_send("MAINPID=%ld\nREADY=1", (long)getpid());
-	status(app);
-	upgrade_ready(app->report_fd);
-	app->report_fd = -1;
-	if (app->cfg->pid_file[0] != '\0' &&
-	    upgrade_write_pidfile(app->cfg->pid_file, err, sizeof(err)) < 0)
-		LOGW("%s", err);
-}
-
-static void
-tick(struct app *app)
-{
-	if (notify_watchdog_interval() > 0)
-		notify_send("WATCHDOG=1");
-	status(app);
-}
-
-static double
-tick_interval(void)
-{
-	double w = notify_watchdog_interval();
-
-	return w > 0 && w < STATUS_INTERVAL ? w : STATUS_INTERVAL;
-}
-
-/* ---- reload and upgrade ---- */
-
-/* The file anew; NULL (logged) when it is bad. */
-static struct config *
-reread(struct app *app, const char *who)
-{
-	struct config *next = malloc(sizeof(*next));
-	char err[1024];
-
-	if (next == NULL) {
-		LOGE("%sreload: out of memory; nothing changed", who);
-		return NULL;
-	}
-	if (cli_load_config(next, &app->cli, err, sizeof(err)) < 0 ||
-	    (next->nlisteners == 0 && (snprintf(err, sizeof(err), "no "
-	    "listener"), 1))) {
-		LOGE("%sreload: %s; " KEEPING, who, err);
-		free(next);
-		return NULL;
-	}
-	return next;
-}
-
-static void certs_changed(void *arg);
-
-/* cert_watch: where the certificates of the configuration are. */
-static void
-watch_certs(struct app *app)
-{
-	certwatch_free(app->watch);
-	app->watch = NULL;
-	if (app->cfg->cert_watch && (app->watch = certwatch_new(app->loop,
-	    app->cfg, &app->loaded, certs_changed, app)) == NULL)
-		LOGW("cert_watch: out of memory: not watching");
-}
-
-/*
- * In this process: the listeners of `next` (the file as it is now, or
- * the configuration as it was, for its certificates).
- */
-static void
-reload(struct app *app, struct config *next, const char *who)
-{
-	char err[1024];
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	if (listeners_reload(app->ls, next, who, err, sizeof(err)) < 0) {
-		LOGE("%sreload: %s; " KEEPING, who, err);
-		if (next != app->cfg)
-			free(next);
-		return;
-	}
-	app->loaded = now;
-	if (next == app->cfg)
-		return;
-	certwatch_free(app->watch);	/* it watches the old paths */
-	app->watch = NULL;
-	free(app->cfg);
-	app->cfg = next;
-	if (!app->supervised || app->worker >= 0)
-		watch_certs(app);
-}
-
-static void
-certs_changed(void *arg)
-{
-	struct app *app = arg;
-
-	LOGI("cert_watch: a certificate, key or access list changed");
-	reload(app, app->cfg, "cert_watch: ");
-}
-
-/* A new ferry on our sockets: `exe` (ours, or the file at our path). */
-static int
-upgrade_start(struct app *app, const char *exe, int *ready_fd)
-{
-	int fds[SOCKPOOL_MAX];
-	char names[SOCKPOOL_MAX][CONFIG_NAME_LEN];
-	size_t n = listeners_fds(app->ls, fds, names, SOCKPOOL_MAX);
-	char err[256];
-
-	if (upgrade_spawn(exe, app->argv, fds, names, n, &app->upgrade_pid,
-	    ready_fd, err, sizeof(err)) < 0) {
-		LOGE("upgrade: %s", err);
-		app->upgrade_pid = 0;
-		return -1;
-	}
-	LOGN("upgrade: started %s (pid %ld) on %zu sockets", exe,
-	    (long)app->upgrade_pid, n);
-	return 0;
-}
-
-/* ---- the supervisor (workers > 1) ---- */
-
-static int
-supervisor_signal(int sig, void *arg)
-{
-	struct app *app = arg;
-	struct config *next;
-	char why[256];
-	int fd, ok;
-
-	if (sig == SIGTERM || sig == SIGINT) {
-		notify_send("STOPPING=1");
-		listeners_stop(app->ls);
-		return sig;
-	}
-	if (sig == SIGUSR1)
-		listeners_reopen_logs(app->ls);	/* for the workers to come */
-	if (sig != SIGHUP && sig != SIGUSR2)
-		return sig;
-	if (sig == SIGHUP) {
-		notify_send("RELOADING=1");
-		if ((next = reread(app, "supervisor: ")) == NULL) {
-			notify_send("READY=1");
-			return 0;
-		}
-		/*
-		 * Listeners the workers do not have: a new generation of
-		 * workers, from a new process on the same sockets.
-		 */
-		if (listeners_same_set(app->ls, next)) {
-			reload(app, next, "supervisor: ");
-			notify_send("READY=1");
-			return SIGHUP;
-		}
-		free(next);
-		LOGN("supervisor: reload: the listeners changed: starting "
-		    "new workers on them");
-	}
-	if (upgrade_start(app, sig == SIGHUP ? "/proc/self/exe" : app->exe,
-	    &fd) < 0)
-		return 0;
-	ok = upgrade_wait(fd, app->upgrade_pid, why, sizeof(why));
-	close(fd);
-	app->upgrade_pid = 0;
-	if (!ok) {
-		LOGE("upgrade: the new ferry %s; carrying on", why);
-		notify_send("READY=1\nMAINPID=%ld", (long)getpid());
-		return 0;
-	}
-	LOGN("upgrade: the new ferry is ready; draining");
-	listeners_stop(app->ls);
-	return SIGTERM;
-}
-
-static void
-supervisor_ready(void *arg)
-{
-	announce_ready(arg);
-}
-
-static void
-supervisor_tick(void *arg)
-{
-	tick(arg);
-}
 
 /* ---- signals ---- */
 
@@ -333,29 +102,23 @@ on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	tick(w->data);
+	app_tick(w->data);
 }
 
 static void
 on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct app *app = w->data;
-	struct config *next;
 	int fd;
 
 	(void)revents;
 	if (w->signum == SIGHUP && !app->draining) {
-		if (!app->supervised)
-			notify_send("RELOADING=1");
-		if ((next = reread(app, "")) != NULL)
-			reload(app, next, "");
-		if (!app->supervised)
-			notify_send("READY=1");
+		app_reload(app);
 		return;
 	}
 	if (w->signum == SIGUSR2 && !app->draining && !app->supervised &&
 	    app->upgrade_pid == 0) {
-		if (upgrade_start(app, app->exe, &fd) == 0) {
+		if (app_upgrade_start(app, app->exe, &fd) == 0) {
 			ev_io_init(&app->upgrade_io, on_upgrade_io, fd,
 			    EV_READ);
 			app->upgrade_io.data = app;
@@ -483,8 +246,8 @@ start(struct app *app)
 		return -1;
 	}
 	if (workers > 1) {
-		struct process_hooks hooks = { supervisor_signal,
-		    supervisor_ready, supervisor_tick, tick_interval(), app };
+		struct process_hooks hooks;
+		app_supervisor_hooks(app, &hooks);
 		app->supervised = true;
 		app->worker = -1;	/* in the supervisor, which stays inside */
 		app->worker = process_fork_hooks(workers,
@@ -495,7 +258,7 @@ start(struct app *app)
 		app->report_fd = -1;
 	}
 	metrics_set_worker(app->worker);
-	watch_certs(app);
+	app_watch_certs(app);
 	return listeners_start(app->ls, app->worker);
 }
 
@@ -535,8 +298,8 @@ main(int argc, char **argv)
 	watch(&app, &app.sig_usr1, SIGUSR1);
 	watch(&app, &app.sig_usr2, SIGUSR2);
 	if (!app.supervised) {
-		ev_timer_init(&app.tick, on_tick, tick_interval(),
-		    tick_interval());
+		ev_timer_init(&app.tick, on_tick, app_tick_interval(),
+		    app_tick_interval());
 		app.tick.data = &app;
 		ev_timer_start(app.loop, &app.tick);
 	}
@@ -544,7 +307,7 @@ main(int argc, char **argv)
 	if (app.supervised)
 		process_ready();
 	else
-		announce_ready(&app);
+		app_ready(&app);
 
 	ev_run(app.loop, 0);
 
