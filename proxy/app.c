@@ -124,6 +124,7 @@ reload(struct app *app, struct config *next, const char *who)
 	app->loaded = now;
 	if (next == app->cfg)
 		return;
+	log_set_level((enum log_level)next->log_level);
 	certwatch_free(app->watch);	/* it watches the old paths */
 	app->watch = NULL;
 	free(app->cfg);
@@ -161,6 +162,39 @@ app_upgrade_start(struct app *app, const char *exe, int *ready_fd)
 	return 0;
 }
 
+/*
+ * The first [ferry] key of `next` a running process cannot take in place
+ * (its workers, its admin page, its user, where it logs), or NULL.
+ * log_level, drain_timeout and cert_watch are taken in place.
+ */
+static const char *
+process_key(const struct config *now, const struct config *next)
+{
+	if (now->workers != next->workers)
+		return "workers";
+	if (now->max_restarts != next->max_restarts)
+		return "max_restarts";
+	if (now->admin_set != next->admin_set ||
+	    strcmp(now->admin.host, next->admin.host) != 0 ||
+	    now->admin.port != next->admin.port)
+		return "admin";
+	if (now->admin_timeout != next->admin_timeout)
+		return "admin_timeout";
+	if (now->admin_max_connections != next->admin_max_connections)
+		return "admin_max_connections";
+	if (strcmp(now->user, next->user) != 0)
+		return "user";
+	if (strcmp(now->group, next->group) != 0)
+		return "group";
+	if (now->log_dest != next->log_dest)
+		return "log";
+	if (now->log_format != next->log_format)
+		return "log_format";
+	if (strcmp(now->pid_file, next->pid_file) != 0)
+		return "pid_file";
+	return NULL;
+}
+
 /* ---- the supervisor (workers > 1) ---- */
 
 static int
@@ -168,6 +202,7 @@ supervisor_signal(int sig, void *arg)
 {
 	struct app *app = arg;
 	struct config *next;
+	const char *key;
 	char why[256];
 	int fd, ok;
 
@@ -190,14 +225,16 @@ supervisor_signal(int sig, void *arg)
 		 * Listeners the workers do not have: a new generation of
 		 * workers, from a new process on the same sockets.
 		 */
-		if (listeners_same_set(app->ls, next)) {
+		key = process_key(app->cfg, next);
+		if (key == NULL && listeners_same_set(app->ls, next)) {
 			reload(app, next, "supervisor: ");
 			notify_send("READY=1");
 			return SIGHUP;
 		}
 		free(next);
-		LOGN("supervisor: reload: the listeners changed: starting "
-		    "new workers on them");
+		LOGN("supervisor: reload: %s%s changed: starting new workers "
+		    "on the same sockets", key ? "[ferry] " : "the listeners",
+		    key ? key : "");
 	}
 	if (app_upgrade_start(app, sig == SIGHUP ? "/proc/self/exe" : app->exe,
 	    &fd) < 0)
@@ -228,17 +265,29 @@ supervisor_tick(void *arg)
 }
 
 
-void
+bool
 app_reload(struct app *app)
 {
 	struct config *next;
+	const char *key;
 
 	if (!app->supervised)
 		notify_send("RELOADING=1");
-	if ((next = reread(app, "")) != NULL)
-		reload(app, next, "");
+	if ((next = reread(app, "")) == NULL) {
+		if (!app->supervised)
+			notify_send("READY=1");
+		return false;
+	}
+	if (!app->supervised && (key = process_key(app->cfg, next)) != NULL) {
+		LOGN("reload: [ferry] %s changed: starting a new ferry on "
+		    "the same sockets", key);
+		free(next);
+		return true;
+	}
+	reload(app, next, "");
 	if (!app->supervised)
 		notify_send("READY=1");
+	return false;
 }
 
 void

@@ -51,8 +51,13 @@ void app_ready(struct app *app);
 void app_tick(struct app *app);
 double app_tick_interval(void);
 
-/* SIGHUP in a serving process: the file anew, all or nothing. */
-void app_reload(struct app *app);
+/*
+ * SIGHUP in a serving process: the file anew, all or nothing.  True when
+ * a [ferry] key changed that only a new process can take (workers,
+ * admin, user, log...): the caller then starts one on the same sockets,
+ * as an upgrade of the same binary.
+ */
+bool app_reload(struct app *app);
 
 /* cert_watch = on: (re)starts watching the configuration's files. */
 void app_watch_certs(struct app *app);

@@ -68,9 +68,9 @@ int listeners_start(struct listeners *ls, int worker);
 /*
  * Applies `next` (see above), which must outlive the listeners from now
  * on (the previous configuration may go).  0; or -1 with err naming the
- * file, line and key, and nothing changed.  A change of [ferry] keys
- * (workers, admin, user...) waits for a restart.  `who` prefixes the log
- * lines ("supervisor: " or "").
+ * file, line and key, and nothing changed.  [ferry] keys are the caller's
+ * (app.c): the admin page stays as it is.  `who` prefixes the log lines
+ * ("supervisor: " or "").
  */
 int listeners_reload(struct listeners *ls, const struct config *next,
     const char *who, char *err, size_t errlen);

@@ -97,6 +97,24 @@ on_upgrade_io(struct ev_loop *loop, ev_io *w, int revents)
 	drain(app, "upgrade: the new ferry is ready");
 }
 
+/* A new ferry on our sockets; we drain once it is ready (on_upgrade_io). */
+static void
+upgrade(struct app *app, const char *exe)
+{
+	int fd;
+
+	if (app->upgrade_pid != 0) {
+		LOGW("upgrade: one is under way (pid %ld)",
+		    (long)app->upgrade_pid);
+		return;
+	}
+	if (app_upgrade_start(app, exe, &fd) < 0)
+		return;
+	ev_io_init(&app->upgrade_io, on_upgrade_io, fd, EV_READ);
+	app->upgrade_io.data = app;
+	ev_io_start(app->loop, &app->upgrade_io);
+}
+
 static void
 on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -109,21 +127,15 @@ static void
 on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct app *app = w->data;
-	int fd;
 
 	(void)revents;
 	if (w->signum == SIGHUP && !app->draining) {
-		app_reload(app);
+		if (app_reload(app))
+			upgrade(app, "/proc/self/exe");
 		return;
 	}
-	if (w->signum == SIGUSR2 && !app->draining && !app->supervised &&
-	    app->upgrade_pid == 0) {
-		if (app_upgrade_start(app, app->exe, &fd) == 0) {
-			ev_io_init(&app->upgrade_io, on_upgrade_io, fd,
-			    EV_READ);
-			app->upgrade_io.data = app;
-			ev_io_start(loop, &app->upgrade_io);
-		}
+	if (w->signum == SIGUSR2 && !app->draining && !app->supervised) {
+		upgrade(app, app->exe);
 		return;
 	}
 	if (w->signum == SIGUSR1) {

@@ -248,3 +248,47 @@ Test(reload, workers_follow, .timeout = 60, .fini = cleanup)
 		usleep(10 * 1000);
 	cr_assert(!proc_alive(npid));
 }
+
+/*
+ * A [ferry] key a process cannot take in place (here workers = 1 -> 2):
+ * a new ferry on the same sockets, as an upgrade of the same binary.
+ */
+Test(reload, process_keys_start_a_new_ferry, .timeout = 60,
+    .fini = cleanup)
+{
+	struct peer live, p;
+	char conf[1024];
+
+	backend_start(&be, false, backend_echo, NULL);
+	snprintf(conf, sizeof(conf), FWD("web", 0), be.port);
+	ferry_start(&fp, conf);
+	int port = ferry_port(&fp, "web");
+	open_peer(&live, port);
+	ping(&live, "before");
+
+	snprintf(conf, sizeof(conf), "[ferry]\nworkers = 2\n" FWD("web", 0),
+	    be.port);
+	rewrite(conf);
+	ferry_signal(&fp, SIGHUP);
+	cr_assert(ferry_log_wait(&fp, "reload: [ferry] workers changed", 1,
+	    10));
+	cr_assert(ferry_log_wait(&fp, "ready: worker 1", 1, 15));
+	cr_assert(ferry_log_wait(&fp, "upgrade: the new ferry is ready", 1,
+	    10));
+	open_peer(&p, port);
+	ping(&p, "same port, new ferry");
+	peer_close(&p);
+	ping(&live, "draining in the old one");
+	peer_close(&live);
+	cr_assert(ferry_wait_exit(&fp, 15), "the old ferry stayed");
+	char *log = ferry_log_read(&fp), *s = strstr(log, "upgrade: started");
+	cr_assert_not_null(s);
+	s = strstr(s, "(pid ");
+	pid_t npid = (pid_t)atol(s + 5);
+	free(log);
+	cr_assert_gt(npid, 1);
+	cr_assert_eq(kill(npid, SIGTERM), 0);
+	for (int i = 0; i < 500 && proc_alive(npid); i++)
+		usleep(10 * 1000);
+	cr_assert(!proc_alive(npid));
+}
