@@ -18,7 +18,8 @@
 #include "upgrade.h"
 
 /* What a failed reload leaves as it was. */
-#define KEEPING "keeping the current certificates, access lists and listeners"
+#define KEEPING "keeping the current certificates and access lists, and " \
+	"the listeners"
 
 /* STATUS= for systemd, when nothing else sets the pace. */
 #define STATUS_INTERVAL 10.0

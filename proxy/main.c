@@ -127,6 +127,7 @@ static void
 on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct app *app = w->data;
+	char why[32];
 
 	(void)revents;
 	if (w->signum == SIGHUP && !app->draining) {
@@ -149,7 +150,8 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
-	drain(app, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	snprintf(why, sizeof(why), "signal %d", w->signum);
+	drain(app, why);
 }
 
 static void
