@@ -60,8 +60,10 @@ LIB_SRC  := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/proxy/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
-TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/helpers.o \
-	    $(BUILD)/tests/ferryproc.o $(BUILD)/tests/relayclient.o
+# The suites' shared modules: every other .c in tests/ (helpers, ferryproc,
+# relayclient, metrics_read, relaycheck, ...).
+TEST_LIB := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_LIB:%.c=$(BUILD)/%.o)
 # The load generator: its own sources over the library's lower layers.
 # floor_relay.c is a program of its own: the benchmark's minimal relay.
 FLOOR_SRC := tests/bench/floor_relay.c

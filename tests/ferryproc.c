@@ -22,15 +22,6 @@
 
 #include "helpers.h"
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 const char *
 ferry_bin(void)
 {
@@ -110,6 +101,15 @@ ferry_log_dump(const struct ferry_proc *fp)
 	fprintf(stderr, "---- %s (tail) ----\n%s---- end ----\n", fp->log,
 	    from);
 	free(log);
+}
+
+void
+ferry_log_expect(const struct ferry_proc *fp, const char *needle, int n)
+{
+	if (!ferry_log_wait(fp, needle, n, 10)) {
+		ferry_log_dump(fp);
+		cr_assert_fail("log: fewer than %d \"%s\"", n, needle);
+	}
 }
 
 /* "... listening on 127.0.0.1:4242 (tcp) [name]" -> ports[] */
@@ -565,26 +565,4 @@ http_get(int port, const char *path, int *status)
 	}
 	memmove(buf, body + 4, strlen(body + 4) + 1);
 	return buf;
-}
-
-double
-ferry_metric(const struct ferry_proc *fp, const char *series)
-{
-	int status;
-	char *body = http_get(ferry_port(fp, "admin"), "/metrics", &status);
-	size_t n = strlen(series);
-	double v = -1;
-
-	if (body == NULL)
-		return -1;
-	for (const char *p = body; p != NULL && *p; p = strchr(p, '\n')) {
-		if (*p == '\n')
-			p++;
-		if (strncmp(p, series, n) == 0 && p[n] == ' ') {
-			v = strtod(p + n + 1, NULL);
-			break;
-		}
-	}
-	free(body);
-	return status == 200 ? v : -1;
 }

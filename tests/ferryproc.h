@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "metrics_read.h"
+
 #define FERRYPROC_MAX_PORTS 32
 
 struct ferry_proc {
@@ -83,6 +85,9 @@ bool ferry_log_wait(const struct ferry_proc *fp, const char *needle, int n,
     double timeout);
 /* Prints the last lines of the log to stderr (on failures). */
 void ferry_log_dump(const struct ferry_proc *fp);
+/* ferry_log_wait() for 10 s, else the log dumped and the test failed. */
+void ferry_log_expect(const struct ferry_proc *fp, const char *needle,
+    int n);
 
 void ferry_signal(struct ferry_proc *fp, int sig);
 /* Waits up to `timeout` s for the process to exit; true if it did. */
@@ -125,11 +130,6 @@ int ferry_run(const char *const *argv, char *out, size_t outlen);
 /* Fetches http://127.0.0.1:port/path; returns the body (malloc'd) or NULL. */
 char *http_get(int port, const char *path, int *status);
 
-/*
- * The value of one series on the admin page of `fp`, e.g.
- * "ferry_connections_accepted_total{listener=\"web\",mode=\"forward\"}";
- * -1 when the page or the series is missing.
- */
-double ferry_metric(const struct ferry_proc *fp, const char *series);
+/* ferry_metric() and the waits on a series: metrics_read.h. */
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -422,4 +423,57 @@ check_pattern(const uint8_t *buf, size_t len, size_t offset, unsigned seed)
 			return false;
 	}
 	return true;
+}
+
+double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void
+ping(struct peer *p, const char *msg)
+{
+	char buf[1024];
+	size_t n = strlen(msg);
+	cr_assert_lt(n, sizeof(buf));
+	cr_assert_eq(peer_write(p, msg, n), n);
+	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
+	cr_assert_eq(memcmp(buf, msg, n), 0);
+}
+
+void
+tmpdir_make(char *dir, size_t size, const char *prefix)
+{
+	snprintf(dir, size, "/tmp/%s-XXXXXX", prefix);
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+void
+tmpdir_remove(char *dir)
+{
+	char cmd[160];
+
+	if (dir[0] != '\0') {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		cr_assert_eq(system(cmd), 0);
+		dir[0] = '\0';
+	}
+}
+
+void
+write_file_atomic(const char *path, const void *text, size_t len)
+{
+	char tmp[256];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	cr_assert_not_null(f, "%s", tmp);
+	cr_assert_eq(fwrite(text, 1, len, f), len);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(rename(tmp, path), 0);
 }

@@ -22,6 +22,9 @@
 
 #define CERT(name) FERRY_SRCDIR "/certs/" name
 
+/* Seconds on the monotonic clock, for the suites' bounded waits. */
+double now_s(void);
+
 /* Transports the shared stream suite runs over. */
 enum transport { T_PLAIN = 0, T_TLS = 1 };
 const char *transport_name(int t);
@@ -77,6 +80,11 @@ long peer_read(struct peer *p, void *buf, size_t len);
 /* Reads exactly len (or until EOF/error); returns bytes read. */
 size_t peer_read_exact(struct peer *p, void *buf, size_t len);
 void peer_close(struct peer *p);
+/*
+ * Sends `msg` (under 1 KB) and fails the test unless the same bytes come
+ * back: one round trip through an echoing backend.
+ */
+void ping(struct peer *p, const char *msg);
 
 /*
  * A backend on loopback for end-to-end tests: a thread accepts, and each
@@ -103,6 +111,17 @@ void backend_start(struct backend *b, bool v6, backend_serve serve,
 void backend_stop(struct backend *b);
 /* serve functions: echo until EOF, then FIN. */
 void backend_echo(int fd, void *arg);
+
+/*
+ * A fresh directory "/tmp/PREFIX-XXXXXX" into dir (size bytes), and its
+ * removal with everything in it (nothing when dir is empty; dir is
+ * emptied).
+ */
+void tmpdir_make(char *dir, size_t size, const char *prefix);
+void tmpdir_remove(char *dir);
+/* Writes `len` bytes to PATH.tmp, renamed into place: a reader (a reload)
+ * never sees half a file. */
+void write_file_atomic(const char *path, const void *text, size_t len);
 
 /* Deterministic test data: byte i of a stream seeded with `seed`. */
 void fill_pattern(uint8_t *buf, size_t len, size_t offset, unsigned seed);

@@ -21,15 +21,6 @@
 #include "helpers.h"
 #include "relay_proto.h"
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Waits for `events` until `deadline`: 1 ready, 0 timed out, -1 error. */
 static int
 wait_fd(int fd, short events, double deadline)
@@ -649,26 +640,4 @@ rc_readers_take(struct rc_reader *rs, size_t nr, size_t n, double timeout,
 		}
 	}
 	return RC_OK;
-}
-
-long long
-rc_metric(int admin_port, const char *series)
-{
-	int status;
-	char *body = http_get(admin_port, "/metrics", &status);
-	size_t sl = strlen(series);
-	long long v = -1;
-
-	if (body == NULL)
-		return -1;
-	for (const char *p = body; p != NULL && *p; p = strchr(p, '\n')) {
-		if (*p == '\n')
-			p++;
-		if (strncmp(p, series, sl) == 0 && p[sl] == ' ') {
-			v = atoll(p + sl + 1);
-			break;
-		}
-	}
-	free(body);
-	return status == 200 ? v : -1;
 }

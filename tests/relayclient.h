@@ -25,6 +25,8 @@
 
 #include <openssl/ssl.h>
 
+#include "metrics_read.h"
+
 #define RC_TIMEOUT 10.0		/* default per-call timeout, seconds */
 
 struct rclient {
@@ -161,7 +163,6 @@ void rc_reader_free(struct rc_reader *r);
 int rc_readers_take(struct rc_reader *rs, size_t nr, size_t n,
     double timeout, size_t *which);
 
-/* Value of one series ("name{labels}") on the admin page, or -1. */
-long long rc_metric(int admin_port, const char *series);
+/* rc_metric(): metrics_read.h. */
 
 #endif

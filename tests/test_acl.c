@@ -25,6 +25,7 @@
 #include "acl.h"
 #include "ferryproc.h"
 #include "helpers.h"
+#include "relay_proto.h"
 #include "relayclient.h"
 
 /* ---- the list alone ---- */
@@ -228,14 +229,8 @@ static struct ferry_proc fp;
 static void
 cleanup(void)
 {
-	char cmd[128];
-
 	ferry_cleanup(&fp);
-	if (tmpdir[0] != '\0') {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-		cr_assert_eq(system(cmd), 0);
-		tmpdir[0] = '\0';
-	}
+	tmpdir_remove(tmpdir);
 }
 
 static void
@@ -336,24 +331,17 @@ make_cert(const char *name, const char *cn, const char *san,
 static void
 write_text(const char *file, const char *text)
 {
-	char path[128], tmp[160];
-	FILE *f;
+	char path[128];
 
 	/* Renamed into place: a reload never reads half a file. */
 	tmp_path(file, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	cr_assert_not_null(f);
-	cr_assert_geq(fputs(text, f), 0);
-	cr_assert_eq(fclose(f), 0);
-	cr_assert_eq(rename(tmp, path), 0);
+	write_file_atomic(path, text, strlen(text));
 }
 
 static void
 make_tmpdir(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-acl-XXXXXX");
-	cr_assert_not_null(mkdtemp(tmpdir));
+	tmpdir_make(tmpdir, sizeof(tmpdir), "ferry-acl");
 }
 
 /*
@@ -381,10 +369,7 @@ start_mtls(const char *verify, const char *acl)
 static void
 expect_log(const char *needle, int n)
 {
-	if (!ferry_log_wait(&fp, needle, n, 10)) {
-		ferry_log_dump(&fp);
-		cr_assert_fail("log: fewer than %d \"%s\"", n, needle);
-	}
+	ferry_log_expect(&fp, needle, n);
 }
 
 /* A client with the certificate TMPDIR/NAME (or certs/NAME for "dev:"). */
@@ -469,14 +454,14 @@ Test(acl, relay_requires_client_certificates, .timeout = 60,
 	/* TLS 1.3: the client is done before the server has checked its
 	 * certificate, so the refusal is the first read failing. */
 	if (rc_connect_cert(&x, port, NULL, NULL, 0) == 0) {
-		(void)rc_send_byte(&x, 0x0a);
+		(void)rc_send_byte(&x, RELAY_PRODUCER);
 		cr_assert_lt(rc_read(&x, &b, 1, RC_TIMEOUT), 1, "served "
 		    "without a certificate");
 		rc_close(&x);
 	}
 	if (rc_connect_cert(&x, port, CERT("rogue-client.pem"),
 	    CERT("rogue-client.key"), 0) == 0) {
-		(void)rc_send_byte(&x, 0x0a);
+		(void)rc_send_byte(&x, RELAY_PRODUCER);
 		cr_assert_lt(rc_read(&x, &b, 1, RC_TIMEOUT), 1, "served a "
 		    "certificate of another CA");
 		rc_close(&x);

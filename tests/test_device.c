@@ -303,7 +303,7 @@ Test(device, producer_sequence_any_split, .timeout = 60)
 	const char *keys = "eyeBlinkLeft,eyeBlinkRight,jawOpen";
 	char expect[256];
 
-	b_byte(&in, 0x0a);
+	b_byte(&in, RELAY_PRODUCER);
 	b_str(&in, "phone-1");
 	b_str(&in, keys);
 	b_frames(&in, 3, 50);
@@ -330,9 +330,9 @@ Test(device, consumer_sequence_any_split, .timeout = 60)
 	struct bytes in = { 0 };
 	uint8_t extra[100];
 
-	b_byte(&in, 0x0b);
+	b_byte(&in, RELAY_CONSUMER);
 	b_str(&in, "phone-1");
-	b_byte(&in, 0x00);
+	b_byte(&in, RELAY_ACCEPT);
 	/* After its accept byte a consumer has nothing to say: ignored. */
 	memset(extra, 0x5a, sizeof(extra));
 	b_add(&in, extra, sizeof(extra));
@@ -352,7 +352,7 @@ Test(device, consumer_answer_byte_is_reported, .timeout = 30)
 	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 
-	b_byte(&in, 0x0b);
+	b_byte(&in, RELAY_CONSUMER);
 	b_str(&in, "u");
 	b_byte(&in, 0x07);
 	struct run r = feed_every_way(&o, &in, -1);
@@ -367,7 +367,7 @@ Test(device, frames_straddle_chunks, .timeout = 60)
 	struct bytes in = { 0 };
 	char *keys = many_keys(16384);	/* the largest frame: 64 KiB */
 
-	b_byte(&in, 0x0a);
+	b_byte(&in, RELAY_PRODUCER);
 	b_str(&in, "big");
 	b_str(&in, keys);
 	b_frames(&in, 16384, 5);
@@ -401,7 +401,7 @@ Test(device, stop_returns_the_position, .timeout = 30)
 	struct relay_limits o = opts();
 	struct bytes in = { 0 };
 
-	b_byte(&in, 0x0a);
+	b_byte(&in, RELAY_PRODUCER);
 	b_str(&in, "dev");
 	b_str(&in, "a,b");
 	b_frames(&in, 2, 3);
@@ -445,8 +445,8 @@ build_bad(struct bytes *in, const struct bad *c)
 		return;
 	}
 	b_field(in, c->uuid, c->ulen);
-	if (c->role != 0x0a) {
-		b_byte(in, 0x00);		/* the accept byte */
+	if (c->role != RELAY_PRODUCER) {
+		b_byte(in, RELAY_ACCEPT);		/* the accept byte */
 		return;
 	}
 	if (c->keys_raw) {
@@ -457,6 +457,10 @@ build_bad(struct bytes *in, const struct bad *c)
 	b_field(in, c->keys, c->klen);
 	b_frames(in, 2, 2);
 }
+
+/* The roles, short enough for the table below. */
+#define PROD RELAY_PRODUCER
+#define CONS RELAY_CONSUMER
 
 Test(device, every_limit_is_a_limit_error, .timeout = 120)
 {
@@ -469,63 +473,63 @@ Test(device, every_limit_is_a_limit_error, .timeout = 120)
 
 	memset(u256, 'u', sizeof(u256));
 	struct bad cases[] = {
-		{ "uuid length 0", 0x0a, "", 0, true, 0, NULL, 0, false, 0,
+		{ "uuid length 0", PROD, "", 0, true, 0, NULL, 0, false, 0,
 		    "uuid length 0 out of range 1..255" },
-		{ "uuid of 256 bytes", 0x0a, u256, 256, false, 0, "a", 1,
+		{ "uuid of 256 bytes", PROD, u256, 256, false, 0, "a", 1,
 		    false, 0, "uuid length 256 out of range" },
-		{ "uuid claiming 4 GB", 0x0a, NULL, 0, true, 0xffffffffu,
+		{ "uuid claiming 4 GB", PROD, NULL, 0, true, 0xffffffffu,
 		    NULL, 0, false, 0, "uuid length 4294967295 out of range" },
-		{ "consumer uuid length 0", 0x0b, NULL, 0, true, 0, NULL, 0,
+		{ "consumer uuid length 0", CONS, NULL, 0, true, 0, NULL, 0,
 		    false, 0, "uuid length 0 out of range" },
-		{ "consumer uuid claiming 4 GB", 0x0b, NULL, 0, true,
+		{ "consumer uuid claiming 4 GB", CONS, NULL, 0, true,
 		    0xffffffffu, NULL, 0, false, 0, "uuid length 4294967295" },
-		{ "uuid not UTF-8", 0x0a, "dev\xff", 4, false, 0, "a", 1,
+		{ "uuid not UTF-8", PROD, "dev\xff", 4, false, 0, "a", 1,
 		    false, 0, "uuid is not UTF-8" },
-		{ "consumer uuid not UTF-8", 0x0b, "\xc0\xaf", 2, false, 0,
+		{ "consumer uuid not UTF-8", CONS, "\xc0\xaf", 2, false, 0,
 		    NULL, 0, false, 0, "uuid is not UTF-8" },
-		{ "uuid with a NUL", 0x0a, "a\0b", 3, false, 0, "a", 1, false,
+		{ "uuid with a NUL", PROD, "a\0b", 3, false, 0, "a", 1, false,
 		    0, "uuid has a control character (0x00)" },
-		{ "uuid with a newline", 0x0b, "a\nb", 3, false, 0, NULL, 0,
+		{ "uuid with a newline", CONS, "a\nb", 3, false, 0, NULL, 0,
 		    false, 0, "uuid has a control character (0x0a)" },
-		{ "keys length 0", 0x0a, "d", 1, false, 0, NULL, 0, true, 0,
+		{ "keys length 0", PROD, "d", 1, false, 0, NULL, 0, true, 0,
 		    "keys length 0 out of range 1..65536" },
-		{ "keys of 65537 bytes", 0x0a, "d", 1, false, 0, NULL, 0,
+		{ "keys of 65537 bytes", PROD, "d", 1, false, 0, NULL, 0,
 		    true, 65537, "keys length 65537 out of range" },
-		{ "keys claiming 4 GB", 0x0a, "d", 1, false, 0, NULL, 0, true,
+		{ "keys claiming 4 GB", PROD, "d", 1, false, 0, NULL, 0, true,
 		    0xffffffffu, "keys length 4294967295 out of range" },
-		{ "empty first key", 0x0a, "d", 1, false, 0, ",a", 2, false,
+		{ "empty first key", PROD, "d", 1, false, 0, ",a", 2, false,
 		    0, "empty key name" },
-		{ "empty middle key", 0x0a, "d", 1, false, 0, "a,,b", 4, false,
+		{ "empty middle key", PROD, "d", 1, false, 0, "a,,b", 4, false,
 		    0, "empty key name" },
-		{ "empty last key", 0x0a, "d", 1, false, 0, "a,", 2, false, 0,
+		{ "empty last key", PROD, "d", 1, false, 0, "a,", 2, false, 0,
 		    "empty key name" },
-		{ "only a comma", 0x0a, "d", 1, false, 0, ",", 1, false, 0,
+		{ "only a comma", PROD, "d", 1, false, 0, ",", 1, false, 0,
 		    "empty key name" },
-		{ "16385 keys", 0x0a, "d", 1, false, 0, k16385,
+		{ "16385 keys", PROD, "d", 1, false, 0, k16385,
 		    strlen(k16385), false, 0, "16385 keys, more than 16384" },
-		{ "key with a NUL", 0x0a, "d", 1, false, 0, "a\0b", 3, false,
+		{ "key with a NUL", PROD, "d", 1, false, 0, "a\0b", 3, false,
 		    0, "key 1 has a control character (0x00)" },
-		{ "key that is a NUL", 0x0a, "d", 1, false, 0, "a,\0", 3,
+		{ "key that is a NUL", PROD, "d", 1, false, 0, "a,\0", 3,
 		    false, 0, "key 2 has a control character (0x00)" },
-		{ "key with a tab", 0x0a, "d", 1, false, 0, "x,y,y\tz", 7,
+		{ "key with a tab", PROD, "d", 1, false, 0, "x,y,y\tz", 7,
 		    false, 0, "key 3 has a control character (0x09)" },
-		{ "key with an escape", 0x0a, "d", 1, false, 0, "\x1b[31m", 5,
+		{ "key with an escape", PROD, "d", 1, false, 0, "\x1b[31m", 5,
 		    false, 0, "key 1 has a control character (0x1b)" },
-		{ "key with a DEL", 0x0a, "d", 1, false, 0, "a,b\x7f", 4,
+		{ "key with a DEL", PROD, "d", 1, false, 0, "a,b\x7f", 4,
 		    false, 0, "key 2 has a control character (0x7f)" },
-		{ "the same name twice", 0x0a, "d", 1, false, 0, "a,a", 3,
+		{ "the same name twice", PROD, "d", 1, false, 0, "a,a", 3,
 		    false, 0, "keys 1 and 2 have the same name" },
-		{ "a name again later", 0x0a, "d", 1, false, 0, "x,y,z,y", 7,
+		{ "a name again later", PROD, "d", 1, false, 0, "x,y,z,y", 7,
 		    false, 0, "keys 2 and 4 have the same name" },
-		{ "a UTF-8 name again", 0x0a, "d", 1, false, 0,
+		{ "a UTF-8 name again", PROD, "d", 1, false, 0,
 		    "\xc3\xa9,e,\xc3\xa9", 7, false, 0,
 		    "keys 1 and 3 have the same name" },
-		{ "16384 names, the first again last", 0x0a, "d", 1, false, 0,
+		{ "16384 names, the first again last", PROD, "d", 1, false, 0,
 		    far, strlen(far), false, 0,
 		    "keys 1 and 16384 have the same name" },
-		{ "keys with a surrogate", 0x0a, "d", 1, false, 0,
+		{ "keys with a surrogate", PROD, "d", 1, false, 0,
 		    "a,\xed\xa0\x80", 5, false, 0, "keys are not UTF-8" },
-		{ "keys cut mid-character", 0x0a, "d", 1, false, 0,
+		{ "keys cut mid-character", PROD, "d", 1, false, 0,
 		    "a,\xe2\x82", 4, false, 0, "keys are not UTF-8" },
 	};
 
@@ -577,7 +581,7 @@ Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		struct bytes in = { 0 };
 		char want[64];
-		b_byte(&in, 0x0a);
+		b_byte(&in, RELAY_PRODUCER);
 		b_field(&in, ok[i].u, ok[i].ul);
 		b_field(&in, ok[i].k, ok[i].kl);
 		b_frames(&in, ok[i].names, 1);
@@ -604,7 +608,7 @@ Test(device, limits_are_inclusive_and_configurable, .timeout = 120)
 	};
 	for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
 		struct bytes in = { 0 };
-		b_byte(&in, 0x0a);
+		b_byte(&in, RELAY_PRODUCER);
 		b_str(&in, edge[i].u);
 		b_str(&in, edge[i].k);
 		struct run r = feed_every_way(&o, &in, -1);

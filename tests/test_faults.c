@@ -37,48 +37,18 @@ cleanup(void)
 	be.port = 0;
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 #define WEB_SERIES(name) name "{listener=\"web\",mode=\"forward\"}"
 
 static void
 expect_metric(const char *series, double want)
 {
-	double end = now_s() + 10, v;
-
-	while ((v = ferry_metric(&fp, series)) != want && now_s() < end)
-		usleep(10 * 1000);
-	if (v != want)
-		ferry_log_dump(&fp);
-	cr_assert_eq(v, want, "%s is %g, expected %g", series, v, want);
+	metric_expect(&fp, series, want, 10, 10);
 }
 
 static void
 expect_log(const char *needle, int n)
 {
-	if (!ferry_log_wait(&fp, needle, n, 10)) {
-		ferry_log_dump(&fp);
-		cr_assert_fail("log: fewer than %d \"%s\"", n, needle);
-	}
-}
-
-static void
-ping(struct peer *p, const char *msg)
-{
-	char buf[256];
-	size_t n = strlen(msg);
-
-	cr_assert_lt(n, sizeof(buf));
-	cr_assert_eq(peer_write(p, msg, n), n);
-	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
-	cr_assert_eq(memcmp(buf, msg, n), 0);
+	ferry_log_expect(&fp, needle, n);
 }
 
 /* ---- workers ---- */

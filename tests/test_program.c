@@ -21,6 +21,7 @@
 
 #include "ferryproc.h"
 #include "helpers.h"
+#include "relay_proto.h"
 
 static struct ferry_proc fp;
 
@@ -125,36 +126,14 @@ static char tmpdir[64];
 static void
 rm_tmpdir(void)
 {
-	char cmd[128];
-
 	ferry_cleanup(&fp);
-	if (tmpdir[0] != '\0') {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-		cr_assert_eq(system(cmd), 0);
-		tmpdir[0] = '\0';
-	}
+	tmpdir_remove(tmpdir);
 }
 
 static void
 make_tmpdir(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-prog-XXXXXX");
-	cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void
-write_file(const char *path, const char *text, size_t len)
-{
-	char tmp[256];
-	FILE *f;
-
-	/* Renamed into place: a reload never sees half a file. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	cr_assert_not_null(f, "%s", tmp);
-	cr_assert_eq(fwrite(text, 1, len, f), len);
-	cr_assert_eq(fclose(f), 0);
-	cr_assert_eq(rename(tmp, path), 0);
+	tmpdir_make(tmpdir, sizeof(tmpdir), "ferry-prog");
 }
 
 static void
@@ -168,7 +147,7 @@ copy_file(const char *from, const char *to)
 	n = fread(buf, 1, sizeof(buf), f);
 	fclose(f);
 	cr_assert_gt(n, 0);
-	write_file(to, buf, n);
+	write_file_atomic(to, buf, n);
 }
 
 /* Runs --check on `conf`; returns the exit status, output in out. */
@@ -179,7 +158,7 @@ check_conf(const char *conf, char *out, size_t outlen)
 	const char *argv[] = { "--check", "-c", path, NULL };
 
 	snprintf(path, sizeof(path), "%s/check.conf", tmpdir);
-	write_file(path, conf, strlen(conf));
+	write_file_atomic(path, conf, strlen(conf));
 	return ferry_run(argv, out, outlen);
 }
 
@@ -369,18 +348,6 @@ served_cn(int port, char *cn, size_t len)
 	peer_close(&p);
 }
 
-static void
-ping(struct peer *p, const char *msg)
-{
-	char buf[1024];
-	size_t n = strlen(msg);
-
-	cr_assert_lt(n, sizeof(buf));
-	cr_assert_eq(peer_write(p, msg, n), n);
-	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo");
-	cr_assert_eq(memcmp(buf, msg, n), 0);
-}
-
 static struct backend be;
 
 static void
@@ -447,7 +414,7 @@ Test(program, sighup_new_and_broken_certificates, .timeout = 60,
 
 	/* A broken file: refused, logged with its place, the last kept. */
 	snprintf(path, sizeof(path), "%s/cert.pem", tmpdir);
-	write_file(path, "not a certificate\n", 18);
+	write_file_atomic(path, "not a certificate\n", 18);
 	ferry_signal(&fp, SIGHUP);
 	cr_assert(ferry_log_wait(&fp, "keeping the current certificates", 1,
 	    10));
@@ -584,13 +551,13 @@ Test(program, relay_in_one_worker_of_two, .timeout = 60, .fini = stop_all)
 		int prod = connect_loopback(false, port);
 		int cons = connect_loopback(false, port);
 		snprintf(uuid, sizeof(uuid), "uuid-%d", i);
-		cr_assert_eq(send(prod, "\x0a", 1, 0), 1);
+		cr_assert_eq(send(prod, (char[]){ RELAY_PRODUCER }, 1, 0), 1);
 		cr_assert_eq(answer(prod), 0);
 		send_field(prod, uuid);
 		cr_assert_eq(answer(prod), 0);
 		send_field(prod, "x,y");
 		cr_assert_eq(answer(prod), 0);
-		cr_assert_eq(send(cons, "\x0b", 1, 0), 1);
+		cr_assert_eq(send(cons, (char[]){ RELAY_CONSUMER }, 1, 0), 1);
 		cr_assert_eq(answer(cons), 0);
 		send_field(cons, uuid);
 		cr_assert_eq(answer(cons), 0, "consumer %d met another "
@@ -846,9 +813,9 @@ Test(program, connection_limits_from_config, .timeout = 60,
 	close(a[2]);
 	/* Another source still gets in, up to the listener's limit. */
 	b = connect_from("127.0.0.2", port);
-	cr_assert_eq(send(b, "\x0a", 1, 0), 1);
+	cr_assert_eq(send(b, (char[]){ RELAY_PRODUCER }, 1, 0), 1);
 	cr_assert_eq(recv(b, &ack, 1, 0), 1, "second source not served");
-	cr_assert_eq(ack, 0x00);
+	cr_assert_eq(ack, RELAY_OK);
 	a[2] = connect_from("127.0.0.3", port);
 	cr_assert(refused(a[2]), "fourth connection served past the limit");
 	close(a[2]);
@@ -858,7 +825,7 @@ Test(program, connection_limits_from_config, .timeout = 60,
 	close(a[0]);
 	cr_assert(ferry_log_wait(&fp, "closed after", 1, 10));
 	a[0] = connect_from("127.0.0.1", port);
-	cr_assert_eq(send(a[0], "\x0a", 1, 0), 1);
+	cr_assert_eq(send(a[0], (char[]){ RELAY_PRODUCER }, 1, 0), 1);
 	cr_assert_eq(recv(a[0], &ack, 1, 0), 1, "freed slot not reused");
 	close(a[0]);
 	close(a[1]);

@@ -42,15 +42,6 @@ cleanup(void)
 	be.port = 0;
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 #define WEB_SERIES(name) name "{listener=\"web\",mode=\"forward\"}"
 #define DEV_SERIES(name) name "{listener=\"devices-tls\",mode=\"relay\"}"
 
@@ -79,13 +70,7 @@ start_tls_listeners(void)
 static void
 expect_metric(const char *series, double want)
 {
-	double end = now_s() + 10, v;
-
-	while ((v = ferry_metric(&fp, series)) != want && now_s() < end)
-		usleep(10 * 1000);
-	if (v != want)
-		ferry_log_dump(&fp);
-	cr_assert_eq(v, want, "%s is %g, expected %g", series, v, want);
+	metric_expect(&fp, series, want, 10, 10);
 }
 
 /* ---- what a client offers ---- */

@@ -29,7 +29,6 @@ Debian's python3-tornado.
 
 import argparse
 import atexit
-import ctypes
 import datetime
 import json
 import os
@@ -38,17 +37,18 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+from procharness import (Harness, Proc, child_setup,  # noqa: E402
+                         cpu_seconds, free_port, rss_kb, wait_file)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CERTS = os.path.join(REPO, "certs")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 RELAY_SCENARIOS = [
     # (label, pairs, rate Hz; 0 = full speed)
@@ -77,154 +77,6 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-# ---- processes ----------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
-
-
-def _child_setup():
-    """In the child: die with the runner, and use every descriptor allowed."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _proc_stat(pid):
-    """Fields of /proc/PID/stat after the command name, or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            s = f.read()
-    except OSError:
-        return None
-    return s[s.rindex(")") + 2:].split()
-
-
-def proc_tree(pid):
-    """pid and all its descendants (from the ppid field of /proc/*/stat)."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        st = _proc_stat(int(d))
-        if st is not None:
-            children.setdefault(int(st[1]), []).append(int(d))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
-
-
-def cpu_seconds(pid):
-    """utime+stime of pid and its descendants, with reaped children."""
-    ticks = 0
-    for p in proc_tree(pid):
-        st = _proc_stat(p)
-        if st is not None:
-            # after the name: state=0 ppid=1 ... utime=11 stime=12
-            # cutime=13 cstime=14 (stat fields 14..17)
-            ticks += sum(int(x) for x in st[11:15])
-    return ticks / CLK_TCK
-
-
-def rss_kb(pid):
-    """Resident set of pid and its descendants, in KiB (from statm)."""
-    total = 0
-    for p in proc_tree(pid):
-        try:
-            with open("/proc/%d/statm" % p) as f:
-                total += int(f.read().split()[1]) * PAGE_KB
-        except OSError:
-            pass
-    return total
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class Proc:
-    """A process started here, stopped by its PID."""
-
-    def __init__(self, runner, name, argv, cpu=None, env=None):
-        self.name = name
-        self.out = os.path.join(runner.tmp, "%s-%d.out" % (name, len(runner.procs)))
-        self.err = self.out[:-4] + ".err"
-        if cpu is not None and runner.pin:
-            argv = ["taskset", "-c", str(cpu)] + argv
-        with open(self.out, "w") as o, open(self.err, "w") as e:
-            self.p = subprocess.Popen(argv, stdout=o, stderr=e,
-                                      stdin=subprocess.DEVNULL,
-                                      preexec_fn=_child_setup, env=env)
-        self.pid = self.p.pid
-        runner.procs.append(self)
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def text(self, which="out"):
-        try:
-            with open(self.out if which == "out" else self.err) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_line(self, pattern, timeout=15.0, which="out"):
-        """The first match of pattern in the output, or None."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            m = re.search(pattern, self.text(which))
-            if m:
-                return m
-            if not self.alive():
-                return None
-            time.sleep(0.05)
-        return None
-
-    def wait_port(self, port, timeout=15.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.alive():
-                return False
-            if port_open(port):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def signal(self, sig):
-        if self.alive():
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, timeout=10.0):
-        self.signal(signal.SIGTERM)
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.p.wait()
-
-    def why(self):
-        """A short reason for a failed start."""
-        lines = (self.text("err") + self.text("out")).strip().splitlines()
-        return lines[-1][:160] if lines else "exited %s" % self.p.poll()
-
-
 def parse_result(text):
     """The key=value pairs of the last RESULT line (numbers as floats)."""
     res = None
@@ -242,28 +94,22 @@ def parse_result(text):
 
 # ---- the runner ------------------------------------------------------------
 
-class Runner:
+class Runner(Harness):
     def __init__(self, args):
+        super().__init__("ferry-bench-", pin=(os.cpu_count() or 1) >= 2
+                         and shutil.which("taskset"))
         self.args = args
         self.build = os.path.abspath(args.build)
         self.ferry = os.path.join(self.build, "ferry")
         self.bench = os.path.join(self.build, "ferry-bench")
         self.floor_relay = os.path.join(self.build, "floor-relay")
-        self.procs = []
-        self.tmp = tempfile.mkdtemp(prefix="ferry-bench-")
-        self.pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
         self.results = {"runs": []}
         self.notes = []
         atexit.register(self.cleanup)
 
     def cleanup(self):
-        for p in self.procs:
-            p.stop()
-        self.procs = []
+        self.stop_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
 
     def write(self, name, text):
         with open(self.path(name), "w") as f:
@@ -297,7 +143,7 @@ class Runner:
             argv = ["taskset", "-c", "1"] + argv
         try:
             r = subprocess.run(argv, capture_output=True, text=True,
-                               timeout=timeout, preexec_fn=_child_setup)
+                               timeout=timeout, preexec_fn=child_setup)
         except subprocess.TimeoutExpired:
             log("  ferry-bench %s: no result within %.0f s" % (mode, timeout))
             return None
@@ -683,10 +529,10 @@ backend be
             with open(out, "w") as f:
                 idle = subprocess.Popen(argv, stdout=f,
                                         stderr=subprocess.DEVNULL,
-                                        preexec_fn=_child_setup)
+                                        preexec_fn=child_setup)
             try:
-                ready = _wait_file(out, r"READY established=(\d+)", 150,
-                                   idle)
+                ready = wait_file(out, r"READY established=(\d+)", 150,
+                                  lambda: idle.poll() is None, poll=0.1)
                 if ready is None:
                     log("  idle %s: connections not established" % name)
                     return None
@@ -1107,22 +953,6 @@ def _user_exists(name):
         return True
     except KeyError:
         return False
-
-
-def _wait_file(path, pattern, timeout, proc):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(path) as f:
-                m = re.search(pattern, f.read())
-        except OSError:
-            m = None
-        if m:
-            return m
-        if proc.poll() is not None:
-            return None
-        time.sleep(0.1)
-    return None
 
 
 def _fmt(v):

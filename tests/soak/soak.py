@@ -25,79 +25,19 @@ SOAK_RATE (60), SOAK_TLS=1 for the TLS listener.
 """
 
 import argparse
-import ctypes
 import os
-import re
 import resource
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+from procharness import (Harness, Proc, metrics, rss_kb,  # noqa: E402
+                         tail, wait_file)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CERTS = os.path.join(REPO, "certs")
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent():
-    """In the child: SIGKILL when the runner goes (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def metrics(admin_port):
-    """The admin page as {series: value}; {} if it does not answer."""
-    try:
-        with urllib.request.urlopen(
-                "http://127.0.0.1:%d/metrics" % admin_port, timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
-def wait_log(path, pattern, timeout):
-    """The first match of `pattern` in the log, waiting up to `timeout`."""
-    end = time.monotonic() + timeout
-    rx = re.compile(pattern, re.M)
-    while time.monotonic() < end:
-        with open(path, errors="replace") as f:
-            m = rx.search(f.read())
-        if m:
-            return m
-        time.sleep(0.05)
-    return None
-
-
-def tail(path, lines=30):
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
 
 
 def main():
@@ -137,26 +77,23 @@ def main():
                      % (hard, a.pairs))
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-    tmp = tempfile.mkdtemp(prefix="ferry-soak-")
-    conf = os.path.join(tmp, "ferry.conf")
-    log = os.path.join(tmp, "ferry.log")
+    h = Harness("ferry-soak-")
+    conf = h.path("ferry.conf")
     listener = "[soak]\nmode = relay\nbind = 127.0.0.1:0\nslow_consumer = block\n"
     if a.tls:
         listener += "cert = %s/server.pem\nkey = %s/server.key\n" % (CERTS, CERTS)
     with open(conf, "w") as f:
         f.write("[ferry]\nadmin = 127.0.0.1:0\n" + listener)
 
-    procs = []
     ok = False
+    log = None
     try:
-        with open(log, "w") as lf:
-            fp = subprocess.Popen([ferry, "-c", conf], stdout=lf, stderr=lf,
-                                  preexec_fn=die_with_parent)
-        procs.append(fp)
-        if not wait_log(log, r" ready: ", 15):
+        fp = Proc(h, "ferry", [ferry, "-c", conf], merge=True)
+        log = fp.out
+        if not wait_file(log, r" ready: ", 15):
             sys.exit("soak: ferry did not start:\n" + tail(log))
-        port = int(wait_log(log, r":(\d+) \((?:tcp|tls)\) \[soak\]", 1).group(1))
-        admin = int(wait_log(log, r":(\d+) \(http\) \[admin\]", 1).group(1))
+        port = int(wait_file(log, r":(\d+) \((?:tcp|tls)\) \[soak\]", 1).group(1))
+        admin = int(wait_file(log, r":(\d+) \(http\) \[admin\]", 1).group(1))
 
         args = [bench, "relay", "-p", str(port), "--pairs", str(a.pairs),
                 "--rate", "%g" % a.rate, "--duration", "%g" % a.seconds,
@@ -169,13 +106,7 @@ def main():
               "%g Hz for %g s (slow_consumer = block)"
               % (fp.pid, "TLS" if a.tls else "plain", port, a.pairs, a.rate,
                  a.seconds), flush=True)
-        out = []
-        bp = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
-                              preexec_fn=die_with_parent)
-        procs.append(bp)
-        reader = threading.Thread(target=lambda: out.extend(bp.stdout),
-                                  daemon=True)
-        reader.start()
+        bp = Proc(h, "ferry-bench", args)
 
         series = lambda fam: '%s{listener="soak"}' % fam
         t0 = time.monotonic()
@@ -183,16 +114,16 @@ def main():
         samples = []        # (t, rss kB, consumers, frames in, dropped)
         baseline = None
         next_t = t0
-        while bp.poll() is None:
+        while bp.alive():
             if time.monotonic() - t0 > limit:
-                bp.kill()
+                bp.stop(0)
                 sys.exit("soak: ferry-bench ran past %.0f s; killed" % limit)
             time.sleep(max(0.0, min(1.0, next_t - time.monotonic())))
             if time.monotonic() < next_t:
                 continue
             next_t += a.interval
             m = metrics(admin)
-            s = (time.monotonic() - t0, rss_kb(fp.pid),
+            s = (time.monotonic() - t0, rss_kb(fp.pid, tree=False),
                  int(m.get(series("ferry_relay_consumers"), -1)),
                  int(m.get(series("ferry_relay_frames_in_total"), -1)),
                  int(m.get(series("ferry_relay_frames_dropped_total"), -1)))
@@ -208,12 +139,14 @@ def main():
             print("soak: %6.0f s  rss %7.1f MB  consumers %5d  frames in "
                   "%10d  dropped %d%s" % (s[0], s[1] / 1024.0, s[2], s[3],
                                           s[4], note), flush=True)
-        reader.join(10)
+        bp.stop()
+        out = bp.text().splitlines(True)
         final = metrics(admin)
         result = next((l for l in reversed(out) if l.startswith("RESULT")), None)
-        if result is None or bp.returncode != 0:
+        if result is None or bp.p.returncode != 0:
             sys.exit("soak: ferry-bench failed (status %s):\n%s"
-                     % (bp.returncode, "".join(out[-10:])))
+                     % (bp.p.returncode,
+                        "".join(out[-10:]) + tail(bp.err, 10)))
         r = dict(kv.split("=", 1) for kv in result.split()[1:])
         # The last sample with every pair still up, and the baseline.
         full = [s for s in samples if s[2] == a.pairs]
@@ -265,18 +198,11 @@ def main():
             print("soak: OK")
             ok = True
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        h.stop_all()
         if ok and not os.environ.get("FERRY_KEEP_LOGS"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.isdir(tmp):
-            print("soak: log kept in %s" % log)
+            shutil.rmtree(h.tmp, ignore_errors=True)
+        elif os.path.isdir(h.tmp):
+            print("soak: log kept in %s" % (log or h.tmp))
     sys.exit(0 if ok else 1)
 
 
