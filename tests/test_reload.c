@@ -62,17 +62,6 @@ logged_port(const char *name)
 }
 
 static void
-ping(struct peer *p, const char *msg)
-{
-	char buf[256];
-	size_t n = strlen(msg);
-
-	cr_assert_eq(peer_write(p, msg, n), n);
-	cr_assert_eq(peer_read_exact(p, buf, n), n, "no echo of '%s'", msg);
-	cr_assert_eq(memcmp(buf, msg, n), 0);
-}
-
-static void
 open_peer(struct peer *p, int port)
 {
 	int fd = connect_loopback(false, port);
