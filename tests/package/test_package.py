@@ -44,6 +44,7 @@ SUITE = "bookworm"
 # The files the package holds, and their modes (all root:root).
 FILES = {
     "./etc/ferry/ferry.conf": 0o644,
+    "./etc/logrotate.d/ferry": 0o644,
     "./lib/systemd/system/ferry.service": 0o644,
     "./usr/bin/ferry-bench": 0o755,
     "./usr/bin/ferry-client": 0o755,
