@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "listeners.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "sockpool.h"
 #include "upgrade.h"
@@ -30,8 +31,9 @@ static void
 status(struct app *app)
 {
 	if (app->supervised)
-		notify_send("STATUS=%s", app->draining ? "draining" :
-		    "serving");
+		notify_send("STATUS=%s: %llu connections (every worker)",
+		    app->draining ? "draining" : "serving",
+		    (unsigned long long)metrics_open_connections());
 	else
 		notify_send("STATUS=%s: %zu connections, %zu devices",
 		    app->draining ? "draining" : "serving",

@@ -113,6 +113,8 @@ Test(notify, ready_after_every_worker, .timeout = 60, .fini = cleanup)
 	cr_assert(expect("READY=1", log, sizeof(log)), "got: %s", log);
 	/* By then, every worker had logged its "ready:". */
 	cr_assert_eq(ferry_log_count(&fp, "ready: worker"), 3);
+	cr_assert(expect("STATUS=serving: 0 connections (every worker)", log,
+	    sizeof(log)), "got: %s", log);
 }
 
 Test(notify, watchdog, .timeout = 60, .fini = cleanup)
