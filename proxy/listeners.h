@@ -23,7 +23,9 @@
  *                          added, or changed, is built and bound (taking
  *                          the sockets of the addresses it keeps); one
  *                          removed or changed stops accepting and is
- *                          kept, retired, while its connections drain;
+ *                          kept, retired, until exit (its connections
+ *                          drain; a relay one's registry entries point
+ *                          to it);
  *   listeners_stop()       SIGTERM: no new connections (a drain);
  *   listeners_close_all()  closes every connection left (teardown); their
  *                          close callbacks run with the stream loop's
