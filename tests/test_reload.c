@@ -17,6 +17,7 @@
 
 #include "ferryproc.h"
 #include "helpers.h"
+#include "relayclient.h"
 
 static struct ferry_proc fp;
 static struct backend be, be2;
@@ -280,4 +281,52 @@ Test(reload, process_keys_start_a_new_ferry, .timeout = 60,
 	for (int i = 0; i < 500 && proc_alive(npid); i++)
 		usleep(10 * 1000);
 	cr_assert(!proc_alive(npid));
+}
+
+/*
+ * Relay listeners: a pair on an unchanged listener keeps flowing through
+ * a reload that adds another relay listener, and a consumer of the new
+ * one meets the producer of the old one (one uuid namespace).
+ */
+Test(reload, relay_pair_flows_and_an_added_listener_shares_uuids,
+    .timeout = 60, .fini = cleanup)
+{
+	struct rclient p, c, c2;
+	bool torn = false;
+
+	ferry_start(&fp, "[devices]\nmode = relay\nbind = 127.0.0.1:0\n");
+	int port = ferry_port(&fp, "devices");
+	cr_assert_eq(rc_producer(&p, false, port, "reload-1", "a,b"), RC_OK);
+	cr_assert_eq(rc_consumer(&c, false, port, "reload-1", 0), RC_OK);
+	cr_assert(rc_send_frames(&p, 0, 10));
+	cr_assert_eq(rc_read_frames(&c, 10, NULL, &torn), 10);
+
+	rewrite("[devices]\nmode = relay\nbind = 127.0.0.1:0\n"
+	    "[more]\nmode = relay\nbind = 127.0.0.1:0\n");
+	ferry_signal(&fp, SIGHUP);
+	cr_assert(ferry_log_wait(&fp, "reload: 2 listeners (1 added, 0 "
+	    "changed, 0 removed)", 1, 10));
+	cr_assert_eq(ferry_port(&fp, "devices"), port);
+	int more = logged_port("more");
+	cr_assert_gt(more, 0);
+	cr_assert_eq(rc_consumer(&c2, false, more, "reload-1", 0), RC_OK);
+	cr_assert(rc_send_frames(&p, 10, 10));
+	cr_assert_eq(rc_read_frames(&c, 10, NULL, &torn), 10);
+	cr_assert_eq(rc_read_frames(&c2, 10, NULL, &torn), 10);
+	cr_assert(!torn);
+
+	/* [more] removed: its consumer drains, still served. */
+	rewrite("[devices]\nmode = relay\nbind = 127.0.0.1:0\n");
+	ferry_signal(&fp, SIGHUP);
+	cr_assert(ferry_log_wait(&fp, "[more] removed: draining 1 "
+	    "connections", 1, 10));
+	cr_assert(rc_send_frames(&p, 20, 10));
+	cr_assert_eq(rc_read_frames(&c, 10, NULL, &torn), 10);
+	cr_assert_eq(rc_read_frames(&c2, 10, NULL, &torn), 10);
+	cr_assert(!torn);
+	rc_free(&c2);
+	rc_free(&c);
+	rc_free(&p);
+	int status = ferry_stop(&fp);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
