@@ -84,9 +84,7 @@ reread(struct app *app, const char *who)
 		LOGE("%sreload: out of memory; nothing changed", who);
 		return NULL;
 	}
-	if (cli_load_config(next, &app->cli, err, sizeof(err)) < 0 ||
-	    (next->nlisteners == 0 && (snprintf(err, sizeof(err), "no "
-	    "listener"), 1))) {
+	if (cli_load_config(next, &app->cli, err, sizeof(err)) < 0) {
 		LOGE("%sreload: %s; " KEEPING, who, err);
 		free(next);
 		return NULL;
@@ -212,6 +210,8 @@ supervisor_signal(int sig, void *arg)
 	if (sig == SIGTERM || sig == SIGINT) {
 		notify_send("STOPPING=1");
 		listeners_stop(app->ls);
+		/* The supervisor exits from process.c, without a teardown. */
+		upgrade_remove_pidfile(app->cfg->pid_file);
 		return sig;
 	}
 	if (sig == SIGUSR1)
