@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "accesslog.h"
@@ -920,6 +921,38 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * An access log's directory must be there (opening the file would create
+ * it: a check creates nothing).
+ */
+static int
+check_access_logs(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		char dir[CONFIG_PATH_LEN], why[CONFIG_PATH_LEN + 64];
+		const char *slash = strrchr(l->access_log, '/');
+		struct stat sb;
+
+		if (l->access_log[0] == '\0')
+			continue;
+		if (slash == NULL)
+			snprintf(dir, sizeof(dir), ".");
+		else
+			snprintf(dir, sizeof(dir), "%.*s",
+			    slash == l->access_log ? 1 :
+			    (int)(slash - l->access_log), l->access_log);
+		errno = 0;
+		if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+			snprintf(why, sizeof(why), "directory %s: %s", dir,
+			    errno ? strerror(errno) : "not a directory");
+			config_error(cfg, l, "access_log", 0, why, err, errlen);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Whether a and b (resolved) would take the same port. */
 static bool
 clash(const struct config_addr *a, const struct config_addr *b)
@@ -1017,7 +1050,8 @@ listeners_check(const struct config *cfg, char *err, size_t errlen)
 		    backends, err, errlen) < 0)
 			return -1;
 	}
-	if (check_addresses(cfg, err, errlen) < 0)
+	if (check_addresses(cfg, err, errlen) < 0 ||
+	    check_access_logs(cfg, err, errlen) < 0)
 		return -1;
 	return check_clashes(cfg, err, errlen);
 }

@@ -186,6 +186,13 @@ Test(access_log, unwritable_file_is_a_config_error, .timeout = 60,
 	    "%s", out);
 	cr_assert_not_null(strstr(out, "No such file or directory"), "%s",
 	    out);
+	/* --check says it first, and creates nothing. */
+	const char *chk[] = { "--check", "-c", conf, NULL };
+	cr_assert_eq(ferry_run(chk, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "ferry.conf:4: [web] access_log: "
+	    "directory "), "%s", out);
+	cr_assert_not_null(strstr(out, "/no/such/dir: No such file or "
+	    "directory"), "%s", out);
 }
 
 /* ---- cert_watch ---- */
