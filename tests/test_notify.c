@@ -235,3 +235,21 @@ Test(notify, socket_activation, .timeout = 60, .fini = stop_activated)
 	unlink(path);
 	rmdir(dir);
 }
+
+/* With workers, the supervisor keeps the watchdog fed (sigtimedwait). */
+Test(notify, watchdog_with_workers, .timeout = 60, .fini = cleanup)
+{
+	char log[8192] = "";
+
+	notify_socket();
+	cr_assert_eq(setenv("WATCHDOG_USEC", "200000", 1), 0);
+	ferry_start_args(&fp, "[ferry]\nworkers = 2\n[web]\nmode = forward\n"
+	    "bind = 127.0.0.1:0\nbackend = 127.0.0.1:9\n", 2, NULL);
+	cr_assert(expect("READY=1", log, sizeof(log)), "got: %s", log);
+	cr_assert(expect("WATCHDOG=1", log, sizeof(log)), "got: %s", log);
+	cr_assert(expect("WATCHDOG=1", log, sizeof(log)), "got: %s", log);
+	ferry_signal(&fp, SIGTERM);
+	cr_assert(expect("STOPPING=1", log, sizeof(log)), "got: %s", log);
+	cr_assert(ferry_wait_exit(&fp, 15));
+	cr_assert(WIFEXITED(fp.status) && WEXITSTATUS(fp.status) == 0);
+}
