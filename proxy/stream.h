@@ -157,6 +157,15 @@ struct stream_loop {
 void stream_loop_init(struct stream_loop *sl, struct ev_loop *loop);
 /* Runs the deferred work now (tests, shutdown); also done before each poll. */
 void stream_loop_run_pending(struct stream_loop *sl);
+/*
+ * Whether the next stream_loop_run_pending() has something to do: work a
+ * stream put off (a read served from the buffer, a flush, a close to
+ * report, a read burst's next turn) or readiness events of the last poll
+ * not yet served.  What the kernel holds for the sockets is not counted:
+ * a driver that runs the loop by hand (the fuzz target) is done when this
+ * is false and every socket has nothing more for its stream.
+ */
+bool stream_loop_pending(const struct stream_loop *sl);
 void stream_loop_destroy(struct stream_loop *sl);
 
 /*

@@ -151,6 +151,12 @@ stream_loop_run_pending(struct stream_loop *sl)
 		ev_idle_stop(sl->loop, &sl->idle);
 }
 
+bool
+stream_loop_pending(const struct stream_loop *sl)
+{
+	return sl->work_head != NULL || sl->ready != NULL;
+}
+
 static void
 prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {

@@ -29,6 +29,17 @@
  *     the bytes say so; never ERROR, RESET or worse;
  *   - a stream still open at the end has no read it could satisfy;
  *   - every stream is freed (the loop's live count returns to 0).
+ *
+ * The end is a state, not a count of quiet loop passes: the stream has
+ * closed, or the loop has no work left (stream_loop_pending) and the
+ * stream has taken all the kernel holds for it, the writer's FIN
+ * included, or cannot take more (its buffer is full).  Counting passes
+ * assumed the FIN is in the stream's socket when close() returns, which
+ * it is not while another task holds the file (anything reading
+ * /proc/PID/fd takes a reference for a moment): the last reference, and
+ * the FIN, go later, and four quiet passes ended the run early.  A check
+ * that fails prints what the harness saw (the input, the stream, the
+ * socket) before it aborts.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,13 +61,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond) do { if (!(cond)) { fprintf(stderr, \
 	"fuzz_stream: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-	abort(); } } while (0)
+	report(); abort(); } } while (0)
 
 #define HEADER 7
 #define MAX_OPS 32
 #define MAX_SIZES 32
-#define PUMPS_IDLE 4		/* loop passes without progress = quiescent */
-#define PUMPS_MAX 100000
+/*
+ * Loop passes to wait for the end (see above); after PUMPS_FAST of them
+ * each pass first sleeps 100 us, so a kernel that is late gets about 2 s.
+ */
+#define PUMPS_FAST 1000
+#define PUMPS_MAX 20000
 
 enum op_kind { OP_EXACT, OP_PARTIAL, OP_UNTIL };
 
@@ -69,6 +85,7 @@ struct op {
 
 struct st {
 	struct stream *s;
+	int fd;				/* the stream's socket (sv[0]) */
 	struct stream_opts opts;
 	struct op ops[MAX_OPS];
 	size_t nops;
@@ -81,13 +98,14 @@ struct st {
 	bool closed;
 	enum stream_close_reason why;
 	int limit_op;			/* op refused at once with LIMIT */
-	unsigned long progress;
 };
 
 static struct ev_loop *loop;
 static struct stream_loop sl;
+static const struct st *current;	/* the input running, for report() */
 
 static void on_read(struct stream *s, const char *d, size_t len, void *arg);
+static void report(void);
 
 /* First occurrence of the delimiter in p[0..len), or -1. */
 static long
@@ -124,7 +142,6 @@ arm(struct st *t)
 	else
 		rc = stream_read_bytes(t->s, o->n, o->kind == OP_PARTIAL,
 		    on_read);
-	t->progress++;
 	if (rc < 0) {
 		/* Only an exact read larger than the buffer is refused. */
 		CHECK(o->kind == OP_EXACT && o->n > t->opts.max_buffer_size);
@@ -164,7 +181,6 @@ on_read(struct stream *s, const char *d, size_t len, void *arg)
 	}
 	t->pos += len;
 	t->cur = -1;
-	t->progress++;
 	if (t->next < t->nops && !t->ops[t->next].outside)
 		arm(t);
 }
@@ -178,7 +194,6 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	t->closed = true;
 	t->why = why;
 	t->s = NULL;
-	t->progress++;
 }
 
 static void
@@ -192,11 +207,52 @@ pump(struct st *t)
 		arm(t);
 }
 
-/* Callbacks, closes, and bytes pulled from the socket. */
-static unsigned long
-activity(const struct st *t)
+/* Bytes the kernel holds in the stream's socket, unread. */
+static int
+socket_unread(const struct st *t)
 {
-	return t->progress + (t->s != NULL ? stream_bytes_in(t->s) : 0);
+	int n = 0;
+
+	CHECK(ioctl(t->fd, FIONREAD, &n) == 0);
+	return n;
+}
+
+/*
+ * Nothing more can happen without the writer: the stream has closed, or
+ * the loop has no work left and the stream has taken all the kernel
+ * holds for it (the writer's FIN too, once written), or cannot take more
+ * (its buffer is full: a read it could serve from the buffer would be
+ * loop work), or was never asked to read.
+ */
+static bool
+settled(const struct st *t)
+{
+	if (t->closed)
+		return true;
+	if (stream_loop_pending(&sl))
+		return false;
+	/* pump() arms the next read that waits for the driver. */
+	if (t->cur < 0 && t->next < t->nops && t->ops[t->next].outside)
+		return false;
+	if (t->nops == 0 ||
+	    stream_read_pending(t->s) >= t->opts.max_buffer_size)
+		return true;
+	return socket_unread(t) == 0 &&
+	    (!t->writer_closed || stream_peer_eof(t->s));
+}
+
+/* Runs the loop until settled(). */
+static void
+settle(struct st *t)
+{
+	int i;
+
+	for (i = 0; i < PUMPS_MAX && !settled(t); i++) {
+		if (i >= PUMPS_FAST)
+			usleep(100);
+		pump(t);
+	}
+	CHECK(i < PUMPS_MAX);
 }
 
 /* Could the pending op be satisfied by the bytes left? */
@@ -271,6 +327,50 @@ check_end(struct st *t)
 	}
 }
 
+/* What the harness saw, for a failed check (the CI log keeps little). */
+static void
+report(void)
+{
+	const struct st *t = current;
+	const struct op *o;
+	static const char *kinds[] = { "exact", "partial", "until" };
+
+	if (t == NULL)
+		return;
+	fprintf(stderr, "fuzz_stream: input: max_buffer_size %zu, "
+	    "read_chunk_size %zu, %zu reads, writer %s; %zu of %zu reads "
+	    "armed", t->opts.max_buffer_size, t->opts.read_chunk_size,
+	    t->nops, t->writer_closed ? "closed" : "open", t->next, t->nops);
+	if (t->cur >= 0) {
+		o = &t->ops[t->cur];
+		fprintf(stderr, ", read %d pending (%s, n %zu", t->cur,
+		    kinds[o->kind], o->n);
+		if (o->kind == OP_UNTIL)
+			fprintf(stderr, ", delimiter of %zu bytes", o->dlen);
+		fprintf(stderr, ")");
+	}
+	fprintf(stderr, "; %zu of %zu bytes written delivered\n", t->pos,
+	    t->written);
+	if (t->closed) {
+		fprintf(stderr, "fuzz_stream: stream closed: %s\n",
+		    stream_close_reason_str(t->why));
+	} else if (t->s != NULL && !stream_closed(t->s)) {
+		int unread = -1;
+
+		(void)ioctl(t->fd, FIONREAD, &unread);
+		fprintf(stderr, "fuzz_stream: stream open: %llu bytes read, "
+		    "%zu buffered, peer eof %s, socket holds %d bytes; loop "
+		    "work pending: %s\n",
+		    (unsigned long long)stream_bytes_in(t->s),
+		    stream_read_pending(t->s),
+		    stream_peer_eof(t->s) ? "yes" : "no", unread,
+		    stream_loop_pending(&sl) ? "yes" : "no");
+	} else {
+		fprintf(stderr, "fuzz_stream: stream closed, close callback "
+		    "not yet run\n");
+	}
+}
+
 static size_t
 write_size(uint8_t b)
 {
@@ -328,8 +428,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct st t;
 	const uint8_t *sizes;
-	size_t nsizes, plen, off = 0, k = 0, idle = 0;
-	unsigned long seen;
+	size_t nsizes, plen, off = 0, k = 0;
+	bool full = false;
 	int sv[2];
 
 	if (size < HEADER)
@@ -342,9 +442,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	memset(&t, 0, sizeof(t));
 	t.cur = t.limit_op = -1;
+	current = &t;
 	parse(&t, data, size, &sizes, &nsizes, &plen);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0, sv) == 0);
+	t.fd = sv[0];
 	t.s = stream_new(&sl, sv[0], &t.opts);
 	CHECK(t.s != NULL);
 	stream_set_callbacks(t.s, on_close, &t);
@@ -358,16 +460,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = plen - off;
 		n = write(sv[1], t.payload + off, len);
 		if (n < 0) {
-			/* A full socket that nobody reads: stop writing. */
 			CHECK(errno == EAGAIN || errno == EPIPE ||
 			    errno == ECONNRESET);
-			if (++idle > PUMPS_IDLE)
+			/* Closed, or still full once the stream has taken
+			 * what it will: nobody reads, stop writing. */
+			if (errno != EAGAIN || full)
 				break;
-		} else {
-			off += (size_t)n;
-			t.written = off;
-			idle = 0;
+			settle(&t);
+			full = true;
+			continue;
 		}
+		off += (size_t)n;
+		t.written = off;
+		full = false;
 		pump(&t);
 		pump(&t);
 	}
@@ -376,14 +481,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sv[1] = -1;
 		t.writer_closed = true;
 	}
-	/* Until it closes or nothing moves any more. */
-	idle = 0;
-	for (int i = 0; i < PUMPS_MAX && !t.closed && idle < PUMPS_IDLE; i++) {
-		seen = activity(&t);
-		pump(&t);
-		idle = activity(&t) == seen ? idle + 1 : 0;
-	}
-	CHECK(t.closed || idle >= PUMPS_IDLE);
+	settle(&t);
 	if (getenv("FUZZ_VERBOSE") != NULL)
 		fprintf(stderr, "  %zu/%zu bytes delivered, %zu/%zu reads, %s\n",
 		    t.pos, t.written, t.next, t.nops, t.closed ?
@@ -396,5 +494,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(sl.live == 0);
 	if (sv[1] >= 0)
 		close(sv[1]);
+	current = NULL;
 	return 0;
 }

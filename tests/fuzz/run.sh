@@ -7,7 +7,30 @@
 # of inputs executed.  A crash, leak or failed check stops the run: the
 # input is saved as BUILDDIR/artifacts/TARGET-crash-*, and replaying it is
 #   BUILDDIR/fuzz_TARGET BUILDDIR/artifacts/TARGET-crash-...
+# A failure prints the end of the log (the input, base64), then the start
+# of the report (the failed check or sanitizer error and the top frames),
+# then the lines that say what failed, last: a CI log that keeps only its
+# tail keeps those.
 set -euo pipefail
+
+# The first line of a report: a failed check, a sanitizer's or libFuzzer's
+# error (crash, leak, timeout, out of memory), a UBSan runtime error.
+report_start='check failed|ERROR: |runtime error:|^ALARM: '
+
+failed() {
+    local log=$1 first lines
+    echo "---- the end of $log ----"
+    tail -n 12 "$log"
+    first=$(grep -n -m 1 -E "$report_start" "$log" | cut -d: -f1 || true)
+    if [ -n "$first" ]; then
+        echo "---- the report, from line $first of $log ----"
+        sed -n "${first},$((first + 24))p" "$log"
+    fi
+    echo "---- what failed ----"
+    lines=$(grep -E "$report_start|^fuzz_[a-z]+: |^SUMMARY: " "$log" |
+        head -n 10 || true)
+    echo "${lines:-(no report line: see $log)}"
+}
 
 build=$1 seconds=$2
 shift 2
@@ -24,7 +47,7 @@ for t in "$@"; do
     [ -f "$here/$t.dict" ] && args+=(-dict="$here/$t.dict")
     start=$(date +%s)
     if ! "$bin" "${args[@]}" "$work" "$here/corpus/$t" >"$log" 2>&1; then
-        tail -n 60 "$log" >&2
+        failed "$log" >&2
         echo "fuzz_$t: FAILED (log: $log; input saved under $build/artifacts)" >&2
         exit 1
     fi
