@@ -58,6 +58,8 @@ app_ready(struct app *app)
 void
 app_tick(struct app *app)
 {
+	if (app->ls != NULL && !(app->supervised && app->worker < 0))
+		listeners_tidy(app->ls);
 	if (notify_watchdog_interval() > 0)
 		notify_send("WATCHDOG=1");
 	status(app);

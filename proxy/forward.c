@@ -777,6 +777,12 @@ forward_listener_close_all(struct forward_listener *fl)
 	}
 }
 
+size_t
+forward_listener_conns(const struct forward_listener *fl)
+{
+	return fl->nconns;
+}
+
 void
 forward_listener_free(struct forward_listener *fl)
 {

@@ -648,6 +648,30 @@ listeners_same_set(const struct listeners *ls, const struct config *next)
 	return true;
 }
 
+/*
+ * Retired listeners whose connections are all gone (and, for a relay
+ * one, whose registry entries are) are freed: reloads do not pile them
+ * up.
+ */
+void
+listeners_tidy(struct listeners *ls)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < ls->nretired; i++) {
+		struct listener *ln = ls->retired[i];
+		if ((ln->fwd == NULL || forward_listener_conns(ln->fwd) == 0) &&
+		    (ln->relay == NULL || relay_listener_idle(ln->relay))) {
+			LOGI("[%s] (retired by a reload) drained: freed",
+			    ln->cfg.name);
+			listener_free(ln);
+		} else {
+			ls->retired[kept++] = ln;
+		}
+	}
+	ls->nretired = kept;
+}
+
 static int
 retire(struct listeners *ls, struct listener *ln)
 {
@@ -723,6 +747,7 @@ listeners_reload(struct listeners *ls, const struct config *next,
 	size_t added = 0, changed = 0, removed = 0;
 	struct tls_set t;
 
+	listeners_tidy(ls);
 	if (check_clashes(next, err, errlen) < 0 ||
 	    tls_set_build(next, &t, err, errlen) < 0)
 		return -1;

@@ -23,9 +23,9 @@
  *                          added, or changed, is built and bound (taking
  *                          the sockets of the addresses it keeps); one
  *                          removed or changed stops accepting and is
- *                          kept, retired, until exit (its connections
- *                          drain; a relay one's registry entries point
- *                          to it);
+ *                          kept, retired, while its connections drain
+ *                          (and a relay one's registry entries go):
+ *                          listeners_tidy() frees it then;
  *   listeners_stop()       SIGTERM: no new connections (a drain);
  *   listeners_close_all()  closes every connection left (teardown); their
  *                          close callbacks run with the stream loop's
@@ -101,6 +101,12 @@ void listeners_stop(struct listeners *ls);
  * its backend aside); the admin page's are not counted.
  */
 size_t listeners_connections(const struct listeners *ls);
+
+/*
+ * Frees the listeners reloads retired whose connections (and registry
+ * entries) are all gone; the next reload does it too.
+ */
+void listeners_tidy(struct listeners *ls);
 
 /* SIGUSR1: every access log reopened (after logrotate moved them). */
 void listeners_reopen_logs(struct listeners *ls);

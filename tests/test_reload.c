@@ -148,6 +148,16 @@ Test(reload, listeners_added_changed_removed, .timeout = 60,
 	peer_close(&keep);
 	peer_close(&gone);
 	peer_close(&chg);
+	/* Drained, the retired listeners are freed (at the next reload). */
+	for (int i = 0; i < 100 && ferry_log_count(&fp, "drained: freed") < 2;
+	    i++) {
+		ferry_signal(&fp, SIGHUP);
+		ferry_log_wait(&fp, "reload: 3 listeners", i + 2, 10);
+	}
+	cr_assert_eq(ferry_log_count(&fp, "[gone] (retired by a reload) "
+	    "drained: freed"), 1);
+	cr_assert_eq(ferry_log_count(&fp, "[chg] (retired by a reload) "
+	    "drained: freed"), 1);
 	int status = ferry_stop(&fp);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
@@ -325,6 +335,17 @@ Test(reload, relay_pair_flows_and_an_added_listener_shares_uuids,
 	cr_assert_eq(rc_read_frames(&c2, 10, NULL, &torn), 10);
 	cr_assert(!torn);
 	rc_free(&c2);
+	/* Its last consumer gone, the removed listener is freed. */
+	for (int i = 0; i < 100 && ferry_log_count(&fp, "[more] (retired by "
+	    "a reload) drained: freed") == 0; i++) {
+		ferry_signal(&fp, SIGHUP);
+		ferry_log_wait(&fp, "reload: 1 listeners", i + 2, 10);
+	}
+	cr_assert_eq(ferry_log_count(&fp, "[more] (retired by a reload) "
+	    "drained: freed"), 1);
+	/* The pair on [devices] flows on. */
+	cr_assert(rc_send_frames(&p, 30, 10));
+	cr_assert_eq(rc_read_frames(&c, 10, NULL, &torn), 10);
 	rc_free(&c);
 	rc_free(&p);
 	int status = ferry_stop(&fp);
