@@ -33,7 +33,8 @@ SSL_LIBS   := $(call pc_libs,libssl libcrypto,-lssl -lcrypto)
 EV_LIBS    := $(call pc_libs,libev,-lev)
 INIH_LIBS  := $(call pc_libs,inih,-linih)
 CRIT_LIBS  := $(call pc_libs,criterion,-lcriterion)
-DEP_CFLAGS := $(call pc_cflags,libssl libcrypto inih)
+NATS_LIBS  := $(call pc_libs,libnats,-lnats)
+DEP_CFLAGS := $(call pc_cflags,libssl libcrypto inih libnats)
 CRIT_CFLAGS := $(call pc_cflags,criterion)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -42,7 +43,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -fno-strict-aliasing $(DEP_CFLAGS) \
 	   -DFERRY_VERSION='"$(VERSION)"' -MMD -MP
 LDFLAGS ?=
-LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) -lm
+LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(NATS_LIBS) -lpthread -lm
 
 # As given, for the make that tests/test_install.py runs.
 BUILD_ARG := $(BUILD)
@@ -178,7 +179,7 @@ test-package:
 # $(BUILD)/libfuzzer; `make test` needs none of it.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := relay config stream
+FUZZ_TARGETS := relay config stream cluster
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
@@ -201,6 +202,12 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 # The protocol parser alone: no other module, no library but libc.
 $(FUZZ_BUILD)/fuzz_relay: $(FUZZ_BUILD)/tests/fuzz/fuzz_relay.o \
 		$(FUZZ_BUILD)/proxy/relay_proto.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
+
+# The cluster's message codec alone (it checks uuids and keys with the
+# relay protocol's pure checks): no libev, OpenSSL or NATS.
+$(FUZZ_BUILD)/fuzz_cluster: $(FUZZ_BUILD)/tests/fuzz/fuzz_cluster.o \
+		$(FUZZ_BUILD)/proxy/cluster_proto.o $(FUZZ_BUILD)/proxy/relay_proto.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
 
 fuzz:

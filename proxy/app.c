@@ -3,6 +3,7 @@
 #include "app.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,7 +168,8 @@ app_upgrade_start(struct app *app, const char *exe, int *ready_fd)
 
 /*
  * The first [ferry] key of `next` a running process cannot take in place
- * (its workers, its admin page, its user, where it logs), or NULL.
+ * (its workers, its admin page, its user, where it logs, its [cluster]),
+ * or NULL.
  * log_level, drain_timeout and cert_watch are taken in place.
  */
 static const char *
@@ -195,6 +197,11 @@ process_key(const struct config *now, const struct config *next)
 		return "log_format";
 	if (strcmp(now->pid_file, next->pid_file) != 0)
 		return "pid_file";
+	/* Where its lines are aside: a node joins as it starts. */
+	if (now->cluster.set != next->cluster.set ||
+	    memcmp(now->cluster.nats, next->cluster.nats,
+	    sizeof(now->cluster) - offsetof(struct config_cluster, nats)) != 0)
+		return "cluster";
 	return NULL;
 }
 

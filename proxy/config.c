@@ -28,6 +28,7 @@ struct parse {
 	const char *label;		/* file name for messages */
 	int line;			/* current line (counted by the reader) */
 	int ferry_line;			/* of the [ferry] header, or 0 */
+	bool in_cluster;		/* the section being read is [cluster] */
 	/*
 	 * The section being read, as the reader saw its header (whole: see
 	 * open_section), and its listener (NULL for [ferry]).
@@ -94,6 +95,16 @@ const struct config_key config_keys[] = {
 	{ "backend_sni", CONFIG_SCOPE_FORWARD },
 	{ "proxy_protocol", CONFIG_SCOPE_FORWARD },
 	{ "high_water", CONFIG_SCOPE_FORWARD },
+	{ "nats", CONFIG_SCOPE_CLUSTER },
+	{ "node", CONFIG_SCOPE_CLUSTER },
+	{ "subject_prefix", CONFIG_SCOPE_CLUSTER },
+	{ "nats_ca", CONFIG_SCOPE_CLUSTER },
+	{ "nats_cert", CONFIG_SCOPE_CLUSTER },
+	{ "nats_key", CONFIG_SCOPE_CLUSTER },
+	{ "nats_user", CONFIG_SCOPE_CLUSTER },
+	{ "nats_password", CONFIG_SCOPE_CLUSTER },
+	{ "nats_token", CONFIG_SCOPE_CLUSTER },
+	{ "nats_creds", CONFIG_SCOPE_CLUSTER },
 	{ NULL, 0 },
 };
 
@@ -149,6 +160,18 @@ config_error(const struct config *c, const struct config_listener *l,
 		line = l != NULL ? l->line : 1;
 	snprintf(err, errlen, "%s:%d: [%s] %s: %s", c->label, line,
 	    l != NULL ? l->name : "ferry", key, why);
+}
+
+void
+config_cluster_error(const struct config *c, const char *key,
+    const char *why, char *err, size_t errlen)
+{
+	int line = find_line(c->cluster.lines, c->cluster.nlines, key, 0);
+
+	if (line < 0)
+		line = c->cluster.line > 0 ? c->cluster.line : 1;
+	snprintf(err, errlen, "%s:%d: [cluster] %s: %s", c->label, line, key,
+	    why);
 }
 
 /* "FILE:LINE: [section] key: why", or without a key "FILE:LINE: why". */
@@ -472,6 +495,136 @@ ferry_key(struct parse *p, const char *k, const char *v)
 	return fail(p, k, "unknown key");
 }
 
+/*
+ * One NATS server URL: nats://HOST:PORT, tls://HOST:PORT or HOST:PORT
+ * (nats:// then), kept as the client library takes it.
+ */
+static int
+parse_nats_url(struct parse *p, const char *key, const char *v, char *out,
+    size_t outlen)
+{
+	const char *scheme = "nats://", *hp = v;
+	char host[CONFIG_ADDR_LEN], why[256];
+	int port;
+
+	if (!strncmp(v, "nats://", 7)) {
+		hp = v + 7;
+	} else if (!strncmp(v, "tls://", 6)) {
+		scheme = "tls://";
+		hp = v + 6;
+	} else if (strstr(v, "://") != NULL) {
+		return fail(p, key, "'%s': the scheme is nats:// or tls://", v);
+	}
+	if (netutil_parse_hostport(hp, host, sizeof(host), &port, why,
+	    sizeof(why)) < 0)
+		return fail(p, key, "'%s': %s", v, why);
+	if (host[0] == '\0' || port == 0)
+		return fail(p, key, "'%s' needs a host and a port", v);
+	snprintf(out, outlen, strchr(host, ':') ? "%s[%s]:%d" : "%s%s:%d",
+	    scheme, host, port);
+	return 1;
+}
+
+static int
+parse_nats_list(struct parse *p, const char *key, const char *v,
+    struct config_cluster *cl)
+{
+	char buf[CONFIG_MAX_LINE], *save = NULL, *tok;
+
+	snprintf(buf, sizeof(buf), "%s", v);
+	cl->nnats = 0;
+	for (tok = strtok_r(buf, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		while (isspace((unsigned char)*tok))
+			tok++;
+		for (char *e = tok + strlen(tok); e > tok &&
+		    isspace((unsigned char)e[-1]); e--)
+			e[-1] = '\0';
+		if (*tok == '\0')
+			continue;
+		if (cl->nnats >= CONFIG_MAX_NATS)
+			return fail(p, key, "more than %d servers",
+			    CONFIG_MAX_NATS);
+		if (!parse_nats_url(p, key, tok, cl->nats[cl->nnats],
+		    sizeof(cl->nats[0])))
+			return 0;
+		cl->nnats++;
+	}
+	if (cl->nnats == 0)
+		return fail(p, key, "no server given");
+	return 1;
+}
+
+/* Node names go into logs, metric labels and heartbeats as they are. */
+static int
+parse_node(struct parse *p, const char *key, const char *v, char *out,
+    size_t outlen)
+{
+	if (*v == '\0')
+		return fail(p, key, "empty name");
+	for (const char *c = v; *c; c++)
+		if (*c <= 0x20 || *c >= 0x7f || *c == '"' || *c == '\\')
+			return fail(p, key, "use printable ASCII without "
+			    "blanks, quotes or backslashes");
+	return copy_str(p, key, v, out, outlen);
+}
+
+/* Tokens of letters, digits, '-' and '_', separated by single dots. */
+static int
+parse_prefix(struct parse *p, const char *key, const char *v, char *out,
+    size_t outlen)
+{
+	static const char token_chars[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+	const char *t = v;
+
+	for (;;) {
+		size_t n = strspn(t, token_chars);
+		if (n == 0 || (t[n] != '\0' && t[n] != '.'))
+			return fail(p, key, "'%s' is not NATS subject tokens "
+			    "(letters, digits, '-' and '_', separated by "
+			    "single dots)", v);
+		if (t[n] == '\0')
+			break;
+		t += n + 1;
+	}
+	return copy_str(p, key, v, out, outlen);
+}
+
+static int
+cluster_key(struct parse *p, const char *k, const char *v)
+{
+	struct config_cluster *cl = &p->c->cluster;
+
+	if (!strcmp(k, "nats"))
+		return parse_nats_list(p, k, v, cl);
+	if (!strcmp(k, "node"))
+		return parse_node(p, k, v, cl->node, sizeof(cl->node));
+	if (!strcmp(k, "subject_prefix"))
+		return parse_prefix(p, k, v, cl->subject_prefix,
+		    sizeof(cl->subject_prefix));
+	if (*v == '\0')
+		return fail(p, k, "empty value");
+	if (!strcmp(k, "nats_ca"))
+		return copy_str(p, k, v, cl->nats_ca, sizeof(cl->nats_ca));
+	if (!strcmp(k, "nats_cert"))
+		return copy_str(p, k, v, cl->nats_cert, sizeof(cl->nats_cert));
+	if (!strcmp(k, "nats_key"))
+		return copy_str(p, k, v, cl->nats_key, sizeof(cl->nats_key));
+	if (!strcmp(k, "nats_creds"))
+		return copy_str(p, k, v, cl->nats_creds,
+		    sizeof(cl->nats_creds));
+	if (!strcmp(k, "nats_user"))
+		return copy_str(p, k, v, cl->nats_user, sizeof(cl->nats_user));
+	if (!strcmp(k, "nats_password"))
+		return copy_str(p, k, v, cl->nats_password,
+		    sizeof(cl->nats_password));
+	if (!strcmp(k, "nats_token"))
+		return copy_str(p, k, v, cl->nats_token,
+		    sizeof(cl->nats_token));
+	return fail(p, k, "unknown key");
+}
+
 static const char *const modes[] = { "relay", "forward", NULL };
 static const char *const verifies[] = { "none", "optional", "required", NULL };
 static const char *const slows[] = { "drop", "disconnect", "block", NULL };
@@ -641,6 +794,18 @@ open_section(struct parse *p, const char *line)
 		return fail(p, "section name", "use letters, digits, '-', '_' "
 		    "and '.'");
 	p->cur = NULL;
+	p->in_cluster = false;
+	if (!strcmp(p->section, "cluster")) {
+		if (c->cluster.set)
+			return fail(p, "section", "given twice (first on line "
+			    "%d)", c->cluster.line);
+		c->cluster.set = true;
+		c->cluster.line = p->line;
+		snprintf(c->cluster.subject_prefix,
+		    sizeof(c->cluster.subject_prefix), "ferry");
+		p->in_cluster = true;
+		return true;
+	}
 	if (!strcmp(p->section, "ferry")) {
 		if (p->ferry_line > 0)
 			return fail(p, "section", "given twice (first on line "
@@ -699,21 +864,34 @@ on_value(void *user, const char *section, const char *name,
 	if (strncmp(section, p->section, strlen(section)) != 0)
 		return fail(p, name, "section name read as [%s]", section);
 	k = find_key(name);
-	if (p->cur == NULL) {
+	if (p->in_cluster) {
+		if (k == NULL || k->scope != CONFIG_SCOPE_CLUSTER)
+			return fail(p, name, k == NULL ? "unknown key" :
+			    k->scope == CONFIG_SCOPE_PROCESS ?
+			    "belongs in [ferry]" : "belongs in a listener");
+		lines = p->c->cluster.lines;
+		nlines = &p->c->cluster.nlines;
+	} else if (p->cur == NULL) {
 		if (k == NULL || k->scope != CONFIG_SCOPE_PROCESS)
-			return fail(p, name, "unknown key");
+			return fail(p, name, k != NULL &&
+			    k->scope == CONFIG_SCOPE_CLUSTER ?
+			    "belongs in [cluster]" : "unknown key");
 		lines = p->c->lines;
 		nlines = &p->c->nlines;
 	} else {
-		if (k == NULL || k->scope == CONFIG_SCOPE_PROCESS)
+		if (k == NULL || k->scope == CONFIG_SCOPE_PROCESS ||
+		    k->scope == CONFIG_SCOPE_CLUSTER)
 			return fail(p, name, k == NULL ? "unknown key" :
-			    "belongs in [ferry]");
+			    k->scope == CONFIG_SCOPE_PROCESS ?
+			    "belongs in [ferry]" : "belongs in [cluster]");
 		lines = p->cur->lines;
 		nlines = &p->cur->nlines;
 	}
 	if (!first_time(p, lines, *nlines, name))
 		return 0;
 	record_line(lines, nlines, name, p->line);
+	if (p->in_cluster)
+		return cluster_key(p, name, value);
 	return p->cur == NULL ? ferry_key(p, name, value) :
 	    listener_key(p, name, value);
 }
@@ -828,6 +1006,56 @@ check_acls(struct parse *p)
 	return 1;
 }
 
+/* Points p at the line of [cluster]'s `key`, or at the section. */
+static void
+cluster_line(struct parse *p, const char *key)
+{
+	const struct config_cluster *cl = &p->c->cluster;
+	int line = find_line(cl->lines, cl->nlines, key, 0);
+
+	p->line = line > 0 ? line : cl->line;
+	snprintf(p->section, sizeof(p->section), "cluster");
+}
+
+/* The keys of [cluster] that only make sense together, or alone. */
+static int
+check_cluster(struct parse *p)
+{
+	const struct config_cluster *cl = &p->c->cluster;
+	int auths = (cl->nats_user[0] || cl->nats_password[0]) +
+	    (cl->nats_token[0] != '\0') + (cl->nats_creds[0] != '\0');
+
+	if (!cl->set)
+		return 1;
+	if (cl->nnats == 0) {
+		cluster_line(p, "nats");
+		return fail(p, "nats", "missing: the NATS servers to join "
+		    "(nats://host:port, ...)");
+	}
+	if ((cl->nats_cert[0] != '\0') != (cl->nats_key[0] != '\0')) {
+		const char *k = cl->nats_cert[0] ? "nats_key" : "nats_cert";
+		cluster_line(p, cl->nats_cert[0] ? "nats_cert" : "nats_key");
+		return fail(p, k, "missing: a client certificate needs its "
+		    "key, and the key its certificate");
+	}
+	if ((cl->nats_user[0] != '\0') != (cl->nats_password[0] != '\0')) {
+		const char *k = cl->nats_user[0] ? "nats_password" :
+		    "nats_user";
+		cluster_line(p, cl->nats_user[0] ? "nats_user" :
+		    "nats_password");
+		return fail(p, k, "missing: nats_user and nats_password go "
+		    "together");
+	}
+	if (auths > 1) {
+		const char *k = cl->nats_creds[0] ? "nats_creds" :
+		    "nats_token";
+		cluster_line(p, k);
+		return fail(p, k, "give one way to authenticate to NATS: "
+		    "nats_user/nats_password, nats_token or nats_creds");
+	}
+	return 1;
+}
+
 static int
 finish(struct parse *p, int rc)
 {
@@ -863,7 +1091,9 @@ finish(struct parse *p, int rc)
 	for (size_t i = 0; i < p->c->nlisteners; i++)
 		if (!check_listener(p, &p->c->listeners[i]))
 			return -1;
-	return check_acls(p) ? 0 : -1;
+	if (!check_acls(p) || !check_cluster(p))
+		return -1;
+	return 0;
 }
 
 /*

@@ -22,6 +22,8 @@
 #define CONFIG_PATH_LEN 512
 #define CONFIG_ADDR_LEN 300
 #define CONFIG_MAX_KEYLINES 96
+#define CONFIG_MAX_NATS 16
+#define CONFIG_NODE_LEN 120		/* room for "-wNN" per worker */
 
 /*
  * Every key, and where it may appear.  The parser refuses a key that is
@@ -32,6 +34,7 @@ enum config_scope {
 	CONFIG_SCOPE_LISTENER,		/* any listener */
 	CONFIG_SCOPE_RELAY,		/* mode = relay only */
 	CONFIG_SCOPE_FORWARD,		/* mode = forward only */
+	CONFIG_SCOPE_CLUSTER,		/* [cluster] */
 };
 
 struct config_key {
@@ -112,6 +115,28 @@ struct config_listener {
 	size_t high_water;
 };
 
+/*
+ * [cluster]: this process is a node (every worker one) of a Ferry cluster
+ * sharing one uuid namespace over NATS (cluster.h).  Absent: no NATS.
+ */
+struct config_cluster {
+	bool set;
+	int line;			/* of the [cluster] header */
+	struct config_keyline lines[CONFIG_MAX_KEYLINES];
+	size_t nlines;
+	char nats[CONFIG_MAX_NATS][CONFIG_ADDR_LEN + 16];	/* URLs */
+	size_t nnats;
+	char node[CONFIG_NODE_LEN];	/* "" = hostname:pid */
+	char subject_prefix[64];	/* dot-separated tokens */
+	char nats_ca[CONFIG_PATH_LEN];
+	char nats_cert[CONFIG_PATH_LEN];
+	char nats_key[CONFIG_PATH_LEN];
+	char nats_creds[CONFIG_PATH_LEN];
+	char nats_user[128];
+	char nats_password[256];
+	char nats_token[256];
+};
+
 struct config {
 	char path[CONFIG_PATH_LEN];	/* "" for the embedded default */
 	char label[CONFIG_PATH_LEN];	/* the file (or text) in messages */
@@ -134,6 +159,8 @@ struct config {
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
+
+	struct config_cluster cluster;
 };
 
 /* Defaults for the process and a listener (as documented). */
@@ -166,5 +193,8 @@ int config_default(struct config *c, const char *certdir, char *err,
 void config_error(const struct config *c, const struct config_listener *l,
     const char *key, size_t index, const char *why, char *err,
     size_t errlen);
+/* The same for a key of [cluster]. */
+void config_cluster_error(const struct config *c, const char *key,
+    const char *why, char *err, size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@
 #include "accesslog.h"
 #include "acl.h"
 #include "admin.h"
+#include "cluster.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
@@ -50,6 +51,7 @@ struct listeners {
 	size_t nretired;
 	int worker;			/* listeners_start's, or -1 before */
 	struct registry *reg;		/* every relay listener's uuids */
+	struct cluster *cluster;	/* this worker as a node, or NULL */
 	struct tcpserver *admin;	/* NULL: no admin page here */
 	struct admin *admin_conns;	/* its connections */
 };
@@ -531,12 +533,15 @@ relay_metrics(struct buffer *out, void *arg)
 }
 
 static int
-listener_start(struct listener *ln, int worker)
+listener_start(struct listener *ln, int worker, bool cluster_set)
 {
 	const struct config_listener *l = &ln->cfg;
 
-	/* One registry: only worker 0 serves the relay listeners. */
-	if (l->mode == CONFIG_RELAY && worker != 0) {
+	/*
+	 * One registry per process: only worker 0 serves the relay listeners,
+	 * unless every worker is a node of a cluster.
+	 */
+	if (l->mode == CONFIG_RELAY && worker != 0 && !cluster_set) {
 		tcpserver_stop(ln->srv);
 		return 0;
 	}
@@ -552,12 +557,36 @@ listener_start(struct listener *ln, int worker)
 	return 0;
 }
 
+/* This worker as a node of the cluster, its relay listeners with it. */
+static int
+cluster_start(struct listeners *ls, int worker)
+{
+	char err[1024];
+
+	if (!ls->cfg->cluster.set || ls->reg == NULL)
+		return 0;
+	ls->cluster = cluster_new(ls->sl->loop, ls->reg, &ls->cfg->cluster,
+	    worker, metrics_workers(), err, sizeof(err));
+	if (ls->cluster == NULL) {
+		LOGE("%s", err);
+		return -1;
+	}
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->l[i]->relay != NULL)
+			relay_listener_set_cluster(ls->l[i]->relay,
+			    ls->cluster);
+	return 0;
+}
+
 int
 listeners_start(struct listeners *ls, int worker)
 {
 	ls->worker = worker;
+	if (cluster_start(ls, worker) < 0)
+		return -1;
 	for (size_t i = 0; i < ls->n; i++)
-		if (listener_start(ls->l[i], worker) < 0)
+		if (listener_start(ls->l[i], worker,
+		    ls->cfg->cluster.set) < 0)
 			return -1;
 	if (ls->admin != NULL && worker != 0) {
 		tcpserver_free(ls->admin);
@@ -791,9 +820,16 @@ listeners_reload(struct listeners *ls, const struct config *next,
 	memcpy(ls->l, now, next->nlisteners * sizeof(now[0]));
 	ls->n = next->nlisteners;
 	tls_set_free(&t, next->nlisteners);
-	for (size_t i = 0; i < next->nlisteners; i++)
-		if (built[i] != NULL && ls->worker >= 0)
-			(void)listener_start(built[i], ls->worker);
+	for (size_t i = 0; i < next->nlisteners; i++) {
+		if (built[i] == NULL || ls->worker < 0)
+			continue;
+		/* A node of the cluster serves its new relay listeners too. */
+		if (built[i]->relay != NULL && ls->cluster != NULL)
+			relay_listener_set_cluster(built[i]->relay,
+			    ls->cluster);
+		(void)listener_start(built[i], ls->worker,
+		    ls->cfg->cluster.set);
+	}
 	LOGI("%sreload: %zu listeners (%zu added, %zu changed, %zu removed); "
 	    "certificates reloaded for new connections", who, ls->n, added,
 	    changed, removed);
@@ -894,11 +930,40 @@ listeners_close_all(struct listeners *ls)
 	admin_close_all(ls->admin_conns);
 }
 
+/* Runs the loop until the node has left, or its deadline passed. */
+static void
+leave_check(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct listeners *ls = w->data;
+
+	(void)revents;
+	if (cluster_left(ls->cluster))
+		ev_break(loop, EVBREAK_ONE);
+}
+
+void
+listeners_leave(struct listeners *ls)
+{
+	ev_timer check;
+
+	if (ls->cluster == NULL)
+		return;
+	cluster_leave(ls->cluster);
+	ev_timer_init(&check, leave_check, 0.01, 0.01);
+	check.data = ls;
+	ev_timer_start(ls->sl->loop, &check);
+	ev_run(ls->sl->loop, 0);
+	ev_timer_stop(ls->sl->loop, &check);
+}
+
 void
 listeners_free(struct listeners *ls)
 {
 	if (ls == NULL)
 		return;
+	/* The node goes before the registry it observes. */
+	cluster_free(ls->cluster);
+	ls->cluster = NULL;
 	admin_free(ls->admin_conns);
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(ls->reg);
@@ -1053,7 +1118,12 @@ check_clashes(const struct config *cfg, char *err, size_t errlen)
 size_t
 listeners_idle_workers(const struct config *cfg, int workers)
 {
-	/* Relay listeners and the admin page are worker 0's alone. */
+	/*
+	 * Relay listeners and the admin page are worker 0's alone, unless
+	 * every worker is a node of a cluster.
+	 */
+	if (cfg->cluster.set)
+		return 0;
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		if (cfg->listeners[i].mode == CONFIG_FORWARD)
 			return 0;
@@ -1066,7 +1136,8 @@ listeners_check(const struct config *cfg, char *err, size_t errlen)
 	struct forward_backend backends[CONFIG_MAX_BACKENDS];
 	struct tls_set t;
 
-	if (tls_set_build(cfg, &t, err, errlen) < 0)
+	if (tls_set_build(cfg, &t, err, errlen) < 0 ||
+	    cluster_check(cfg, err, errlen) < 0)
 		return -1;
 	tls_set_free(&t, cfg->nlisteners);
 	for (size_t i = 0; i < cfg->nlisteners; i++) {

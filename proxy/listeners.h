@@ -15,7 +15,10 @@
  *   listeners_start()      in each worker: relay listeners and the admin
  *                          page in worker 0 only (pairing by uuid needs
  *                          one registry), forward listeners in every
- *                          worker (the kernel spreads the accepts);
+ *                          worker (the kernel spreads the accepts); with
+ *                          [cluster], each worker is a node of the
+ *                          cluster (cluster.h) and serves the relay
+ *                          listeners too;
  *   listeners_reload()     SIGHUP: the listeners of a new configuration,
  *                          all or nothing: a listener whose section did
  *                          not change stays as it is (new TLS contexts
@@ -30,9 +33,13 @@
  *   listeners_close_all()  closes every connection left (teardown); their
  *                          close callbacks run with the stream loop's
  *                          pending work (stream_loop_destroy);
+ *   listeners_leave()      then the node leaves its cluster: the uuids it
+ *                          held are released and the other nodes told,
+ *                          NATS drained; it runs the loop for that (3 s
+ *                          at most);
  *   listeners_free()       after those callbacks have run.
  * listeners_check() builds and resolves what listeners_new() would, binds
- * nothing and keeps nothing (--check).
+ * nothing and keeps nothing, and loads [cluster]'s files (--check).
  *
  * Errors name the file, line and key they come from (config_error).  The
  * configuration must outlive the listeners.
@@ -116,6 +123,9 @@ size_t listeners_devices(const struct listeners *ls);
 
 /* Closes every connection (teardown); listeners_free() follows. */
 void listeners_close_all(struct listeners *ls);
+
+/* The node leaves its cluster (see above); nothing without [cluster]. */
+void listeners_leave(struct listeners *ls);
 
 /* After the loop ran the close callbacks.  NULL is ignored. */
 void listeners_free(struct listeners *ls);

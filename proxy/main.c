@@ -179,6 +179,8 @@ teardown(struct app *app)
 	stream_loop_destroy(&app->sl);
 	if (app->sl.live > 0)
 		LOGW("exit: %zu streams still open", app->sl.live);
+	/* The producers closed above are released in the cluster here. */
+	listeners_leave(app->ls);
 	listeners_free(app->ls);
 	app->ls = NULL;
 	ev_signal_stop(app->loop, &app->sig_term);

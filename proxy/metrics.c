@@ -61,6 +61,10 @@ slot_take_over(struct metrics_slot *s)
 		return;
 	for (int i = 0; i < METRICS_MAX_LISTENERS; i++)
 		s->listener[i].closed = s->listener[i].accepted;
+	/* Its node died with it: what it held, it holds no more. */
+	s->cluster.connected = s->cluster.joined = s->cluster.peers = 0;
+	s->cluster.owned = s->cluster.local_only = s->cluster.imports = 0;
+	s->cluster.remote_nodes = 0;
 }
 
 void
@@ -105,6 +109,24 @@ metrics_conn(int id)
 	if (id < 0 || id >= METRICS_MAX_LISTENERS)
 		id = METRICS_MAX_LISTENERS - 1;
 	return &slots[my_slot].listener[id];
+}
+
+struct metrics_cluster *
+metrics_cluster(void)
+{
+	return &slots[my_slot].cluster;
+}
+
+const struct metrics_cluster *
+metrics_cluster_of(int worker)
+{
+	return worker >= 0 && worker < nslots ? &slots[worker].cluster : NULL;
+}
+
+int
+metrics_workers(void)
+{
+	return nslots;
 }
 
 int

@@ -37,8 +37,36 @@ struct metrics_conn {
 	uint64_t backend_bytes_out;
 };
 
+/*
+ * Per worker, a node of the cluster (cluster.h): its NATS connection, the
+ * uuids it holds and follows, what crossed to and from other nodes, its
+ * directory's work.  Gauges are marked; a worker that takes a dead one's
+ * slot zeroes them.
+ */
+struct metrics_cluster {
+	char node[136];			/* "" for a worker that is no node */
+	uint64_t connected;		/* gauge: 1 while NATS is up */
+	uint64_t joined;		/* gauge: 1 while in the cluster */
+	uint64_t disconnects, reconnects;
+	uint64_t peers;			/* gauge: other nodes heard */
+	uint64_t peer_deaths;		/* nodes found gone */
+	uint64_t owned;			/* gauge: uuids held in the directory */
+	uint64_t local_only;		/* gauge: held here, not (yet) in it */
+	uint64_t imports;		/* gauge: uuids fed from another node */
+	uint64_t remote_nodes;		/* gauge: (uuid, node) fed from here */
+	uint64_t frames_out, bytes_out, msgs_out;
+	uint64_t frames_out_dropped;	/* could not go: NATS down or full */
+	uint64_t frames_in, bytes_in, msgs_in;
+	uint64_t frames_in_lost;	/* gaps in a producer's sequence */
+	uint64_t frames_in_stale;	/* of a producer no longer followed */
+	uint64_t msgs_bad;		/* malformed, other version or type */
+	uint64_t dir_ops, dir_conflicts, dir_errors;
+	uint64_t takeovers;		/* local producers replaced remotely */
+};
+
 struct metrics_slot {
 	struct metrics_conn listener[METRICS_MAX_LISTENERS];
+	struct metrics_cluster cluster;
 	int64_t pid;			/* the worker writing it (for its RSS) */
 };
 
@@ -64,6 +92,12 @@ uint64_t metrics_open_connections(void);
 int metrics_listener(const char *name, const char *mode);
 /* This process's counters for a listener id (never NULL for a valid id). */
 struct metrics_conn *metrics_conn(int id);
+
+/* This process's cluster counters. */
+struct metrics_cluster *metrics_cluster(void);
+/* Every worker's, for the page: n slots (read only). */
+const struct metrics_cluster *metrics_cluster_of(int worker);
+int metrics_workers(void);
 
 /*
  * A source adds whole metric families (with # HELP / # TYPE) to the page:

@@ -123,6 +123,8 @@ entry_free(struct registry_entry *e)
 	if (*pp == e)
 		*pp = e->hnext;
 	ev_timer_stop(reg->loop, &e->grace);
+	if (reg->observer != NULL)
+		reg->observer->entry_freed(reg->observer_arg, e);
 	e->magic = 0;
 	reg->entries--;
 	if (e->owner != NULL)
@@ -144,6 +146,24 @@ entry_maybe_free(struct registry_entry *e)
 {
 	if (e->producer == NULL && !entry_has_consumers(e))
 		entry_free(e);
+}
+
+/*
+ * A consumer left: the entry is freed if nobody is left, and the observer
+ * told when only a peer producer is (it may remove it, freeing e).
+ */
+static void
+consumer_left(struct registry_entry *e)
+{
+	struct registry *reg = e->reg;
+
+	if (e->producer != NULL && e->producer->ops != NULL &&
+	    !entry_has_consumers(e) && reg->observer != NULL &&
+	    reg->observer->consumers_gone != NULL) {
+		reg->observer->consumers_gone(reg->observer_arg, e);
+		return;
+	}
+	entry_maybe_free(e);
 }
 
 static void
@@ -271,25 +291,49 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
  * beyond its frames (see registry.h on a remote producer).
  */
 
+/* Who a connection is, for log lines: its peer address, or the peer's. */
+static const char *
+conn_name(const struct relay_conn *c)
+{
+	return c->ops != NULL ? c->ops->name(c) : stream_peer(c->s);
+}
+
+/* Whether the producer can be held back (a peer may not be). */
+static bool
+can_hold(const struct relay_conn *p)
+{
+	return p->ops == NULL || p->ops->hold != NULL;
+}
+
 /* Stop taking its frames (the block policy). */
 static void
 producer_hold(struct relay_conn *p)
 {
-	stream_pause_reading(p->s);
+	if (p->ops != NULL)
+		p->ops->hold(p);
+	else
+		stream_pause_reading(p->s);
 }
 
 static void
 producer_release(struct relay_conn *p)
 {
-	stream_resume_reading(p->s);
+	if (p->ops != NULL)
+		p->ops->release(p);
+	else
+		stream_resume_reading(p->s);
 }
 
 /* Replaced by the producer `by` (a takeover): closed, saying by whom. */
 static void
 producer_evict(struct relay_conn *p, const struct relay_conn *by)
 {
+	if (p->ops != NULL) {
+		p->ops->evict(p, by);
+		return;
+	}
 	stream_set_error(p->s, "replaced by a new producer from %s on %s",
-	    stream_peer(by->s), by->origin->name);
+	    conn_name(by), by->origin->name);
 	stream_close(p->s, STREAM_CLOSE_LOCAL);
 }
 
@@ -333,6 +377,28 @@ registry_conn_init(struct relay_conn *conn, struct stream *s,
 	conn->origin = origin;
 }
 
+void
+registry_peer_init(struct relay_conn *conn, const struct relay_peer_ops *ops,
+    struct relay_origin *origin)
+{
+	registry_conn_init(conn, NULL, origin);
+	conn->ops = ops;
+}
+
+void
+registry_set_observer(struct registry *reg,
+    const struct registry_observer *ob, void *arg)
+{
+	reg->observer = ob;
+	reg->observer_arg = arg;
+}
+
+void
+registry_set_link(struct registry_entry *e, struct relay_conn *link)
+{
+	e->link = link;
+}
+
 bool
 registry_refuses_producer(struct registry *reg, const char *uuid,
     size_t len)
@@ -342,10 +408,10 @@ registry_refuses_producer(struct registry *reg, const char *uuid,
 	return registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE;
 }
 
-int
-registry_add_producer(struct registry *reg, struct relay_conn *conn,
+static int
+add_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
-    size_t nkeys, const char **why)
+    size_t nkeys, bool decided, const char **why)
 {
 	struct registry_entry *e = registry_find(reg, uuid, ulen);
 	struct relay_origin *o = conn->origin;
@@ -354,7 +420,8 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	bool same;
 
 	/* The device decides whether it may be taken over: its owner. */
-	if (registry_live(e) && e->owner->opts.takeover == RELAY_REFUSE) {
+	if (!decided && registry_live(e) &&
+	    e->owner->opts.takeover == RELAY_REFUSE) {
 		*why = "uuid held by a live producer";
 		return -1;
 	}
@@ -413,6 +480,24 @@ registry_add_producer(struct registry *reg, struct relay_conn *conn,
 	e->c.producers++;
 	o->total.producers++;
 	return 0;
+}
+
+int
+registry_add_producer(struct registry *reg, struct relay_conn *conn,
+    const char *uuid, size_t ulen, const char *keys, size_t klen,
+    size_t nkeys, const char **why)
+{
+	return add_producer(reg, conn, uuid, ulen, keys, klen, nkeys, false,
+	    why);
+}
+
+int
+registry_take_producer(struct registry *reg, struct relay_conn *conn,
+    const char *uuid, size_t ulen, const char *keys, size_t klen,
+    size_t nkeys, const char **why)
+{
+	return add_producer(reg, conn, uuid, ulen, keys, klen, nkeys, true,
+	    why);
 }
 
 struct registry_entry *
@@ -520,7 +605,7 @@ registry_accept(struct relay_conn *conn, const char **why)
 	/* The slot is taken here, by the owner's limit of this moment. */
 	if (e->nconsumers >= e->owner->opts.max_consumers) {
 		*why = "too many consumers for this uuid";
-		entry_maybe_free(e);
+		consumer_left(e);
 		return -1;
 	}
 	conn->accepted = true;
@@ -543,8 +628,12 @@ send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
 {
 	const struct relay_opts *o = &c->origin->opts;
 	size_t fs = e->frame_size, took;
+	enum relay_slow slow = o->slow;
 
-	if (o->slow == RELAY_BLOCK) {
+	/* A producer that cannot wait (on another node): drop instead. */
+	if (slow == RELAY_BLOCK && !can_hold(e->producer))
+		slow = RELAY_DROP;
+	if (slow == RELAY_BLOCK) {
 		/* Judged on what the kernel refuses, as below. */
 		if (stream_write_pending(c->s) + n * fs > o->queue_bytes)
 			stream_flush(c->s);
@@ -565,7 +654,7 @@ send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
 		count_out(e, c, took);
 	if (took == n || stream_closed(c->s))
 		return;
-	if (o->slow == RELAY_DISCONNECT) {
+	if (slow == RELAY_DISCONNECT) {
 		count_drop(e, c, n - took);
 		stream_set_error(c->s, "slow consumer: %zu bytes queued",
 		    stream_write_pending(c->s));
@@ -596,10 +685,31 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 		if (!stream_closed(c->s))
 			send_to(e, c, frames, n);
 	}
+	/* The other nodes last: a node never waits for them. */
+	if (e->link != NULL)
+		e->link->ops->send(e->link, frames, n, e->frame_size);
 	if (e->last != NULL) {
 		memcpy(e->last, frames + (n - 1) * e->frame_size,
 		    e->frame_size);
 		e->has_last = true;
+	}
+}
+
+void
+registry_publish_last(struct relay_conn *producer, const char *frame)
+{
+	struct registry_entry *e = producer->entry;
+	struct relay_conn *c, *next;
+
+	if (e == NULL || e->producer != producer || e->last == NULL ||
+	    e->has_last)
+		return;
+	memcpy(e->last, frame, e->frame_size);
+	e->has_last = true;
+	for (c = e->consumers; c != NULL; c = next) {
+		next = c->next;
+		if (c->frames == 0 && !stream_closed(c->s))
+			(void)queue_frames(e, c, e->last, 1);
 	}
 }
 
@@ -611,15 +721,20 @@ registry_remove(struct relay_conn *conn)
 	if (e == NULL)
 		return;
 	if (conn->producer) {
-		if (e->producer == conn)
+		bool left = e->producer == conn;
+		if (left)
 			unlink_producer(e, true);
 		conn->entry = NULL;
-	} else {
-		unlink_consumer(e, conn);
-		/* A slow consumer leaving may unblock the producer. */
-		maybe_unblock(e);
+		if (left && e->reg->observer != NULL)
+			e->reg->observer->producer_left(e->reg->observer_arg, e,
+			    conn);
+		entry_maybe_free(e);
+		return;
 	}
-	entry_maybe_free(e);
+	unlink_consumer(e, conn);
+	/* A slow consumer leaving may unblock the producer. */
+	maybe_unblock(e);
+	consumer_left(e);
 }
 
 void

@@ -68,29 +68,37 @@
  * (close callbacks are deferred); a connection the registry closes is
  * detached at once, so the relay layer's registry_remove() finds it gone.
  *
- * A remote peer (not built: a cluster link, a producer on another node
- * feeding local consumers, or a local producer feeding another node)
- * would plug in here as follows:
+ * Remote peers (the cluster, cluster.h; a later in-process transport
+ * between the workers of one machine would plug in the same way) are
+ * relay_conns without a stream, made with registry_peer_init() and a
+ * table of operations (struct relay_peer_ops) the registry calls where it
+ * would use a stream:
  *
- *   - a remote producer is a relay_conn whose origin is its link (name,
- *     options, totals, like a listener) and that has no stream.  Its
- *     whole interface is registry_add_producer, registry_publish (whole
- *     frames, as they arrive) and registry_remove.  What the registry
- *     asks of a producer otherwise is three calls, in registry.c's
- *     producer side: hold and release (the block policy: a link would
- *     ask its node to pause, or refuse block consumers) and evict (a
- *     takeover; which node's producer may take a uuid is the cluster's
- *     decision, made before registry_add_producer).  They would go
- *     through a small table of operations on the relay_conn instead of
- *     the stream;
- *   - a remote consumer (a node that wants a local uuid) is fanned out
- *     to like the local ones, which are streams today: send_to() writes
- *     runs of frames, asks what is pending, closes, and hears of the
- *     drain.  A link would take one slot of max_consumers for all its
- *     node's consumers, and fan out there;
- *   - which uuids live where (interest, so that a node subscribes only
- *     to what its consumers ask for) is the cluster's, kept outside the
- *     registry with registry_find / registry_live / registry_next.
+ *   - a remote producer (a producer on another node feeding this node's
+ *     consumers) is a peer registered with registry_add_producer (or
+ *     registry_take_producer, when the cluster has decided a takeover
+ *     already) whose origin carries the settings of the device (its
+ *     owner's max_consumers, grace, takeover, last_value); it publishes
+ *     with registry_publish and leaves with registry_remove, like a
+ *     stream's producer.  `hold` NULL means it cannot be held back (a
+ *     node never waits for another): a `block` consumer of it is then
+ *     treated as `drop` (what does not fit its queue is dropped for it,
+ *     counted).  `evict` tells it a takeover replaced it;
+ *   - the other nodes, as consumers of a local producer, are one link
+ *     (registry_set_link): it gets every run of frames the producer
+ *     publishes (`send`), after the local consumers, whatever the number
+ *     of remote consumers behind it, takes no max_consumers slot, never
+ *     holds the producer and is counted by its owner (the registry's
+ *     counters are the local consumers');
+ *   - an observer (registry_set_observer) hears of a producer that left
+ *     by itself (not one replaced), of an entry about to be freed, and of
+ *     the last consumer of a peer producer leaving: the cluster releases
+ *     the uuid in its directory, forgets the uuid, or stops following a
+ *     remote producer nobody here consumes any more; `ext` on an entry is
+ *     the observer's.
+ *
+ * Which uuids live where (the directory) is the cluster's, outside the
+ * registry.
  */
 #ifndef FERRY_REGISTRY_H
 #define FERRY_REGISTRY_H
@@ -153,13 +161,29 @@ struct relay_origin {
 };
 
 struct registry_entry;
+struct relay_conn;
+
+/* What the registry asks of a peer instead of its stream (see above). */
+struct relay_peer_ops {
+	/* A producer: stop publishing, and go on (NULL: cannot be held). */
+	void (*hold)(struct relay_conn *c);
+	void (*release)(struct relay_conn *c);
+	/* A producer replaced by `by` (a takeover); detached already. */
+	void (*evict)(struct relay_conn *c, const struct relay_conn *by);
+	/* The link: `n` whole frames of `size` bytes the producer published. */
+	void (*send)(struct relay_conn *c, const char *frames, size_t n,
+	    size_t size);
+	/* For log lines, where a stream's peer address would be. */
+	const char *(*name)(const struct relay_conn *c);
+};
 
 #define RELAY_CONN_MAGIC 0x72636f6eu	/* "rcon" */
 
-/* One relay connection (producer or consumer). */
+/* One relay connection (producer or consumer), or a peer. */
 struct relay_conn {
 	uint32_t magic;			/* RELAY_CONN_MAGIC while it lives */
-	struct stream *s;
+	struct stream *s;		/* NULL for a peer */
+	const struct relay_peer_ops *ops;	/* a peer's; NULL for a stream */
 	struct relay_origin *origin;	/* the listener it arrived on */
 	struct registry_entry *entry;	/* NULL when detached */
 	struct relay_conn *prev, *next;	/* consumers: the entry's list */
@@ -179,6 +203,7 @@ struct registry_entry {
 	char *last;			/* last frame (last_value) */
 	bool has_last;
 	bool producer_paused;		/* block policy holds the producer */
+	struct relay_conn *link;	/* the other nodes, or NULL */
 	struct relay_counters c;
 	struct registry *reg;
 	struct relay_origin *owner;	/* its producer's listener */
@@ -189,6 +214,7 @@ struct registry_entry {
 	char *keys;
 	size_t keys_len, nkeys;
 	ev_timer grace;
+	void *ext;			/* the observer's */
 	uint32_t magic;			/* REGISTRY_ENTRY_MAGIC while it lives */
 	struct registry_entry *hnext;
 	size_t bucket;
@@ -198,11 +224,27 @@ struct registry_entry {
 
 #define REGISTRY_BUCKETS 4096
 
+/* Called from inside registry calls: they must not call back into it. */
+struct registry_observer {
+	/* A producer left by itself (closed, removed); not one replaced. */
+	void (*producer_left)(void *arg, struct registry_entry *e,
+	    struct relay_conn *p);
+	/* Nobody is attached any more: the entry is freed on return. */
+	void (*entry_freed)(void *arg, struct registry_entry *e);
+	/*
+	 * The last consumer of a peer producer's entry left: the observer may
+	 * remove that producer (which frees the entry).
+	 */
+	void (*consumers_gone)(void *arg, struct registry_entry *e);
+};
+
 struct registry {
 	struct ev_loop *loop;
 	uint64_t seed;			/* of the uuid hash */
 	struct registry_entry *buckets[REGISTRY_BUCKETS];
 	size_t entries;
+	const struct registry_observer *observer;
+	void *observer_arg;
 };
 
 void registry_init(struct registry *reg, struct ev_loop *loop);
@@ -237,6 +279,13 @@ bool registry_refuses_producer(struct registry *reg, const char *uuid,
  */
 void registry_conn_init(struct relay_conn *conn, struct stream *s,
     struct relay_origin *origin);
+/* The same for a peer: no stream, its operations instead. */
+void registry_peer_init(struct relay_conn *conn,
+    const struct relay_peer_ops *ops, struct relay_origin *origin);
+
+/* The observer (one; NULL: none). */
+void registry_set_observer(struct registry *reg,
+    const struct registry_observer *ob, void *arg);
 
 /*
  * Registers `conn` (its origin set) as the producer of uuid with the given
@@ -245,6 +294,14 @@ void registry_conn_init(struct relay_conn *conn, struct stream *s,
  * takeovers, or memory could not be had.
  */
 int registry_add_producer(struct registry *reg, struct relay_conn *conn,
+    const char *uuid, size_t ulen, const char *keys, size_t klen,
+    size_t nkeys, const char **why);
+
+/*
+ * The same, without asking the owner's takeover setting: the caller (the
+ * cluster, whose directory said so) decided that conn takes the uuid.
+ */
+int registry_take_producer(struct registry *reg, struct relay_conn *conn,
     const char *uuid, size_t ulen, const char *keys, size_t klen,
     size_t nkeys, const char **why);
 
@@ -270,6 +327,18 @@ int registry_accept(struct relay_conn *conn, const char **why);
 /* `n` whole frames from the producer conn (ignored unless it is live). */
 void registry_publish(struct relay_conn *producer, const char *frames,
     size_t n);
+
+/*
+ * The last value of a peer producer's device, learnt late (the cluster
+ * asks the producer's node when a node's first consumer comes): kept as
+ * the entry's last frame, and sent to every accepted consumer that has
+ * had no frame yet.  Ignored unless the producer is live, the device
+ * keeps last values, and no newer frame came meanwhile.
+ */
+void registry_publish_last(struct relay_conn *producer, const char *frame);
+
+/* The entry's link to the other nodes (NULL: none; see above). */
+void registry_set_link(struct registry_entry *e, struct relay_conn *link);
 
 /* The connection is going away: detach it (idempotent). */
 void registry_remove(struct relay_conn *conn);

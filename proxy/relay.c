@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 
 #include "acl.h"
+#include "cluster.h"
 #include "log.h"
 #include "obj.h"
 
@@ -28,6 +29,7 @@ struct relay_listener {
 	struct relay_origin o;		/* name, options, totals */
 	struct registry *reg;		/* every relay listener's */
 	struct acl *acl;		/* NULL: none */
+	struct cluster *cluster;	/* NULL: this process alone */
 	uint64_t protocol_errors;	/* unknown first byte, bad accept */
 	struct relay_clients conns;	/* open connections (shutdown) */
 };
@@ -43,6 +45,13 @@ struct relay_client {
 	bool registered;		/* producer registered / consumer in */
 	bool lingering;			/* refused: reading until the close */
 	bool done;			/* closing: read no more */
+	/*
+	 * Waiting for the cluster (a claim or a lookup): reading is paused,
+	 * and the bytes read after the step wait in `held`.
+	 */
+	bool waiting;
+	char *held;
+	size_t held_len;
 	/*
 	 * Allocated when needed, to their length: fixed arrays made every
 	 * connection carry 600 bytes that most never fill (no access list,
@@ -91,6 +100,10 @@ role_name(const struct relay_client *cl)
 
 static void set_reason(struct relay_client *cl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+static int wait_cluster(struct relay_client *cl);
+static void on_cluster(struct relay_conn *rc, bool ok, const char *why);
+static int send_keys(struct relay_client *cl,
+    const struct registry_entry *e);
 
 /* The first reason given is the one logged. */
 static void
@@ -280,9 +293,28 @@ on_uuid(struct relay_client *cl, const struct relay_event *ev)
 		return reply(cl, &ACK, 1);
 	}
 	e = registry_add_consumer(reg, &cl->rc, ev->data, ev->len, &why);
+	if (e == NULL && cl->lst->cluster != NULL &&
+	    registry_find(reg, ev->data, ev->len) == NULL) {
+		/* Perhaps a producer on another node: the cluster looks. */
+		switch (cluster_lookup(cl->lst->cluster, &cl->rc, ev->data,
+		    ev->len, on_cluster, &why)) {
+		case 1:
+			return wait_cluster(cl);
+		default:
+			return refuse(cl, why);
+		}
+	}
 	if (e == NULL)
 		return refuse(cl, why);
+	return send_keys(cl, e);
+}
+
+/* The answer to a consumer's uuid: 0x00 and the keys. */
+static int
+send_keys(struct relay_client *cl, const struct registry_entry *e)
+{
 	uint8_t hdr[1 + RELAY_LEN_SIZE] = { RELAY_OK };
+
 	relay_len_put(hdr + 1, (uint32_t)e->keys_len);
 	cl->nkeys = e->nkeys;
 	if (reply(cl, hdr, sizeof(hdr)) != 0)
@@ -290,31 +322,52 @@ on_uuid(struct relay_client *cl, const struct relay_event *ev)
 	return reply(cl, e->keys, e->keys_len);
 }
 
+/* The producer holds its uuid: 0x00, and the line that says so. */
+static int
+producer_in(struct relay_client *cl)
+{
+	char u[REGISTRY_UUID_STR], node[200] = "";
+
+	if (reply(cl, &ACK, 1) != 0)
+		return 1;
+	registered(cl);
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	if (cl->lst->cluster != NULL)
+		snprintf(node, sizeof(node), " on node %s",
+		    cluster_node(cl->lst->cluster));
+	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
+	    "(consumers: %zu)%s%s", cl->lst->o.name, stream_peer(cl->rc.s),
+	    u, cl->nkeys, cl->rc.entry->nconsumers, node, opt_str(cl->grant));
+	return 0;
+}
+
 static int
 on_keys(struct relay_client *cl, const struct relay_event *ev)
 {
 	struct registry *reg = cl->lst->reg;
 	const char *why = NULL;
-	char u[REGISTRY_UUID_STR];
 
+	cl->nkeys = ev->count;
+	if (cl->lst->cluster != NULL) {
+		/* Visible cluster-wide before its 0x00. */
+		switch (cluster_claim(cl->lst->cluster, &cl->rc, cl->uuid,
+		    cl->ulen, ev->data, ev->len, ev->count, on_cluster, &why)) {
+		case 1:
+			return wait_cluster(cl);
+		default:
+			return why != NULL ? refuse(cl, why) : producer_in(cl);
+		}
+	}
 	if (registry_add_producer(reg, &cl->rc, cl->uuid, cl->ulen, ev->data,
 	    ev->len, ev->count, &why) < 0)
 		return refuse(cl, why);
-	cl->nkeys = ev->count;
-	if (reply(cl, &ACK, 1) != 0)
-		return 1;
-	registered(cl);
-	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
-	LOGI("relay %s: producer %s registered uuid '%s' with %zu keys "
-	    "(consumers: %zu)%s", cl->lst->o.name, stream_peer(cl->rc.s),
-	    u, ev->count, cl->rc.entry->nconsumers, opt_str(cl->grant));
-	return 0;
+	return producer_in(cl);
 }
 
 static int
 on_accept(struct relay_client *cl, const struct relay_event *ev)
 {
-	char u[REGISTRY_UUID_STR];
+	char u[REGISTRY_UUID_STR], node[200] = "";
 	const char *why = NULL;
 
 	if (ev->role != RELAY_ACCEPT) {
@@ -341,8 +394,11 @@ on_accept(struct relay_client *cl, const struct relay_event *ev)
 	}
 	registered(cl);
 	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
-	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s",
-	    cl->lst->o.name, stream_peer(cl->rc.s), u, cl->nkeys,
+	if (cl->lst->cluster != NULL)
+		snprintf(node, sizeof(node), ", producer on node %s",
+		    cluster_holder(cl->lst->cluster, cl->rc.entry));
+	LOGI("relay %s: consumer %s joined uuid '%s' (%zu keys)%s%s",
+	    cl->lst->o.name, stream_peer(cl->rc.s), u, cl->nkeys, node,
 	    opt_str(cl->grant));
 	return 0;
 }
@@ -384,6 +440,40 @@ on_event(void *arg, const struct relay_event *ev)
 	return 0;
 }
 
+/* Keeps bytes read while the cluster decides (at most one read). */
+static void
+hold(struct relay_client *cl, const char *data, size_t len)
+{
+	char *p;
+
+	if (len == 0)
+		return;
+	if ((p = realloc(cl->held, cl->held_len + len)) == NULL) {
+		cl->done = true;
+		set_reason(cl, "no memory for the bytes after its step");
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	memcpy(p + cl->held_len, data, len);
+	cl->held = p;
+	cl->held_len += len;
+}
+
+static void
+feed(struct relay_client *cl, const char *data, size_t len)
+{
+	size_t used;
+
+	if (cl->waiting) {
+		hold(cl, data, len);
+		return;
+	}
+	used = relay_parser_feed(&cl->p, data, len, on_event, &cl->rc);
+	/* Stopped to wait for the cluster: the rest goes on afterwards. */
+	if (cl->waiting)
+		hold(cl, data + used, len - used);
+}
+
 static void
 on_data(struct stream *s, const char *data, size_t len, void *arg)
 {
@@ -391,9 +481,55 @@ on_data(struct stream *s, const char *data, size_t len, void *arg)
 
 	/* Once refused, bytes are read only to see the client close. */
 	if (!cl->lingering && !cl->done)
-		(void)relay_parser_feed(&cl->p, data, len, on_event, &cl->rc);
+		feed(cl, data, len);
 	if (!cl->done && !stream_closed(s))
 		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+/* Stops the feed until the cluster answers (on_cluster). */
+static int
+wait_cluster(struct relay_client *cl)
+{
+	cl->waiting = true;
+	stream_pause_reading(cl->rc.s);
+	return 1;
+}
+
+/*
+ * The cluster's answer: the claim or lookup is done (a connection that
+ * closed meanwhile was forgotten by cluster_cancel, never answered).
+ */
+static void
+on_cluster(struct relay_conn *rc, bool ok, const char *why)
+{
+	struct relay_client *cl = client_of(rc);
+	struct registry_entry *e;
+	char *held = cl->held;
+	size_t held_len = cl->held_len;
+	int stop;
+
+	cl->waiting = false;
+	cl->held = NULL;
+	cl->held_len = 0;
+	if (cl->done || cl->lingering || stream_closed(rc->s)) {
+		free(held);
+		return;
+	}
+	if (!ok) {
+		stop = refuse(cl, why);
+	} else if (cl->p.role == RELAY_PRODUCER) {
+		stop = producer_in(cl);
+	} else {
+		/* A producer holds it now: attached like any consumer. */
+		e = registry_add_consumer(cl->lst->reg, rc, cl->uuid, cl->ulen,
+		    &why);
+		stop = e == NULL ? refuse(cl, why) : send_keys(cl, e);
+	}
+	if (!stop && !cl->done && held_len > 0)
+		feed(cl, held, held_len);
+	free(held);
+	if (!cl->done && !stream_closed(rc->s))
+		stream_resume_reading(rc->s);
 }
 
 static void
@@ -445,9 +581,12 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		    u, cl->ulen ? "')" : "", secs,
 		    (unsigned long long)stream_bytes_in(s),
 		    (unsigned long long)stream_bytes_out(s), reason);
+	if (cl->waiting)
+		cluster_cancel(cl->lst->cluster, &cl->rc, cl->uuid, cl->ulen);
 	registry_remove(&cl->rc);
 	ev_timer_stop(reg->loop, &cl->timer);
 	relay_parser_free(&cl->p);
+	free(cl->held);
 	LIST_REMOVE(cl, link);
 	free(cl->uuid);
 	free(cl->reason);
@@ -535,6 +674,12 @@ relay_listener_close_all(struct relay_listener *rl)
 		set_reason(cl, "shutting down");
 		stream_close(cl->rc.s, STREAM_CLOSE_LOCAL);
 	}
+}
+
+void
+relay_listener_set_cluster(struct relay_listener *rl, struct cluster *cl)
+{
+	rl->cluster = cl;
 }
 
 void

@@ -44,6 +44,14 @@
  * drops, bytes each way, why); every other connection gets one line
  * when it closes (peer, duration, bytes each way, why), rate-limited.
  *
+ * Cluster (cluster.h): on a node of a cluster, a producer's keys are
+ * claimed cluster-wide, and a consumer's uuid that no local entry knows
+ * is looked up, before they are answered; meanwhile the connection's
+ * reading is paused and the bytes it had pipelined after the step wait,
+ * to be fed to the parser once the answer came.  The registration
+ * deadline bounds the wait.  Log lines name the node whose producer
+ * holds the uuid.
+ *
  * Memory: a connection's record (its parser, timer and the registry's
  * relay_conn) is freed by its stream's close callback, whatever closed
  * it; the listener keeps a list of the open ones for shutdown.
@@ -57,6 +65,7 @@
 #include "registry.h"
 
 struct acl;
+struct cluster;
 struct relay_listener;
 
 /* A listener on the shared registry; NULL when memory cannot be had. */
@@ -77,6 +86,9 @@ void relay_listener_close_all(struct relay_listener *rl);
  * freed (a listener a reload removed, once drained).
  */
 bool relay_listener_idle(const struct relay_listener *rl);
+/* The node of a cluster the listener is part of (NULL: none). */
+void relay_listener_set_cluster(struct relay_listener *rl,
+    struct cluster *cl);
 /* The listener's access list from now on (NULL: none); frees the old. */
 void relay_listener_set_acl(struct relay_listener *rl, struct acl *acl);
 

@@ -136,8 +136,11 @@ struct relay_event {
 };
 
 /*
- * Return non-zero to stop the feed: relay_parser_feed() returns at once
- * and the parser must not be fed again (the connection is done with it).
+ * Return non-zero to stop the feed: relay_parser_feed() returns at once,
+ * with the bytes consumed up to the end of the event.  After an error the
+ * parser is dead; after any other event it may be fed the bytes that
+ * followed, later, and goes on from there (the relay waits for the
+ * cluster this way).
  */
 typedef int (*relay_event_cb)(void *arg, const struct relay_event *ev);
 

@@ -383,6 +383,7 @@ static void
 tls_shutdown(struct stream *s, void *tp)
 {
 	const struct tls_conn *t = tp;
+	BIO *sink;
 
 	ERR_clear_error();
 	/* close_notify, then FIN: the peer sees a clean end either way. */
@@ -390,6 +391,18 @@ tls_shutdown(struct stream *s, void *tp)
 		(void)SSL_shutdown(t->ssl);
 	ERR_clear_error();
 	(void)shutdown(stream_fd(s), SHUT_WR);
+	/*
+	 * Nothing goes out after close_notify, but the peer may send on (a
+	 * half-close), key updates too, and OpenSSL 3.0 answers those that
+	 * request it within SSL_read (from the second one on): the write
+	 * into the shut socket failed the read with EPIPE, and the pair
+	 * closed as a reset, the peer's later bytes lost (a key update
+	 * flood too, uncounted).  So OpenSSL writes into a sink from here
+	 * on; without memory for one, as before.
+	 */
+	sink = BIO_new(BIO_s_null());
+	if (sink != NULL)
+		SSL_set0_wbio(t->ssl, sink);
 }
 
 static void

@@ -25,6 +25,10 @@
  * the listener's name and the peer; a client side's failure is left to the
  * stream's owner (its close reason and error say what failed).
  *
+ * A half-close (the shutdown hook) sends close_notify, then FIN; nothing
+ * is written after it (OpenSSL's answers to the peer's key updates, which
+ * may still come, go to a sink), and reading goes on.
+ *
  * A verified peer certificate's identities are the transport's answer to
  * stream_peer_ids() (peer_id.h): who uses them asks the stream, not this
  * layer.

@@ -6,8 +6,11 @@
 set -euo pipefail
 
 # scdoc builds the man pages; man-db and groff-base render them (the test).
+# libnats-dev is the cluster's NATS client; the cluster tests run a
+# nats-server cluster of their own.
 packages=(build-essential pkg-config libssl-dev libev-dev libcriterion-dev
-          libinih-dev openssl python3 scdoc man-db groff-base "$@")
+          libinih-dev openssl python3 scdoc man-db groff-base libnats-dev
+          nats-server "$@")
 
 missing=()
 for pkg in "${packages[@]}"; do

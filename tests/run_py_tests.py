@@ -8,9 +8,14 @@ tell the end-to-end tests where it is; FERRY_RELAY_GRACE and
 FERRY_RELAY_TAKEOVER say how it is configured (a short grace period and
 refused takeovers, so that "connection lost" and "refused" can be seen).
 The server is stopped by its PID.
+
+With nats-server on the PATH, two more ferry processes run as the two
+nodes of a cluster over one NATS server with JetStream (its own port and
+store): FERRY_CLUSTER_A and FERRY_CLUSTER_B are their relay listeners.
 """
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +86,100 @@ def start_relay(binary, confdir):
                   "FERRY_RELAY_GRACE": GRACE, "FERRY_RELAY_TAKEOVER": "refuse"}
 
 
+CLUSTER_CONFIG = """\
+[ferry]
+drain_timeout = 2
+
+[cluster]
+nats = nats://127.0.0.1:{nats}
+node = {node}
+subject_prefix = py{pid}
+
+[py-relay]
+mode = relay
+bind = 127.0.0.1:0
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(binary, confdir, nats, node):
+    """A ferry node of the cluster; (proc, "host:port") once it joined."""
+    conf = os.path.join(confdir, node + ".conf")
+    with open(conf, "w") as f:
+        f.write(CLUSTER_CONFIG.format(nats=nats, node=node, pid=os.getpid()))
+    proc = subprocess.Popen([binary, "-c", conf], stderr=subprocess.PIPE,
+                            text=True)
+    proc.log = []
+    found = {}
+
+    def pump():
+        for line in proc.stderr:
+            proc.log.append(line)
+            m = LISTEN_RE.search(line)
+            if m:
+                found["tcp"] = f"{m.group(1)}:{m.group(2)}"
+            if " joined (NATS" in line:
+                found["joined"] = True
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(found) < 2:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if len(found) < 2:
+        stop(proc)
+        print(f"run_py_tests: node {node} did not join:\n" +
+              "".join(proc.log[-5:]))
+        return None
+    return proc, found["tcp"]
+
+
+def start_cluster(binary, confdir):
+    """nats-server and two nodes; ([procs], env) or None."""
+    nats = free_port()
+    try:
+        server = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(nats), "-js",
+             "-sd", os.path.join(confdir, "nats")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        print("run_py_tests: no nats-server; the cluster tests will be skipped")
+        return None
+    server.log = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", nats), 1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    procs, env = [server], {}
+    for node, var in (("py-a", "FERRY_CLUSTER_A"), ("py-b", "FERRY_CLUSTER_B")):
+        started = start_node(binary, confdir, nats, node)
+        if started is None:
+            for p in procs:
+                stop(p)
+            return None
+        procs.append(started[0])
+        env[var] = started[1]
+    return procs, env
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build/ferry")
     confdir = tempfile.TemporaryDirectory(prefix="ferry-py-")
@@ -89,6 +188,11 @@ def main():
     if started:
         proc, env = started
         os.environ.update(env)
+    cluster = None
+    if os.path.exists(binary):
+        cluster = start_cluster(binary, confdir.name)
+    if cluster:
+        os.environ.update(cluster[1])
     result = None
     try:
         suite = unittest.defaultTestLoader.discover(HERE, pattern="test_*.py",
@@ -96,12 +200,11 @@ def main():
         result = unittest.TextTestRunner(verbosity=1).run(suite)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+        for p in reversed(cluster[0] if cluster else []):
+            stop(p)
+            if result is not None and not result.wasSuccessful() and p.log:
+                print("run_py_tests: a node's log (tail):\n" + "".join(p.log[-15:]))
         confdir.cleanup()
         if proc is not None and (result is None or not result.wasSuccessful()):
             print("run_py_tests: the relay's log (tail):\n" + "".join(proc.log[-30:]))

@@ -229,7 +229,7 @@ in_table(const char *key)
 /* A key defined in ferry.conf(5): its name, and the section it is in. */
 struct man_key {
 	char name[40];
-	int scope;		/* enum config_scope, or -1 outside the four */
+	int scope;		/* enum config_scope, or -1 outside them */
 	int line;
 };
 
@@ -239,7 +239,9 @@ static const char *const man_sections[] = {
 	[CONFIG_SCOPE_LISTENER] = "LISTENER KEYS",
 	[CONFIG_SCOPE_RELAY] = "RELAY KEYS",
 	[CONFIG_SCOPE_FORWARD] = "FORWARD KEYS",
+	[CONFIG_SCOPE_CLUSTER] = "CLUSTER KEYS",
 };
+#define NSCOPES (sizeof(man_sections) / sizeof(man_sections[0]))
 
 /*
  * The keys ferry.conf(5) defines: lines "*name* = ..." of its scdoc
@@ -265,7 +267,7 @@ man_keys(const char *path, struct man_key *keys, size_t max)
 			continue;
 		if (strncmp(line, "# ", 2) == 0) {
 			scope = -1;
-			for (int i = 0; i < 4; i++)
+			for (int i = 0; i < (int)NSCOPES; i++)
 				if (strcmp(line + 2, man_sections[i]) == 0)
 					scope = i;
 			continue;
@@ -492,6 +494,85 @@ Test(config, overlong_line_is_refused, .timeout = 10)
 	memset(text + n, 'A', 5000);
 	memcpy(text + n + 5000, "\nbind = :2\n", 12);
 	expect_error(text, "test.conf:4: line longer than");
+}
+
+Test(config, cluster_section, .timeout = 10)
+{
+	const struct config_cluster *cl = &cfg.cluster;
+
+	cr_assert_eq(load("[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert(!cl->set);
+	cr_assert_eq(load(
+	    "[cluster]\n"
+	    "nats = nats://10.0.0.1:4222, tls://n2.example:4223,"
+	    " [::1]:4224 , n4:1\n"
+	    "node = edge-1.example:7\n"
+	    "subject_prefix = prod.ferry_eu\n"
+	    "nats_ca = ca.pem\n"
+	    "nats_cert = c.pem\n"
+	    "nats_key = c.key\n"
+	    "nats_creds = ferry.creds\n"
+	    "[a]\nmode = relay\nbind = :1\n"), 0, "%s", err);
+	cr_assert(cl->set);
+	cr_assert_eq(cl->nnats, 4);
+	cr_assert_str_eq(cl->nats[0], "nats://10.0.0.1:4222");
+	cr_assert_str_eq(cl->nats[1], "tls://n2.example:4223");
+	cr_assert_str_eq(cl->nats[2], "nats://[::1]:4224");
+	cr_assert_str_eq(cl->nats[3], "nats://n4:1");
+	cr_assert_str_eq(cl->node, "edge-1.example:7");
+	cr_assert_str_eq(cl->subject_prefix, "prod.ferry_eu");
+	cr_assert_str_eq(cl->nats_creds, "ferry.creds");
+	/* The defaults. */
+	cr_assert_eq(load("[cluster]\nnats = h:4222\n[a]\nmode = relay\n"
+	    "bind = :1\n"), 0, "%s", err);
+	cr_assert_str_eq(cl->subject_prefix, "ferry");
+	cr_assert_str_eq(cl->node, "");
+	cr_assert_str_eq(cl->nats_user, "");
+}
+
+Test(config, cluster_refusals, .timeout = 10)
+{
+	static const char tail[] = "[a]\nmode = relay\nbind = :1\n";
+	char text[512];
+	static const struct { const char *body, *needle; } bad[] = {
+		{ "node = x\n", "test.conf:1: [cluster] nats: missing" },
+		{ "nats = http://h:80\n", "[cluster] nats: 'http://h:80': "
+		    "the scheme is nats:// or tls://" },
+		{ "nats = h\n", "test.conf:2: [cluster] nats:" },
+		{ "nats = :4222\n", "needs a host and a port" },
+		{ "nats = ,\n", "no server given" },
+		{ "nats = h:1\nnode = a b\n", "test.conf:3: [cluster] node: "
+		    "use printable ASCII" },
+		{ "nats = h:1\nsubject_prefix = a..b\n", "subject_prefix: "
+		    "'a..b' is not NATS subject tokens" },
+		{ "nats = h:1\nsubject_prefix = a.*\n", "subject_prefix" },
+		{ "nats = h:1\nsubject_prefix = .a\n", "subject_prefix" },
+		{ "nats = h:1\nnats_cert = c.pem\n", "test.conf:3: [cluster] "
+		    "nats_key: missing" },
+		{ "nats = h:1\nnats_key = c.key\n", "[cluster] nats_cert: "
+		    "missing" },
+		{ "nats = h:1\nnats_user = u\n", "nats_password: missing" },
+		{ "nats = h:1\nnats_token = t\nnats_creds = c\n",
+		    "test.conf:4: [cluster] nats_creds: give one way" },
+		{ "nats = h:1\nnats_user = u\nnats_password = p\n"
+		    "nats_token = t\n", "[cluster] nats_token: give one way" },
+		{ "nats = h:1\nnats_ca =\n", "nats_ca: empty value" },
+		{ "nats = h:1\nworkers = 2\n", "test.conf:3: [cluster] "
+		    "workers: belongs in [ferry]" },
+		{ "nats = h:1\ngrace = 2\n", "grace: belongs in a listener" },
+		{ "nats = h:1\nnats = h:2\n", "nats: given twice" },
+		{ "nats = h:1\n[cluster]\n", "[cluster] section: given twice" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[cluster]\n%s%s", bad[i].body,
+		    tail);
+		expect_error(text, bad[i].needle);
+	}
+	expect_error("[ferry]\nnats = h:1\n[a]\nmode = relay\nbind = :1\n",
+	    "test.conf:2: [ferry] nats: belongs in [cluster]");
+	expect_error("[a]\nmode = relay\nbind = :1\nnode = x\n",
+	    "test.conf:4: [a] node: belongs in [cluster]");
 }
 
 Test(config, log_keys, .timeout = 10)

@@ -1191,5 +1191,38 @@ class RealRelayTLSTests(RealRelayMixin, unittest.TestCase):
     options = {"tls": True, "cafile": os.environ.get("FERRY_CAFILE")}
 
 
+@unittest.skipUnless(_relay_address("FERRY_CLUSTER_A") and _relay_address("FERRY_CLUSTER_B"),
+                     "FERRY_CLUSTER_A and FERRY_CLUSTER_B (two nodes of a cluster) are not set")
+class ClusterTests(unittest.TestCase):
+    """The library against two nodes of a Ferry cluster (run_py_tests.py)."""
+
+    def setUp(self):
+        self.a = _relay_address("FERRY_CLUSTER_A")
+        self.b = _relay_address("FERRY_CLUSTER_B")
+
+    def test_producer_on_one_node_consumer_on_the_other(self):
+        uuid = unique("cluster")
+        p = fc.Producer(*self.a, uuid, ["k", "twice", "minus"],
+                        timeout=IO_TIMEOUT).connect()
+        counting = _CountingProducer(p)
+        self.addCleanup(counting.close)
+        c = fc.Consumer(*self.b, uuid, timeout=IO_TIMEOUT,
+                        idle_timeout=IO_TIMEOUT).connect()
+        self.addCleanup(c.close)
+        self.assertEqual(c.keys, ("k", "twice", "minus"))
+        frames = [c.recv() for _ in range(20)]
+        counters = [int(f[0]) for f in frames]
+        self.assertEqual(counters, list(range(counters[0], counters[0] + 20)))
+        for k, twice, minus in frames:
+            self.assertEqual((twice, minus), (2 * k, -k))
+        self.assertIsNone(counting.error)
+
+    def test_unknown_uuid_refused_on_both(self):
+        for address in (self.a, self.b):
+            with self.assertRaises(fc.RefusedError):
+                fc.Consumer(*address, unique("nobody"),
+                            timeout=IO_TIMEOUT).connect()
+
+
 if __name__ == "__main__":
     unittest.main()

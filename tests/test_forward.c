@@ -244,6 +244,56 @@ Test(forward, half_close_from_backend, .timeout = 60, .fini = cleanup)
 	backend_stop(&be);
 }
 
+/*
+ * The backend's FIN reaches the client as close_notify and FIN; the client
+ * then asks for a key update (update_requested) and sends on.  Ferry may
+ * not answer (it has said close_notify: nothing more goes out), and the
+ * client's direction must go on flowing: ferry answered into the socket
+ * it had shut, failed with EPIPE, and closed the pair as "client reset",
+ * the client's bytes lost.  (The hostile key update flood met this when
+ * its connection outlived the echo backend's timeout.)
+ */
+Test(forward, key_update_after_backend_half_close, .timeout = 60,
+    .fini = cleanup)
+{
+	/* Static: a failed test leaves the backend's threads using them. */
+	static struct backend be;
+	static struct early_fin h;
+	struct peer p;
+	char extra[256], c;
+	uint8_t *buf;
+
+	h = (struct early_fin){ .greeting = 100, .expect = 4 * 25000 };
+	buf = malloc(h.expect);
+	cr_assert_not_null(buf);
+	backend_start(&be, false, serve_fin_first, &h);
+	snprintf(extra, sizeof(extra), "backend = 127.0.0.1:%d\n", be.port);
+	start_web(false, extra);
+	tls_client(&p, false, ferry_port(&fp, "web"));
+	cr_assert_eq(peer_read_exact(&p, buf, h.greeting), h.greeting);
+	cr_assert_eq(peer_read(&p, &c, 1), 0, "expected the backend's EOF");
+	/* Four key updates, a quarter of the bytes after each. */
+	cr_assert_eq(SSL_version(p.ssl), TLS1_3_VERSION);
+	fill_pattern(buf, h.expect, 0, 4);
+	for (size_t i = 0, q = h.expect / 4; i < 4; i++) {
+		cr_assert_eq(SSL_key_update(p.ssl, SSL_KEY_UPDATE_REQUESTED),
+		    1);
+		cr_assert_eq(SSL_do_handshake(p.ssl), 1);
+		cr_assert_eq(peer_write(&p, buf + i * q, q), q, "write %zu "
+		    "failed", i);
+	}
+	SSL_shutdown(p.ssl);
+	shutdown(p.fd, SHUT_WR);
+	cr_assert(wait_flag(&h.done, 10), "the backend did not get our EOF "
+	    "(%zu of %zu bytes)", h.got, h.expect);
+	cr_assert_eq(h.got, h.expect);
+	peer_close(&p);
+	cr_assert(ferry_log_wait(&fp, "bytes down: backend closed", 1, 10));
+	cr_assert_eq(ferry_log_count(&fp, "reset"), 0);
+	free(buf);
+	backend_stop(&be);
+}
+
 /* ---- failing backends ---- */
 
 

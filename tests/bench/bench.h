@@ -59,6 +59,8 @@ struct bench_opts {
 	bool progress;			/* live lines each second */
 	const char *trace;		/* relay: per-frame records to this file */
 	int server_pid;			/* relay: report its scheduling delay */
+	int consumer_port;		/* relay: consumers here (0: --port) */
+	const char *other_pids;		/* relay: "pid,pid": CPU of all threads */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */

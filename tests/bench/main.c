@@ -47,6 +47,10 @@ usage(FILE *f)
 "                      (receive, send, due, kernel arrival and loop wake\n"
 "                      times, pair, sequence number)\n"
 "      --server-pid PID  relay: report that process's CPU wait too\n"
+"      --consumer-port PORT  relay: consumers connect there (a cluster's\n"
+"                        other node); producers to --port\n"
+"      --other-pids PID,...  relay: report the CPU of these processes\n"
+"                        (every thread) over the window too (oth_cpu)\n"
 "\n"
 "The last line on stdout is \"RESULT mode=... key=value ...\".\n", f);
 }
@@ -70,6 +74,7 @@ enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
 	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID,
+	OPT_CONSUMER_PORT, OPT_OTHER_PIDS,
 };
 
 static const struct option longopts[] = {
@@ -97,6 +102,8 @@ static const struct option longopts[] = {
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "trace", required_argument, NULL, OPT_TRACE },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "consumer-port", required_argument, NULL, OPT_CONSUMER_PORT },
+	{ "other-pids", required_argument, NULL, OPT_OTHER_PIDS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -139,6 +146,13 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 				return -1;
 			o->server_pid = (int)v;
 			break;
+		case OPT_CONSUMER_PORT:
+			if (parse_num("--consumer-port", optarg, 1, 65535,
+			    &v) < 0)
+				return -1;
+			o->consumer_port = (int)v;
+			break;
+		case OPT_OTHER_PIDS: o->other_pids = optarg; break;
 		case 'h': usage(stdout); return 1;
 		case 'p':
 			if (parse_num("--port", optarg, 0, 65535, &v) < 0)

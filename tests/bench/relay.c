@@ -38,7 +38,12 @@
 #include "bench.h"
 #include "relay_proto.h"
 
+#define OTHER_MAX 8
+
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -109,6 +114,7 @@ struct relay_bench {
 	const struct bench_opts *o;
 	struct ev_loop *loop;
 	struct sockaddr_storage addr;
+	struct sockaddr_storage caddr;	/* consumers' (--consumer-port) */
 	socklen_t addrlen;
 	SSL_CTX *ctx;
 	char *keys;			/* "k0,k1,..." */
@@ -142,6 +148,7 @@ struct relay_bench {
 	uint64_t iters;			/* loop iterations in the window */
 	uint64_t sched_self[2][2];	/* window start, end: on CPU, waiting */
 	uint64_t sched_srv[2][2];	/* the same for --server-pid */
+	uint64_t cpu_other[2][OTHER_MAX];	/* --other-pids, every thread */
 
 	/* --rate: the pacer */
 	int pace_fd;			/* timerfd */
@@ -283,8 +290,8 @@ rconn_connect(struct rpair *p, struct rconn *rc)
 	rc->pair = p;
 	rc->step = 0;
 	rc->in_len = 0;
-	if (bconn_start(&rc->bc, rb->loop, (struct sockaddr *)&rb->addr,
-	    rb->addrlen, rb->ctx, o->host, o->sni, rconn_cb, rc) < 0) {
+	if (bconn_start(&rc->bc, rb->loop, (struct sockaddr *)(rc->producer ?
+	    &rb->addr : &rb->caddr), rb->addrlen, rb->ctx, o->host, o->sni, rconn_cb, rc) < 0) {
 		pair_fail(p, rc, rc->bc.err);
 		return;
 	}
@@ -846,10 +853,53 @@ sched_times(int pid, uint64_t t[2])
 	}
 }
 
+/* CPU time (ns) of every thread of one process. */
+static uint64_t
+cpu_of_pid(long pid)
+{
+	char path[96], tp[400];
+	unsigned long long run;
+	uint64_t sum = 0;
+	struct dirent *de;
+	FILE *f;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(tp, sizeof(tp), "%s/%s/schedstat", path, de->d_name);
+		if ((f = fopen(tp, "r")) == NULL)
+			continue;
+		if (fscanf(f, "%llu", &run) == 1)
+			sum += run;
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+/* Each process of a "pid,pid" list (OTHER_MAX at most). */
+static void
+cpu_of_pids(const char *list, uint64_t *out)
+{
+	const char *p = list;
+
+	for (int i = 0; i < OTHER_MAX && p != NULL && *p; i++) {
+		out[i] = cpu_of_pid(strtol(p, NULL, 10));
+		if ((p = strchr(p, ',')) != NULL)
+			p++;
+	}
+}
+
 static void
 sample_sched(struct relay_bench *rb, int at)
 {
 	sched_times(0, rb->sched_self[at]);
+	if (rb->o->other_pids != NULL)
+		cpu_of_pids(rb->o->other_pids, rb->cpu_other[at]);
 	if (rb->o->server_pid > 0)
 		sched_times(rb->o->server_pid, rb->sched_srv[at]);
 }
@@ -999,6 +1049,10 @@ relay_init(struct relay_bench *rb, const struct bench_opts *o)
 	}
 	if (bench_resolve(o, &rb->addr, &rb->addrlen) < 0)
 		return -1;
+	rb->caddr = rb->addr;
+	if (o->consumer_port > 0)
+		((struct sockaddr_in *)&rb->caddr)->sin_port =
+		    htons((uint16_t)o->consumer_port);
 	if (o->tls && (rb->ctx = bench_client_ctx(o)) == NULL)
 		return -1;
 	rb->fsize = relay_frame_size((size_t)o->keys);
@@ -1162,7 +1216,7 @@ relay_report(struct relay_bench *rb)
 	const struct bench_opts *o = rb->o;
 	uint64_t lost = 0, reordered = 0, skipped = 0, undelivered = 0;
 	double secs = (double)(rb->t_end - rb->t_window) / 1e9, hz;
-	char srv[64] = "", lat[512];
+	char srv[256] = "", lat[512];
 
 	for (int i = 0; i < rb->npairs; i++) {
 		struct rpair *p = &rb->pairs[i];
@@ -1183,6 +1237,19 @@ relay_report(struct relay_bench *rb)
 		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
 		    secs, (double)(rb->sched_srv[1][1] - rb->sched_srv[0][1]) /
 		    1e6);
+	if (o->other_pids != NULL) {
+		/* CPU seconds a second of each, ':' between them. */
+		snprintf(srv + strlen(srv), sizeof(srv) - strlen(srv),
+		    " oth_cpu=");
+		int n = 1;
+		for (const char *c = o->other_pids; *c; c++)
+			n += *c == ',';
+		for (int i = 0; i < n && i < OTHER_MAX; i++) {
+			snprintf(srv + strlen(srv), sizeof(srv) - strlen(srv),
+			    "%s%.4f", i ? ":" : "", (double)(rb->cpu_other[1][i] -
+			    rb->cpu_other[0][i]) / 1e9 / secs);
+		}
+	}
 	printf("RESULT mode=relay p=%d k=%d tls=%d rate=%g duration=%.3f "
 	    "frames=%" PRIu64 " frames_per_s=%.0f mb_per_s=%.2f "
 	    "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "

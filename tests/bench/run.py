@@ -15,7 +15,13 @@ backend) to core 1, the median of --runs runs per cell:
   limits    openssl speed (AES-128-GCM, ECDSA P-256 signatures) and loopback
             TCP (ferry-bench bulk straight into the sink);
   memory    RSS per idle connection at up to 10,000 connections, plain and TLS,
-            Ferry against hitch.
+            Ferry against hitch;
+  cluster   two Ferry nodes of a cluster over a 3-server NATS cluster
+            (JetStream on): producers on node 1 and consumers on node 2
+            against the same load on node 1 alone, at 100 and 1000 pairs
+            x 60 Hz and 10 pairs at full speed: latency, and the CPU per
+            frame of each node and of the NATS servers (all pinned to
+            core 0 with the nodes).
 
 Then prints the results as a Markdown table (also saved to
 BUILD/bench/results.md, and every run to BUILD/bench/results.json).
@@ -319,6 +325,133 @@ backend be
         return p
 
     # -- sections --
+
+    # -- the cluster --
+
+    def nats_cluster(self, n=3):
+        """n nats-servers with routes and JetStream; [procs] once ready."""
+        if shutil.which("nats-server") is None:
+            raise RuntimeError("no nats-server (scripts/install-deps.sh "
+                               "installs it)")
+        ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
+        routes = ",".join("nats://127.0.0.1:%d" % r for _, _, r in ports)
+        procs = []
+        for i, (port, mon, route) in enumerate(ports):
+            p = Proc(self, "nats-%d" % i, [
+                "nats-server", "-a", "127.0.0.1", "-p", str(port), "-m",
+                str(mon), "-n", "s%d" % i, "--cluster_name", "bench",
+                "--cluster", "nats://127.0.0.1:%d" % route, "--routes",
+                routes, "-js", "-sd", self.path("nats-store-%d" % i)], cpu=0)
+            p.port, p.mon = port, mon
+            procs.append(p)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if all(_http_has(p.mon, "/routez", '"num_routes": %d' % (n - 1))
+                   and _http_has(p.mon, "/jsz", '"leader": "')
+                   for p in procs):
+                return procs
+            time.sleep(0.1)
+        raise RuntimeError("the NATS cluster did not form")
+
+    def cluster_node(self, name, nats_port):
+        port = free_port()
+        conf = """[ferry]
+workers = 1
+log_level = warn
+
+[cluster]
+nats = nats://127.0.0.1:{nats}
+node = {name}
+subject_prefix = bench
+
+[devices]
+mode = relay
+bind = 127.0.0.1:{port}
+slow_consumer = block
+handshake_timeout = 600
+""".format(nats=nats_port, name=name, port=port)
+        p, why = self.ferry_proc(name, conf, {"devices": port})
+        if p is None or p.wait_line(r"joined \(NATS", 30, "err") is None:
+            raise RuntimeError("node %s did not join: %s" % (
+                name, why or p.why()))
+        return p
+
+    def run_cluster(self):
+        a = self.args
+        nats = self.nats_cluster()
+        n1 = self.cluster_node("bench-1", nats[0].port)
+        n2 = self.cluster_node("bench-2", nats[1].port)
+        others = ",".join(str(p.pid) for p in [n1, n2] + nats)
+        for run in range(a.runs):
+            for label, pairs, rate in self.cluster_cells():
+                for where in ("one node", "across nodes"):
+                    opts = ["--port", n1.ports["devices"], "--pairs", pairs,
+                            "--keys", 52, "--duration", a.duration,
+                            "--warmup", a.warmup, "--parallel", 64,
+                            "--server-pid", n1.pid, "--other-pids", others]
+                    if where != "one node":
+                        opts += ["--consumer-port", n2.ports["devices"]]
+                    if rate:
+                        opts += ["--rate", rate]
+                    res = self.client("relay", *opts, timeout=180)
+                    self.record("cluster", label, where, res)
+                    log("cluster %-20s %-12s run %d: %s" % (
+                        label, where, run + 1, _brief(
+                            res, "frames_per_s", "p50_us", "p99_us",
+                            "p999_us", "lost", "oth_cpu")))
+        for p in [n1, n2] + nats:
+            p.stop()
+        # The nodes' logs, to see what a cell cost (drops, reconnects).
+        outdir = os.path.join(self.build, "bench")
+        os.makedirs(outdir, exist_ok=True)
+        for p in [n1, n2]:
+            shutil.copy(p.err, os.path.join(outdir, "cluster-%s.log" % p.name))
+
+    def cluster_cells(self):
+        cells = self.args.relay_cells
+        return [c for c in CLUSTER_SCENARIOS if cells is None or
+                any(x == c[0] or x == _cell_key(c) for x in cells)]
+
+    def report_cluster(self):
+        lines = ["### Cluster: one node against two nodes over NATS", "",
+                 "Producers on node 1; consumers on node 1 (one node) or on "
+                 "node 2 (across nodes, through a 3-server NATS cluster: "
+                 "node 1 on server 1, node 2 on server 2).  52 keys (208-byte "
+                 "frames), plain.  CPU per frame in µs: each process's CPU "
+                 "(every thread) over the window divided by the frames "
+                 "delivered.", "",
+                 "| cell | where | frames/s | p50 / p99 / p99.9 (µs) | lost "
+                 "| CPU/frame node 1 | node 2 | NATS (3) | whole cluster |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for label, pairs, rate in self.cluster_cells():
+            for where in ("one node", "across nodes"):
+                rows = [r for r in self.results["runs"]
+                        if r["section"] == "cluster" and r["cell"] == label
+                        and r["server"] == where and r["result"]]
+                if not rows:
+                    lines.append("| %s | %s | no result | | | | | | |" % (
+                        label, where))
+                    continue
+                med = lambda f: statistics.median(f(r["result"]) for r in rows)
+                cpu = lambda i: med(lambda x: _oth(x, i) / x["frames_per_s"]
+                                    * 1e6 if x.get("frames_per_s") else 0)
+                nats = med(lambda x: sum(_oth(x, i) for i in (2, 3, 4)) /
+                           x["frames_per_s"] * 1e6 if x.get("frames_per_s")
+                           else 0)
+                total = med(lambda x: sum(_oth(x, i) for i in range(5)) /
+                            x["frames_per_s"] * 1e6 if x.get("frames_per_s")
+                            else 0)
+                lines.append("| %s | %s | %s | %s | %s | %.2f | %.2f | %.2f "
+                             "| %.2f |" % (
+                                 label, where,
+                                 "{:,}".format(int(med(lambda x: x["frames_per_s"]))),
+                                 "%s / %s / %s" % tuple(
+                                     _lat1(med(lambda x, k=k: x[k]))
+                                     for k in ("p50_us", "p99_us", "p999_us")),
+                                 _int(med(lambda x: x.get("lost", 0))),
+                                 cpu(0), cpu(1), nats, total))
+        lines.append("")
+        return lines
 
     def record(self, section, cell, server, res, **extra):
         row = {"section": section, "cell": cell, "server": server,
@@ -647,6 +780,8 @@ backend be
             lines += self.report_tls()
         if "memory" in a.sections:
             lines += self.report_memory()
+        if "cluster" in a.sections:
+            lines += self.report_cluster()
         lines += self.report_targets()
         for n in self.notes:
             lines.append("- " + n)
@@ -1002,6 +1137,33 @@ def _cpu_per_frame(r):
     return res["srv_cpu"] / res["frames_per_s"] * 1e6
 
 
+CLUSTER_SCENARIOS = [
+    ("100 pairs x 60 Hz", 100, 60),
+    ("1000 pairs x 60 Hz", 1000, 60),
+    ("P=10, full speed", 10, 0),
+]
+
+
+def _oth(res, i):
+    """Process i's CPU seconds a second from a RESULT's oth_cpu=a:b:..."""
+    v = res.get("oth_cpu")
+    parts = str(v).split(":") if v is not None else []
+    try:
+        return float(parts[i])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def _http_has(port, path, needle):
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
+                                    timeout=2) as r:
+            return needle in r.read().decode()
+    except OSError:
+        return False
+
+
 def _cell_key(c):
     """A scenario's short name: 1000x60, 100x60, P=10, ..."""
     label, pairs, rate = c
@@ -1040,8 +1202,8 @@ def main():
                     help="bulk connections (4)")
     ap.add_argument("--idle", type=int, default=10000,
                     help="idle connections for the memory cells (10000)")
-    ap.add_argument("--only", default="relay,tls,limits,memory",
-                    help="sections to run (relay,tls,limits,memory)")
+    ap.add_argument("--only", default="relay,tls,limits,memory,cluster",
+                    help="sections to run (relay,tls,limits,memory,cluster)")
     ap.add_argument("--relay-cells", default=None,
                     help="relay cells to run, e.g. 1000x60,100x60,P=10 "
                     "(all)")
@@ -1093,7 +1255,7 @@ def main():
     started = time.monotonic()
     r.plan()
     try:
-        for s in ("limits", "relay", "tls", "memory"):
+        for s in ("limits", "relay", "tls", "memory", "cluster"):
             if s in args.sections:
                 getattr(r, "run_" + s)()
     except KeyboardInterrupt:

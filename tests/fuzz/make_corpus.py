@@ -270,6 +270,65 @@ STREAM = {
 }
 
 
+# ---- cluster: one byte (even: a NATS message, odd: a directory value) ----
+
+def u8(n):
+    return bytes([n])
+
+
+def be64(n):
+    return struct.pack(">Q", n)
+
+
+def str8(b):
+    return u8(len(b)) + b
+
+
+def hdr(kind):
+    return b"Fc\x01" + u8(kind)
+
+
+TOKEN = bytes(range(16))
+
+
+def record(node=b"node-a:41", uuid=b"dev-1", keys=b"x,y", grace=10000,
+           maxc=64, takeover=0, last=1):
+    return (u8(1) + str8(node) + be64(7) + be64(99) + str8(b"devices") +
+            be32(grace) + be32(maxc) + u8(takeover) + u8(last) + str8(uuid) +
+            be32(len(keys)) + keys)
+
+
+def chunk(epoch, seq, nkeys, n):
+    return (TOKEN + be64(epoch) + be64(seq) + be32(4 * nkeys) + be32(n) +
+            frames(nkeys, n))
+
+
+CLUSTER = {
+    "heartbeat": u8(0) + hdr(1) + str8(b"node-a:41") + be64(7) + be32(250) +
+    u8(0) + be32(3),
+    "heartbeat-stopping": u8(0) + hdr(1) + str8(b"b") + be64(1) + be32(250) +
+    u8(1) + be32(0),
+    "claim": u8(0) + hdr(2) + TOKEN + be64(12) + record(),
+    "claim-arkit": u8(0) + hdr(2) + TOKEN + be64(3) +
+    record(keys=ARKIT, takeover=1, last=0),
+    "gone": u8(0) + hdr(3) + TOKEN + be64(12) + u8(1),
+    "frames-one": u8(0) + hdr(4) + chunk(12, 0, 2, 1),
+    "frames-batch": u8(0) + hdr(4) + chunk(12, 5, 2, 3) + chunk(4, 1, 52, 2),
+    "frames-cut": u8(0) + hdr(4) + chunk(12, 5, 2, 3)[:-3],
+    "last": u8(0) + hdr(5) + chunk(12, 9, 3, 1),
+    "interest": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(1),
+    "withdraw": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(2),
+    "hello": u8(0) + hdr(6) + TOKEN + str8(b"node-b:7") + be64(5) +
+    be64(12) + u8(0x04 | 0x08 | 0x01),
+    "other-version": u8(0) + b"Fc\x02\x04" + chunk(1, 0, 1, 1),
+    "record": u8(1) + record(),
+    "record-bad-keys": u8(1) + record(keys=b"a,,b"),
+    "record-refuse": u8(1) + record(uuid="caf\u00e9".encode(), takeover=1),
+}
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     shutil.rmtree(d, ignore_errors=True)
@@ -284,3 +343,4 @@ if __name__ == "__main__":
     write("relay", RELAY)
     write("config", CONFIG)
     write("stream", STREAM)
+    write("cluster", CLUSTER)
