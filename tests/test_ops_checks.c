@@ -119,6 +119,11 @@ Test(checks, idle_workers_warned, .timeout = 60, .fini = cleanup)
 	    "bind = 127.0.0.1:0\n[f]\nmode = forward\nbind = 127.0.0.1:0\n"
 	    "backend = 127.0.0.1:9\n", out, sizeof(out)), 0, "%s", out);
 	cr_assert_null(strstr(out, "warning"), "%s", out);
+	/* Nor with [cluster]: every worker is a node, serving relays. */
+	cr_assert_eq(check("[ferry]\nworkers = 2\n[cluster]\n"
+	    "nats = nats://127.0.0.1:4222\n[a]\nmode = relay\n"
+	    "bind = 127.0.0.1:0\n", out, sizeof(out)), 0, "%s", out);
+	cr_assert_null(strstr(out, "warning"), "%s", out);
 	ferry_start_args(&fp, "[ferry]\nworkers = 2\n[a]\nmode = relay\n"
 	    "bind = 127.0.0.1:0\n", 2, NULL);
 	cr_assert_eq(ferry_log_count(&fp, "workers = 2: every listener is a "
