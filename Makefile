@@ -43,7 +43,9 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -fno-strict-aliasing $(DEP_CFLAGS) \
 	   -DFERRY_VERSION='"$(VERSION)"' -MMD -MP
 LDFLAGS ?=
-LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(NATS_LIBS) -lpthread -lm
+# wslay and http-parser ship no .pc file.
+WEB_LIBS := -lwslay -lhttp_parser
+LIBS    := $(SSL_LIBS) $(EV_LIBS) $(INIH_LIBS) $(NATS_LIBS) $(WEB_LIBS) -lpthread -lm
 
 # As given, for the make that tests/test_install.py runs.
 BUILD_ARG := $(BUILD)
@@ -58,7 +60,9 @@ endif
 
 # The library: every module but main.c, shared by ferry and the tests.
 LIB_SRC  := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The status page's files, built into the binary (proxy/assets.h).
+ASSETS   := $(sort $(wildcard proxy/assets/*))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/assets.o
 MAIN_OBJ := $(BUILD)/proxy/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 # The suites' shared modules: every other .c in tests/ (helpers, ferryproc,
@@ -101,6 +105,13 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iproxy -c -o $@ $<
+
+$(BUILD)/gen/assets.c: $(ASSETS) scripts/embed_assets.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/embed_assets.py $@ $(ASSETS)
+
+$(BUILD)/gen/assets.o: $(BUILD)/gen/assets.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Iproxy -c -o $@ $<
 
 $(BUILD)/tests/%.o: tests/%.c
@@ -179,17 +190,21 @@ test-package:
 # $(BUILD)/libfuzzer; `make test` needs none of it.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := relay config stream cluster
+FUZZ_TARGETS := relay config stream cluster http ws
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
 		-fno-strict-aliasing $(DEP_CFLAGS) \
 		-DFERRY_VERSION='"$(VERSION)"' -MMD -MP $(FUZZ_SAN) \
 		-fsanitize=fuzzer-no-link
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/assets.o
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 $(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iproxy -c -o $@ $<
+
+$(FUZZ_BUILD)/gen/assets.o: $(BUILD)/gen/assets.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iproxy -c -o $@ $<
 
@@ -203,6 +218,11 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 $(FUZZ_BUILD)/fuzz_relay: $(FUZZ_BUILD)/tests/fuzz/fuzz_relay.o \
 		$(FUZZ_BUILD)/proxy/relay_proto.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
+
+# The HTTP head parser alone (and http-parser).
+$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o \
+		$(FUZZ_BUILD)/proxy/http.o $(FUZZ_BUILD)/proxy/buffer.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ -lhttp_parser
 
 # The cluster's message codec alone (it checks uuids and keys with the
 # relay protocol's pure checks): no libev, OpenSSL or NATS.

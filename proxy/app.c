@@ -187,6 +187,8 @@ process_key(const struct config *now, const struct config *next)
 		return "admin_timeout";
 	if (now->admin_max_connections != next->admin_max_connections)
 		return "admin_max_connections";
+	if (strcmp(now->admin_token, next->admin_token) != 0)
+		return "admin_token";
 	if (strcmp(now->user, next->user) != 0)
 		return "user";
 	if (strcmp(now->group, next->group) != 0)

@@ -62,6 +62,7 @@ const struct config_key config_keys[] = {
 	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
 	{ "pid_file", CONFIG_SCOPE_PROCESS },
 	{ "cert_watch", CONFIG_SCOPE_PROCESS },
+	{ "admin_token", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
 	{ "cert", CONFIG_SCOPE_LISTENER },
@@ -87,6 +88,8 @@ const struct config_key config_keys[] = {
 	{ "max_keys_bytes", CONFIG_SCOPE_RELAY },
 	{ "max_keys", CONFIG_SCOPE_RELAY },
 	{ "acl", CONFIG_SCOPE_RELAY },
+	{ "origins", CONFIG_SCOPE_RELAY },
+	{ "max_message_bytes", CONFIG_SCOPE_RELAY },
 	{ "backend", CONFIG_SCOPE_FORWARD },
 	{ "connect_timeout", CONFIG_SCOPE_FORWARD },
 	{ "fin_timeout", CONFIG_SCOPE_FORWARD },
@@ -227,6 +230,7 @@ config_listener_init(struct config_listener *l, const char *name)
 	l->max_uuid = 255;
 	l->max_keys_bytes = 65536;
 	l->max_keys = 16384;
+	l->max_message_bytes = 1024 * 1024;
 	l->connect_timeout = 5;
 	l->fin_timeout = 30;
 	l->high_water = 256 * 1024;
@@ -489,6 +493,12 @@ ferry_key(struct parse *p, const char *k, const char *v)
 			return fail(p, k, "'%s' is not an absolute path", v);
 		return copy_str(p, k, v, c->pid_file, sizeof(c->pid_file));
 	}
+	if (!strcmp(k, "admin_token")) {
+		if (strlen(v) < 16)
+			return fail(p, k, "shorter than 16 characters");
+		return copy_str(p, k, v, c->admin_token,
+		    sizeof(c->admin_token));
+	}
 	if (!strcmp(k, "admin_max_connections"))
 		return parse_count(p, k, v, 1, 100000,
 		    &c->admin_max_connections);
@@ -725,6 +735,10 @@ listener_key(struct parse *p, const char *k, const char *v)
 		return parse_size(p, k, v, 1, 65536, &l->max_keys_bytes);
 	if (!strcmp(k, "max_keys"))
 		return parse_count(p, k, v, 1, 16384, &l->max_keys);
+	if (!strcmp(k, "origins"))
+		return copy_str(p, k, v, l->origins, sizeof(l->origins));
+	if (!strcmp(k, "max_message_bytes"))
+		return parse_size(p, k, v, 4, 1 << 30, &l->max_message_bytes);
 	if (!strcmp(k, "acl")) {
 		if (*v == '\0')
 			return fail(p, k, "empty file name");

@@ -102,6 +102,8 @@ struct config_listener {
 	size_t max_keys_bytes;
 	size_t max_keys;
 	char acl[CONFIG_PATH_LEN];	/* access list file, or "" */
+	char origins[1024];		/* WebSocket Origins allowed; "" = any */
+	size_t max_message_bytes;	/* a WebSocket client's message */
 
 	/* forward */
 	struct config_addr backend[CONFIG_MAX_BACKENDS];
@@ -156,6 +158,7 @@ struct config {
 	size_t admin_max_connections;	/* admin connections open at once */
 	char pid_file[CONFIG_PATH_LEN];	/* "" = none */
 	bool cert_watch;		/* reload certificates when they change */
+	char admin_token[256];		/* every admin request's; "" = none */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;

@@ -54,6 +54,7 @@ struct listeners {
 	struct cluster *cluster;	/* this worker as a node, or NULL */
 	struct tcpserver *admin;	/* NULL: no admin page here */
 	struct admin *admin_conns;	/* its connections */
+	struct relay_listener *admin_relay;	/* the device page's consumers */
 };
 
 /*
@@ -232,6 +233,44 @@ fail:
 	return -1;
 }
 
+/* ---- the status page ---- */
+
+/* /api/status's listeners, workers and connections (admin.h). */
+static void
+admin_status(struct buffer *b, void *arg)
+{
+	struct listeners *ls = arg;
+	int rc = http_printf(b, "\"workers\": %d, \"connections\": %zu, "
+	    "\"listeners\": [", ls->cfg->workers, ls->sl->live);
+
+	for (size_t i = 0; i < ls->n && rc == 0; i++) {
+		const struct listener *ln = ls->l[i];
+		const struct config_listener *l = &ln->cfg;
+		struct sockaddr_storage ss[TCPSERVER_MAX_SOCKETS];
+		size_t na = ln->srv != NULL ? tcpserver_addresses(ln->srv, ss,
+		    TCPSERVER_MAX_SOCKETS) : 0;
+		const struct metrics_conn *mc = ln->metrics_id >= 0 ?
+		    metrics_conn(ln->metrics_id) : NULL;
+
+		rc |= http_printf(b, "%s{\"name\": ", i ? ", " : "");
+		rc |= http_json_str(b, l->name, strlen(l->name));
+		rc |= http_printf(b, ", \"mode\": \"%s\", \"tls\": %s, "
+		    "\"connections\": %llu, \"addresses\": [",
+		    l->mode == CONFIG_RELAY ? "relay" : "forward",
+		    l->ncert > 0 ? "true" : "false", mc != NULL ?
+		    (unsigned long long)(mc->accepted - mc->closed) : 0ULL);
+		for (size_t j = 0; j < na; j++) {
+			char addr[80];
+			netutil_format_addr((struct sockaddr *)&ss[j], addr,
+			    sizeof(addr));
+			rc |= http_printf(b, "%s", j ? ", " : "");
+			rc |= http_json_str(b, addr, strlen(addr));
+		}
+		rc |= http_printf(b, "]}");
+	}
+	(void)http_printf(b, "], ");
+}
+
 /* ---- building ---- */
 
 /* Resolves a forward listener's backends (once, at start-up). */
@@ -282,6 +321,7 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 {
 	const struct config_listener *l = &ln->cfg;
 	struct relay_opts ro;
+	struct relay_web web;
 
 	relay_opts_from(l, &ro);
 	if (ls->reg == NULL && (ls->reg = registry_new(ls->sl->loop)) == NULL) {
@@ -295,6 +335,10 @@ relay_from(struct listeners *ls, struct listener *ln, struct acl **acl,
 	}
 	relay_listener_set_acl(ln->relay, *acl);
 	*acl = NULL;
+	relay_web_default(&web);
+	web.ws.max_message_bytes = l->max_message_bytes;
+	snprintf(web.origins, sizeof(web.origins), "%s", l->origins);
+	relay_listener_set_web(ln->relay, &web);
 	return 0;
 }
 
@@ -444,6 +488,22 @@ admin_build(struct listeners *ls, struct sockpool *pool, char *err,
 	if (ls->admin_conns != NULL)
 		ls->admin = tcpserver_new(ls->sl, "admin", NULL, NULL,
 		    admin_handle_stream, ls->admin_conns);
+	if (ls->admin != NULL && ls->reg != NULL) {
+		/* The device page consumes as any client does (drop). */
+		struct relay_opts ro;
+		relay_opts_default(&ro);
+		ro.header_timeout = cfg->admin_timeout;
+		ls->admin_relay = relay_listener_new("admin", ls->reg, &ro);
+		if (ls->admin_relay == NULL) {
+			snprintf(err, errlen, "admin: out of memory");
+			return -1;
+		}
+	}
+	if (ls->admin != NULL) {
+		admin_set_relay(ls->admin_conns, ls->reg, ls->admin_relay);
+		admin_set_status(ls->admin_conns, admin_status, ls);
+		admin_set_token(ls->admin_conns, cfg->admin_token);
+	}
 	if (ls->admin == NULL) {
 		snprintf(err, errlen, "admin: out of memory");
 		return -1;
@@ -575,6 +635,9 @@ cluster_start(struct listeners *ls, int worker)
 		if (ls->l[i]->relay != NULL)
 			relay_listener_set_cluster(ls->l[i]->relay,
 			    ls->cluster);
+	/* The device page follows a uuid on another node too. */
+	if (ls->admin_relay != NULL)
+		relay_listener_set_cluster(ls->admin_relay, ls->cluster);
 	return 0;
 }
 
@@ -844,6 +907,8 @@ listeners_stop(struct listeners *ls)
 	if (ls->admin != NULL)
 		tcpserver_stop(ls->admin);
 	admin_close_all(ls->admin_conns);
+	/* Device pages would hold a drain for as long as they are open. */
+	relay_listener_close_all(ls->admin_relay);
 }
 
 void
@@ -928,6 +993,7 @@ listeners_close_all(struct listeners *ls)
 	tcpserver_free(ls->admin);
 	ls->admin = NULL;
 	admin_close_all(ls->admin_conns);
+	relay_listener_close_all(ls->admin_relay);
 }
 
 /* Runs the loop until the node has left, or its deadline passed. */
@@ -967,6 +1033,7 @@ listeners_free(struct listeners *ls)
 	admin_free(ls->admin_conns);
 	/* Its entries point to the relay listeners: it goes first. */
 	registry_free(ls->reg);
+	relay_listener_free(ls->admin_relay);
 	for (size_t i = 0; i < ls->n; i++)
 		listener_free(ls->l[i]);
 	for (size_t i = 0; i < ls->nretired; i++)

@@ -244,7 +244,9 @@ detach_consumers(struct registry_entry *e, const char *why, bool flush)
 	while ((c = e->consumers) != NULL || (c = e->pending) != NULL) {
 		unlink_consumer(e, c);
 		stream_set_error(c->s, "%s", why);
-		if (flush)
+		if (c->wire != NULL && c->wire->end != NULL)
+			c->wire->end(c, why);
+		else if (flush)
 			stream_end(c->s);
 		else
 			stream_close(c->s, STREAM_CLOSE_LOCAL);
@@ -277,6 +279,7 @@ entry_new(struct registry *reg, const char *uuid, size_t ulen)
 	e->reg = reg;
 	memcpy(e->uuid, uuid, ulen);
 	e->uuid_len = ulen;
+	e->since = e->rate_at = ev_now(reg->loop);
 	e->bucket = hash(reg, uuid, ulen);
 	ev_timer_init(&e->grace, grace_expired, 0., 0.);
 	e->grace.data = e;
@@ -584,10 +587,25 @@ static int
 queue_frames(struct registry_entry *e, struct relay_conn *c, const char *p,
     size_t n)
 {
-	if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
+	if (c->wire != NULL) {
+		if (c->wire->write_frames(c, p, n, e->frame_size, SIZE_MAX) < n)
+			return -1;
+	} else if (stream_write(c->s, p, n * e->frame_size, NULL) < 0)
 		return -1;
 	count_out(e, c, n);
 	return 0;
+}
+
+/* As many of n frames as `limit` lets through, whole (send_to). */
+static size_t
+write_frames(struct registry_entry *e, struct relay_conn *c,
+    const char *p, size_t n, size_t limit)
+{
+	size_t fs = e->frame_size;
+
+	if (c->wire != NULL)
+		return c->wire->write_frames(c, p, n, fs, limit);
+	return stream_write_records(c->s, p, n * fs, fs, limit);
 }
 
 int
@@ -649,7 +667,7 @@ send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
 		}
 		return;
 	}
-	took = stream_write_records(c->s, frames, n * fs, fs, o->queue_bytes);
+	took = write_frames(e, c, frames, n, o->queue_bytes);
 	if (took > 0)
 		count_out(e, c, took);
 	if (took == n || stream_closed(c->s))
@@ -669,6 +687,29 @@ send_to(struct registry_entry *e, struct relay_conn *c, const char *frames,
 	count_drop(e, c, n - took);
 }
 
+/* Closes the rate's window once it is a second old (before counting). */
+static void
+update_rate(struct registry_entry *e)
+{
+	ev_tstamp now = ev_now(e->reg->loop), dt = now - e->rate_at;
+
+	if (dt < 1.0)
+		return;
+	e->rate_hz = (double)(e->c.in.frames - e->rate_frames) / dt;
+	e->rate_frames = e->c.in.frames;
+	e->rate_at = now;
+}
+
+double
+registry_rate_hz(const struct registry_entry *e)
+{
+	ev_tstamp dt = ev_now(e->reg->loop) - e->rate_at;
+
+	if (dt >= 2.0)
+		return 0;
+	return e->rate_hz;
+}
+
 void
 registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 {
@@ -678,6 +719,7 @@ registry_publish(struct relay_conn *producer, const char *frames, size_t n)
 	if (e == NULL || e->producer != producer || n == 0)
 		return;
 	producer->frames += n;
+	update_rate(e);
 	flow_add(&e->c.in, n, e->frame_size);
 	flow_add(&producer->origin->total.in, n, e->frame_size);
 	for (c = e->consumers; c != NULL; c = next) {

@@ -177,6 +177,27 @@ struct relay_peer_ops {
 	const char *(*name)(const struct relay_conn *c);
 };
 
+/*
+ * How frames reach a consumer whose stream does not carry them bare (a
+ * WebSocket client, which gets one message per frame).  NULL wire: the
+ * frames are written to the stream as they are.  write_frames has the
+ * contract of stream_write_records() counted in frames: n frames of
+ * `size` bytes, the first ones taken whole while what is queued stays
+ * within `limit` bytes (SIZE_MAX: no limit); it returns how many it took.
+ * `kind` names such consumers for the status page ("websocket"); the
+ * registry does not look into it.
+ */
+struct relay_wire {
+	const char *kind;
+	size_t (*write_frames)(struct relay_conn *c, const char *frames,
+	    size_t n, size_t size, size_t limit);
+	/*
+	 * Detached by the registry (producer gone, other keys): says so and
+	 * closes in its own way; `why` is for the peer and the log.
+	 */
+	void (*end)(struct relay_conn *c, const char *why);
+};
+
 #define RELAY_CONN_MAGIC 0x72636f6eu	/* "rcon" */
 
 /* One relay connection (producer or consumer), or a peer. */
@@ -187,6 +208,7 @@ struct relay_conn {
 	struct relay_origin *origin;	/* the listener it arrived on */
 	struct registry_entry *entry;	/* NULL when detached */
 	struct relay_conn *prev, *next;	/* consumers: the entry's list */
+	const struct relay_wire *wire;	/* a stream's framing; NULL: bare */
 	bool producer;
 	bool accepted;			/* consumer: took a slot, gets frames */
 	uint64_t frames;		/* published (producer) / queued */
@@ -214,6 +236,10 @@ struct registry_entry {
 	char *keys;
 	size_t keys_len, nkeys;
 	ev_timer grace;
+	ev_tstamp since;		/* made at (loop time) */
+	ev_tstamp rate_at;		/* the rate's window started at */
+	uint64_t rate_frames;		/* frames in at that time */
+	double rate_hz;			/* frames in per second, last window */
 	void *ext;			/* the observer's */
 	uint32_t magic;			/* REGISTRY_ENTRY_MAGIC while it lives */
 	struct registry_entry *hnext;
@@ -342,6 +368,12 @@ void registry_set_link(struct registry_entry *e, struct relay_conn *link);
 
 /* The connection is going away: detach it (idempotent). */
 void registry_remove(struct relay_conn *conn);
+
+/*
+ * Frames in per second, over the last whole second or so (0 when none
+ * came for two seconds).  For the status page.
+ */
+double registry_rate_hz(const struct registry_entry *e);
 
 /* Escapes a uuid for logs (printable ASCII kept, the rest as \xNN). */
 void registry_uuid_str(const char *uuid, size_t len, char *out, size_t outlen);

@@ -8,11 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <ctype.h>
+#include <strings.h>
 
 #include "acl.h"
 #include "cluster.h"
+#include "http.h"
 #include "log.h"
 #include "obj.h"
+#include "ws.h"
 
 /* Bytes handed to the parser per callback; bounds a blocked overshoot. */
 #define READ_CHUNK (64 * 1024)
@@ -32,6 +36,15 @@ struct relay_listener {
 	struct cluster *cluster;	/* NULL: this process alone */
 	uint64_t protocol_errors;	/* unknown first byte, bad accept */
 	struct relay_clients conns;	/* open connections (shutdown) */
+	struct relay_web web;		/* WebSocket clients */
+};
+
+/* What a connection speaks, known from its first byte. */
+enum relay_path {
+	RELAY_PATH_UNKNOWN,		/* nothing read yet */
+	RELAY_PATH_DEVICE,		/* 0x0a / 0x0b: the device protocol */
+	RELAY_PATH_HTTP,		/* a letter: an HTTP request head */
+	RELAY_PATH_WS,			/* upgraded: WebSocket messages */
 };
 
 /* One client connection: the protocol's side of it. */
@@ -45,6 +58,10 @@ struct relay_client {
 	bool registered;		/* producer registered / consumer in */
 	bool lingering;			/* refused: reading until the close */
 	bool done;			/* closing: read no more */
+	enum relay_path path;
+	struct http_head *head;		/* RELAY_PATH_HTTP only */
+	struct ws *ws;			/* RELAY_PATH_WS only */
+	size_t frame_size;		/* WebSocket producer */
 	/*
 	 * Waiting for the cluster (a claim or a lookup): reading is paused,
 	 * and the bytes read after the step wait in `held`.
@@ -94,6 +111,10 @@ static const char ACK = RELAY_OK, NAK = RELAY_REFUSED;
 static const char *
 role_name(const struct relay_client *cl)
 {
+	if (cl->path == RELAY_PATH_WS || cl->path == RELAY_PATH_HTTP)
+		return cl->p.role == RELAY_PRODUCER ? "WebSocket producer" :
+		    cl->p.role == RELAY_CONSUMER ? "WebSocket consumer" :
+		    "HTTP client";
 	return cl->p.role == RELAY_PRODUCER ? "producer" :
 	    cl->p.role == RELAY_CONSUMER ? "consumer" : "client";
 }
@@ -474,16 +495,396 @@ feed(struct relay_client *cl, const char *data, size_t len)
 		hold(cl, data + used, len - used);
 }
 
+static void http_feed(struct relay_client *cl, const char *data,
+    size_t len);
+
+/* The first byte says the protocol: a device's role, or an HTTP method. */
+static void
+sniff(struct relay_client *cl, char first)
+{
+	if (!isalpha((unsigned char)first)) {
+		cl->path = RELAY_PATH_DEVICE;
+		return;
+	}
+	cl->path = RELAY_PATH_HTTP;
+	if ((cl->head = malloc(sizeof(*cl->head))) == NULL) {
+		cl->done = true;
+		set_reason(cl, "no memory for an HTTP request");
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return;
+	}
+	http_head_init(cl->head, HTTP_MAX_HEAD);
+}
+
 static void
 on_data(struct stream *s, const char *data, size_t len, void *arg)
 {
 	struct relay_client *cl = client_of(arg);
 
+	if (cl->path == RELAY_PATH_UNKNOWN && len > 0)
+		sniff(cl, data[0]);
 	/* Once refused, bytes are read only to see the client close. */
-	if (!cl->lingering && !cl->done)
-		feed(cl, data, len);
+	if (!cl->lingering && !cl->done) {
+		switch (cl->path) {
+		case RELAY_PATH_DEVICE:
+			feed(cl, data, len);
+			break;
+		case RELAY_PATH_HTTP:
+			http_feed(cl, data, len);
+			break;
+		case RELAY_PATH_WS:
+			ws_feed(cl->ws, data, len);
+			break;
+		case RELAY_PATH_UNKNOWN:
+			break;
+		}
+	}
 	if (!cl->done && !stream_closed(s))
 		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+/* ---- WebSocket clients ---- */
+
+static const char *
+status_text(int status)
+{
+	switch (status) {
+	case 101: return "101 Switching Protocols";
+	case 400: return "400 Bad Request";
+	case 403: return "403 Forbidden";
+	case 404: return "404 Not Found";
+	case 405: return "405 Method Not Allowed";
+	case 409: return "409 Conflict";
+	case 426: return "426 Upgrade Required";
+	case 431: return "431 Request Header Fields Too Large";
+	default: return "503 Service Unavailable";
+	}
+}
+
+/*
+ * An HTTP refusal: the status and why (as the body), then the linger a
+ * device's 0x01 gets.  Requests Ferry cannot read count as protocol
+ * errors, the others (no such uuid, a conflict) as refusals.
+ */
+static int
+http_refuse(struct relay_client *cl, int status, const char *why)
+{
+	struct buffer b = BUFFER_INIT;
+	const char *extra = status == 426 ?
+	    "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : NULL;
+	size_t wl = strlen(why);
+
+	set_reason(cl, "refused: HTTP %d: %s", status, why);
+	if (status == 400 || status == 405 || status == 426 || status == 431)
+		cl->lst->protocol_errors++;
+	else if (status != 403)
+		cl->lst->o.total.refused++;
+	cl->lingering = true;
+	if (http_response_head(&b, status_text(status), "text/plain",
+	    wl + 1, extra) < 0 || buffer_append(&b, why, wl) < 0 ||
+	    buffer_append(&b, "\n", 1) < 0) {
+		buffer_free(&b);
+		cl->done = true;
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return 1;
+	}
+	if (reply(cl, buffer_data(&b), buffer_len(&b)) == 0)
+		(void)linger(cl);
+	buffer_free(&b);
+	return 1;
+}
+
+static bool
+origin_allowed(const struct relay_listener *lst, const struct http_request *r)
+{
+	const char *o = lst->web.origins, *v;
+	size_t vlen;
+
+	if (o[0] == '\0' || (v = http_header(r, "Origin", &vlen)) == NULL)
+		return true;
+	while (*o != '\0') {
+		size_t n;
+		o += strspn(o, " ,\t");
+		n = strcspn(o, " ,\t");
+		if (n > 0 && n == vlen && strncasecmp(o, v, n) == 0)
+			return true;
+		o += n;
+	}
+	return false;
+}
+
+static size_t
+ws_write_frames(struct relay_conn *c, const char *frames, size_t n,
+    size_t size, size_t limit)
+{
+	struct relay_client *cl = client_of(c);
+
+	return ws_send_records(cl->ws, frames, n, size, limit);
+}
+
+static void
+ws_end(struct relay_conn *c, const char *why)
+{
+	struct relay_client *cl = client_of(c);
+
+	set_reason(cl, "%s", why);
+	ws_close(cl->ws, WS_CLOSE_GOING_AWAY, why);
+}
+
+static const struct relay_wire ws_conn_ops = {
+	.kind = "websocket",
+	.write_frames = ws_write_frames,
+	.end = ws_end,
+};
+
+/* A message from a WebSocket client: a producer's frames. */
+static void
+on_ws_message(struct ws *ws, bool binary, const char *data, size_t len,
+    void *arg)
+{
+	struct relay_client *cl = client_of(arg);
+
+	if (cl->p.role != RELAY_PRODUCER)
+		return;		/* a consumer's messages are ignored */
+	if (!binary || len == 0 || len % cl->frame_size != 0) {
+		cl->lst->protocol_errors++;
+		set_reason(cl, "protocol error: %s", !binary ?
+		    "a text message (frames are binary)" :
+		    "a message that is not a whole number of frames");
+		ws_close(ws, binary ? WS_CLOSE_INVALID : WS_CLOSE_UNSUPPORTED,
+		    binary ? "not a whole number of frames" :
+		    "frames are binary messages");
+		return;
+	}
+	registry_publish(&cl->rc, data, len / cl->frame_size);
+}
+
+/* The consumer's first message: {"uuid": "...", "keys": [...]}. */
+static int
+ws_send_keys(struct relay_client *cl, const struct registry_entry *e)
+{
+	struct buffer b = BUFFER_INIT;
+	const char *k = e->keys, *end = e->keys + e->keys_len;
+	int rc = http_printf(&b, "{\"uuid\": ");
+
+	rc |= http_json_str(&b, cl->uuid, cl->ulen);
+	rc |= http_printf(&b, ", \"keys\": [");
+	while (rc == 0 && k < end) {
+		const char *comma = memchr(k, RELAY_KEY_SEP, (size_t)(end - k));
+		const char *e2 = comma != NULL ? comma : end;
+		rc |= http_json_str(&b, k, (size_t)(e2 - k));
+		if (comma != NULL)
+			rc |= http_printf(&b, ", ");
+		k = e2 + 1;
+	}
+	rc |= http_printf(&b, "]}");
+	if (rc == 0)
+		rc = ws_send_text(cl->ws, buffer_data(&b), buffer_len(&b));
+	buffer_free(&b);
+	return rc;
+}
+
+/* The 101, and the client is a WebSocket from now on. */
+static int
+upgrade(struct relay_client *cl, const char *accept, const char *rest,
+    size_t restlen)
+{
+	struct relay_listener *lst = cl->lst;
+	struct buffer b = BUFFER_INIT;
+	char extra[160], u[REGISTRY_UUID_STR];
+	const char *why = NULL;
+	bool consumer = cl->p.role == RELAY_CONSUMER;
+
+	snprintf(extra, sizeof(extra), "Upgrade: websocket\r\nConnection: "
+	    "Upgrade\r\nSec-WebSocket-Accept: %s\r\n", accept);
+	struct ws_opts wo = lst->web.ws;
+
+	/*
+	 * Its frames may fill its queue (queue_bytes, and a run more under
+	 * block) before a pong piles up behind them: that is not a flood.
+	 */
+	wo.max_pending += lst->o.opts.queue_bytes + READ_CHUNK;
+	cl->ws = ws_new(lst->reg->loop, cl->rc.s, &wo, on_ws_message,
+	    &cl->rc);
+	if (cl->ws == NULL ||
+	    http_response_head(&b, status_text(101), NULL, 0, extra) < 0) {
+		buffer_free(&b);
+		cl->done = true;
+		set_reason(cl, "no memory for a WebSocket");
+		stream_close(cl->rc.s, STREAM_CLOSE_NOMEM);
+		return 1;
+	}
+	free(cl->head);
+	cl->head = NULL;
+	cl->path = RELAY_PATH_WS;
+	if (reply(cl, buffer_data(&b), buffer_len(&b)) != 0) {
+		buffer_free(&b);
+		return 1;
+	}
+	buffer_free(&b);
+	registered(cl);
+	registry_uuid_str(cl->uuid, cl->ulen, u, sizeof(u));
+	cl->rc.wire = &ws_conn_ops;
+	if (consumer) {
+		if (ws_send_keys(cl, cl->rc.entry) < 0 ||
+		    registry_accept(&cl->rc, &why) < 0) {
+			set_reason(cl, "refused after its upgrade: %s",
+			    why != NULL ? why : "out of memory");
+			lst->o.total.refused++;
+			ws_close(cl->ws, WS_CLOSE_TRY_LATER, why != NULL ? why :
+			    "out of memory");
+			return 1;
+		}
+		LOGI("relay %s: %s %s joined uuid '%s' (%zu keys)%s",
+		    lst->o.name, role_name(cl), stream_peer(cl->rc.s), u,
+		    cl->nkeys, opt_str(cl->grant));
+	} else {
+		LOGI("relay %s: %s %s registered uuid '%s' with %zu keys "
+		    "(consumers: %zu)%s", lst->o.name, role_name(cl),
+		    stream_peer(cl->rc.s), u, cl->nkeys,
+		    cl->rc.entry->nconsumers, opt_str(cl->grant));
+	}
+	if (restlen > 0)
+		ws_feed(cl->ws, rest, restlen);
+	return 0;
+}
+
+/* The producer's keys, from ?keys=a,b,c; 0 or the status to answer. */
+static int
+producer_keys(struct relay_client *cl, const struct http_request *r,
+    char *keys, size_t cap, size_t *klen, const char **why)
+{
+	static char msg[128];
+	size_t vlen, count = 0;
+	const char *v = http_query_param(r->query, r->qlen, "keys", &vlen);
+	long n;
+
+	if (v == NULL) {
+		*why = "no keys (?keys=a,b,c)";
+		return 400;
+	}
+	if ((n = http_pct_decode(v, vlen, keys, cap)) < 0) {
+		*why = "keys: bad percent-encoding or too long";
+		return 400;
+	}
+	*klen = (size_t)n;
+	if (relay_check_keys(&cl->lst->o.opts.limits, keys, *klen, &count,
+	    msg, sizeof(msg)) != RELAY_VALID) {
+		*why = msg;
+		return 400;
+	}
+	cl->nkeys = count;
+	cl->frame_size = relay_frame_size(count);
+	return 0;
+}
+
+static int wait_cluster(struct relay_client *cl);
+static void on_cluster(struct relay_conn *rc, bool ok, const char *why);
+
+/* After the head: which endpoint, which uuid, and whether it may. */
+static int
+web_route(struct relay_client *cl, const char *rest, size_t restlen)
+{
+	static const char consume[] = "/v1/consume/", produce[] = "/v1/produce/";
+	const struct http_request *r = &cl->head->req;
+	struct relay_listener *lst = cl->lst;
+	struct registry_entry *e;
+	char accept[WS_ACCEPT_LEN + 1], uuid[RELAY_MAX_UUID + 1], msg[128];
+	char *keys = NULL;
+	const char *why = NULL, *enc;
+	size_t elen, klen = 0;
+	long ulen;
+	int status;
+
+	if (r->plen > sizeof(consume) - 1 &&
+	    memcmp(r->target, consume, sizeof(consume) - 1) == 0)
+		cl->p.role = RELAY_CONSUMER;
+	else if (r->plen > sizeof(produce) - 1 &&
+	    memcmp(r->target, produce, sizeof(produce) - 1) == 0)
+		cl->p.role = RELAY_PRODUCER;
+	else
+		return http_refuse(cl, 404, "no such endpoint (/v1/consume/"
+		    "<uuid>, /v1/produce/<uuid>?keys=...)");
+	if ((status = ws_check_upgrade(r, accept, &why)) != 0)
+		return http_refuse(cl, status, why);
+	if (!origin_allowed(lst, r))
+		return http_refuse(cl, 403, "origin not allowed");
+	enc = r->target + sizeof(consume) - 1;
+	elen = r->plen - (sizeof(consume) - 1);
+	if ((ulen = http_pct_decode(enc, elen, uuid, lst->o.opts.limits.
+	    max_uuid)) < 0)
+		return http_refuse(cl, 400, "uuid: bad percent-encoding or "
+		    "too long");
+	if (relay_check_uuid(&lst->o.opts.limits, uuid, (size_t)ulen, msg,
+	    sizeof(msg)) != RELAY_VALID)
+		return http_refuse(cl, 400, msg);
+	free(cl->uuid);
+	if ((cl->uuid = malloc((size_t)ulen)) == NULL)
+		return http_refuse(cl, 503, "out of memory");
+	memcpy(cl->uuid, uuid, (size_t)ulen);
+	cl->ulen = (size_t)ulen;
+	if (!acl_allows(cl, uuid, (size_t)ulen))
+		return http_refuse(cl, 403, "not allowed by the access list");
+	if (cl->p.role == RELAY_CONSUMER) {
+		e = registry_find(lst->reg, uuid, (size_t)ulen);
+		if (e == NULL && lst->cluster != NULL) {
+			/* Perhaps a producer on another node: the cluster looks. */
+			if (cluster_lookup(lst->cluster, &cl->rc, uuid,
+			    (size_t)ulen, on_cluster, &why) != 1)
+				return http_refuse(cl, 404, why);
+			hold(cl, rest, restlen);
+			return wait_cluster(cl);
+		}
+		if (!registry_live(e))
+			return http_refuse(cl, 404, "no producer holds this "
+			    "uuid");
+		if ((e = registry_add_consumer(lst->reg, &cl->rc, uuid,
+		    (size_t)ulen, &why)) == NULL)
+			return http_refuse(cl, 503, why);
+		cl->nkeys = e->nkeys;
+		return upgrade(cl, accept, rest, restlen);
+	}
+	if ((keys = malloc(lst->o.opts.limits.max_keys_bytes)) == NULL)
+		return http_refuse(cl, 503, "out of memory");
+	status = producer_keys(cl, r, keys, lst->o.opts.limits.max_keys_bytes,
+	    &klen, &why);
+	if (status == 0 && lst->cluster != NULL) {
+		/* Visible cluster-wide before its 101 (as before a 0x00). */
+		int claim = cluster_claim(lst->cluster, &cl->rc, uuid,
+		    (size_t)ulen, keys, klen, cl->nkeys, on_cluster, &why);
+		free(keys);
+		if (claim == 1) {
+			hold(cl, rest, restlen);
+			return wait_cluster(cl);
+		}
+		if (why != NULL)
+			return http_refuse(cl, 409, why);
+		return upgrade(cl, accept, rest, restlen);
+	}
+	if (status == 0 && registry_add_producer(lst->reg, &cl->rc, uuid,
+	    (size_t)ulen, keys, klen, cl->nkeys, &why) < 0)
+		status = 409;
+	free(keys);
+	if (status != 0)
+		return http_refuse(cl, status, why);
+	return upgrade(cl, accept, rest, restlen);
+}
+
+static void
+http_feed(struct relay_client *cl, const char *data, size_t len)
+{
+	size_t used;
+
+	switch (http_head_feed(cl->head, data, len, &used)) {
+	case HTTP_HEAD_MORE:
+		return;
+	case HTTP_HEAD_ERROR:
+		(void)http_refuse(cl, cl->head->status, cl->head->why);
+		return;
+	case HTTP_HEAD_DONE:
+		(void)web_route(cl, data + used, len - used);
+		return;
+	}
 }
 
 /* Stops the feed until the cluster answers (on_cluster). */
@@ -493,6 +894,31 @@ wait_cluster(struct relay_client *cl)
 	cl->waiting = true;
 	stream_pause_reading(cl->rc.s);
 	return 1;
+}
+
+/* A WebSocket client's claim or lookup answered: refused, or upgraded. */
+static int
+web_resume(struct relay_client *cl, bool ok, const char *why,
+    const char *rest, size_t restlen)
+{
+	char accept[WS_ACCEPT_LEN + 1];
+	const char *unused;
+	struct registry_entry *e;
+
+	if (!ok)
+		return http_refuse(cl, cl->p.role == RELAY_PRODUCER ? 409 : 404,
+		    why);
+	/* Checked before the cluster was asked: only the value is wanted. */
+	(void)ws_check_upgrade(&cl->head->req, accept, &unused);
+	if (cl->p.role == RELAY_CONSUMER) {
+		/* A producer holds it now: attached like any consumer. */
+		e = registry_add_consumer(cl->lst->reg, &cl->rc, cl->uuid,
+		    cl->ulen, &why);
+		if (e == NULL)
+			return http_refuse(cl, 503, why);
+		cl->nkeys = e->nkeys;
+	}
+	return upgrade(cl, accept, rest, restlen);
 }
 
 /*
@@ -513,6 +939,13 @@ on_cluster(struct relay_conn *rc, bool ok, const char *why)
 	cl->held_len = 0;
 	if (cl->done || cl->lingering || stream_closed(rc->s)) {
 		free(held);
+		return;
+	}
+	if (cl->path == RELAY_PATH_HTTP) {
+		(void)web_resume(cl, ok, why, held, held_len);
+		free(held);
+		if (!cl->done && !stream_closed(rc->s))
+			stream_resume_reading(rc->s);
 		return;
 	}
 	if (!ok) {
@@ -586,6 +1019,8 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	registry_remove(&cl->rc);
 	ev_timer_stop(reg->loop, &cl->timer);
 	relay_parser_free(&cl->p);
+	ws_free(cl->ws);
+	free(cl->head);
 	free(cl->held);
 	LIST_REMOVE(cl, link);
 	free(cl->uuid);
@@ -596,21 +1031,16 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 	free(cl);
 }
 
-void
-relay_handle_stream(struct stream *s, const struct sockaddr *sa,
-    socklen_t salen, void *arg)
+static struct relay_client *
+client_new(struct relay_listener *lst, struct stream *s)
 {
-	struct relay_listener *lst;
-	struct relay_client *cl;
+	struct relay_client *cl = calloc(1, sizeof(*cl));
 
-	(void)sa;
-	(void)salen;
-	CAST_OBJ_NOTNULL(lst, arg, RELAY_LISTENER_MAGIC);
-	if ((cl = calloc(1, sizeof(*cl))) == NULL) {
+	if (cl == NULL) {
 		LOGW("relay %s: no memory for a connection from %s",
 		    lst->o.name, stream_peer(s));
 		stream_close(s, STREAM_CLOSE_NOMEM);
-		return;
+		return NULL;
 	}
 	cl->magic = RELAY_CLIENT_MAGIC;
 	cl->lst = lst;
@@ -622,7 +1052,51 @@ relay_handle_stream(struct stream *s, const struct sockaddr *sa,
 	ev_timer_init(&cl->timer, on_timer, 0., 0.);
 	cl->timer.data = &cl->rc;
 	arm_timer(cl, lst->o.opts.header_timeout);
-	(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+	return cl;
+}
+
+void
+relay_handle_stream(struct stream *s, const struct sockaddr *sa,
+    socklen_t salen, void *arg)
+{
+	struct relay_listener *lst;
+
+	(void)sa;
+	(void)salen;
+	CAST_OBJ_NOTNULL(lst, arg, RELAY_LISTENER_MAGIC);
+	if (client_new(lst, s) != NULL)
+		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+void
+relay_take_http(struct relay_listener *lst, struct stream *s,
+    struct http_head *head, const char *rest, size_t restlen)
+{
+	struct relay_client *cl;
+
+	CHECK_OBJ_NOTNULL(lst, RELAY_LISTENER_MAGIC);
+	if ((cl = client_new(lst, s)) == NULL) {
+		free(head);
+		return;
+	}
+	cl->path = RELAY_PATH_HTTP;
+	cl->head = head;
+	(void)web_route(cl, rest, restlen);
+	if (!cl->done && !stream_closed(s))
+		(void)stream_read_bytes(s, READ_CHUNK, true, on_data);
+}
+
+void
+relay_web_default(struct relay_web *w)
+{
+	memset(w, 0, sizeof(*w));
+	ws_opts_default(&w->ws);
+}
+
+void
+relay_listener_set_web(struct relay_listener *rl, const struct relay_web *w)
+{
+	rl->web = *w;
 }
 
 /* ---- listeners ---- */
@@ -642,6 +1116,7 @@ relay_listener_new(const char *name, struct registry *reg,
 	else
 		relay_opts_default(&rl->o.opts);
 	rl->reg = reg;
+	relay_web_default(&rl->web);
 	LIST_INIT(&rl->conns);
 	return rl;
 }

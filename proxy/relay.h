@@ -20,6 +20,21 @@
  * until its accept byte; with none (0) it may stay, holding its
  * connection but no slot.
  *
+ * WebSocket clients: a connection whose first byte is a letter is an
+ * HTTP request (http.h), read under the same registration deadline:
+ * GET /v1/consume/<uuid> or GET /v1/produce/<uuid>?keys=..., upgraded to a
+ * WebSocket (ws.h) and then a consumer or producer like any other (the
+ * same registry calls, limits, access list, policies and counters; see
+ * docs/protocol.md, section 9).  What the device protocol answers 0x01 is
+ * answered with an HTTP status before the upgrade (404 no producer, 409
+ * taken, 403 access list or Origin not in `origins`, 400 a broken limit,
+ * 426/400 a bad upgrade, 431 a head too large) and the same linger.  A
+ * consumer gets a text message with the keys as JSON, then one binary
+ * message per frame, framed by the registry through relay_wire (the
+ * registry does not know WebSocket); it is accepted at once.  A producer's
+ * binary messages must hold whole frames (else closed with 1007; text:
+ * 1003).
+ *
  * Each relay listener is a struct relay_listener; all of a process's share
  * one registry (one uuid namespace).  A connection's limits and timeouts
  * are those of the listener it arrived on (see registry.h for the rest).
@@ -62,10 +77,25 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "http.h"
 #include "registry.h"
+#include "ws.h"
 
 struct acl;
 struct cluster;
+
+/* A relay listener's WebSocket side (see WebSocket clients above). */
+struct relay_web {
+	struct ws_opts ws;
+	/*
+	 * The Origin values a browser's request may carry, separated by
+	 * spaces or commas; "" allows any.  A request without Origin (not a
+	 * browser) is not checked.
+	 */
+	char origins[1024];
+};
+
+void relay_web_default(struct relay_web *w);
 struct relay_listener;
 
 /* A listener on the shared registry; NULL when memory cannot be had. */
@@ -97,6 +127,19 @@ const struct relay_origin *relay_listener_origin(
     const struct relay_listener *rl);
 /* Connections it closed for a protocol error (first byte, accept byte). */
 uint64_t relay_listener_protocol_errors(const struct relay_listener *rl);
+
+/* Its WebSocket settings from now on (new connections). */
+void relay_listener_set_web(struct relay_listener *rl,
+    const struct relay_web *w);
+
+/*
+ * Takes over a stream whose HTTP request head another listener has read
+ * (the admin listener's device page): the request is answered as on a
+ * relay listener, WebSocket upgrade and all.  `head` (malloc'ed) is
+ * taken over; `rest` is what followed the head.
+ */
+void relay_take_http(struct relay_listener *rl, struct stream *s,
+    struct http_head *head, const char *rest, size_t restlen);
 
 /* tcpserver_handler; arg is a struct relay_listener. */
 void relay_handle_stream(struct stream *s, const struct sockaddr *sa,

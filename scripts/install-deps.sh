@@ -7,10 +7,14 @@ set -euo pipefail
 
 # scdoc builds the man pages; man-db and groff-base render them (the test).
 # libnats-dev is the cluster's NATS client; the cluster tests run a
-# nats-server cluster of their own.
+# nats-server cluster of their own.  libwslay-dev and libhttp-parser-dev:
+# WebSocket clients and the admin page; chromium, chromium-driver and
+# python3-selenium: the status page's tests in a real browser
+# (tests/test_browser.py).
 packages=(build-essential pkg-config libssl-dev libev-dev libcriterion-dev
           libinih-dev openssl python3 scdoc man-db groff-base libnats-dev
-          nats-server "$@")
+          nats-server libwslay-dev libhttp-parser-dev chromium
+          chromium-driver python3-selenium "$@")
 
 missing=()
 for pkg in "${packages[@]}"; do

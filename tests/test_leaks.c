@@ -83,11 +83,14 @@ idle_batches(int port, int n, bool hello, bool reset)
 	return n;
 }
 
-/* Garbage instead of a role byte: the relay closes the connection. */
+/*
+ * Garbage instead of a role byte (nor a letter: HTTP): the relay closes
+ * the connection.
+ */
 static int
 garbage(int port, int n)
 {
-	static const char junk[] = "GET / HTTP/1.0\r\n\r\n";
+	static const char junk[] = "\x7f / HTTP/1.0\r\n\r\n";
 	char c;
 
 	for (int i = 0; i < n; i++) {

@@ -122,13 +122,14 @@ ParameterizedTest(int *t, relay, unknown_uuid_and_bad_first_byte,
 	expect_log("(uuid 'nobody') closed after", 2);
 	expect_log("refused: no producer holds this uuid", 2);
 
-	/* Neither 0x0a nor 0x0b: no answer, closed, logged with the peer. */
+	/* Neither 0x0a nor 0x0b (nor a letter, HTTP): no answer, closed,
+	 * logged with the peer. */
 	cr_assert_eq(rc_connect(&c, tls(), port, 0), 0);
-	cr_assert(rc_send(&c, "GET / HTTP/1.0\r\n\r\n", 18));
+	cr_assert(rc_send(&c, "\x01 / HTTP/1.0\r\n\r\n", 16));
 	cr_assert(rc_closed(&c, RC_TIMEOUT), "answered or kept open");
 	rc_close(&c);
 	expect_log("client 127.0.0.1:", 1);
-	expect_log("protocol error: unknown first byte 0x47", 1);
+	expect_log("protocol error: unknown first byte 0x01", 1);
 	expect_metric("ferry_relay_protocol_errors_total", 1);
 }
 

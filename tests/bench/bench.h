@@ -61,6 +61,7 @@ struct bench_opts {
 	int server_pid;			/* relay: report its scheduling delay */
 	int consumer_port;		/* relay: consumers here (0: --port) */
 	const char *other_pids;		/* relay: "pid,pid": CPU of all threads */
+	bool ws;			/* relay: consumers over WebSocket */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */

@@ -51,6 +51,7 @@ usage(FILE *f)
 "                        other node); producers to --port\n"
 "      --other-pids PID,...  relay: report the CPU of these processes\n"
 "                        (every thread) over the window too (oth_cpu)\n"
+"      --ws            relay: consumers over WebSocket (GET /v1/consume/)\n"
 "\n"
 "The last line on stdout is \"RESULT mode=... key=value ...\".\n", f);
 }
@@ -74,7 +75,7 @@ enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
 	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID,
-	OPT_CONSUMER_PORT, OPT_OTHER_PIDS,
+	OPT_CONSUMER_PORT, OPT_OTHER_PIDS, OPT_WS,
 };
 
 static const struct option longopts[] = {
@@ -104,6 +105,7 @@ static const struct option longopts[] = {
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "consumer-port", required_argument, NULL, OPT_CONSUMER_PORT },
 	{ "other-pids", required_argument, NULL, OPT_OTHER_PIDS },
+	{ "ws", no_argument, NULL, OPT_WS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -140,6 +142,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_PROGRESS: progress = 1; break;
 		case OPT_QUIET: progress = 0; break;
 		case OPT_TRACE: o->trace = optarg; break;
+		case OPT_WS: o->ws = true; break;
 		case OPT_SERVER_PID:
 			if (parse_num("--server-pid", optarg, 1, 1 << 30,
 			    &v) < 0)

@@ -281,6 +281,50 @@ reg_answer(struct rconn *rc, const char *a, const char **why)
 	return 0;
 }
 
+/*
+ * --ws: a consumer is a WebSocket client.  Its request (a fixed key: the
+ * server's answer is not checked beyond its status), then the 101's head;
+ * what follows it (the keys as JSON, then frames) is read as messages.
+ */
+static int
+ws_request(struct rconn *rc)
+{
+	char req[512];
+	int n = snprintf(req, sizeof(req), "GET /v1/consume/%s HTTP/1.1\r\n"
+	    "Host: ferry\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	    "Sec-WebSocket-Version: 13\r\n\r\n", rc->pair->uuid);
+
+	free(rc->tx);
+	if ((rc->tx = malloc((size_t)n)) == NULL)
+		return -1;
+	memcpy(rc->tx, req, (size_t)n);
+	rc->tx_len = (size_t)n;
+	rc->tx_off = 0;
+	rc->step = 10;
+	return 0;
+}
+
+/* The 101's head, once whole: consumed; 1 when done, -1 when refused. */
+static int
+ws_answer(struct rconn *rc, const char **why)
+{
+	const char *end = memmem(rc->in, rc->in_len, "\r\n\r\n", 4);
+	size_t used;
+
+	if (end == NULL)
+		return 0;
+	if (rc->in_len < 12 || memcmp(rc->in + 9, "101", 3) != 0) {
+		*why = "WebSocket upgrade refused";
+		return -1;
+	}
+	used = (size_t)(end + 4 - rc->in);
+	memmove(rc->in, rc->in + used, rc->in_len - used);
+	rc->in_len -= used;
+	rc->step = 4;
+	return 1;
+}
+
 static void
 rconn_connect(struct rpair *p, struct rconn *rc)
 {
@@ -296,6 +340,11 @@ rconn_connect(struct rpair *p, struct rconn *rc)
 		return;
 	}
 	rc->state = RC_CONNECT;
+	if (!rc->producer && o->ws) {
+		if (ws_request(rc) < 0)
+			pair_fail(p, rc, "out of memory");
+		return;
+	}
 	if (tx_set(rc, rc->producer ? RELAY_PRODUCER : RELAY_CONSUMER, NULL,
 	    0) < 0)
 		pair_fail(p, rc, "out of memory");
@@ -328,6 +377,26 @@ reg_io(struct rconn *rc)
 		}
 		if (rc->state == RC_READY)
 			break;
+		if (rc->step == 10) {
+			int a = ws_answer(rc, &why);
+			if (a < 0) {
+				pair_fail(p, rc, why);
+				return;
+			}
+			if (a > 0)
+				continue;
+			if (rc->in_len == rc->in_cap) {
+				pair_fail(p, rc, "101 head too long");
+				return;
+			}
+			r = bconn_read(&rc->bc, rc->in + rc->in_len,
+			    rc->in_cap - rc->in_len, &n);
+			if (r == B_DONE) {
+				rc->in_len += n;
+				continue;
+			}
+			goto io_result;
+		}
 		size_t need = reg_need(rc);
 		if (rc->in_len >= need) {
 			if (reg_answer(rc, rc->in, &why) < 0) {
@@ -653,6 +722,54 @@ cons_frames(struct relay_bench *rb, struct rpair *p, const char *f,
 	rb->sec_frames += n;
 }
 
+/* Bare frames: the whole ones; the bytes used. */
+static size_t
+cons_whole(struct relay_bench *rb, struct rpair *p, const char *in,
+    size_t len, uint64_t krx)
+{
+	size_t whole = len / rb->fsize;
+
+	if (whole > 0)
+		cons_frames(rb, p, in, whole, bench_now_ns(), krx);
+	return whole * rb->fsize;
+}
+
+/*
+ * WebSocket messages (server frames: unmasked, unfragmented): binary ones
+ * are frames, the text one (the keys) is skipped.  The bytes used.
+ */
+static size_t
+ws_frames(struct relay_bench *rb, struct rpair *p, const char *in,
+    size_t len, uint64_t krx)
+{
+	const unsigned char *u = (const unsigned char *)in;
+	uint64_t now = bench_now_ns();
+	size_t off = 0;
+
+	while (len - off >= 2) {
+		size_t hl = 2, plen = u[off + 1] & 0x7f;
+		if (plen == 126) {
+			if (len - off < 4)
+				break;
+			plen = (size_t)u[off + 2] << 8 | u[off + 3];
+			hl = 4;
+		} else if (plen == 127) {
+			if (len - off < 10)
+				break;
+			plen = 0;
+			for (int i = 0; i < 8; i++)
+				plen = plen << 8 | u[off + 2 + i];
+			hl = 10;
+		}
+		if (len - off < hl + plen)
+			break;
+		if ((u[off] & 0x0f) == 2 && plen == rb->fsize)
+			cons_frames(rb, p, in + off + hl, 1, now, krx);
+		off += hl + plen;
+	}
+	return off;
+}
+
 static void
 cons_read(struct rpair *p)
 {
@@ -673,10 +790,9 @@ cons_read(struct rpair *p)
 		if (r != B_DONE)
 			break;
 		rc->in_len += n;
-		size_t whole = rc->in_len / rb->fsize;
-		if (whole > 0) {
-			cons_frames(rb, p, rc->in, whole, bench_now_ns(), krx);
-			size_t used = whole * rb->fsize;
+		size_t used = rb->o->ws ? ws_frames(rb, p, rc->in, rc->in_len,
+		    krx) : cons_whole(rb, p, rc->in, rc->in_len, krx);
+		if (used > 0) {
 			memmove(rc->in, rc->in + used, rc->in_len - used);
 			rc->in_len -= used;
 		}
@@ -1233,7 +1349,7 @@ relay_report(struct relay_bench *rb)
 		secs = 1e-9;
 	quantiles(&rb->hist, lat, sizeof(lat));
 	if (o->server_pid > 0)
-		snprintf(srv, sizeof(srv), " srv_cpu=%.2f srv_wait_ms=%.1f",
+		snprintf(srv, sizeof(srv), " srv_cpu=%.4f srv_wait_ms=%.1f",
 		    (double)(rb->sched_srv[1][0] - rb->sched_srv[0][0]) / 1e9 /
 		    secs, (double)(rb->sched_srv[1][1] - rb->sched_srv[0][1]) /
 		    1e6);
@@ -1250,7 +1366,7 @@ relay_report(struct relay_bench *rb)
 			    rb->cpu_other[0][i]) / 1e9 / secs);
 		}
 	}
-	printf("RESULT mode=relay p=%d k=%d tls=%d rate=%g duration=%.3f "
+	printf("RESULT mode=relay p=%d k=%d tls=%d ws=%d rate=%g duration=%.3f "
 	    "frames=%" PRIu64 " frames_per_s=%.0f mb_per_s=%.2f "
 	    "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "
 	    "sent=%" PRIu64 " lost=%" PRIu64 " reordered=%" PRIu64
@@ -1258,7 +1374,8 @@ relay_report(struct relay_bench *rb)
 	    " srv_p50_us=%.1f srv_p99_us=%.1f srv_p999_us=%.1f"
 	    " pair_hz=%.1f behind_max_ms=%.1f gen_busy=%.2f gen_cpu=%.2f"
 	    " gen_iters=%" PRIu64 " gen_wait_ms=%.1f%s lat_q_us=%s\n",
-	    o->pairs, o->keys, o->tls ? 1 : 0, o->rate, secs, rb->frames,
+	    o->pairs, o->keys, o->tls ? 1 : 0, o->ws ? 1 : 0, o->rate, secs,
+	    rb->frames,
 	    (double)rb->frames / secs,
 	    (double)rb->frames * (double)rb->fsize / secs / 1e6,
 	    (double)hist_quantile(&rb->hist, 0.50) / 1e3,

@@ -8,7 +8,9 @@ backend) to core 1, the median of --runs runs per cell:
             for P = 1, 10, 100 pairs at full speed and 100 and 1000 pairs at
             60 Hz, plain and TLS, and against the floor (floor-relay, built
             from tests/bench/floor_relay.c: epoll, one read and one write
-            per frame) on plain connections;
+            per frame) on plain connections; in the paced cells (60 Hz)
+            Ferry again with WebSocket consumers (ferry-bench --ws, the
+            producers still TCP), against its TCP consumers in the same run;
   tls       Ferry's forward listener, hitch and HAProxy (one worker each, in
             front of the same sink): TLS 1.3 and 1.2 handshakes/s and server
             CPU per handshake, bulk TLS->plain MB/s and server CPU per GB;
@@ -74,8 +76,9 @@ MEMORY_CELLS = [("tls", "ferry-forward"), ("tls", "hitch"),
 
 # The relay servers, in the order each cell runs them: Ferry, the Ferry of
 # --baseline-ferry, the floor (plain only), the Tornado reference.
-RELAY_SERVERS = ("ferry", "base", "floor", "tornado")
-RELAY_NAMES = {"ferry": "Ferry", "base": "Ferry (baseline)", "floor": "floor",
+RELAY_SERVERS = ("ferry", "ferry-ws", "base", "floor", "tornado")
+RELAY_NAMES = {"ferry": "Ferry", "ferry-ws": "Ferry, WebSocket consumers",
+               "base": "Ferry (baseline)", "floor": "floor",
                "tornado": "Tornado"}
 
 
@@ -505,6 +508,10 @@ handshake_timeout = 600
                 targets[(name, tls)] = p.ports[
                     "devices-tls" if tls else "devices"]
                 pids[(name, tls)] = p.pid
+            # The same Ferry, its consumers over WebSocket instead.
+            if "ferry" in ferries and "ferry-ws" in want:
+                targets[("ferry-ws", tls)] = targets[("ferry", tls)]
+                pids[("ferry-ws", tls)] = pids[("ferry", tls)]
             if tls in refs:
                 targets[("tornado", tls)] = refs[tls].port
                 pids[("tornado", tls)] = refs[tls].pid
@@ -522,6 +529,8 @@ handshake_timeout = 600
                     for server in RELAY_SERVERS:
                         if (server, tls) not in targets:
                             continue
+                        if server == "ferry-ws" and not rate:
+                            continue
                         # The server's CPU and its wait for one, read by
                         # ferry-bench over the window (schedstat): a stall
                         # that is the machine's shows.
@@ -532,6 +541,8 @@ handshake_timeout = 600
                                 "--server-pid", pids[(server, tls)]]
                         if rate:
                             opts += ["--rate", rate]
+                        if server == "ferry-ws":
+                            opts += ["--ws"]
                         if tls:
                             opts += ["--tls", "--cafile",
                                      os.path.join(CERTS, "ca.pem")]
@@ -852,6 +863,43 @@ handshake_timeout = 600
                                                      _cpu_per_frame,
                                                      server=server)),
                                    _int(v["lost"])))
+        ws_cells = [c for c in cells if self.runs("relay", c, "ferry-ws")]
+        if ws_cells:
+            out += ["", "**WebSocket consumers against TCP consumers**: the "
+                    "same Ferry, the same TCP producers; the consumers "
+                    "speak WebSocket (GET /v1/consume/<uuid>, one binary "
+                    "message per frame) instead of the device protocol, "
+                    "run in turn with the TCP consumers in the same runs.  "
+                    "CPU per frame is the server's time on a CPU over the "
+                    "window divided by the frames delivered; the ratios "
+                    "are the medians of each run's WebSocket value over "
+                    "its TCP value (target: CPU at most 1.30×).", "",
+                    "| pairs | transport | consumers | frames/s | p50 / p99 "
+                    "/ p99.9 (µs) | p99 / TCP | CPU per frame (µs) | "
+                    "CPU / TCP | lost |",
+                    "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+            for cell in ws_cells:
+                for server, name in (("ferry", "TCP"),
+                                     ("ferry-ws", "WebSocket")):
+                    v = {k: self.med("relay", cell, server, k) for k in
+                         ("frames_per_s", "p50_us", "p99_us", "p999_us",
+                          "lost")}
+                    ws = server == "ferry-ws"
+                    out.append("| %s | %s | %s | %s | %s | %s | %s | %s | "
+                               "%s |" % (
+                                   cell[0], "TLS" if cell[1] else "plain",
+                                   name, _int(v["frames_per_s"]), _lat(v),
+                                   _x(self.med_ratio(cell, "p99_us",
+                                                     server=server,
+                                                     ref="ferry"))
+                                   if ws else "", _f2(self.med(
+                                       "relay", cell, server, None,
+                                       _cpu_per_frame)),
+                                   _x(self.med_ratio(cell, None,
+                                                     _cpu_per_frame,
+                                                     server=server,
+                                                     ref="ferry"))
+                                   if ws else "", _int(v["lost"])))
         out += ["", "What each side did in the same runs (medians): frames "
                 "a second each producer sent (paced: of those due in the "
                 "window; the generator skips none, a late one goes late, "
@@ -891,15 +939,15 @@ handshake_timeout = 600
         out.append("")
         return out
 
-    def med_ratio(self, cell, key, fn=None, server="ferry"):
-        """Median over runs of server's value / the floor's, run by run."""
+    def med_ratio(self, cell, key, fn=None, server="ferry", ref="floor"):
+        """Median over runs of server's value / ref's, run by run."""
         def val(r):
             if r["result"] is None:
                 return None
             v = fn(r) if fn else r["result"].get(key)
             return v if isinstance(v, (int, float)) else None
         pairs = zip(self.runs("relay", cell, server),
-                    self.runs("relay", cell, "floor"))
+                    self.runs("relay", cell, ref))
         ratios = []
         for f, g in pairs:
             fv, gv = val(f), val(g)
@@ -1207,8 +1255,9 @@ def main():
     ap.add_argument("--relay-cells", default=None,
                     help="relay cells to run, e.g. 1000x60,100x60,P=10 "
                     "(all)")
-    ap.add_argument("--relay-servers", default="ferry,floor,tornado",
-                    help="relay servers (ferry,floor,tornado)")
+    ap.add_argument("--relay-servers", default="ferry,ferry-ws,floor,tornado",
+                    help="relay servers (ferry,ferry-ws,floor,tornado; "
+                    "ferry-ws: Ferry with WebSocket consumers, paced cells)")
     ap.add_argument("--baseline-ferry", default=None, metavar="PATH",
                     help="another ferry binary (an earlier build) to run "
                     "in the relay cells beside this one, against the floor")
