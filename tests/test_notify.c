@@ -159,15 +159,23 @@ listening_socket(int *port)
 }
 
 static pid_t activated;
+static char actdir[64];
 
 static void
 stop_activated(void)
 {
+	char cmd[128];
+
 	if (activated > 0) {
 		kill(activated, SIGTERM);
 		waitpid(activated, NULL, 0);
 	}
 	activated = 0;
+	if (actdir[0] != '\0') {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", actdir);
+		(void)!system(cmd);
+	}
+	actdir[0] = '\0';
 }
 
 /*
@@ -177,9 +185,10 @@ stop_activated(void)
  */
 Test(notify, socket_activation, .timeout = 60, .fini = stop_activated)
 {
-	char dir[] = "/tmp/ferry-activation-XXXXXX", path[128], text[512];
+	char *dir = actdir, path[128], text[512];
 	int port, lfd = listening_socket(&port);
 
+	snprintf(actdir, sizeof(actdir), "/tmp/ferry-activation-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/ferry.conf", dir);
 	snprintf(text, sizeof(text), "[devices]\nmode = relay\n"
@@ -230,10 +239,6 @@ Test(notify, socket_activation, .timeout = 60, .fini = stop_activated)
 	if (l != NULL)
 		fclose(l);
 	cr_assert(listening);
-	stop_activated();
-	unlink(logpath);
-	unlink(path);
-	rmdir(dir);
 }
 
 /* With workers, the supervisor keeps the watchdog fed (sigtimedwait). */
