@@ -190,7 +190,7 @@ test-package:
 # $(BUILD)/libfuzzer; `make test` needs none of it.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := relay config stream cluster http ws
+FUZZ_TARGETS := relay config stream cluster http ws proxy_in
 FUZZ_BUILD   := $(BUILD)/libfuzzer
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=gnu11 $(WARN) \
@@ -217,6 +217,11 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 # The protocol parser alone: no other module, no library but libc.
 $(FUZZ_BUILD)/fuzz_relay: $(FUZZ_BUILD)/tests/fuzz/fuzz_relay.o \
 		$(FUZZ_BUILD)/proxy/relay_proto.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
+
+# The PROXY protocol parser alone, likewise.
+$(FUZZ_BUILD)/fuzz_proxy_in: $(FUZZ_BUILD)/tests/fuzz/fuzz_proxy_in.o \
+		$(FUZZ_BUILD)/proxy/proxy_in.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
 
 # The HTTP head parser alone (and http-parser).

@@ -168,8 +168,8 @@ app_upgrade_start(struct app *app, const char *exe, int *ready_fd)
 
 /*
  * The first [ferry] key of `next` a running process cannot take in place
- * (its workers, its admin page, its user, where it logs, its [cluster]),
- * or NULL.
+ * (its workers, its admin page, its user, where it logs, its [cluster],
+ * where its OCSP responses are kept), or NULL.
  * log_level, drain_timeout and cert_watch are taken in place.
  */
 static const char *
@@ -199,6 +199,11 @@ process_key(const struct config *now, const struct config *next)
 		return "log_format";
 	if (strcmp(now->pid_file, next->pid_file) != 0)
 		return "pid_file";
+	/* The OCSP sources of the listeners that stay keep theirs. */
+	if (strcmp(now->ocsp_dir, next->ocsp_dir) != 0)
+		return "ocsp_dir";
+	if (now->ocsp_timeout != next->ocsp_timeout)
+		return "ocsp_timeout";
 	/* Where its lines are aside: a node joins as it starts. */
 	if (now->cluster.set != next->cluster.set ||
 	    memcmp(now->cluster.nats, next->cluster.nats,

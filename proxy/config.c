@@ -62,6 +62,8 @@ const struct config_key config_keys[] = {
 	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
 	{ "pid_file", CONFIG_SCOPE_PROCESS },
 	{ "cert_watch", CONFIG_SCOPE_PROCESS },
+	{ "ocsp_dir", CONFIG_SCOPE_PROCESS },
+	{ "ocsp_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_token", CONFIG_SCOPE_PROCESS },
 	{ "mode", CONFIG_SCOPE_LISTENER },
 	{ "bind", CONFIG_SCOPE_LISTENER },
@@ -73,6 +75,14 @@ const struct config_key config_keys[] = {
 	{ "ciphers", CONFIG_SCOPE_LISTENER },
 	{ "ciphersuites", CONFIG_SCOPE_LISTENER },
 	{ "alpn", CONFIG_SCOPE_LISTENER },
+	{ "alpn_fallback", CONFIG_SCOPE_LISTENER },
+	{ "accept_proxy", CONFIG_SCOPE_LISTENER },
+	{ "unix_mode", CONFIG_SCOPE_LISTENER },
+	{ "unix_owner", CONFIG_SCOPE_LISTENER },
+	{ "client_crl", CONFIG_SCOPE_LISTENER },
+	{ "ticket_keys", CONFIG_SCOPE_LISTENER },
+	{ "ticket_rotate", CONFIG_SCOPE_LISTENER },
+	{ "ocsp", CONFIG_SCOPE_LISTENER },
 	{ "handshake_timeout", CONFIG_SCOPE_LISTENER },
 	{ "idle_timeout", CONFIG_SCOPE_LISTENER },
 	{ "max_connections", CONFIG_SCOPE_LISTENER },
@@ -96,8 +106,19 @@ const struct config_key config_keys[] = {
 	{ "backend_tls", CONFIG_SCOPE_FORWARD },
 	{ "backend_ca", CONFIG_SCOPE_FORWARD },
 	{ "backend_sni", CONFIG_SCOPE_FORWARD },
+	{ "backend_cert", CONFIG_SCOPE_FORWARD },
+	{ "backend_key", CONFIG_SCOPE_FORWARD },
 	{ "proxy_protocol", CONFIG_SCOPE_FORWARD },
 	{ "high_water", CONFIG_SCOPE_FORWARD },
+	{ "backend_set", CONFIG_SCOPE_FORWARD },
+	{ "route", CONFIG_SCOPE_FORWARD },
+	{ "route_nomatch", CONFIG_SCOPE_FORWARD },
+	{ "balance", CONFIG_SCOPE_FORWARD },
+	{ "max_fails", CONFIG_SCOPE_FORWARD },
+	{ "fail_timeout", CONFIG_SCOPE_FORWARD },
+	{ "check_interval", CONFIG_SCOPE_FORWARD },
+	{ "check", CONFIG_SCOPE_FORWARD },
+	{ "proxy_tlvs", CONFIG_SCOPE_FORWARD },
 	{ "nats", CONFIG_SCOPE_CLUSTER },
 	{ "node", CONFIG_SCOPE_CLUSTER },
 	{ "subject_prefix", CONFIG_SCOPE_CLUSTER },
@@ -112,12 +133,14 @@ const struct config_key config_keys[] = {
 };
 
 /*
- * Every key but cert and key appears once per section, and those two at
- * most CONFIG_MAX_CERTS times: the line table never runs out, so a key
- * given twice is always found.
+ * Every key but cert, key, ocsp, backend_set and route appears once per
+ * section, cert, key and ocsp at most CONFIG_MAX_CERTS times, backend_set
+ * CONFIG_MAX_SETS - 1 and route CONFIG_MAX_ROUTES: the line table never
+ * runs out, so a key given twice is always found.
  */
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) - 1 +
-    2 * CONFIG_MAX_CERTS <= CONFIG_MAX_KEYLINES,
+    3 * CONFIG_MAX_CERTS + CONFIG_MAX_SETS + CONFIG_MAX_ROUTES <=
+    CONFIG_MAX_KEYLINES,
     "CONFIG_MAX_KEYLINES too small for every key of a section");
 
 static const struct config_key *
@@ -211,6 +234,7 @@ config_init(struct config *c)
 	c->drain_timeout = 30;
 	c->admin_timeout = 10;
 	c->admin_max_connections = 16;
+	c->ocsp_timeout = 10;
 }
 
 void
@@ -234,6 +258,16 @@ config_listener_init(struct config_listener *l, const char *name)
 	l->connect_timeout = 5;
 	l->fin_timeout = 30;
 	l->high_water = 256 * 1024;
+	snprintf(l->set_name[0], sizeof(l->set_name[0]), "default");
+	l->nsets = 1;
+	l->fail_timeout = 10;
+	l->ticket_rotate = 3600;
+}
+
+bool
+config_addr_is_unix(const struct config_addr *a)
+{
+	return strncmp(a->host, "unix:", 5) == 0;
 }
 
 /* ---- value parsers ---- */
@@ -371,6 +405,19 @@ parse_addr(struct parse *p, const char *key, const char *v,
 {
 	char why[256];
 
+	if (strncmp(v, "unix:", 5) == 0) {
+		/* sun_path holds 107 bytes and the NUL. */
+		if (v[5] != '/')
+			return fail(p, key, "'%s': a unix socket's path must "
+			    "be absolute", v);
+		if (strlen(v + 5) > 107)
+			return fail(p, key, "'%s': a unix socket's path is at "
+			    "most 107 bytes", v);
+		snprintf(a->host, sizeof(a->host), "%s", v);
+		a->port = 0;
+		return 1;
+	}
+
 	if (netutil_parse_hostport(v, a->host, sizeof(a->host), &a->port,
 	    why, sizeof(why)) < 0)
 		return fail(p, key, "%s", why);
@@ -416,6 +463,153 @@ parse_addr_list(struct parse *p, const char *key, const char *v,
 	}
 	if (*n == 0)
 		return fail(p, key, "no address given");
+	return 1;
+}
+
+static const char *const set_chars = "abcdefghijklmnopqrstuvwxyz"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
+
+/* "ADDRESS [weight=N] [backup]": one item of a backend list. */
+static int
+parse_backend(struct parse *p, const char *key, char *item,
+    struct config_backend *b, int set)
+{
+	char *save = NULL, *tok = strtok_r(item, " \t", &save);
+
+	memset(b, 0, sizeof(*b));
+	b->set = set;
+	b->weight = 1;
+	if (tok == NULL)
+		return fail(p, key, "empty address in list");
+	if (!parse_addr(p, key, tok, &b->addr))
+		return 0;
+	while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+		size_t w;
+		if (!strcmp(tok, "backup")) {
+			b->backup = true;
+		} else if (!strncmp(tok, "weight=", 7)) {
+			if (!parse_count(p, key, tok + 7, 1, 256, &w))
+				return 0;
+			b->weight = (unsigned)w;
+		} else {
+			return fail(p, key, "'%s' is not weight=N or backup",
+			    tok);
+		}
+	}
+	return 1;
+}
+
+/* A comma-separated list of backends into `set`. */
+static int
+parse_backend_list(struct parse *p, const char *key, const char *v,
+    struct config_listener *l, int set)
+{
+	char buf[2048];
+	char *save = NULL;
+	size_t before = l->nbackend;
+
+	if (strlen(v) >= sizeof(buf))
+		return fail(p, key, "value too long");
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (char *tok = strtok_r(buf, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (l->nbackend >= CONFIG_MAX_BACKENDS)
+			return fail(p, key, "more than %d backends in all",
+			    CONFIG_MAX_BACKENDS);
+		if (!parse_backend(p, key, tok, &l->backend[l->nbackend], set))
+			return 0;
+		l->nbackend++;
+	}
+	if (l->nbackend == before)
+		return fail(p, key, "no address given");
+	return 1;
+}
+
+/* "NAME: backend list" */
+static int
+parse_backend_set(struct parse *p, const char *key, const char *v,
+    struct config_listener *l)
+{
+	const char *colon = strchr(v, ':');
+	size_t len = colon ? (size_t)(colon - v) : 0;
+
+	if (colon == NULL || len == 0 || len >= CONFIG_SET_NAME ||
+	    strspn(v, set_chars) != len)
+		return fail(p, key, "'%s' is not NAME: backends (a name of "
+		    "letters, digits, '-', '_', '.')", v);
+	for (size_t i = 0; i < l->nsets; i++)
+		if (strlen(l->set_name[i]) == len &&
+		    !strncmp(l->set_name[i], v, len))
+			return fail(p, key, "set '%.*s' given twice", (int)len,
+			    v);
+	if (l->nsets >= CONFIG_MAX_SETS)
+		return fail(p, key, "more than %d backend sets",
+		    CONFIG_MAX_SETS - 1);
+	memcpy(l->set_name[l->nsets], v, len);
+	l->set_name[l->nsets][len] = '\0';
+	l->nsets++;
+	colon++;
+	colon += strspn(colon, " \t");
+	return parse_backend_list(p, key, colon, l, (int)l->nsets - 1);
+}
+
+/* "sni:NAME -> SET" or "alpn:PROTO -> SET"; SET resolved later. */
+static int
+parse_route(struct parse *p, const char *key, const char *v,
+    struct config_listener *l)
+{
+	struct config_route *r;
+	const char *arrow = strstr(v, "->"), *m, *end, *set;
+	size_t mlen;
+
+	if (l->nroutes >= CONFIG_MAX_ROUTES)
+		return fail(p, key, "more than %d routes", CONFIG_MAX_ROUTES);
+	r = &l->route[l->nroutes];
+	memset(r, 0, sizeof(*r));
+	if (!strncmp(v, "sni:", 4)) {
+		r->kind = CONFIG_ROUTE_SNI;
+		m = v + 4;
+	} else if (!strncmp(v, "alpn:", 5)) {
+		r->kind = CONFIG_ROUTE_ALPN;
+		m = v + 5;
+	} else {
+		return fail(p, key, "'%s' is not sni:NAME -> SET or "
+		    "alpn:PROTOCOL -> SET", v);
+	}
+	if (arrow == NULL)
+		return fail(p, key, "'%s': no '-> SET'", v);
+	for (end = arrow; end > m && (end[-1] == ' ' || end[-1] == '\t');
+	    end--)
+		;
+	mlen = (size_t)(end - m);
+	if (mlen == 0 || mlen >= sizeof(r->match) ||
+	    memchr(m, ' ', mlen) != NULL)
+		return fail(p, key, "'%s': an empty or bad name to match", v);
+	memcpy(r->match, m, mlen);
+	set = arrow + 2;
+	set += strspn(set, " \t");
+	if (*set == '\0' || strlen(set) >= CONFIG_SET_NAME ||
+	    strspn(set, set_chars) != strlen(set))
+		return fail(p, key, "'%s': a bad set name", v);
+	snprintf(r->set_name, sizeof(r->set_name), "%s", set);
+	r->line = p->line;
+	l->nroutes++;
+	return 1;
+}
+
+/* An octal mode for chmod: 0 to 0777. */
+static int
+parse_mode(struct parse *p, const char *key, const char *v, unsigned *out)
+{
+	size_t n = strspn(v, "01234567");
+	unsigned long m;
+
+	if (n == 0 || v[n] != '\0' || n > 4)
+		return fail(p, key, "'%s' is not an octal mode (0660)", v);
+	m = strtoul(v, NULL, 8);
+	if (m > 0777)
+		return fail(p, key, "'%s' is more than 0777", v);
+	*out = (unsigned)m;
 	return 1;
 }
 
@@ -502,6 +696,14 @@ ferry_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "admin_max_connections"))
 		return parse_count(p, k, v, 1, 100000,
 		    &c->admin_max_connections);
+	if (!strcmp(k, "ocsp_dir")) {
+		if (*v == '\0')
+			return fail(p, k, "empty directory name");
+		return copy_str(p, k, v, c->ocsp_dir, sizeof(c->ocsp_dir));
+	}
+	if (!strcmp(k, "ocsp_timeout"))
+		return parse_deadline(p, k, v, "an OCSP fetch",
+		    &c->ocsp_timeout);
 	return fail(p, k, "unknown key");
 }
 
@@ -640,6 +842,9 @@ static const char *const verifies[] = { "none", "optional", "required", NULL };
 static const char *const slows[] = { "drop", "disconnect", "block", NULL };
 static const char *const takeovers[] = { "replace", "refuse", NULL };
 static const char *const proxies[] = { "off", "v1", "v2", NULL };
+static const char *const nomatches[] = { "default", "refuse", NULL };
+static const char *const balances[] = { "roundrobin", "leastconn", NULL };
+static const char *const checks[] = { "tcp", "tls", NULL };
 
 static int
 listener_key(struct parse *p, const char *k, const char *v)
@@ -693,6 +898,35 @@ listener_key(struct parse *p, const char *k, const char *v)
 		    sizeof(l->ciphersuites));
 	if (!strcmp(k, "alpn"))
 		return copy_str(p, k, v, l->alpn, sizeof(l->alpn));
+	if (!strcmp(k, "alpn_fallback"))
+		return parse_bool(p, k, v, &l->alpn_fallback);
+	if (!strcmp(k, "accept_proxy"))
+		return parse_bool(p, k, v, &l->accept_proxy);
+	if (!strcmp(k, "unix_mode"))
+		return parse_mode(p, k, v, &l->unix_mode);
+	if (!strcmp(k, "unix_owner")) {
+		if (*v == '\0')
+			return fail(p, k, "empty owner");
+		return copy_str(p, k, v, l->unix_owner, sizeof(l->unix_owner));
+	}
+	if (!strcmp(k, "client_crl"))
+		return copy_str(p, k, v, l->client_crl, sizeof(l->client_crl));
+	if (!strcmp(k, "ticket_keys")) {
+		if (*v == '\0')
+			return fail(p, k, "empty file name");
+		return copy_str(p, k, v, l->ticket_keys,
+		    sizeof(l->ticket_keys));
+	}
+	if (!strcmp(k, "ticket_rotate"))
+		return parse_seconds(p, k, v, &l->ticket_rotate);
+	if (!strcmp(k, "ocsp")) {
+		if (l->nocsp >= CONFIG_MAX_CERTS)
+			return fail(p, k, "more than %d values",
+			    CONFIG_MAX_CERTS);
+		if (*v == '\0')
+			return fail(p, k, "empty: give off, auto or a file");
+		return copy_str(p, k, v, l->ocsp[l->nocsp++], CONFIG_PATH_LEN);
+	}
 	if (!strcmp(k, "handshake_timeout"))
 		return parse_deadline(p, k, v, "the TLS handshake and the "
 		    "relay registration (the defence against slow and silent "
@@ -746,8 +980,38 @@ listener_key(struct parse *p, const char *k, const char *v)
 	}
 	/* forward */
 	if (!strcmp(k, "backend"))
-		return parse_addr_list(p, k, v, l->backend, &l->nbackend,
-		    CONFIG_MAX_BACKENDS);
+		return parse_backend_list(p, k, v, l, 0);
+	if (!strcmp(k, "backend_set"))
+		return parse_backend_set(p, k, v, l);
+	if (!strcmp(k, "route"))
+		return parse_route(p, k, v, l);
+	if (!strcmp(k, "route_nomatch")) {
+		if (!parse_choice(p, k, v, nomatches, &i))
+			return 0;
+		l->route_refuse = i == 1;
+		return 1;
+	}
+	if (!strcmp(k, "balance")) {
+		if (!parse_choice(p, k, v, balances, &i))
+			return 0;
+		l->balance = (enum config_balance)i;
+		return 1;
+	}
+	if (!strcmp(k, "max_fails"))
+		return parse_count(p, k, v, 0, 1000, &l->max_fails);
+	if (!strcmp(k, "fail_timeout"))
+		return parse_deadline(p, k, v, "how long failures are counted "
+		    "and a failed backend stays down", &l->fail_timeout);
+	if (!strcmp(k, "check_interval"))
+		return parse_seconds(p, k, v, &l->check_interval);
+	if (!strcmp(k, "check")) {
+		if (!parse_choice(p, k, v, checks, &i))
+			return 0;
+		l->check = (enum config_check)i;
+		return 1;
+	}
+	if (!strcmp(k, "proxy_tlvs"))
+		return parse_bool(p, k, v, &l->proxy_tlvs);
 	if (!strcmp(k, "connect_timeout"))
 		return parse_deadline(p, k, v, "a backend's connect and TLS "
 		    "handshake", &l->connect_timeout);
@@ -760,6 +1024,12 @@ listener_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "backend_sni"))
 		return copy_str(p, k, v, l->backend_sni,
 		    sizeof(l->backend_sni));
+	if (!strcmp(k, "backend_cert"))
+		return copy_str(p, k, v, l->backend_cert,
+		    sizeof(l->backend_cert));
+	if (!strcmp(k, "backend_key"))
+		return copy_str(p, k, v, l->backend_key,
+		    sizeof(l->backend_key));
 	if (!strcmp(k, "proxy_protocol")) {
 		if (!parse_choice(p, k, v, proxies, &i))
 			return 0;
@@ -851,7 +1121,9 @@ first_time(struct parse *p, const struct config_keyline *lines, size_t n,
 {
 	int first;
 
-	if (!strcmp(key, "cert") || !strcmp(key, "key"))
+	if (!strcmp(key, "cert") || !strcmp(key, "key") ||
+	    !strcmp(key, "backend_set") || !strcmp(key, "route") ||
+	    !strcmp(key, "ocsp"))
 		return 1;
 	first = find_line(lines, n, key, 0);
 	if (first < 0)
@@ -923,7 +1195,73 @@ key_line(struct parse *p, const struct config_listener *l, const char *key)
 }
 
 static const char *const tls_keys[] = { "client_ca", "tls_min_version",
-    "ciphers", "ciphersuites", "alpn", NULL };
+    "ciphers", "ciphersuites", "alpn", "alpn_fallback", "client_crl",
+    "ticket_keys", "ticket_rotate", "ocsp", NULL };
+
+static bool
+binds_unix(const struct config_listener *l)
+{
+	for (size_t i = 0; i < l->nbind; i++)
+		if (config_addr_is_unix(&l->bind[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Every route names a set that exists; clients no route takes go to the
+ * set "default", which then needs backends (unless they are refused).
+ */
+static int
+check_routes(struct parse *p, struct config_listener *l)
+{
+	bool has_default = false;
+
+	for (size_t i = 0; i < l->nroutes; i++) {
+		struct config_route *r = &l->route[i];
+		r->set = -1;
+		for (size_t j = 0; j < l->nsets; j++)
+			if (!strcmp(l->set_name[j], r->set_name))
+				r->set = (int)j;
+		if (r->set < 0) {
+			p->line = r->line;
+			return fail(p, "route", "no backend set '%s' (give "
+			    "backend_set = %s: ADDRESS...)", r->set_name,
+			    r->set_name);
+		}
+	}
+	for (size_t i = 0; i < l->nbackend; i++)
+		has_default = has_default || l->backend[i].set == 0;
+	if (l->mode == CONFIG_FORWARD && !has_default && !l->route_refuse) {
+		key_line(p, l, "backend_set");
+		return fail(p, "backend", "missing: clients that no route "
+		    "takes go to the backends of `backend`; give it, or "
+		    "route_nomatch = refuse");
+	}
+	return 1;
+}
+
+/* ocsp: once for every certificate, or once per certificate. */
+static int
+check_ocsp(struct parse *p, struct config_listener *l)
+{
+	if (l->nocsp == 0)
+		return 1;
+	key_line(p, l, "ocsp");
+	if (l->nocsp != 1 && l->nocsp != l->ncert)
+		return fail(p, "ocsp", "%zu values for %zu certificates: give "
+		    "one for all, or one per cert, in order", l->nocsp,
+		    l->ncert);
+	if (l->nocsp == 1 && l->ncert > 1 && strcmp(l->ocsp[0], "auto") &&
+	    strcmp(l->ocsp[0], "off"))
+		return fail(p, "ocsp", "one file for %zu certificates: give "
+		    "one ocsp line per cert, in order", l->ncert);
+	for (size_t i = 0; i < l->nocsp; i++)
+		if (!strcmp(l->ocsp[i], "auto") && p->c->ocsp_dir[0] == '\0')
+			return fail(p, "ocsp", "auto needs ocsp_dir in [ferry] "
+			    "(where the responses are kept, and shared by the "
+			    "workers)");
+	return 1;
+}
 
 static int
 check_listener(struct parse *p, struct config_listener *l)
@@ -970,21 +1308,43 @@ check_listener(struct parse *p, struct config_listener *l)
 	if (l->mode == CONFIG_FORWARD && l->nbackend == 0)
 		return fail(p, "backend", "missing for a forward listener");
 	for (size_t i = 0; i < l->nbackend; i++)
-		if (l->backend[i].host[0] == '\0') {
+		if (l->backend[i].addr.host[0] == '\0') {
 			int line = find_line(l->lines, l->nlines, "backend", 0);
 			if (line > 0)
 				p->line = line;
 			return fail(p, "backend", "':%d' needs a host to "
-			    "connect to", l->backend[i].port);
+			    "connect to", l->backend[i].addr.port);
 		}
+	if (!check_routes(p, l))
+		return 0;
+	if (l->check == CONFIG_CHECK_TLS && !l->backend_tls &&
+	    l->check_interval > 0) {
+		key_line(p, l, "check");
+		return fail(p, "check", "tls needs backend_tls = on");
+	}
+	if ((l->unix_mode != 0 || l->unix_owner[0]) && !binds_unix(l)) {
+		key_line(p, l, l->unix_mode != 0 ? "unix_mode" : "unix_owner");
+		return fail(p, l->unix_mode != 0 ? "unix_mode" : "unix_owner",
+		    "no unix: address in bind");
+	}
 	if (l->mode == CONFIG_RELAY && l->nbackend > 0)
 		return fail(p, "backend", "only forward listeners have "
 		    "backends");
 	if (l->backend_tls == false && (l->backend_ca[0] ||
-	    l->backend_sni[0]))
-		return fail(p, "backend_tls", "backend_ca/backend_sni given "
-		    "but backend_tls is off");
-	return 1;
+	    l->backend_sni[0] || l->backend_cert[0]))
+		return fail(p, "backend_tls", "backend_ca/backend_sni/"
+		    "backend_cert given but backend_tls is off");
+	if (l->backend_key[0] && !l->backend_cert[0]) {
+		key_line(p, l, "backend_key");
+		return fail(p, "backend_key", "needs backend_cert");
+	}
+	if (l->client_crl[0] && l->verify == CONFIG_VERIFY_NONE) {
+		key_line(p, l, "client_crl");
+		return fail(p, "client_crl", "needs verify_client (and "
+		    "client_ca): the CRL is checked against client "
+		    "certificates");
+	}
+	return check_ocsp(p, l);
 }
 
 /*

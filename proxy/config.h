@@ -17,11 +17,14 @@
 #define CONFIG_MAX_LISTENERS 32
 #define CONFIG_MAX_BINDS 8
 #define CONFIG_MAX_CERTS 16
-#define CONFIG_MAX_BACKENDS 16
+#define CONFIG_MAX_BACKENDS 32	/* per listener, every set */
+#define CONFIG_MAX_SETS 8	/* "default" and up to 7 backend_set */
+#define CONFIG_MAX_ROUTES 16
+#define CONFIG_SET_NAME 32
 #define CONFIG_NAME_LEN 64
 #define CONFIG_PATH_LEN 512
 #define CONFIG_ADDR_LEN 300
-#define CONFIG_MAX_KEYLINES 96
+#define CONFIG_MAX_KEYLINES 192
 #define CONFIG_MAX_NATS 16
 #define CONFIG_NODE_LEN 120		/* room for "-wNN" per worker */
 
@@ -60,9 +63,34 @@ enum config_takeover { CONFIG_TAKEOVER_REPLACE = 0, CONFIG_TAKEOVER_REFUSE };
 enum config_proxy { CONFIG_PROXY_OFF = 0, CONFIG_PROXY_V1, CONFIG_PROXY_V2 };
 
 struct config_addr {
-	char host[CONFIG_ADDR_LEN];	/* "" = every interface */
-	int port;
+	char host[CONFIG_ADDR_LEN];	/* "" = every interface; "unix:PATH" */
+	int port;			/* 0 for a unix socket */
 };
+
+/* A unix socket's address: host is "unix:" and an absolute path. */
+bool config_addr_is_unix(const struct config_addr *a);
+
+/* A forward listener's backend: "ADDRESS [weight=N] [backup]". */
+struct config_backend {
+	struct config_addr addr;
+	int set;			/* index into set_name */
+	unsigned weight;		/* 1..256, default 1 */
+	bool backup;
+};
+
+enum config_route_kind { CONFIG_ROUTE_SNI = 0, CONFIG_ROUTE_ALPN };
+
+/* "route = sni:NAME -> SET" or "alpn:PROTO -> SET". */
+struct config_route {
+	enum config_route_kind kind;
+	char match[256];
+	char set_name[CONFIG_SET_NAME];
+	int set;			/* resolved once every set is read */
+	int line;
+};
+
+enum config_balance { CONFIG_BALANCE_ROUNDROBIN = 0, CONFIG_BALANCE_LEASTCONN };
+enum config_check { CONFIG_CHECK_TCP = 0, CONFIG_CHECK_TLS };
 
 struct config_listener {
 	char name[CONFIG_NAME_LEN];	/* letters, digits, '-', '_', '.' */
@@ -84,6 +112,18 @@ struct config_listener {
 	char ciphers[512];
 	char ciphersuites[512];
 	char alpn[256];
+	char client_crl[CONFIG_PATH_LEN];	/* "" = none */
+	char ticket_keys[CONFIG_PATH_LEN];	/* "" = generated, rotated */
+	double ticket_rotate;		/* generated keys; 0 = never */
+	/* per certificate: "off", "auto" or a DER file; one for all, or one
+	 * per cert in order */
+	char ocsp[CONFIG_MAX_CERTS][CONFIG_PATH_LEN];
+	size_t nocsp;
+
+	bool alpn_fallback;		/* no common protocol: go on without */
+	bool accept_proxy;		/* a PROXY header before anything */
+	unsigned unix_mode;		/* unix socket binds: chmod; 0 = umask */
+	char unix_owner[64];		/* "user[:group]" for chown, or "" */
 
 	double handshake_timeout;	/* TLS handshake (and relay header) */
 	double idle_timeout;		/* 0 = none */
@@ -106,13 +146,26 @@ struct config_listener {
 	size_t max_message_bytes;	/* a WebSocket client's message */
 
 	/* forward */
-	struct config_addr backend[CONFIG_MAX_BACKENDS];
+	struct config_backend backend[CONFIG_MAX_BACKENDS];
 	size_t nbackend;
+	char set_name[CONFIG_MAX_SETS][CONFIG_SET_NAME];	/* [0] default */
+	size_t nsets;
+	struct config_route route[CONFIG_MAX_ROUTES];
+	size_t nroutes;
+	bool route_refuse;		/* route_nomatch = refuse */
+	enum config_balance balance;
+	size_t max_fails;		/* 0: passive health off */
+	double fail_timeout;
+	double check_interval;		/* 0: no active checks */
+	enum config_check check;
+	bool proxy_tlvs;
 	double connect_timeout;
 	double fin_timeout;		/* once a side has ended; 0 = none */
 	bool backend_tls;
 	char backend_ca[CONFIG_PATH_LEN];
 	char backend_sni[256];
+	char backend_cert[CONFIG_PATH_LEN];	/* client cert to backends */
+	char backend_key[CONFIG_PATH_LEN];
 	enum config_proxy proxy_protocol;
 	size_t high_water;
 };
@@ -158,6 +211,8 @@ struct config {
 	size_t admin_max_connections;	/* admin connections open at once */
 	char pid_file[CONFIG_PATH_LEN];	/* "" = none */
 	bool cert_watch;		/* reload certificates when they change */
+	char ocsp_dir[CONFIG_PATH_LEN];	/* OCSP responses kept; "" = none */
+	double ocsp_timeout;		/* one OCSP fetch, connect to answer */
 	char admin_token[256];		/* every admin request's; "" = none */
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];

@@ -4,7 +4,8 @@
  * A connection's steps (enum conn_state), each waiting for one event:
  *
  *   CLIENT_HANDSHAKE     the client's TLS handshake (plain: one loop turn)
- *         |  done: pick a backend (round-robin), connect without blocking
+ *         |  done: route to a backend set, pick a backend of it
+ *         |  (backend.h), connect without blocking
  *         v
  *   PROXY_HEADER         proxy_protocol on: the connect, then the header
  *         |              written in the clear (no such step when off)
@@ -44,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 
 #include "log.h"
@@ -94,8 +96,11 @@ struct forward_conn {
 	/* the client, and the address it reached (PROXY headers; 0: unknown) */
 	union inet_addr src, dst;
 	socklen_t srclen, dstlen;
-	unsigned char header_len;	/* the PROXY header's, if one went */
-	size_t backend;			/* index being tried / used */
+	uint16_t header_len;		/* the PROXY header's, if one went */
+	int set;			/* the backend set; -1: not routed */
+	int backend;			/* index being tried / used, or -1 */
+	bool holding;			/* an attempt open on the pool */
+	uint32_t tried;			/* backends tried (bit i: index i) */
 	size_t tries;
 	unsigned char end[2];		/* enum side_end */
 	int first_eof;			/* CLIENT, BACKEND, or -1: none yet */
@@ -112,9 +117,11 @@ struct forward_conn {
 struct forward_listener {
 	char name[64];
 	struct stream_loop *sl;
-	struct forward_backend backends[FORWARD_MAX_BACKENDS];
-	size_t nbackends;
-	size_t next;			/* round-robin position */
+	struct backend_pool *pool;
+	struct forward_route routes[FORWARD_MAX_ROUTES];
+	size_t nroutes;
+	bool nomatch_refuse;
+	bool proxy_tlvs;
 	double connect_timeout;
 	double idle_timeout;
 	double fin_timeout;
@@ -129,7 +136,8 @@ struct forward_listener {
 };
 
 static void pump_start(struct forward_conn *c);
-static void connect_backend(struct forward_conn *c);
+static void connect_backend(struct forward_conn *c, const char *last,
+    const char *err);
 
 /* ---- connection bookkeeping ---- */
 
@@ -201,8 +209,8 @@ pumping(const struct forward_conn *c)
 static const char *
 backend_label(const struct forward_conn *c)
 {
-	return c->state == ST_CLIENT_HANDSHAKE ? "-" :
-	    c->fl->backends[c->backend].label;
+	return c->backend < 0 ? "-" :
+	    backend_get(c->fl->pool, c->backend)->label;
 }
 
 /* Backend bytes into the listener's counters, as they move. */
@@ -291,6 +299,8 @@ conn_free(struct forward_conn *c)
 	struct forward_listener *fl = c->fl;
 
 	ev_timer_stop(fl->sl->loop, &c->idle);
+	if (c->holding)
+		backend_done(fl->pool, c->backend);
 	if (c->state != ST_CLIENT_HANDSHAKE) {
 		log_conn(c);
 	} else {
@@ -483,6 +493,7 @@ on_backend_ready(struct stream *s, void *arg)
 	struct forward_conn *c = conn_of(arg);
 
 	(void)s;
+	backend_connected(c->fl->pool, c->backend);
 	pump_start(c);
 }
 
@@ -495,8 +506,10 @@ on_header_sent(struct stream *s, void *arg)
 {
 	struct forward_conn *c = conn_of(arg);
 	struct forward_listener *fl = c->fl;
+	const char *host = backend_get(fl->pool, c->backend)->host;
+	/* A unix socket has no host: no SNI, no name check. */
 	const char *sni = fl->backend_sni[0] ? fl->backend_sni :
-	    fl->backends[c->backend].host;
+	    host[0] ? host : NULL;
 
 	if (fl->backend_tls == NULL) {
 		c->state = ST_BACKEND_CONNECT;
@@ -515,40 +528,157 @@ on_header_sent(struct stream *s, void *arg)
 static void on_close(struct stream *s, enum stream_close_reason why,
     void *arg);
 
+/* What the client's TLS tells the backend, in v2 TLVs. */
+static const struct forward_proxy_tlvs *
+proxy_tlvs(struct forward_conn *c, struct forward_proxy_tlvs *t,
+    struct tls_stream_info *info)
+{
+	struct stream *cs = c->s[CLIENT];
+	unsigned alen = 0;
+
+	if (!c->fl->proxy_tlvs || cs == NULL)
+		return NULL;
+	memset(t, 0, sizeof(*t));
+	if (!tls_stream_info(cs, info))
+		return t;
+	t->alpn = tls_stream_alpn(cs, &alen);
+	t->alpn_len = alen;
+	t->authority = info->sni;
+	t->ssl = true;
+	t->cert = info->cert;
+	t->verify = (uint32_t)info->verify;
+	t->version = info->version;
+	t->cipher = info->cipher;
+	t->cn = info->cn;
+	return t;
+}
+
 static bool
 write_proxy_header(struct forward_conn *c, struct stream *b)
 {
 	unsigned char hdr[FORWARD_PROXY_MAX];
 	struct sockaddr_storage none;
 	const struct sockaddr *dst = &c->dst.sa;
+	struct forward_proxy_tlvs t;
+	struct tls_stream_info info;
 	int n;
 
-	if (c->dstlen == 0) {
-		/* Mixed families make the header say UNKNOWN / UNSPEC. */
-		memset(&none, 0, sizeof(none));
+	memset(&none, 0, sizeof(none));
+	if (c->srclen == 0) {
+		/* Not an IP client (a unix socket): UNKNOWN / UNSPEC. */
+		dst = (const struct sockaddr *)&none;
+	} else if (c->dstlen == 0) {
+		/*
+		 * The client's address is known but not, in its family, the
+		 * one it reached (a PROXY client of another family, or on a
+		 * unix socket): the unspecified address, port 0, rather than
+		 * losing the client's to UNKNOWN.
+		 */
+		none.ss_family = c->src.sa.sa_family;
 		dst = (const struct sockaddr *)&none;
 	}
-	n = forward_proxy_header(c->fl->proxy,
-	    &c->src.sa, dst, hdr, sizeof(hdr));
+	n = forward_proxy_header_tlv(c->fl->proxy, c->srclen ? &c->src.sa :
+	    dst, dst, proxy_tlvs(c, &t, &info), hdr, sizeof(hdr));
 	if (n <= 0 || stream_write(b, hdr, (size_t)n, on_header_sent) < 0)
 		return false;
 	/* Not the client's bytes: "bytes up" leaves it out. */
-	c->header_len = (unsigned char)n;
+	c->header_len = (uint16_t)n;
 	return true;
 }
 
-static void
-connect_backend(struct forward_conn *c)
+/* ---- routing ---- */
+
+/* "*.example.com" covers exactly one label, as certificates do. */
+static bool
+name_matches(const char *pattern, const char *name)
+{
+	const char *dot;
+
+	if (strcasecmp(pattern, name) == 0)
+		return true;
+	if (pattern[0] != '*' || pattern[1] != '.')
+		return false;
+	dot = strchr(name, '.');
+	return dot != NULL && dot != name && strcasecmp(pattern + 1, dot) == 0;
+}
+
+static bool
+route_matches(const struct forward_route *r, const char *sni,
+    const unsigned char *alpn, unsigned alen)
+{
+	if (r->kind == FORWARD_ROUTE_SNI)
+		return sni != NULL && name_matches(r->match, sni);
+	return alpn != NULL && strlen(r->match) == alen &&
+	    memcmp(r->match, alpn, alen) == 0;
+}
+
+/* The client's backend set (c->set), or false: it was refused (closed). */
+static bool
+route(struct forward_conn *c)
 {
 	struct forward_listener *fl = c->fl;
-	const struct forward_backend *be;
+	struct tls_stream_info info;
+	const unsigned char *alpn;
+	unsigned alen = 0;
+
+	c->set = 0;
+	if (fl->nroutes == 0)
+		return true;
+	(void)tls_stream_info(c->s[CLIENT], &info);
+	alpn = tls_stream_alpn(c->s[CLIENT], &alen);
+	for (size_t i = 0; i < fl->nroutes; i++)
+		if (route_matches(&fl->routes[i], info.sni, alpn, alen)) {
+			c->set = fl->routes[i].set;
+			return true;
+		}
+	if (!fl->nomatch_refuse)
+		return true;
+	set_reason(c, "no route for name '%s', protocol '%.*s': refused",
+	    info.sni ? info.sni : "", (int)alen, alpn ? (const char *)alpn :
+	    "");
+	stream_close(c->s[CLIENT], STREAM_CLOSE_LOCAL);
+	return false;
+}
+
+/* ---- the backend's connection ---- */
+
+/*
+ * No backend of the set is left (none up, or every one tried): the client
+ * is closed at once.  `last`: the last one tried and its error, or NULL.
+ */
+static void
+no_backend(struct forward_conn *c, const char *last, const char *err)
+{
+	if (c->tries == 0)
+		set_reason(c, "no backend up");
+	else
+		set_reason(c, "no backend answered (%zu tried; last %s: %s)",
+		    c->tries, last, err);
+	stream_close(c->s[CLIENT], STREAM_CLOSE_LOCAL);
+}
+
+static void
+connect_backend(struct forward_conn *c, const char *last, const char *err)
+{
+	struct forward_listener *fl = c->fl;
+	const struct backend_def *be;
 	struct stream_opts so;
 	struct stream *b;
+	int i;
 
+	/* Past the handshake: whatever happens now gets its log line. */
 	c->state = ST_BACKEND_CONNECT;
-	c->backend = fl->next++ % fl->nbackends;
+	if (c->set < 0 && !route(c))
+		return;
+	if ((i = backend_pick(fl->pool, c->set, c->tried)) < 0) {
+		no_backend(c, last, err);
+		return;
+	}
+	c->backend = i;
+	c->holding = true;
+	c->tried |= UINT32_C(1) << i;
 	c->tries++;
-	be = &fl->backends[c->backend];
+	be = backend_get(fl->pool, i);
 	stream_opts_default(&so);
 	so.handshake_timeout = fl->connect_timeout;
 	so.max_buffer_size = fl->high_water;
@@ -558,6 +688,8 @@ connect_backend(struct forward_conn *c)
 		/* No socket (EMFILE): no other backend would do better. */
 		if (c->stats != NULL)
 			c->stats->backend_failures++;
+		c->holding = false;
+		backend_done(fl->pool, i);
 		log_limited(LOG_WARN, "%s: %s -> %s: cannot connect: %s",
 		    fl->name, c->peer, be->label, strerror(errno));
 		set_reason(c, "backend %s: socket: %s", be->label,
@@ -587,27 +719,27 @@ connect_backend(struct forward_conn *c)
 
 /* A backend connection ended before it was ready: try the next one. */
 static void
-backend_failed(struct forward_conn *c, struct stream *b,
+attempt_failed(struct forward_conn *c, struct stream *b,
     enum stream_close_reason why)
 {
 	struct forward_listener *fl = c->fl;
-	const char *label = fl->backends[c->backend].label;
+	const char *label = backend_get(fl->pool, c->backend)->label;
+	char err[200];
 
-	/* The client is gone: nothing to retry for. */
+	/* The client is gone: nothing to retry for, nothing to count. */
 	if (!client_alive(c))
 		return;
 	if (c->stats != NULL)
 		c->stats->backend_failures++;
+	snprintf(err, sizeof(err), "%s%s%s", stream_close_reason_str(why),
+	    stream_error(b)[0] ? ": " : "", stream_error(b));
+	c->holding = false;
+	backend_failed(fl->pool, c->backend, err);
 	log_limited(LOG_WARN, "%s: %s -> %s: backend failed: %s: %s",
 	    fl->name, c->peer, label, stream_close_reason_str(why),
 	    stream_error(b));
-	if (c->tries < fl->nbackends) {
-		connect_backend(c);
-		return;
-	}
-	set_reason(c, "no backend answered (%zu tried; last %s: %s)",
-	    c->tries, label, stream_error(b));
-	stream_close(c->s[CLIENT], STREAM_CLOSE_LOCAL);
+	/* The next one, if one is left up. */
+	connect_backend(c, label, stream_error(b));
 }
 
 /* ---- closing ---- */
@@ -635,7 +767,7 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 		    "%s", c->fl->name, c->peer, stream_error(s)[0] ?
 		    stream_error(s) : "handshake timed out");
 	if (side == BACKEND && reaching_backend(c)) {
-		backend_failed(c, s, why);
+		attempt_failed(c, s, why);
 	} else if (why != STREAM_CLOSE_EOF) {
 		/*
 		 * EOF means this side is done both ways; anything else
@@ -659,7 +791,7 @@ on_client_ready(struct stream *s, void *arg)
 	struct forward_conn *c = conn_of(arg);
 
 	(void)s;
-	connect_backend(c);
+	connect_backend(c, NULL, NULL);
 }
 
 /* A connection for a client just accepted; NULL without memory. */
@@ -671,16 +803,22 @@ conn_new(struct forward_listener *fl, struct stream *s,
 	struct sockaddr_storage ss;
 	socklen_t len;
 
-	if (salen > sizeof(c->src) || (c = calloc(1, sizeof(*c))) == NULL)
+	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
 	c->magic = CONN_MAGIC;
 	c->fl = fl;
 	c->first_eof = -1;
+	c->set = -1;
+	c->backend = -1;
 	c->s[CLIENT] = s;
 	c->stats = stream_stats(s);
 	c->started = ev_now(fl->sl->loop);
-	memcpy(&c->src, sa, salen);
-	c->srclen = salen;
+	/* A unix socket's client has no address a PROXY header can carry. */
+	if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+	    salen <= sizeof(c->src)) {
+		memcpy(&c->src, sa, salen);
+		c->srclen = salen;
+	}
 	snprintf(c->peer, sizeof(c->peer), "%s", stream_peer(s));
 	ev_init(&c->idle, idle_cb);
 	c->idle.data = c;
@@ -723,9 +861,9 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 {
 	struct forward_listener *fl;
 
-	if (o->nbackends == 0 || o->nbackends > FORWARD_MAX_BACKENDS) {
-		snprintf(err, errlen, "a forward listener needs 1 to %d "
-		    "backends", FORWARD_MAX_BACKENDS);
+	if (o->nroutes > FORWARD_MAX_ROUTES) {
+		snprintf(err, errlen, "more than %d routes",
+		    FORWARD_MAX_ROUTES);
 		return NULL;
 	}
 	if (o->high_water == 0 || o->connect_timeout <= 0) {
@@ -738,11 +876,19 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	fl->pool = backend_pool_new(name, sl, &o->backends, err, errlen);
+	if (fl->pool == NULL) {
+		free(fl);
+		return NULL;
+	}
 	snprintf(fl->name, sizeof(fl->name), "%s", name);
 	fl->sl = sl;
 	LIST_INIT(&fl->conns);
-	memcpy(fl->backends, o->backends, o->nbackends * sizeof(*o->backends));
-	fl->nbackends = o->nbackends;
+	if (o->nroutes > 0)
+		memcpy(fl->routes, o->routes, o->nroutes * sizeof(*o->routes));
+	fl->nroutes = o->nroutes;
+	fl->nomatch_refuse = o->nomatch_refuse;
+	fl->proxy_tlvs = o->proxy_tlvs;
 	fl->connect_timeout = o->connect_timeout;
 	fl->idle_timeout = o->idle_timeout;
 	fl->fin_timeout = o->fin_timeout;
@@ -757,6 +903,13 @@ forward_listener_new(const char *name, struct stream_loop *sl,
 }
 
 void
+forward_listener_start_checks(struct forward_listener *fl)
+{
+	backend_pool_start_checks(fl->pool, fl->backend_tls,
+	    fl->backend_sni);
+}
+
+void
 forward_listener_set_backend_tls(struct forward_listener *fl,
     struct tls_ctx *tls)
 {
@@ -764,6 +917,7 @@ forward_listener_set_backend_tls(struct forward_listener *fl,
 
 	fl->backend_tls = tls ? tls_ctx_ref(tls) : NULL;
 	tls_ctx_unref(old);
+	backend_pool_set_tls(fl->pool, fl->backend_tls);
 }
 
 void
@@ -793,6 +947,7 @@ forward_listener_free(struct forward_listener *fl)
 		    fl->nconns);
 	ev_timer_stop(fl->sl->loop, &fl->lines_report);
 	report_lines(fl);
+	backend_pool_free(fl->pool);
 	tls_ctx_unref(fl->backend_tls);
 	free(fl);
 }

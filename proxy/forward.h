@@ -4,14 +4,24 @@
  * For each client: wait for its handshake (hitch connects to the backend
  * only then, so a client that never finishes costs no backend connection),
  * connect to a backend without blocking, optionally write a PROXY protocol
- * header (in the clear, first thing on the connection), optionally run TLS
+ * header (in the clear, first thing on the connection; v2 with proxy_tlvs
+ * carries the client's TLS in TLVs, forward_proxy.h), optionally run TLS
  * to the backend (verified, with SNI), then pump bytes both ways.
  *
- * Backends: round-robin over the listener's list, per process.  One that
- * refuses, times out (connect_timeout covers the connect and the backend
- * TLS handshake) or fails its TLS handshake is counted in
- * backend_failures and the next is tried, each at most once per client;
- * when none answers the client is closed at once.
+ * Routing: once the client's handshake is done, the routes are matched
+ * in order against the name it sent (SNI: `sni:NAME`, exact or
+ * `*.domain` for one label, case-insensitive) or the protocol agreed
+ * (`alpn:PROTO`); the first that matches names the backend set.  None
+ * matching: the set "default", or, with nomatch_refuse, the client is
+ * closed without a backend (logged with its name and protocol).
+ *
+ * Backends (backend.h): the set's pool picks one (weights, backups,
+ * round robin or least connections, skipping those marked down).  One
+ * that refuses, times out (connect_timeout covers the connect and the
+ * backend TLS handshake) or fails its TLS handshake is counted in
+ * backend_failures (and in the backend's health) and the next is tried,
+ * each at most once per client; when none is left the client is closed
+ * at once.
  *
  * The pump: each side is read with partial reads straight into the other
  * side's stream_write (large chunks go to the socket without a copy).
@@ -36,7 +46,8 @@
  * shutdown(SHUT_WR) included.  0 turns either off.
  *
  * Counting: client bytes and handshakes are counted by the client stream
- * (the listener's counters); backend_failures, backend_bytes_in/out here.
+ * (the listener's counters); backend_failures, backend_bytes_in/out here;
+ * per backend, the pool (backend.h).
  * One log line per connection that got past its handshake: listener,
  * peer, backend, duration, bytes forwarded each way (handed to the other
  * side's connection: bytes read but still queued when it ended are not)
@@ -53,22 +64,27 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "backend.h"
 #include "forward_proxy.h"
 #include "stream.h"
 #include "tls.h"
 
-#define FORWARD_MAX_BACKENDS 16
+#define FORWARD_MAX_ROUTES 16
 
-struct forward_backend {
-	char label[320];		/* "host:port" for logs */
-	char host[300];			/* for SNI and the name check */
-	struct sockaddr_storage addr;	/* resolved once, at start */
-	socklen_t addrlen;
+enum forward_route_kind { FORWARD_ROUTE_SNI = 0, FORWARD_ROUTE_ALPN };
+
+struct forward_route {
+	enum forward_route_kind kind;
+	char match[256];		/* the name, "*.domain", or protocol */
+	int set;			/* the backend set it sends to */
 };
 
 struct forward_opts {
-	const struct forward_backend *backends;
-	size_t nbackends;
+	struct backend_opts backends;	/* the pool's (backend.h) */
+	const struct forward_route *routes;
+	size_t nroutes;
+	bool nomatch_refuse;		/* no route matched: close */
+	bool proxy_tlvs;		/* v2: ALPN, authority, SSL TLVs */
 	double connect_timeout;		/* seconds; connect + backend TLS */
 	double idle_timeout;		/* seconds without traffic; 0 = none */
 	double fin_timeout;		/* the same once a side ended; 0 = none */
@@ -88,6 +104,12 @@ struct forward_listener;
 struct forward_listener *forward_listener_new(const char *name,
     struct stream_loop *sl, const struct forward_opts *o, char *err,
     size_t errlen);
+
+/*
+ * Runs the backends' active checks in this process, if configured (one
+ * process of all).
+ */
+void forward_listener_start_checks(struct forward_listener *fl);
 
 /* New connections use `tls` for their backends (reload); NULL = plain. */
 void forward_listener_set_backend_tls(struct forward_listener *fl,

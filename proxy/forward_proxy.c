@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -93,20 +94,94 @@ proxy_v2(const struct inet_pair *p, unsigned char *out, size_t outlen)
 	return (int)(16 + alen);
 }
 
+/* One TLV of n bytes (cut to `max`) at out[*at]; false without room. */
+static bool
+put_tlv(unsigned char *out, size_t outlen, size_t *at, unsigned type,
+    const void *v, size_t n, size_t max)
+{
+	if (n > max)
+		n = max;
+	if (*at + 3 + n > outlen)
+		return false;
+	out[*at] = (unsigned char)type;
+	out[*at + 1] = (unsigned char)(n >> 8);
+	out[*at + 2] = (unsigned char)(n & 0xff);
+	memcpy(out + *at + 3, v, n);
+	*at += 3 + n;
+	return true;
+}
+
+static bool
+put_str(unsigned char *out, size_t outlen, size_t *at, unsigned type,
+    const char *s, size_t max)
+{
+	if (s == NULL || *s == '\0')
+		return true;
+	return put_tlv(out, outlen, at, type, s, strlen(s), max);
+}
+
+/* PP2_TYPE_SSL and its sub-TLVs at out[*at]. */
+static bool
+put_ssl(const struct forward_proxy_tlvs *t, unsigned char *out,
+    size_t outlen, size_t *at)
+{
+	size_t start = *at, sub;
+	uint32_t verify = t->cert ? t->verify : 1;
+
+	if (*at + 3 + 5 > outlen)
+		return false;
+	out[*at] = 0x20;
+	out[*at + 3] = (unsigned char)(0x01 | (t->cert ? 0x06 : 0));
+	out[*at + 4] = (unsigned char)(verify >> 24);
+	out[*at + 5] = (unsigned char)(verify >> 16);
+	out[*at + 6] = (unsigned char)(verify >> 8);
+	out[*at + 7] = (unsigned char)verify;
+	*at += 8;
+	if (!put_str(out, outlen, at, 0x21, t->version, 64) ||
+	    (t->cert && !put_str(out, outlen, at, 0x22, t->cn, 64)) ||
+	    !put_str(out, outlen, at, 0x23, t->cipher, 64))
+		return false;
+	sub = *at - start - 3;
+	out[start + 1] = (unsigned char)(sub >> 8);
+	out[start + 2] = (unsigned char)(sub & 0xff);
+	return true;
+}
+
 int
-forward_proxy_header(enum forward_proxy version, const struct sockaddr *src,
-    const struct sockaddr *dst, unsigned char *out, size_t outlen)
+forward_proxy_header_tlv(enum forward_proxy version,
+    const struct sockaddr *src, const struct sockaddr *dst,
+    const struct forward_proxy_tlvs *t, unsigned char *out, size_t outlen)
 {
 	struct inet_pair p;
+	size_t at, len;
+	int n;
 
 	inet_pair(src, dst, &p);
 	switch (version) {
 	case FORWARD_PROXY_V1:
 		return proxy_v1(&p, out, outlen);
 	case FORWARD_PROXY_V2:
-		return proxy_v2(&p, out, outlen);
-	case FORWARD_PROXY_OFF:
 		break;
+	case FORWARD_PROXY_OFF:
+		return -1;
 	}
-	return -1;
+	if ((n = proxy_v2(&p, out, outlen)) < 0 || t == NULL)
+		return n;
+	at = (size_t)n;
+	if ((t->alpn_len > 0 && !put_tlv(out, outlen, &at, 0x01, t->alpn,
+	    t->alpn_len, 255)) ||
+	    !put_str(out, outlen, &at, 0x02, t->authority, 255) ||
+	    (t->ssl && !put_ssl(t, out, outlen, &at)))
+		return -1;
+	len = at - 16;
+	out[14] = (unsigned char)(len >> 8);
+	out[15] = (unsigned char)(len & 0xff);
+	return (int)at;
+}
+
+int
+forward_proxy_header(enum forward_proxy version, const struct sockaddr *src,
+    const struct sockaddr *dst, unsigned char *out, size_t outlen)
+{
+	return forward_proxy_header_tlv(version, src, dst, NULL, out, outlen);
 }

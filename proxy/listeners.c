@@ -4,12 +4,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "accesslog.h"
@@ -26,6 +29,8 @@
 #include "relay_metrics.h"
 #include "tcpserver.h"
 #include "tls.h"
+#include "tls_ocsp.h"
+#include "tls_tickets.h"
 
 /*
  * One configured listener and what serves it.  Its own copy of its
@@ -39,6 +44,13 @@ struct listener {
 	struct relay_listener *relay;	/* mode = relay */
 	struct forward_listener *fwd;	/* mode = forward */
 	struct accesslog *access;	/* access_log, or NULL */
+	/*
+	 * What its TLS contexts use and outlive: its ticket keys (made
+	 * before the fork; a reload keeps them while ticket_keys and
+	 * ticket_rotate stay) and a staple source per certificate with ocsp.
+	 */
+	struct tls_tickets *tickets;
+	struct tls_ocsp *ocsp[CONFIG_MAX_CERTS];
 };
 
 struct listeners {
@@ -55,6 +67,18 @@ struct listeners {
 	struct tcpserver *admin;	/* NULL: no admin page here */
 	struct admin *admin_conns;	/* its connections */
 	struct relay_listener *admin_relay;	/* the device page's consumers */
+};
+
+/*
+ * What the TLS contexts of a configuration are built with and that lives
+ * as long as its listeners, one slot per listener of the configuration:
+ * a listener's own (one that stays), or made for it (`made`: freed if
+ * the build fails, else handed to the new listener).
+ */
+struct tls_keep {
+	struct tls_tickets *tickets[CONFIG_MAX_LISTENERS];
+	struct tls_ocsp *ocsp[CONFIG_MAX_LISTENERS][CONFIG_MAX_CERTS];
+	bool made[CONFIG_MAX_LISTENERS];
 };
 
 /*
@@ -83,6 +107,7 @@ tls_opt_key(enum tls_opt opt)
 	case TLS_OPT_CIPHERSUITES: return "ciphersuites";
 	case TLS_OPT_ALPN: return "alpn";
 	case TLS_OPT_CA_FILE: return "backend_ca";
+	case TLS_OPT_CLIENT_CRL: return "client_crl";
 	case TLS_OPT_OTHER: break;
 	}
 	return "cert";
@@ -90,7 +115,8 @@ tls_opt_key(enum tls_opt opt)
 
 static struct tls_ctx *
 server_tls(const struct config *cfg, const struct config_listener *l,
-    char *err, size_t errlen)
+    struct tls_tickets *tickets, struct tls_ocsp *const *ocsp, char *err,
+    size_t errlen)
 {
 	struct tls_cert_pair pairs[CONFIG_MAX_CERTS];
 	struct tls_server_opts o = { 0 };
@@ -101,15 +127,19 @@ server_tls(const struct config *cfg, const struct config_listener *l,
 	for (size_t i = 0; i < l->ncert; i++) {
 		pairs[i].cert = l->cert[i];
 		pairs[i].key = l->key[i];
+		pairs[i].ocsp = ocsp[i];
 	}
 	o.certs = pairs;
 	o.ncerts = l->ncert;
 	o.client_ca = l->client_ca[0] ? l->client_ca : NULL;
+	o.client_crl = l->client_crl[0] ? l->client_crl : NULL;
+	o.tickets = tickets;
 	o.verify = (enum tls_verify)l->verify;
 	o.min_version = l->tls_min_version;
 	o.ciphers = l->ciphers[0] ? l->ciphers : NULL;
 	o.ciphersuites = l->ciphersuites[0] ? l->ciphersuites : NULL;
 	o.alpn = l->alpn[0] ? l->alpn : NULL;
+	o.alpn_fallback = l->alpn_fallback;
 	o.name = l->name;
 	o.fault = &fault;
 	c = tls_ctx_new_server(&o, why, sizeof(why));
@@ -131,11 +161,16 @@ backend_tls(const struct config *cfg, const struct config_listener *l,
 
 	o.ca_file = l->backend_ca[0] ? l->backend_ca : NULL;
 	o.verify = true;
+	o.cert = l->backend_cert[0] ? l->backend_cert : NULL;
+	o.key = l->backend_key[0] ? l->backend_key : NULL;
 	o.fault = &fault;
 	c = tls_ctx_new_client(&o, why, sizeof(why));
 	if (c == NULL)
 		config_error(cfg, l, fault.opt == TLS_OPT_CA_FILE ?
-		    "backend_ca" : "backend_tls", 0, why, err, errlen);
+		    "backend_ca" : fault.opt == TLS_OPT_CERT ? "backend_cert" :
+		    fault.opt == TLS_OPT_KEY ? (l->backend_key[0] ?
+		    "backend_key" : "backend_cert") : "backend_tls", 0, why,
+		    err, errlen);
 	return c;
 }
 
@@ -198,27 +233,29 @@ tls_files(const struct config *cfg, const struct config_listener *l,
 		    errlen) < 0 || readable(cfg, l, "key", i, "private key",
 		    l->key[i], err, errlen) < 0)
 			return -1;
-	if (l->ncert > 0 && readable(cfg, l, "client_ca", 0, "CA file",
-	    l->client_ca, err, errlen) < 0)
+	if (l->ncert > 0 && (readable(cfg, l, "client_ca", 0, "CA file",
+	    l->client_ca, err, errlen) < 0 || readable(cfg, l, "client_crl",
+	    0, "CRL file", l->client_crl, err, errlen) < 0))
 		return -1;
-	if (l->backend_tls && readable(cfg, l, "backend_ca", 0, "CA file",
-	    l->backend_ca, err, errlen) < 0)
+	if (l->backend_tls && (readable(cfg, l, "backend_ca", 0, "CA file",
+	    l->backend_ca, err, errlen) < 0 || readable(cfg, l,
+	    "backend_cert", 0, "certificate", l->backend_cert, err,
+	    errlen) < 0 || readable(cfg, l, "backend_key", 0, "private key",
+	    l->backend_key, err, errlen) < 0))
 		return -1;
 	return 0;
 }
 
 /* Builds every TLS context and access list; on failure nothing is kept. */
 static int
-tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
-    size_t errlen)
+tls_set_build(const struct config *cfg, struct tls_set *t,
+    const struct tls_keep *keep, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
-		if (tls_files(cfg, l, err, errlen) < 0)
-			goto fail;
-		if (l->ncert > 0 &&
-		    (t->server[i] = server_tls(cfg, l, err, errlen)) == NULL)
+		if (l->ncert > 0 && (t->server[i] = server_tls(cfg, l,
+		    keep->tickets[i], keep->ocsp[i], err, errlen)) == NULL)
 			goto fail;
 		if (l->mode == CONFIG_FORWARD && l->backend_tls &&
 		    (t->backend[i] = backend_tls(cfg, l, err, errlen)) == NULL)
@@ -231,6 +268,145 @@ tls_set_build(const struct config *cfg, struct tls_set *t, char *err,
 fail:
 	tls_set_free(t, cfg->nlisteners);
 	return -1;
+}
+
+static bool same_listener(const struct config_listener *a,
+    const struct config_listener *b);
+static struct listener *find_listener(const struct listeners *ls,
+    const char *name);
+
+/* A TLS listener's ticket keys (before the fork); -1 with err. */
+static int
+tickets_make(const struct config *cfg, const struct config_listener *l,
+    struct tls_tickets **out, char *err, size_t errlen)
+{
+	char why[384];
+
+	*out = NULL;
+	if (l->ncert == 0)
+		return 0;
+	*out = tls_tickets_new(l->ticket_keys[0] ? l->ticket_keys : NULL,
+	    l->ticket_rotate, why, sizeof(why));
+	if (*out == NULL) {
+		config_error(cfg, l, "ticket_keys", 0, why, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
+/* A certificate's `ocsp` value: "off" (or none), "auto", or a file. */
+static const char *
+ocsp_value(const struct config_listener *l, size_t i)
+{
+	if (l->nocsp == 0)
+		return "off";
+	return l->nocsp == 1 ? l->ocsp[0] : l->ocsp[i];
+}
+
+static void
+ocsp_free(struct tls_ocsp **ocsp)
+{
+	for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+		tls_ocsp_free(ocsp[j]);
+		ocsp[j] = NULL;
+	}
+}
+
+/* A listener's OCSP source per certificate (before the fork); -1 with err. */
+static int
+ocsp_make(const struct config *cfg, const struct config_listener *l,
+    struct tls_ocsp **out, char *err, size_t errlen)
+{
+	for (size_t j = 0; j < CONFIG_MAX_CERTS; j++)
+		out[j] = NULL;
+	for (size_t j = 0; j < l->ncert; j++) {
+		const char *v = ocsp_value(l, j);
+		struct tls_ocsp_opts o = { 0 };
+		char why[768];
+
+		if (!strcmp(v, "off"))
+			continue;
+		o.cert = l->cert[j];
+		o.file = strcmp(v, "auto") ? v : NULL;
+		o.dir = cfg->ocsp_dir;
+		o.timeout = cfg->ocsp_timeout;
+		o.name = l->name;
+		out[j] = tls_ocsp_new(&o, why, sizeof(why));
+		if (out[j] == NULL) {
+			config_error(cfg, l, "ocsp", l->nocsp == 1 ? 0 : j, why,
+			    err, errlen);
+			ocsp_free(out);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+tls_keep_free(struct tls_keep *k)
+{
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		if (k->made[i]) {
+			tls_tickets_free(k->tickets[i]);
+			ocsp_free(k->ocsp[i]);
+		}
+	free(k);
+}
+
+/*
+ * The ticket keys and OCSP sources of `cfg`'s listeners: a listener of
+ * `cur` (the running ones, or NULL) that stays as it is are
+ * its own; a listener added or changed gets new ones, but a changed one
+ * whose ticket_keys and ticket_rotate stay shares the keys of the one it
+ * replaces (sessions resume across the reload).  Every file is checked
+ * readable first, for a clear error.  NULL with err.
+ */
+static struct tls_keep *
+tls_keep_build(const struct config *cfg, const struct listeners *cur,
+    char *err, size_t errlen)
+{
+	struct tls_keep *k = calloc(1, sizeof(*k));
+
+	if (k == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		struct listener *old = cur != NULL ? find_listener(cur,
+		    l->name) : NULL;
+		bool same = old != NULL && old->cfg.ncert > 0 &&
+		    !strcmp(old->cfg.ticket_keys, l->ticket_keys) &&
+		    old->cfg.ticket_rotate == l->ticket_rotate;
+
+		if (tls_files(cfg, l, err, errlen) < 0)
+			goto fail;
+		if (old != NULL && same_listener(&old->cfg, l)) {
+			k->tickets[i] = old->tickets;
+			memcpy(k->ocsp[i], old->ocsp, sizeof(k->ocsp[i]));
+			continue;
+		}
+		k->made[i] = true;
+		if (same && l->ncert > 0)
+			k->tickets[i] = tls_tickets_ref(old->tickets);
+		else if (tickets_make(cfg, l, &k->tickets[i], err, errlen) < 0)
+			goto fail;
+		if (ocsp_make(cfg, l, k->ocsp[i], err, errlen) < 0)
+			goto fail;
+	}
+	return k;
+fail:
+	tls_keep_free(k);
+	return NULL;
+}
+
+/* A new listener takes what was made for it (slot i). */
+static void
+tls_keep_give(struct tls_keep *k, size_t i, struct listener *ln)
+{
+	ln->tickets = k->tickets[i];
+	memcpy(ln->ocsp, k->ocsp[i], sizeof(ln->ocsp));
+	k->made[i] = false;
 }
 
 /* ---- the status page ---- */
@@ -276,19 +452,32 @@ admin_status(struct buffer *b, void *arg)
 /* Resolves a forward listener's backends (once, at start-up). */
 static int
 resolve_backends(const struct config *cfg, const struct config_listener *l,
-    struct forward_backend *out, char *err, size_t errlen)
+    struct backend_def *out, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < l->nbackend; i++) {
-		const struct config_addr *a = &l->backend[i];
-		struct forward_backend *b = &out[i];
+		const struct config_addr *a = &l->backend[i].addr;
+		struct backend_def *b = &out[i];
 		char why[256];
+		int rc;
 
 		memset(b, 0, sizeof(*b));
-		snprintf(b->host, sizeof(b->host), "%s", a->host);
-		snprintf(b->label, sizeof(b->label), strchr(a->host, ':') ?
-		    "[%s]:%d" : "%s:%d", a->host, a->port);
-		if (netutil_resolve(a->host, a->port, &b->addr, &b->addrlen,
-		    why, sizeof(why)) < 0) {
+		b->set = l->backend[i].set;
+		b->weight = l->backend[i].weight;
+		b->backup = l->backend[i].backup;
+		if (config_addr_is_unix(a)) {
+			/* No name to send or check: TLS goes without SNI. */
+			snprintf(b->label, sizeof(b->label), "%s", a->host);
+			rc = netutil_unix_addr(a->host + 5, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		} else {
+			snprintf(b->host, sizeof(b->host), "%s", a->host);
+			snprintf(b->label, sizeof(b->label),
+			    strchr(a->host, ':') ? "[%s]:%d" : "%s:%d",
+			    a->host, a->port);
+			rc = netutil_resolve(a->host, a->port, &b->addr,
+			    &b->addrlen, why, sizeof(why));
+		}
+		if (rc < 0) {
 			/* One `backend` line holds the whole list. */
 			config_error(cfg, l, "backend", 0, why, err, errlen);
 			return -1;
@@ -347,14 +536,37 @@ forward_from(struct listeners *ls, struct listener *ln,
     struct tls_ctx *btls, char *err, size_t errlen)
 {
 	const struct config_listener *l = &ln->cfg;
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
+	struct forward_route routes[CONFIG_MAX_ROUTES];
 	struct forward_opts fo = { 0 };
 	char why[256];
 
 	if (resolve_backends(ls->cfg, l, backends, err, errlen) < 0)
 		return -1;
-	fo.backends = backends;
-	fo.nbackends = l->nbackend;
+	fo.backends.defs = backends;
+	fo.backends.n = l->nbackend;
+	fo.backends.set_names = l->set_name;
+	fo.backends.nsets = l->nsets;
+	fo.backends.balance = l->balance == CONFIG_BALANCE_LEASTCONN ?
+	    BACKEND_LEASTCONN : BACKEND_ROUNDROBIN;
+	fo.backends.max_fails = (unsigned)l->max_fails;
+	fo.backends.fail_timeout = l->fail_timeout;
+	fo.backends.check_interval = l->check_interval;
+	fo.backends.check = l->check == CONFIG_CHECK_TLS ? BACKEND_CHECK_TLS :
+	    BACKEND_CHECK_TCP;
+	fo.backends.connect_timeout = l->connect_timeout;
+	fo.backends.metrics_id = ln->metrics_id;
+	for (size_t i = 0; i < l->nroutes; i++) {
+		routes[i].kind = l->route[i].kind == CONFIG_ROUTE_ALPN ?
+		    FORWARD_ROUTE_ALPN : FORWARD_ROUTE_SNI;
+		snprintf(routes[i].match, sizeof(routes[i].match), "%s",
+		    l->route[i].match);
+		routes[i].set = l->route[i].set;
+	}
+	fo.routes = routes;
+	fo.nroutes = l->nroutes;
+	fo.nomatch_refuse = l->route_refuse;
+	fo.proxy_tlvs = l->proxy_tlvs;
 	fo.connect_timeout = l->connect_timeout;
 	fo.idle_timeout = l->idle_timeout;
 	fo.fin_timeout = l->fin_timeout;
@@ -372,10 +584,57 @@ forward_from(struct listeners *ls, struct listener *ln,
 	return 0;
 }
 
+/* unix_owner "user[:group]" -> ids (-1: unchanged); 0 or -1 with why. */
+static int
+unix_owner(const struct config_listener *l, uid_t *uid, gid_t *gid,
+    char *why, size_t whylen)
+{
+	char user[64], *group;
+	struct passwd *pw;
+	struct group *gr;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (l == NULL || l->unix_owner[0] == '\0')
+		return 0;
+	snprintf(user, sizeof(user), "%s", l->unix_owner);
+	if ((group = strchr(user, ':')) != NULL)
+		*group++ = '\0';
+	if (user[0] != '\0') {
+		if ((pw = getpwnam(user)) == NULL) {
+			snprintf(why, whylen, "no user '%s'", user);
+			return -1;
+		}
+		*uid = pw->pw_uid;
+	}
+	if (group != NULL && group[0] != '\0') {
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(why, whylen, "no group '%s'", group);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* A unix: address of a bind line. */
+static int
+bind_unix(const struct config_listener *l, struct tcpserver *srv,
+    const struct config_addr *a, char *why, size_t whylen)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (unix_owner(l, &uid, &gid, why, whylen) < 0)
+		return -1;
+	return tcpserver_bind_unix(srv, a->host + 5, l ? l->unix_mode : 0,
+	    uid, gid, why, whylen);
+}
+
 /*
  * The addresses of one `bind` (or `admin`) line, bound, not accepting:
  * the sockets of the pool that match an address (inherited, or the
- * previous configuration's) rather than new ones.
+ * previous configuration's; a unix: one by its path) rather than new ones.
  */
 static int
 bind_addrs(const struct config *cfg, const struct config_listener *l,
@@ -397,6 +656,14 @@ bind_addrs(const struct config *cfg, const struct config_listener *l,
 			config_error(cfg, l, key, 0, "too many sockets", err,
 			    errlen);
 			return -1;
+		}
+		if (config_addr_is_unix(&addrs[i])) {
+			if (bind_unix(l, srv, &addrs[i], why,
+			    sizeof(why)) < 0) {
+				config_error(cfg, l, key, 0, why, err, errlen);
+				return -1;
+			}
+			continue;
 		}
 		if (tcpserver_bind(srv, addrs[i].host[0] ? addrs[i].host :
 		    NULL, addrs[i].port, AF_UNSPEC, NETUTIL_DEFAULT_BACKLOG,
@@ -435,7 +702,8 @@ listener_build(struct listeners *ls, struct listener *ln,
 		ln->srv = tcpserver_new(ls->sl, l->name, &so, t->server[i],
 		    forward_handle_stream, ln->fwd);
 	}
-	if (ln->srv == NULL) {
+	if (ln->srv == NULL ||
+	    tcpserver_set_accept_proxy(ln->srv, l->accept_proxy) < 0) {
 		snprintf(err, errlen, "[%s] out of memory", l->name);
 		return -1;
 	}
@@ -463,6 +731,9 @@ listener_free(struct listener *ln)
 	relay_listener_free(ln->relay);
 	forward_listener_free(ln->fwd);
 	accesslog_unref(ln->access);
+	/* After the server: its TLS contexts use these. */
+	tls_tickets_free(ln->tickets);
+	ocsp_free(ln->ocsp);
 	free(ln);
 }
 
@@ -517,6 +788,7 @@ listeners_new(const struct config *cfg, struct stream_loop *sl,
     struct sockpool *pool, char *err, size_t errlen)
 {
 	struct listeners *ls = calloc(1, sizeof(*ls));
+	struct tls_keep *keep;
 	struct tls_set t;
 	int rc = 0;
 
@@ -527,7 +799,13 @@ listeners_new(const struct config *cfg, struct stream_loop *sl,
 	ls->cfg = cfg;
 	ls->sl = sl;
 	ls->worker = -1;
-	if (tls_set_build(cfg, &t, err, errlen) < 0) {
+	/* Ticket keys and OCSP sources before the fork: workers share them. */
+	if ((keep = tls_keep_build(cfg, NULL, err, errlen)) == NULL) {
+		free(ls);
+		return NULL;
+	}
+	if (tls_set_build(cfg, &t, keep, err, errlen) < 0) {
+		tls_keep_free(keep);
 		free(ls);
 		return NULL;
 	}
@@ -542,11 +820,13 @@ listeners_new(const struct config *cfg, struct stream_loop *sl,
 			rc = -1;
 			break;
 		}
+		tls_keep_give(keep, i, ls->l[ls->n]);
 		rc = listener_build(ls, ls->l[ls->n++], &t, i, pool, err,
 		    errlen);
 	}
 	/* The servers and listeners hold what they use. */
 	tls_set_free(&t, cfg->nlisteners);
+	tls_keep_free(keep);
 	if (rc == 0 && cfg->admin_set)
 		rc = admin_build(ls, pool, err, errlen);
 	if (rc < 0) {
@@ -570,9 +850,13 @@ log_listening(const char *mode, const char *transport, const char *name,
 	size_t n = tcpserver_addresses(srv, ss, TCPSERVER_MAX_SOCKETS);
 
 	for (size_t i = 0; i < n; i++) {
-		char addr[80];
-		netutil_format_addr((struct sockaddr *)&ss[i], addr,
-		    sizeof(addr));
+		char addr[160];
+		if (ss[i].ss_family == AF_UNIX)
+			snprintf(addr, sizeof(addr), "unix:%s",
+			    ((struct sockaddr_un *)&ss[i])->sun_path);
+		else
+			netutil_format_addr((struct sockaddr *)&ss[i], addr,
+			    sizeof(addr));
 		LOGN("%s listening on %s (%s) [%s]", mode, addr, transport,
 		    name);
 	}
@@ -592,8 +876,25 @@ relay_metrics(struct buffer *out, void *arg)
 	relay_render_metrics(ls->reg, rls, n, out);
 }
 
+/* The OCSP staples of the listeners serving now (not the retired ones). */
+static void
+ocsp_metrics(struct buffer *out, void *arg)
+{
+	struct listeners *ls = arg;
+	struct tls_ocsp *all[CONFIG_MAX_LISTENERS * CONFIG_MAX_CERTS];
+	size_t n = 0;
+
+	for (size_t i = 0; i < ls->n; i++)
+		for (size_t j = 0; j < CONFIG_MAX_CERTS; j++)
+			if (ls->l[i]->ocsp[j] != NULL)
+				all[n++] = ls->l[i]->ocsp[j];
+	if (n > 0)
+		tls_ocsp_render_metrics(all, n, out);
+}
+
 static int
-listener_start(struct listener *ln, int worker, bool cluster_set)
+listener_start(struct listeners *ls, struct listener *ln, int worker,
+    bool cluster_set)
 {
 	const struct config_listener *l = &ln->cfg;
 
@@ -605,6 +906,10 @@ listener_start(struct listener *ln, int worker, bool cluster_set)
 		tcpserver_stop(ln->srv);
 		return 0;
 	}
+	/* Worker 0 fetches OCSP responses; the others follow ocsp_dir. */
+	for (size_t j = 0; j < CONFIG_MAX_CERTS; j++)
+		if (ln->ocsp[j] != NULL)
+			tls_ocsp_start(ln->ocsp[j], ls->sl->loop, worker == 0);
 	tcpserver_set_stats(ln->srv, metrics_conn(ln->metrics_id));
 	if (tcpserver_set_limits(ln->srv, l->max_connections,
 	    l->max_per_source) < 0) {
@@ -612,6 +917,9 @@ listener_start(struct listener *ln, int worker, bool cluster_set)
 		return -1;
 	}
 	tcpserver_start(ln->srv);
+	/* One process checks the backends; the workers share what it finds. */
+	if (ln->fwd != NULL && worker == 0)
+		forward_listener_start_checks(ln->fwd);
 	log_listening(l->mode == CONFIG_RELAY ? "relay" : "forward",
 	    l->ncert > 0 ? "tls" : "tcp", l->name, ln->srv);
 	return 0;
@@ -648,7 +956,7 @@ listeners_start(struct listeners *ls, int worker)
 	if (cluster_start(ls, worker) < 0)
 		return -1;
 	for (size_t i = 0; i < ls->n; i++)
-		if (listener_start(ls->l[i], worker,
+		if (listener_start(ls, ls->l[i], worker,
 		    ls->cfg->cluster.set) < 0)
 			return -1;
 	if (ls->admin != NULL && worker != 0) {
@@ -665,6 +973,8 @@ listeners_start(struct listeners *ls, int worker)
 		log_listening("admin", "http", "admin", ls->admin);
 	}
 	metrics_add_source(relay_metrics, ls);
+	/* Always: a reload may add certificates with ocsp. */
+	metrics_add_source(ocsp_metrics, ls);
 	return 0;
 }
 
@@ -681,11 +991,40 @@ listener_conns(const struct listener *ln)
 
 /* ---- reloading ---- */
 
-/* New TLS contexts and access list for a listener that stays. */
+/* Generated keys stay as they are; a file is read again. */
+static void
+listener_reload_tickets(struct listener *ln, const char *who)
+{
+	char why[512];
+
+	if (ln->tickets != NULL && tls_tickets_reload(ln->tickets, why,
+	    sizeof(why)) < 0)
+		LOGE("%sreload: [%s] %s; keeping the current ticket keys", who,
+		    ln->cfg.name, why);
+}
+
+/*
+ * New TLS contexts and access list for a listener that stays; its ticket
+ * keys and OCSP staples read again, once the new contexts are built (a
+ * bad certificate keeps the old staple).
+ */
 static void
 listener_refresh(struct listener *ln, struct tls_set *t, size_t i,
     const char *who)
 {
+	/*
+	 * The new contexts staple through the same objects: each follows its
+	 * certificate file (a handshake on an older context gets no staple
+	 * for a certificate that changed).
+	 */
+	for (size_t j = 0; j < CONFIG_MAX_CERTS; j++) {
+		char why[768];
+		if (ln->ocsp[j] != NULL && tls_ocsp_reload(ln->ocsp[j], why,
+		    sizeof(why)) < 0)
+			LOGE("%sreload: [%s] ocsp: %s; keeping the current "
+			    "response", who, ln->cfg.name, why);
+	}
+	listener_reload_tickets(ln, who);
 	if (t->server[i] != NULL)
 		tcpserver_set_tls(ln->srv, t->server[i]);
 	if (t->backend[i] != NULL)
@@ -837,20 +1176,30 @@ listeners_reload(struct listeners *ls, const struct config *next,
 	struct listener *now[CONFIG_MAX_LISTENERS];
 	const struct config *prev = ls->cfg;
 	size_t added = 0, changed = 0, removed = 0;
+	struct tls_keep *keep;
 	struct tls_set t;
 
 	listeners_tidy(ls);
 	if (check_clashes(next, err, errlen) < 0 ||
-	    tls_set_build(next, &t, err, errlen) < 0)
+	    (keep = tls_keep_build(next, ls, err, errlen)) == NULL)
 		return -1;
+	if (tls_set_build(next, &t, keep, err, errlen) < 0) {
+		tls_keep_free(keep);
+		return -1;
+	}
 	ls->cfg = next;		/* errors name the new file's lines */
 	if (build_changed(ls, next, &t, built, err, errlen) < 0) {
 		for (size_t i = 0; i < next->nlisteners; i++)
 			listener_free(built[i]);
 		tls_set_free(&t, next->nlisteners);
+		tls_keep_free(keep);
 		ls->cfg = prev;
 		return -1;
 	}
+	for (size_t i = 0; i < next->nlisteners; i++)
+		if (built[i] != NULL)
+			tls_keep_give(keep, i, built[i]);
+	tls_keep_free(keep);
 	for (size_t i = 0; i < next->nlisteners; i++) {
 		struct listener *old = find_listener(ls,
 		    next->listeners[i].name);
@@ -859,6 +1208,8 @@ listeners_reload(struct listeners *ls, const struct config *next,
 			now[i] = old;
 			continue;
 		}
+		/* Keys it shares with the one it replaces: the file anew. */
+		listener_reload_tickets(built[i], who);
 		now[i] = built[i];
 		if (old != NULL)
 			changed++;
@@ -890,7 +1241,7 @@ listeners_reload(struct listeners *ls, const struct config *next,
 		if (built[i]->relay != NULL && ls->cluster != NULL)
 			relay_listener_set_cluster(built[i]->relay,
 			    ls->cluster);
-		(void)listener_start(built[i], ls->worker,
+		(void)listener_start(ls, built[i], ls->worker,
 		    ls->cfg->cluster.set);
 	}
 	LOGI("%sreload: %zu listeners (%zu added, %zu changed, %zu removed); "
@@ -1061,6 +1412,17 @@ check_addresses(const struct config *cfg, char *err, size_t errlen)
 		const struct config_listener *l = &cfg->listeners[i];
 		for (size_t j = 0; j < l->nbind; j++) {
 			const struct config_addr *a = &l->bind[j];
+			uid_t uid;
+			gid_t gid;
+			if (config_addr_is_unix(a)) {
+				if (unix_owner(l, &uid, &gid, why,
+				    sizeof(why)) < 0) {
+					config_error(cfg, l, "unix_owner", 0,
+					    why, err, errlen);
+					return -1;
+				}
+				continue;
+			}
 			if (a->host[0] != '\0' && netutil_resolve(a->host,
 			    a->port, &ss, &len, why, sizeof(why)) < 0) {
 				config_error(cfg, l, "bind", 0, why, err,
@@ -1200,13 +1562,19 @@ listeners_idle_workers(const struct config *cfg, int workers)
 int
 listeners_check(const struct config *cfg, char *err, size_t errlen)
 {
-	struct forward_backend backends[CONFIG_MAX_BACKENDS];
+	struct backend_def backends[CONFIG_MAX_BACKENDS];
+	struct tls_keep *keep = tls_keep_build(cfg, NULL, err, errlen);
 	struct tls_set t;
+	int rc;
 
-	if (tls_set_build(cfg, &t, err, errlen) < 0 ||
-	    cluster_check(cfg, err, errlen) < 0)
+	if (keep == NULL)
 		return -1;
-	tls_set_free(&t, cfg->nlisteners);
+	rc = tls_set_build(cfg, &t, keep, err, errlen);
+	if (rc == 0)
+		tls_set_free(&t, cfg->nlisteners);
+	tls_keep_free(keep);
+	if (rc < 0 || cluster_check(cfg, err, errlen) < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 		if (l->mode == CONFIG_FORWARD && resolve_backends(cfg, l,

@@ -3,10 +3,13 @@
  *
  * struct listeners owns everything the configuration's listeners need:
  * the TLS contexts (towards clients, and a forward listener's towards its
- * backends) and access lists, the relay registry (one uuid namespace for
+ * backends), what outlives those contexts (each TLS listener's session
+ * ticket keys, shared by the workers; each certificate's OCSP staple,
+ * fetched by worker 0) and access lists, the relay registry (one uuid namespace for
  * every relay listener) and the relay listeners, the forward listeners
  * with their backends, the admin page, the tcpservers that accept for
- * them, and the metrics source of the relay families.
+ * them (unix: addresses bound with their mode and owner, accept_proxy),
+ * and the metrics source of the relay families.
  *
  * Its life follows the process's:
  *   listeners_new()        before the fork: builds everything and binds
@@ -15,7 +18,9 @@
  *   listeners_start()      in each worker: relay listeners and the admin
  *                          page in worker 0 only (pairing by uuid needs
  *                          one registry), forward listeners in every
- *                          worker (the kernel spreads the accepts); with
+ *                          worker (the kernel spreads the accepts), the
+ *                          backends' active checks in worker 0 only
+ *                          (their state is shared: backend.h); with
  *                          [cluster], each worker is a node of the
  *                          cluster (cluster.h) and serves the relay
  *                          listeners too;
@@ -28,7 +33,11 @@
  *                          removed or changed stops accepting and is
  *                          kept, retired, while its connections drain
  *                          (and a relay one's registry entries go):
- *                          listeners_tidy() frees it then;
+ *                          listeners_tidy() frees it then; the ticket
+ *                          keys of a listener that stays are kept (their
+ *                          files read again), a new listener gets its
+ *                          own; OCSP staples are read again; each kept
+ *                          when its new file is bad;
  *   listeners_stop()       SIGTERM: no new connections (a drain);
  *   listeners_close_all()  closes every connection left (teardown); their
  *                          close callbacks run with the stream loop's

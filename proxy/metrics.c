@@ -3,10 +3,12 @@
 #include "metrics.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_SOURCES 8
@@ -21,6 +23,18 @@ static struct {
 	char mode[16];
 } listeners[METRICS_MAX_LISTENERS];
 static int nlisteners;
+
+/* Backend labels, per listener (registered before the fork). */
+static struct {
+	char set[32];
+	char label[96];
+	bool used;
+} backends[METRICS_MAX_LISTENERS][METRICS_MAX_BACKENDS];
+
+static struct metrics_health private_health[METRICS_MAX_LISTENERS]
+    [METRICS_MAX_BACKENDS];
+static struct metrics_health (*health)[METRICS_MAX_BACKENDS] =
+    private_health;
 
 static struct {
 	metrics_source_fn fn;
@@ -42,6 +56,11 @@ metrics_init(int workers)
 	if (p == MAP_FAILED)
 		return -1;
 	slots = p;
+	p = mmap(NULL, sizeof(private_health), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	health = p;
 	nslots = workers;
 	my_slot = 0;
 	return 0;
@@ -59,8 +78,11 @@ slot_take_over(struct metrics_slot *s)
 {
 	if (s->pid == 0 || s->pid == (int64_t)getpid())
 		return;
-	for (int i = 0; i < METRICS_MAX_LISTENERS; i++)
+	for (int i = 0; i < METRICS_MAX_LISTENERS; i++) {
 		s->listener[i].closed = s->listener[i].accepted;
+		for (int b = 0; b < METRICS_MAX_BACKENDS; b++)
+			s->backend[i][b].closed = s->backend[i][b].opened;
+	}
 	/* Its node died with it: what it held, it holds no more. */
 	s->cluster.connected = s->cluster.joined = s->cluster.peers = 0;
 	s->cluster.owned = s->cluster.local_only = s->cluster.imports = 0;
@@ -109,6 +131,67 @@ metrics_conn(int id)
 	if (id < 0 || id >= METRICS_MAX_LISTENERS)
 		id = METRICS_MAX_LISTENERS - 1;
 	return &slots[my_slot].listener[id];
+}
+
+static bool
+backend_valid(int listener, int idx)
+{
+	return listener >= 0 && listener < METRICS_MAX_LISTENERS &&
+	    idx >= 0 && idx < METRICS_MAX_BACKENDS;
+}
+
+int
+metrics_backend(int listener, int idx, const char *set, const char *label)
+{
+	if (!backend_valid(listener, idx))
+		return -1;
+	snprintf(backends[listener][idx].set, sizeof(backends[0][0].set),
+	    "%s", set);
+	snprintf(backends[listener][idx].label,
+	    sizeof(backends[0][0].label), "%s", label);
+	backends[listener][idx].used = true;
+	return 0;
+}
+
+struct metrics_backend *
+metrics_backend_counters(int listener, int idx)
+{
+	if (!backend_valid(listener, idx))
+		listener = idx = 0;
+	return &slots[my_slot].backend[listener][idx];
+}
+
+struct metrics_health *
+metrics_backend_health(int listener, int idx)
+{
+	if (!backend_valid(listener, idx))
+		listener = idx = 0;
+	return &health[listener][idx];
+}
+
+uint64_t
+metrics_backend_active(int listener, int idx)
+{
+	uint64_t o = 0, c = 0;
+
+	if (!backend_valid(listener, idx))
+		return 0;
+	for (int w = 0; w < nslots; w++) {
+		o += __atomic_load_n(&slots[w].backend[listener][idx].opened,
+		    __ATOMIC_RELAXED);
+		c += __atomic_load_n(&slots[w].backend[listener][idx].closed,
+		    __ATOMIC_RELAXED);
+	}
+	return o > c ? o - c : 0;
+}
+
+int64_t
+metrics_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct metrics_cluster *
@@ -297,6 +380,98 @@ process_family(struct buffer *out)
 	metrics_printf(out, "ferry_workers %d\n", nslots);
 }
 
+/* One backend family: value(listener, idx) for each registered one. */
+static void
+backend_family(struct buffer *out, const char *name, const char *type,
+    const char *help, uint64_t (*value)(int, int))
+{
+	bool any = false;
+
+	for (int i = 0; i < nlisteners; i++) {
+		char lname[2 * sizeof(listeners[0].name)];
+		metrics_escape(listeners[i].name, lname, sizeof(lname));
+		for (int b = 0; b < METRICS_MAX_BACKENDS; b++) {
+			char set[2 * sizeof(backends[0][0].set)];
+			char label[2 * sizeof(backends[0][0].label)];
+			if (!backends[i][b].used)
+				continue;
+			if (!any)
+				metrics_family(out, name, type, help);
+			any = true;
+			metrics_escape(backends[i][b].set, set, sizeof(set));
+			metrics_escape(backends[i][b].label, label,
+			    sizeof(label));
+			metrics_printf(out, "%s{listener=\"%s\",set=\"%s\","
+			    "backend=\"%s\"} %llu\n", name, lname, set, label,
+			    (unsigned long long)value(i, b));
+		}
+	}
+}
+
+static uint64_t
+backend_sum(int l, int b, size_t offset)
+{
+	uint64_t total = 0;
+
+	for (int w = 0; w < nslots; w++)
+		total += *(const uint64_t *)((const char *)
+		    &slots[w].backend[l][b] + offset);
+	return total;
+}
+
+static uint64_t
+backend_up(int l, int b)
+{
+	int64_t until = __atomic_load_n(&health[l][b].down_until,
+	    __ATOMIC_RELAXED);
+
+	return until <= metrics_now_ms() ? 1 : 0;
+}
+
+static uint64_t
+backend_connects(int l, int b)
+{
+	return backend_sum(l, b, offsetof(struct metrics_backend, connects));
+}
+
+static uint64_t
+backend_failures(int l, int b)
+{
+	return backend_sum(l, b, offsetof(struct metrics_backend, failures));
+}
+
+static uint64_t
+backend_check_failures(int l, int b)
+{
+	return backend_sum(l, b, offsetof(struct metrics_backend,
+	    check_failures));
+}
+
+static uint64_t
+backend_active(int l, int b)
+{
+	return metrics_backend_active(l, b);
+}
+
+static void
+backend_families(struct buffer *out)
+{
+	backend_family(out, "ferry_backend_up", "gauge", "1 if the backend "
+	    "is up (not marked down by failures or checks), else 0.",
+	    backend_up);
+	backend_family(out, "ferry_backend_active_connections", "gauge",
+	    "Client connections using the backend now (or reaching it).",
+	    backend_active);
+	backend_family(out, "ferry_backend_connects_total", "counter",
+	    "Connections made to the backend for clients.", backend_connects);
+	backend_family(out, "ferry_backend_failures_total", "counter",
+	    "A client's connection attempts to the backend that failed.",
+	    backend_failures);
+	backend_family(out, "ferry_backend_check_failures_total", "counter",
+	    "Active checks of the backend that failed.",
+	    backend_check_failures);
+}
+
 #define F(field) offsetof(struct metrics_conn, field)
 
 void
@@ -319,6 +494,9 @@ metrics_render(struct buffer *out)
 	    "Bytes received from clients.", F(bytes_in));
 	listener_family(out, "ferry_client_sent_bytes_total", "counter",
 	    "Bytes sent to clients.", F(bytes_out));
+	listener_family(out, "ferry_proxy_header_failures_total", "counter",
+	    "accept_proxy: connections closed for a PROXY header malformed, "
+	    "not whole in time, or missing.", F(proxy_failures));
 	listener_family(out, "ferry_backend_connect_failures_total",
 	    "counter", "Backend connections that failed or timed out.",
 	    F(backend_failures));
@@ -326,6 +504,7 @@ metrics_render(struct buffer *out)
 	    "Bytes received from backends.", F(backend_bytes_in));
 	listener_family(out, "ferry_backend_sent_bytes_total", "counter",
 	    "Bytes sent to backends.", F(backend_bytes_out));
+	backend_families(out);
 	for (int i = 0; i < nsources; i++)
 		sources[i].fn(out, sources[i].arg);
 	process_family(out);

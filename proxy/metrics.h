@@ -21,6 +21,7 @@
 
 #define METRICS_MAX_LISTENERS 32
 #define METRICS_MAX_WORKERS 64
+#define METRICS_MAX_BACKENDS 32	/* per listener, every set */
 
 /* Per listener, per worker.  Connections: accepted = active + closed. */
 struct metrics_conn {
@@ -33,8 +34,33 @@ struct metrics_conn {
 	uint64_t bytes_in;		/* from clients */
 	uint64_t bytes_out;		/* to clients */
 	uint64_t backend_failures;	/* forward: could not reach a backend */
+	uint64_t proxy_failures;	/* accept_proxy: no valid header */
 	uint64_t backend_bytes_in;
 	uint64_t backend_bytes_out;
+};
+
+/* Per listener and backend, per worker.  Active = opened - closed. */
+struct metrics_backend {
+	uint64_t connects;		/* connections made (and TLS, if on) */
+	uint64_t failures;		/* a client's attempts that failed */
+	uint64_t check_failures;	/* active checks that failed */
+	uint64_t opened;		/* a client's attempts begun */
+	uint64_t closed;		/* ... and ended */
+};
+
+/*
+ * A backend's health, one copy shared by every worker (backend.c says
+ * what the fields mean and updates them with atomic operations): the
+ * workers agree on a backend's state as soon as one of them changes it.
+ * Times are CLOCK_MONOTONIC milliseconds, which every process of the host
+ * shares.
+ */
+struct metrics_health {
+	int64_t down_until;		/* 0 or past: up; INT64_MAX: until a
+					   check passes */
+	int64_t window_start;		/* the first failure counted */
+	uint32_t fails;			/* failures counted since */
+	uint32_t pad;
 };
 
 /*
@@ -66,6 +92,8 @@ struct metrics_cluster {
 
 struct metrics_slot {
 	struct metrics_conn listener[METRICS_MAX_LISTENERS];
+	struct metrics_backend backend[METRICS_MAX_LISTENERS]
+	    [METRICS_MAX_BACKENDS];
 	struct metrics_cluster cluster;
 	int64_t pid;			/* the worker writing it (for its RSS) */
 };
@@ -98,6 +126,22 @@ struct metrics_cluster *metrics_cluster(void);
 /* Every worker's, for the page: n slots (read only). */
 const struct metrics_cluster *metrics_cluster_of(int worker);
 int metrics_workers(void);
+
+/*
+ * Registers backend `idx` (0..METRICS_MAX_BACKENDS-1) of listener id
+ * `listener` with its labels (the set it is in, its label); before the
+ * fork, as metrics_listener.  0, or -1 for an index out of range.
+ */
+int metrics_backend(int listener, int idx, const char *set,
+    const char *label);
+/* This process's counters for it (never NULL for a registered one). */
+struct metrics_backend *metrics_backend_counters(int listener, int idx);
+/* Its health, shared by every worker. */
+struct metrics_health *metrics_backend_health(int listener, int idx);
+/* Attempts open now on it, summed over every worker. */
+uint64_t metrics_backend_active(int listener, int idx);
+/* CLOCK_MONOTONIC in milliseconds (the health's clock). */
+int64_t metrics_now_ms(void);
 
 /*
  * A source adds whole metric families (with # HELP / # TYPE) to the page:

@@ -10,7 +10,10 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -404,4 +407,105 @@ netutil_accept_stop(struct accept_handler *ah)
 {
 	ev_io_stop(ah->loop, &ah->io);
 	ev_timer_stop(ah->loop, &ah->pause);
+}
+
+int
+netutil_unix_addr(const char *path, struct sockaddr_storage *ss,
+    socklen_t *len, char *err, size_t errlen)
+{
+	struct sockaddr_un *un = (struct sockaddr_un *)ss;
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(un->sun_path)) {
+		snprintf(err, errlen, "'%s': not an absolute path of at most "
+		    "%zu bytes", path, sizeof(un->sun_path) - 1);
+		return -1;
+	}
+	memset(ss, 0, sizeof(*ss));
+	un->sun_family = AF_UNIX;
+	memcpy(un->sun_path, path, n + 1);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
+}
+
+/* Whatever is at `path` may go: nothing, or a socket no one accepts on. */
+static int
+unix_path_free(const char *path, const struct sockaddr_storage *ss,
+    socklen_t len, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket", path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	rc = connect(fd, (const struct sockaddr *)ss, len);
+	close(fd);
+	if (rc == 0) {
+		snprintf(err, errlen, "%s is in use (a process accepts on it)",
+		    path);
+		return -1;
+	}
+	if (errno != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* Stale: its listener is gone. */
+	if (unlink(path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove the stale %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+netutil_bind_unix(const char *path, int backlog, unsigned mode, uid_t uid,
+    gid_t gid, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	if (netutil_unix_addr(path, &ss, &len, err, errlen) < 0 ||
+	    unix_path_free(path, &ss, len, err, errlen) < 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+		snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if ((mode != 0 && chmod(path, (mode_t)mode) < 0) ||
+	    ((uid != (uid_t)-1 || gid != (gid_t)-1) &&
+	    chown(path, uid, gid) < 0)) {
+		snprintf(err, errlen, "%s %s: %s", mode != 0 ? "chmod/chown" :
+		    "chown", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	if (listen(fd, backlog) < 0) {
+		snprintf(err, errlen, "listen %s: %s", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
 }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /*
  * The listen queue, as nginx and Redis size it (the kernel caps it at
@@ -47,6 +48,24 @@ int netutil_parse_hostport(const char *spec, char *host, size_t hostlen,
 /* Resolves host:port for connecting (first address).  0 or -1. */
 int netutil_resolve(const char *host, int port, struct sockaddr_storage *ss,
     socklen_t *len, char *err, size_t errlen);
+
+/*
+ * A unix socket's address for `path` (absolute, at most 107 bytes).  0,
+ * or -1 with err.
+ */
+int netutil_unix_addr(const char *path, struct sockaddr_storage *ss,
+    socklen_t *len, char *err, size_t errlen);
+
+/*
+ * A listening unix socket at `path` (non-blocking, close-on-exec), made
+ * safely over what is there: a socket file nobody accepts on (a stale
+ * one, left by a ferry that died) is removed; one a process still accepts
+ * on, or a file that is not a socket, is an error and is left alone.
+ * Then `mode` (chmod; 0: as the umask made it) and the owner (chown; -1:
+ * unchanged).  The fd, or -1 with err.
+ */
+int netutil_bind_unix(const char *path, int backlog, unsigned mode,
+    uid_t uid, gid_t gid, char *err, size_t errlen);
 
 int netutil_set_nonblock(int fd);
 int netutil_set_nodelay(int fd);

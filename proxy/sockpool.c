@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ nth_name(const char *names, size_t i, char *out, size_t outlen)
 }
 
 static bool
-listening_tcp(int fd)
+listening_stream(int fd)
 {
 	int v = 0, type = 0;
 	socklen_t len = sizeof(v), tlen = sizeof(type);
@@ -88,9 +89,10 @@ sockpool_from_env(struct sockpool *p, char *err, size_t errlen)
 		int fl = fcntl(fd, F_GETFD);
 
 		if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0 ||
-		    !listening_tcp(fd) || netutil_set_nonblock(fd) < 0) {
+		    !listening_stream(fd) || netutil_set_nonblock(fd) < 0) {
 			snprintf(err, errlen, "inherited fd %d (LISTEN_FDS): "
-			    "not a listening TCP socket", fd);
+			    "not a listening stream socket (TCP or unix)",
+			    fd);
 			rc = -1;
 			goto out;
 		}
@@ -164,15 +166,27 @@ host_matches(const struct sockpool *p, size_t i, const char *host)
 	return found;
 }
 
+/* A unix: address's socket: the one bound to its path. */
+static bool
+path_matches(const struct sockaddr_storage *ss, const char *path)
+{
+	const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
+
+	return ss->ss_family == AF_UNIX &&
+	    strncmp(un->sun_path, path, sizeof(un->sun_path)) == 0;
+}
+
 size_t
 sockpool_take(struct sockpool *p, const char *name, const char *host,
     int port, int *fds, size_t max)
 {
 	size_t got = 0;
+	bool is_unix = host != NULL && strncmp(host, "unix:", 5) == 0;
 
 	for (size_t i = 0; i < p->n && got < max; ) {
 		int sport = addr_port(&p->addr[i]);
-		bool match = (port == 0 ? strcmp(p->name[i], name) == 0 :
+		bool match = is_unix ? path_matches(&p->addr[i], host + 5) :
+		    (port == 0 ? strcmp(p->name[i], name) == 0 :
 		    sport == port) && host_matches(p, i, host);
 		if (!match) {
 			i++;

@@ -11,7 +11,9 @@
  * A socket matches a `bind` address when its family and host match (an
  * empty host: a wildcard address of either family) and its port is the
  * address's, or the address's port is 0 and the socket carries the
- * listener's name (an upgrade keeps a port the kernel picked).
+ * listener's name (an upgrade keeps a port the kernel picked).  A unix:
+ * address matches the unix socket bound to its path (not bound again: a
+ * new bind would replace the socket file the running ferry accepts on).
  *
  * The pool owns its sockets; sockpool_close() closes those nobody took.
  */
@@ -37,7 +39,8 @@ void sockpool_init(struct sockpool *p);
 /*
  * Takes the sockets this process was handed (LISTEN_PID is ours), makes
  * them close-on-exec and non-blocking, and clears the variables.  Returns
- * how many, or -1 with err when one is not a listening TCP socket.
+ * how many, or -1 with err when one is not a listening stream
+ * socket (TCP, or unix).
  */
 int sockpool_from_env(struct sockpool *p, char *err, size_t errlen);
 

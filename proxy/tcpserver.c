@@ -14,6 +14,7 @@
 #include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy_accept.h"
 
 /* ---- live connections, per source address ---- */
 
@@ -57,6 +58,7 @@ struct tcpserver {
 	 */
 	struct conn_table *conns;
 	struct accesslog *access;	/* NULL: no access log */
+	struct proxy_accept *proxy;	/* accept_proxy: headers being read */
 };
 
 /*
@@ -418,6 +420,52 @@ fail:
 	close(fd);
 }
 
+/*
+ * accept_proxy: the socket waits for its PROXY header first; on_accept
+ * then sees the client's address from it, for everything (limits, logs).
+ */
+static void
+on_socket(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+	struct tcpserver *srv = arg;
+	char peer[64];
+
+	if (srv->proxy == NULL) {
+		on_accept(fd, sa, salen, srv);
+		return;
+	}
+	/*
+	 * Sockets waiting for their header count against max_connections
+	 * (not per source: their source is still unknown), or silent ones
+	 * would get around it.
+	 */
+	if (srv->conns != NULL && srv->max_conns > 0 && srv->conns->live +
+	    proxy_accept_waiting(srv->proxy) >= srv->max_conns) {
+		close(fd);
+		if (srv->stats != NULL)
+			srv->stats->refused++;
+		netutil_format_addr(sa, peer, sizeof(peer));
+		log_limited(LOG_WARN, "%s: refused a connection from %s: "
+		    "max_connections (%zu) reached", srv->name, peer,
+		    srv->max_conns);
+		return;
+	}
+	proxy_accept_add(srv->proxy, fd, sa, salen);
+}
+
+int
+tcpserver_set_accept_proxy(struct tcpserver *srv, bool on)
+{
+	if (!on || srv->proxy != NULL)
+		return 0;
+	srv->proxy = proxy_accept_new(srv->sl->loop, srv->name,
+	    srv->opts.handshake_timeout, on_accept, srv);
+	if (srv->proxy == NULL)
+		return -1;
+	proxy_accept_set_stats(srv->proxy, srv->stats);
+	return 0;
+}
+
 int
 tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n)
 {
@@ -426,7 +474,7 @@ tcpserver_add_sockets(struct tcpserver *srv, const int *fds, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct accept_handler *ah = &srv->acc[srv->nacc++];
 		netutil_accept_init(ah, srv->sl->loop, fds[i],
-		    NETUTIL_DEFAULT_BACKLOG, on_accept, srv);
+		    NETUTIL_DEFAULT_BACKLOG, on_socket, srv);
 		netutil_accept_start(ah);
 	}
 	return 0;
@@ -466,6 +514,25 @@ tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max)
 	for (size_t i = 0; i < srv->npending && n < max; i++)
 		fds[n++] = srv->pending[i];
 	return n;
+}
+
+int
+tcpserver_bind_unix(struct tcpserver *srv, const char *path, unsigned mode,
+    uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	int fd;
+
+	if (srv->npending + srv->nacc >= TCPSERVER_MAX_SOCKETS) {
+		snprintf(err, errlen, "more than %d sockets",
+		    TCPSERVER_MAX_SOCKETS);
+		return -1;
+	}
+	fd = netutil_bind_unix(path, NETUTIL_DEFAULT_BACKLOG, mode, uid, gid,
+	    err, errlen);
+	if (fd < 0)
+		return -1;
+	srv->pending[srv->npending++] = fd;
+	return 0;
 }
 
 void
@@ -539,6 +606,8 @@ void
 tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats)
 {
 	srv->stats = stats;
+	if (srv->proxy != NULL)
+		proxy_accept_set_stats(srv->proxy, stats);
 }
 
 void
@@ -560,6 +629,7 @@ tcpserver_free(struct tcpserver *srv)
 	if (srv == NULL)
 		return;
 	tcpserver_stop(srv);
+	proxy_accept_free(srv->proxy);
 	tls_ctx_unref(srv->tls);
 	accesslog_unref(srv->access);
 	if (srv->conns != NULL) {

@@ -59,6 +59,13 @@ int tcpserver_adopt(struct tcpserver *srv, const int *fds, size_t n);
 /* Its listening sockets (bound or accepting), at most max: how many. */
 size_t tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max);
 
+/*
+ * Binds a unix socket (netutil_bind_unix: a stale socket file replaced,
+ * mode and owner set), not accepting yet.  0, or -1 with err.
+ */
+int tcpserver_bind_unix(struct tcpserver *srv, const char *path,
+    unsigned mode, uid_t uid, gid_t gid, char *err, size_t errlen);
+
 /* Accepts on every socket bound so far, in this process. */
 void tcpserver_start(struct tcpserver *srv);
 
@@ -112,6 +119,17 @@ void tcpserver_set_limit_key(struct tcpserver *srv, const char *key);
 size_t tcpserver_live(const struct tcpserver *srv);
 /* Source addresses with a connection counted now. */
 size_t tcpserver_sources(const struct tcpserver *srv);
+
+/*
+ * accept_proxy: every accepted socket first gives a PROXY protocol header
+ * (v1 or v2, proxy_accept.h), within the handshake timeout of the stream
+ * options; the address in it is the client's from then on: connection
+ * limits, the stream's peer (logs), and handle_stream()'s `sa`.  The
+ * sockets still waiting for their header count against the server's
+ * max_connections (not per source: theirs is not known yet).  Call
+ * before accepting.  0, or -1 when memory cannot be had.
+ */
+int tcpserver_set_accept_proxy(struct tcpserver *srv, bool on);
 
 /* Stops accepting and closes the listening sockets; streams carry on. */
 void tcpserver_stop(struct tcpserver *srv);

@@ -698,3 +698,27 @@ tls_stream_peer_subject(const struct stream *s, char *out, size_t len)
 	X509_free(x);
 	return true;
 }
+
+bool
+tls_stream_info(const struct stream *s, struct tls_stream_info *out)
+{
+	SSL *ssl = live_ssl(s);
+	X509 *x;
+
+	memset(out, 0, sizeof(*out));
+	if (ssl == NULL || !SSL_is_init_finished(ssl))
+		return false;
+	out->sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	out->version = SSL_get_version(ssl);
+	out->cipher = SSL_get_cipher_name(ssl);
+	out->verify = SSL_get_verify_result(ssl);
+	x = SSL_get1_peer_certificate(ssl);
+	if (x != NULL) {
+		out->cert = true;
+		if (X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+		    NID_commonName, out->cn, (int)sizeof(out->cn)) < 0)
+			out->cn[0] = '\0';
+		X509_free(x);
+	}
+	return true;
+}

@@ -73,4 +73,20 @@ bool tls_stream_peer_verified(const struct stream *s);
 /* The peer certificate's subject as a one-line string; false if none. */
 bool tls_stream_peer_subject(const struct stream *s, char *out, size_t len);
 
+/*
+ * What routing and PROXY v2 TLVs need to know of a server-side TLS stream
+ * whose handshake is done: the strings point into OpenSSL's state and
+ * stay valid while the stream is open.  False (out zeroed) when the
+ * stream is not TLS or its handshake not done.
+ */
+struct tls_stream_info {
+	const char *sni;		/* the name the client sent, or NULL */
+	const char *version;		/* "TLSv1.3" */
+	const char *cipher;		/* OpenSSL's name of the cipher */
+	bool cert;			/* the client presented a certificate */
+	long verify;			/* its X509 verify result (0: ok) */
+	char cn[256];			/* its subject's CN, or "" */
+};
+bool tls_stream_info(const struct stream *s, struct tls_stream_info *out);
+
 #endif

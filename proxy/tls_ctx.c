@@ -42,6 +42,7 @@ struct tls_ctx {
 	SSL_CTX *client;		/* client contexts have just this */
 	unsigned char alpn[256];	/* wire format */
 	size_t alpn_len;
+	bool alpn_fallback;		/* no common protocol: go on without */
 	char name[64];			/* the listener, for logs ("" = none) */
 };
 
@@ -133,7 +134,8 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	(void)ssl;
 	if (SSL_select_next_proto(&sel, outlen, c->alpn,
 	    (unsigned)c->alpn_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
+		return c->alpn_fallback ? SSL_TLSEXT_ERR_NOACK :
+		    SSL_TLSEXT_ERR_ALERT_FATAL;
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
 }
@@ -291,6 +293,45 @@ ciphers_usable(SSL_CTX *ctx, int minv, const struct tls_server_opts *o,
 	return true;
 }
 
+/* A client asked for the certificate's status: staple it if we have it. */
+static int
+status_cb(SSL *ssl, void *arg)
+{
+	unsigned char *der;
+	size_t len;
+
+	if (!tls_ocsp_staple(arg, SSL_get_certificate(ssl), &der, &len))
+		return SSL_TLSEXT_ERR_NOACK;
+	if (SSL_set_tlsext_status_ocsp_resp(ssl, der, (long)len) != 1) {
+		OPENSSL_free(der);
+		return SSL_TLSEXT_ERR_NOACK;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * The CRLs of client_crl into the context's store, checked for the
+ * client's own certificate: a revoked one fails the handshake, and so does
+ * one whose issuer has no CRL in the file (no CRL, no service, rather than
+ * a silent pass).
+ */
+static bool
+load_crl(SSL_CTX *ctx, const struct tls_server_opts *o, char *err,
+    size_t errlen)
+{
+	X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+	X509_LOOKUP *lu = X509_STORE_add_lookup(st, X509_LOOKUP_file());
+
+	if (lu == NULL || X509_load_crl_file(lu, o->client_crl,
+	    X509_FILETYPE_PEM) <= 0) {
+		ctx_err(err, errlen, "client CRL", o->client_crl);
+		fault(o->fault, TLS_OPT_CLIENT_CRL, 0);
+		return false;
+	}
+	X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+	return true;
+}
+
 static SSL_CTX *
 server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
     char *err, size_t errlen)
@@ -349,8 +390,10 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 	/* Resumed sessions must keep the verification context. */
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
 	/*
-	 * Resumption is stateless, by session tickets sealed with this
-	 * context's key, which workers forked from one parent share.  A
+	 * Resumption is stateless, by session tickets sealed with the
+	 * listener's ticket keys (tls_tickets.h), which every worker shares
+	 * and which outlive a reload; without them, with this context's own
+	 * key, which a reload replaces in each worker separately.  A
 	 * server-side session cache would be per process (a client could not
 	 * resume with another worker) and costs an insert per TLS 1.2
 	 * handshake and periodic sweeps.  One TLS 1.3 ticket per connection
@@ -387,6 +430,16 @@ server_ctx(struct tls_ctx *c, const struct tls_server_opts *o, size_t i,
 		}
 		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx, mode, NULL);
+		if (o->client_crl != NULL && !load_crl(ctx, o, err, errlen))
+			goto fail;
+	}
+	if (pair->ocsp != NULL) {
+		SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
+		SSL_CTX_set_tlsext_status_arg(ctx, pair->ocsp);
+	}
+	if (o->tickets != NULL && tls_tickets_install(o->tickets, ctx) < 0) {
+		ctx_err(err, errlen, "session ticket keys", NULL);
+		goto fail;
 	}
 	if (c->alpn_len > 0)
 		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, c);
@@ -431,6 +484,7 @@ tls_ctx_new_server(const struct tls_server_opts *o, char *err, size_t errlen)
 	}
 	c->refs = 1;
 	c->server = true;
+	c->alpn_fallback = o->alpn_fallback;
 	snprintf(c->name, sizeof(c->name), "%s", o->name ? o->name : "");
 	ERR_clear_error();
 	if (!alpn_parse(c, NULL, o->alpn, o->fault, err, errlen))

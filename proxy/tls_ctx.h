@@ -4,7 +4,9 @@
  *
  * A struct tls_ctx holds one SSL_CTX per certificate (the first is the
  * default, the others are chosen by SNI against their DNS names), the ALPN
- * list and the verification policy; a client context holds one SSL_CTX,
+ * list and the verification policy (with a CRL, optionally); the session
+ * ticket keys (tls_tickets.h) and each certificate's OCSP staple
+ * (tls_ocsp.h) are the owner's, referenced, not owned; a client context holds one SSL_CTX,
  * its CA store and optional client certificate.  Every option is checked
  * as the context is built, and a failure names the option at fault.
  *
@@ -19,6 +21,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tls_ocsp.h"
+#include "tls_tickets.h"
+
 enum tls_verify {
 	TLS_VERIFY_NONE = 0,
 	TLS_VERIFY_OPTIONAL,	/* ask; check a certificate if one is sent */
@@ -28,6 +33,9 @@ enum tls_verify {
 struct tls_cert_pair {
 	const char *cert;	/* PEM chain: leaf first */
 	const char *key;	/* PEM private key */
+	/* The OCSP response stapled for it (tls_ocsp.h), which must outlive
+	 * the context; NULL = none. */
+	struct tls_ocsp *ocsp;
 };
 
 #define TLS_MAX_CERTS 32
@@ -43,6 +51,7 @@ enum tls_opt {
 	TLS_OPT_CIPHERSUITES,
 	TLS_OPT_ALPN,
 	TLS_OPT_CA_FILE,	/* client contexts: ca_file */
+	TLS_OPT_CLIENT_CRL,
 };
 
 struct tls_fault {
@@ -54,12 +63,24 @@ struct tls_server_opts {
 	const struct tls_cert_pair *certs;	/* first = default */
 	size_t ncerts;
 	const char *client_ca;		/* CA file for client certificates */
+	const char *client_crl;		/* PEM CRLs checked against a client's
+					 * certificate (its issuer's CRL must be
+					 * there); NULL = none */
 	enum tls_verify verify;
 	int min_version;		/* TLS1_2_VERSION (default) or 1_3 */
 	const char *ciphers;		/* TLS <= 1.2 list; NULL = ours */
 	const char *ciphersuites;	/* TLS 1.3; NULL = ours (AES-128 first) */
 	const char *alpn;		/* "h2,http/1.1"; NULL = none */
+	/*
+	 * A client whose ALPN list has none of ours: false, the handshake
+	 * fails (no_application_protocol, RFC 7301); true, it goes on with
+	 * no protocol agreed (as HAProxy does).
+	 */
+	bool alpn_fallback;
 	const char *name;		/* the listener, for logs; NULL = none */
+	/* Session ticket keys (tls_tickets.h), which must outlive the
+	 * context; NULL = OpenSSL's own key, made per context. */
+	struct tls_tickets *tickets;
 	struct tls_fault *fault;	/* optional: set when building fails */
 };
 

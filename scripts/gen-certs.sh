@@ -6,14 +6,65 @@
 # Does nothing (silently) if every file exists and server.pem is valid for at
 # least another 30 days. Otherwise regenerates the whole set in a temporary
 # directory and moves it into place. NOT for production use.
+#
+#   scripts/gen-certs.sh --pki DIR URL
+#
+# Test PKI for OCSP stapling and CRLs, always made afresh in DIR (which must
+# exist): ca.pem/ca.key; server.pem (leaf + CA) and revoked.pem (revoked),
+# localhost, whose authorityInfoAccess names the OCSP responder URL;
+# client.pem and client-revoked.pem (revoked) for client certificates;
+# index.txt (the CA database `openssl ocsp -index` answers from) and
+# crl.pem (valid for 10 years).
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "$0")" && pwd)
-out=${1:-"$(dirname "$script_dir")/certs"}
+pki_url=
+if [ "${1:-}" = --pki ]; then
+    out=$2
+    pki_url=$3
+else
+    out=${1:-"$(dirname "$script_dir")/certs"}
+fi
 days=825
 
 files=(ca.pem ca.key server.pem server.key client.pem client.key
        other.pem other.key rogue-ca.pem rogue-client.pem rogue-client.key)
+
+# The test PKI: no freshness check, no lock (a directory per test).
+pki() {
+    newca ca "Ferry Test PKI CA"
+    local aia="authorityInfoAccess=OCSP;URI:$pki_url"
+    newleaf server localhost ca "subjectAltName=DNS:localhost,IP:127.0.0.1
+extendedKeyUsage=serverAuth
+$aia"
+    chain server ca
+    newleaf revoked localhost ca "subjectAltName=DNS:localhost,IP:127.0.0.1
+extendedKeyUsage=serverAuth
+$aia"
+    chain revoked ca
+    newleaf other other.test ca "subjectAltName=DNS:other.test
+extendedKeyUsage=serverAuth
+$aia"
+    chain other ca
+    newleaf client ferry-client ca "extendedKeyUsage=clientAuth"
+    mv "$tmp/client.crt" "$tmp/client.pem"
+    newleaf client-revoked ferry-revoked ca "extendedKeyUsage=clientAuth"
+    mv "$tmp/client-revoked.crt" "$tmp/client-revoked.pem"
+    : >"$tmp/index.txt"
+    echo 01 >"$tmp/crlnumber"
+    printf '%s\n' '[ca]' 'default_ca = ca_default' '[ca_default]' \
+        "database = $tmp/index.txt" "crlnumber = $tmp/crlnumber" \
+        'default_md = sha256' 'default_crl_days = 3650' \
+        'unique_subject = no' >"$tmp/ca.cnf"
+    local ca=(-config "$tmp/ca.cnf" -keyfile "$tmp/ca.key" -cert "$tmp/ca.pem")
+    run openssl ca "${ca[@]}" -valid "$tmp/server.pem"
+    run openssl ca "${ca[@]}" -valid "$tmp/other.pem"
+    run openssl ca "${ca[@]}" -valid "$tmp/client.pem"
+    run openssl ca "${ca[@]}" -revoke "$tmp/revoked.pem"
+    run openssl ca "${ca[@]}" -revoke "$tmp/client-revoked.pem"
+    run openssl ca "${ca[@]}" -gencrl -out "$tmp/crl.pem"
+    rm -f "$tmp/log"
+}
 
 up_to_date() {
     local f
@@ -23,7 +74,7 @@ up_to_date() {
     openssl x509 -checkend 2592000 -noout -in "$out/server.pem" >/dev/null 2>&1
 }
 
-up_to_date && exit 0
+[ -z "$pki_url" ] && up_to_date && exit 0
 
 mkdir -p "$out"
 # Serialise concurrent runs (e.g. `make -j` running this once per target):
@@ -31,7 +82,7 @@ mkdir -p "$out"
 if command -v flock >/dev/null 2>&1; then
     exec 9<"$out"
     flock 9
-    up_to_date && exit 0
+    [ -z "$pki_url" ] && up_to_date && exit 0
 fi
 # Temporary directory inside $out so the final mv is a same-filesystem rename.
 tmp=$(mktemp -d "$out/.gen-certs.XXXXXX")
@@ -90,6 +141,14 @@ chain() {
     cat "$tmp/$1.crt" "$tmp/$2.pem" >"$tmp/$1.pem"
     rm -f "$tmp/$1.crt"
 }
+
+if [ -n "$pki_url" ]; then
+    rm -rf "$tmp"
+    trap - EXIT
+    tmp=$out
+    pki
+    exit 0
+fi
 
 newca ca "Ferry Development CA"
 

@@ -179,8 +179,8 @@ struct tls_ctx *
 test_server_ctx(enum tls_verify verify)
 {
 	struct tls_cert_pair pairs[2] = {
-		{ CERT("server.pem"), CERT("server.key") },
-		{ CERT("other.pem"), CERT("other.key") },
+		{ CERT("server.pem"), CERT("server.key"), NULL },
+		{ CERT("other.pem"), CERT("other.key"), NULL },
 	};
 	struct tls_server_opts o = {
 		.certs = pairs, .ncerts = 2,

@@ -76,7 +76,7 @@ Test(config, full_file, .timeout = 10)
 	cr_assert_eq(w->ncert, 2);
 	cr_assert_str_eq(w->cert[1], "b.pem");
 	cr_assert_eq(w->nbackend, 2);
-	cr_assert_eq(w->backend[1].port, 8081);
+	cr_assert_eq(w->backend[1].addr.port, 8081);
 	cr_assert(w->backend_tls);
 	cr_assert_eq(w->proxy_protocol, CONFIG_PROXY_V2);
 }

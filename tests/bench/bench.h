@@ -59,6 +59,7 @@ struct bench_opts {
 	bool progress;			/* live lines each second */
 	const char *trace;		/* relay: per-frame records to this file */
 	int server_pid;			/* relay: report its scheduling delay */
+	bool resume;			/* handshake: resume by session tickets */
 	int consumer_port;		/* relay: consumers here (0: --port) */
 	const char *other_pids;		/* relay: "pid,pid": CPU of all threads */
 	bool ws;			/* relay: consumers over WebSocket */

@@ -1,8 +1,11 @@
 /*
- * handshake: C clients, each doing full TLS handshakes back to back.
+ * handshake: C clients, each doing TLS handshakes back to back.
  *
  * A client connects, completes the handshake (no session cache, no
- * tickets: every handshake is a full one), sends close_notify and waits for
+ * tickets: every handshake is a full one; with --resume each client
+ * resumes the session of its previous connection, with the ticket the
+ * server sent last, and the handshakes that did resume are counted
+ * apart), sends close_notify and waits for
  * the server to close, so the server has finished with the connection
  * before the next one starts and its CPU time covers whole handshakes.
  * A failed attempt is counted and retried after a short pause (a refusing
@@ -26,6 +29,7 @@ struct hs_slot {
 	struct hs_bench *hb;
 	enum { HS_IDLE, HS_SHAKE, HS_CLOSING } state;
 	uint64_t started;
+	SSL_SESSION *session;		/* --resume: the last one's */
 	ev_timer retry;
 };
 
@@ -39,6 +43,7 @@ struct hs_bench {
 	bool measuring, stopping;
 	uint64_t t_start, t_window, t_end;
 	uint64_t window, total, failures, sec;
+	uint64_t resumed;		/* in the window, with --resume */
 	uint64_t lingered;		/* server kept the connection open */
 	struct hist hist;		/* connect to handshake done, ns */
 	char version[32], cipher[64], group[32];
@@ -69,6 +74,16 @@ slot_done(struct hs_slot *sl)
 {
 	struct hs_bench *hb = sl->hb;
 
+	/* Its ticket came after the handshake, read while closing. */
+	if (hb->o->resume && sl->bc.ssl != NULL) {
+		SSL_SESSION *s = SSL_get1_session(sl->bc.ssl);
+		if (s != NULL && SSL_SESSION_is_resumable(s)) {
+			SSL_SESSION_free(sl->session);
+			sl->session = s;
+		} else {
+			SSL_SESSION_free(s);
+		}
+	}
 	bconn_close(&sl->bc);
 	sl->state = HS_IDLE;
 	if (!hb->stopping)
@@ -132,6 +147,7 @@ slot_cb(struct bconn *c, int revents)
 	hb->sec++;
 	if (hb->measuring) {
 		hb->window++;
+		hb->resumed += SSL_session_reused(c->ssl) == 1;
 		hist_add(&hb->hist, bench_now_ns() - sl->started);
 	}
 	if (hb->version[0] == '\0')
@@ -150,8 +166,12 @@ slot_start(struct hs_slot *sl)
 	sl->started = bench_now_ns();
 	sl->state = HS_SHAKE;
 	if (bconn_start(&sl->bc, hb->loop, (struct sockaddr *)&hb->addr,
-	    hb->addrlen, hb->ctx, o->host, o->sni, slot_cb, sl) < 0)
+	    hb->addrlen, hb->ctx, o->host, o->sni, slot_cb, sl) < 0) {
 		slot_fail(sl, sl->bc.err);
+		return;
+	}
+	if (sl->session != NULL)
+		SSL_set_session(sl->bc.ssl, sl->session);
 }
 
 static void
@@ -277,7 +297,7 @@ bench_handshake(const struct bench_opts *o)
 	printf("RESULT mode=handshake c=%d tls=%s duration=%.3f "
 	    "handshakes=%" PRIu64 " handshakes_per_s=%.1f total=%" PRIu64
 	    " failures=%" PRIu64 " lingered=%" PRIu64 " p50_ms=%.3f p99_ms=%.3f version=%s "
-	    "cipher=%s group=%s\n",
+	    "cipher=%s group=%s resume=%s resumed=%" PRIu64 "\n",
 	    o->conns, o->tls_version == TLS1_2_VERSION ? "1.2" :
 	    o->tls_version == TLS1_3_VERSION ? "1.3" : "any", secs,
 	    hb->window, secs > 0 ? (double)hb->window / secs : 0., hb->total,
@@ -286,7 +306,8 @@ bench_handshake(const struct bench_opts *o)
 	    (double)hist_quantile(&hb->hist, 0.99) / 1e6,
 	    hb->version[0] ? hb->version : "none",
 	    hb->cipher[0] ? hb->cipher : "none",
-	    hb->group[0] ? hb->group : "none");
+	    hb->group[0] ? hb->group : "none", o->resume ? "on" : "off",
+	    hb->resumed);
 	fflush(stdout);
 	status = hb->window > 0 ? 0 : 2;
 out:
@@ -294,6 +315,7 @@ out:
 		for (int i = 0; i < o->conns; i++) {
 			ev_timer_stop(hb->loop, &hb->slots[i].retry);
 			bconn_close(&hb->slots[i].bc);
+			SSL_SESSION_free(hb->slots[i].session);
 		}
 	}
 	if (hb->loop != NULL) {

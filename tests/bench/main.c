@@ -42,6 +42,8 @@ usage(FILE *f)
 "      --parallel N    connections set up at once (64)\n"
 "      --hold S        idle: seconds to hold (0 = until a signal)\n"
 "      --timeout S     setup deadline; handshake: per attempt (60, 10)\n"
+"      --resume        handshake: each client resumes its last session\n"
+"                      (session tickets) after its first, full handshake\n"
 "      --progress, --quiet  force progress lines on or off\n"
 "      --trace FILE    relay: write one line per frame of the window\n"
 "                      (receive, send, due, kernel arrival and loop wake\n"
@@ -75,7 +77,7 @@ enum {
 	OPT_TLS = 256, OPT_CAFILE, OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_GROUPS,
 	OPT_CHUNK, OPT_PARALLEL, OPT_HOLD, OPT_TIMEOUT, OPT_PROGRESS,
 	OPT_QUIET, OPT_SUITES, OPT_CIPHERS, OPT_TRACE, OPT_SERVER_PID,
-	OPT_CONSUMER_PORT, OPT_OTHER_PIDS, OPT_WS,
+	OPT_RESUME, OPT_CONSUMER_PORT, OPT_OTHER_PIDS, OPT_WS,
 };
 
 static const struct option longopts[] = {
@@ -103,6 +105,7 @@ static const struct option longopts[] = {
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "trace", required_argument, NULL, OPT_TRACE },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "resume", no_argument, NULL, OPT_RESUME },
 	{ "consumer-port", required_argument, NULL, OPT_CONSUMER_PORT },
 	{ "other-pids", required_argument, NULL, OPT_OTHER_PIDS },
 	{ "ws", no_argument, NULL, OPT_WS },
@@ -142,6 +145,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_PROGRESS: progress = 1; break;
 		case OPT_QUIET: progress = 0; break;
 		case OPT_TRACE: o->trace = optarg; break;
+		case OPT_RESUME: o->resume = true; break;
 		case OPT_WS: o->ws = true; break;
 		case OPT_SERVER_PID:
 			if (parse_num("--server-pid", optarg, 1, 1 << 30,

@@ -471,7 +471,7 @@ handshake_timeout = 600
             "relay": [("relay", "%s %s" % (_cell_key(c), "tls" if tls
                                             else "plain"))
                       for c in self.relay_cells() for tls in self.transports()],
-            "tls": [("tls", c) for c in ("hs13", "hs12", "bulk")],
+            "tls": [("tls", c) for c in ("hs13", "hs13r", "hs12", "bulk")],
             "memory": [("memory", "%s %s" % (name, kind)) for kind, name in
                        MEMORY_CELLS]}
         self.cells = [c for s in ("limits", "relay", "tls", "memory")
@@ -580,7 +580,11 @@ handshake_timeout = 600
         # with SHA-384), so the CPU compared is the servers', not the
         # ciphers'.
         suite13 = ["--ciphersuites", "TLS_AES_128_GCM_SHA256"]
+        # hs13r: each client resumes its previous session (the ticket
+        # the server sent last); its first handshake, in the warm-up, is
+        # a full one.
         cells = [("hs13", ["--tls13"] + suite13),
+                 ("hs13r", ["--tls13", "--resume"] + suite13),
                  ("hs12", ["--tls12", "--ciphers",
                            "ECDHE-ECDSA-AES128-GCM-SHA256"]),
                  ("bulk", ["--tls13"] + suite13)]
@@ -605,7 +609,7 @@ handshake_timeout = 600
                     log("tls   %-5s %-8s run %d: %s cpu %.2f s" % (
                         cell, name, run + 1,
                         _brief(res, "handshakes_per_s", "mb_per_s",
-                               "failures", "errors"), cpu))
+                               "resumed", "failures", "errors"), cpu))
         for p in servers.values():
             if p is not None:
                 p.stop()
@@ -975,7 +979,9 @@ handshake_timeout = 600
             out += ["**TLS termination**: one worker each, in front of the "
                     "same sink; ECDSA P-256 certificate; full handshakes "
                     "(no resumption, X25519) from %d clients, each closed "
-                    "after its handshake, every server on the same suite "
+                    "after its handshake, and resumed ones (each client "
+                    "resuming its previous session by its last ticket), "
+                    "every server on the same suite "
                     "(TLS 1.3 AES-128-GCM-SHA256, TLS 1.2 "
                     "ECDHE-ECDSA-AES128-GCM-SHA256); bulk: %d connections writing 16 KiB records "
                     "(TLS 1.3, AES-128-GCM) through to the sink.  Server CPU "
@@ -987,6 +993,8 @@ handshake_timeout = 600
             rows = [
                 ("TLS 1.3 handshakes/s", "hs13", "handshakes_per_s", _int, max),
                 ("TLS 1.3 server CPU per handshake (µs)", "hs13", "cpu_hs", _int, min),
+                ("TLS 1.3 resumed handshakes/s", "hs13r", "handshakes_per_s", _int, max),
+                ("TLS 1.3 server CPU per resumed handshake (µs)", "hs13r", "cpu_hs", _int, min),
                 ("TLS 1.2 handshakes/s", "hs12", "handshakes_per_s", _int, max),
                 ("TLS 1.2 server CPU per handshake (µs)", "hs12", "cpu_hs", _int, min),
                 ("bulk TLS→plain (MB/s)", "bulk", "mb_per_s", _int, max),

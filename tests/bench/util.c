@@ -56,9 +56,13 @@ bench_client_ctx(const struct bench_opts *o)
 
 	if (ctx == NULL)
 		goto fail;
-	/* Every handshake is a full one: nothing is cached or resumed. */
+	/*
+	 * Every handshake is a full one: nothing is cached or resumed; with
+	 * --resume, each client keeps its own session (handshake.c) and
+	 * asks for tickets.
+	 */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET |
+	SSL_CTX_set_options(ctx, (o->resume ? 0 : SSL_OP_NO_TICKET) |
 	    SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

@@ -105,10 +105,39 @@ check_listener(const struct config *c, const struct config_listener *l)
 		CHECK(l->nbackend >= 1);
 	else
 		CHECK(l->nbackend == 0);
-	for (size_t i = 0; i < l->nbackend; i++) {
-		check_addr(&l->backend[i]);
-		CHECK(l->backend[i].host[0] != '\0');
+	CHECK(l->nsets >= 1 && l->nsets <= CONFIG_MAX_SETS);
+	for (size_t i = 0; i < l->nsets; i++) {
+		TERM(l->set_name[i]);
+		CHECK(l->set_name[i][0] != '\0');
 	}
+	for (size_t i = 0; i < l->nbackend; i++) {
+		const struct config_backend *b = &l->backend[i];
+		check_addr(&b->addr);
+		CHECK(b->addr.host[0] != '\0');
+		if (config_addr_is_unix(&b->addr))
+			CHECK(b->addr.host[5] == '/' && b->addr.port == 0);
+		CHECK(b->set >= 0 && (size_t)b->set < l->nsets);
+		CHECK(b->weight >= 1 && b->weight <= 256);
+	}
+	/* Every route goes to a set that exists. */
+	CHECK(l->nroutes <= CONFIG_MAX_ROUTES);
+	for (size_t i = 0; i < l->nroutes; i++) {
+		const struct config_route *r = &l->route[i];
+		TERM(r->match);
+		CHECK(r->match[0] != '\0');
+		CHECK(r->kind == CONFIG_ROUTE_SNI || r->kind == CONFIG_ROUTE_ALPN);
+		CHECK(r->set >= 0 && (size_t)r->set < l->nsets);
+		CHECK(strcmp(l->set_name[r->set], r->set_name) == 0);
+	}
+	CHECK(l->balance == CONFIG_BALANCE_ROUNDROBIN ||
+	    l->balance == CONFIG_BALANCE_LEASTCONN);
+	CHECK(l->check == CONFIG_CHECK_TCP || l->check == CONFIG_CHECK_TLS);
+	CHECK(l->max_fails <= 1000);
+	check_seconds(l->fail_timeout);
+	CHECK(l->fail_timeout > 0);
+	check_seconds(l->check_interval);
+	CHECK(l->unix_mode <= 0777);
+	TERM(l->unix_owner);
 	check_seconds(l->connect_timeout);
 	CHECK(l->connect_timeout > 0);
 	check_seconds(l->fin_timeout);

@@ -270,6 +270,38 @@ STREAM = {
 }
 
 
+# ---- proxy_in: the connection's first bytes ----
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(vc, fam, block):
+    return V2_SIG + bytes([vc, fam]) + struct.pack(">H", len(block)) + block
+
+
+def tlv(t, v):
+    return bytes([t]) + struct.pack(">H", len(v)) + v
+
+
+V4_BLOCK = bytes([192, 0, 2, 1, 198, 51, 100, 2]) + struct.pack(">HH", 56324,
+                                                                 443)
+PROXY_IN = {
+    "v1_tcp4": b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n\x16\x03\x01",
+    "v1_tcp6": b"PROXY TCP6 2001:db8::1 ::1 1 65535\r\n",
+    "v1_unknown": b"PROXY UNKNOWN\r\n",
+    "v1_unknown_addrs": b"PROXY UNKNOWN ::1 1.2.3.4 1 2\r\n",
+    "v2_tcp4": v2(0x21, 0x11, V4_BLOCK) + b"\x16",
+    "v2_tcp6": v2(0x21, 0x21, bytes(15) + b"\x01" + bytes(15) + b"\x02" +
+                  struct.pack(">HH", 80, 443)),
+    "v2_local": v2(0x20, 0x00, b""),
+    "v2_unix": v2(0x21, 0x31, bytes(216)),
+    "v2_tlv": v2(0x21, 0x11, V4_BLOCK + tlv(0x01, b"h2") +
+                 tlv(0x02, b"example.com") +
+                 tlv(0x20, b"\x07\x00\x00\x00\x00" +
+                     tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client"))),
+}
+
+
 # ---- cluster: one byte (even: a NATS message, odd: a directory value) ----
 
 def u8(n):
@@ -343,4 +375,5 @@ if __name__ == "__main__":
     write("relay", RELAY)
     write("config", CONFIG)
     write("stream", STREAM)
+    write("proxy_in", PROXY_IN)
     write("cluster", CLUSTER)
