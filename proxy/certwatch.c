@@ -74,7 +74,8 @@ certwatch_new(struct ev_loop *loop, const struct config *cfg,
 	if (w == NULL)
 		return NULL;
 	for (size_t i = 0; i < cfg->nlisteners; i++)
-		w->max += 2 * cfg->listeners[i].ncert + 3;
+		w->max += 2 * cfg->listeners[i].ncert + 7 +
+		    cfg->listeners[i].nocsp;
 	w->st = calloc(w->max ? w->max : 1, sizeof(*w->st));
 	if (w->st == NULL) {
 		free(w);
@@ -92,8 +93,17 @@ certwatch_new(struct ev_loop *loop, const struct config *cfg,
 			add(w, l->key[j], since);
 		}
 		add(w, l->client_ca, since);
+		add(w, l->client_crl, since);
 		add(w, l->backend_ca, since);
+		add(w, l->backend_cert, since);
+		add(w, l->backend_key, since);
+		add(w, l->ticket_keys, since);
 		add(w, l->acl, since);
+		/* ocsp = FILE; auto follows its certificate and ocsp_dir. */
+		for (size_t j = 0; j < l->nocsp; j++)
+			if (strcmp(l->ocsp[j], "auto") && strcmp(l->ocsp[j],
+			    "off"))
+				add(w, l->ocsp[j], since);
 	}
 	return w;
 }

@@ -1,6 +1,7 @@
 /*
  * certwatch: `cert_watch = on`: the files a reload would read (every
- * cert, key, client_ca, backend_ca and acl) watched (libev's ev_stat:
+ * cert, key, client_ca, client_crl, backend_ca, backend_cert,
+ * backend_key, ticket_keys, ocsp = FILE and acl) watched (libev's ev_stat:
  * inotify where the kernel has it, else a stat every second).  A change
  * calls back once things have settled (CERTWATCH_SETTLE: a renewal
  * writes the certificate and the key one after the other), and the
