@@ -282,7 +282,8 @@ install: programs $(DIST_FILES)
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
 	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples \
 	    $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(UNITDIR) \
-	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
 	install -m 0755 $(BUILD)/ferry $(DESTDIR)$(SBINDIR)/ferry
 	install -m 0755 scripts/ferry_client.py $(DESTDIR)$(BINDIR)/ferry-client
 	install -m 0755 $(BUILD)/ferry-bench $(DESTDIR)$(BINDIR)/ferry-bench
@@ -294,6 +295,8 @@ install: programs $(DIST_FILES)
 	install -m 0644 $(DIST)/ferry.service $(DESTDIR)$(UNITDIR)/ferry.service
 	install -m 0644 scripts/ferry.sysusers $(DESTDIR)$(SYSUSERSDIR)/ferry.conf
 	install -m 0644 $(DIST)/ferry.tmpfiles $(DESTDIR)$(TMPFILESDIR)/ferry.conf
+	install -m 0644 scripts/ferry.logrotate \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d/ferry
 	@if [ -e $(CONF) ]; then echo "install: keeping $(CONF)"; \
 	else echo "install -m 0644 $(DIST)/ferry.conf $(CONF)"; \
 	    install -m 0644 $(DIST)/ferry.conf $(CONF); fi
@@ -306,11 +309,13 @@ uninstall: $(DIST)/ferry.conf
 	    $(DESTDIR)$(MANDIR)/man5/ferry.conf.5 $(DESTDIR)$(MANDIR)/man8/ferry.8 \
 	    $(DESTDIR)$(DOCDIR)/examples/ferry.conf.example \
 	    $(DESTDIR)$(UNITDIR)/ferry.service \
-	    $(DESTDIR)$(SYSUSERSDIR)/ferry.conf $(DESTDIR)$(TMPFILESDIR)/ferry.conf
+	    $(DESTDIR)$(SYSUSERSDIR)/ferry.conf $(DESTDIR)$(TMPFILESDIR)/ferry.conf \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d/ferry
 	@if cmp -s $(DIST)/ferry.conf $(CONF); then echo "rm -f $(CONF)"; \
 	    rm -f $(CONF); \
 	elif [ -e $(CONF) ]; then echo "uninstall: keeping $(CONF) (changed)"; fi
-	@for d in $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(DOCDIR)/examples \
+	@for d in $(DESTDIR)$(SYSCONFDIR)/ferry \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(DOCDIR)/examples \
 	    $(DESTDIR)$(DOCDIR); do [ ! -d $$d ] || rmdir --ignore-fail-on-non-empty $$d; done
 
 clean:

@@ -60,6 +60,8 @@ const struct config_key config_keys[] = {
 	{ "drain_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_max_connections", CONFIG_SCOPE_PROCESS },
+	{ "pid_file", CONFIG_SCOPE_PROCESS },
+	{ "cert_watch", CONFIG_SCOPE_PROCESS },
 	{ "ocsp_dir", CONFIG_SCOPE_PROCESS },
 	{ "ocsp_timeout", CONFIG_SCOPE_PROCESS },
 	{ "admin_token", CONFIG_SCOPE_PROCESS },
@@ -85,6 +87,7 @@ const struct config_key config_keys[] = {
 	{ "idle_timeout", CONFIG_SCOPE_LISTENER },
 	{ "max_connections", CONFIG_SCOPE_LISTENER },
 	{ "max_connections_per_source", CONFIG_SCOPE_LISTENER },
+	{ "access_log", CONFIG_SCOPE_LISTENER },
 	{ "slow_consumer", CONFIG_SCOPE_RELAY },
 	{ "queue_bytes", CONFIG_SCOPE_RELAY },
 	{ "max_consumers", CONFIG_SCOPE_RELAY },
@@ -677,6 +680,13 @@ ferry_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "admin_timeout"))
 		return parse_deadline(p, k, v, "an admin request from its "
 		    "connection to its answer", &c->admin_timeout);
+	if (!strcmp(k, "cert_watch"))
+		return parse_bool(p, k, v, &c->cert_watch);
+	if (!strcmp(k, "pid_file")) {
+		if (*v != '/')
+			return fail(p, k, "'%s' is not an absolute path", v);
+		return copy_str(p, k, v, c->pid_file, sizeof(c->pid_file));
+	}
 	if (!strcmp(k, "admin_token")) {
 		if (strlen(v) < 16)
 			return fail(p, k, "shorter than 16 characters");
@@ -927,6 +937,11 @@ listener_key(struct parse *p, const char *k, const char *v)
 		return parse_count(p, k, v, 0, 10000000, &l->max_connections);
 	if (!strcmp(k, "max_connections_per_source"))
 		return parse_count(p, k, v, 0, 10000000, &l->max_per_source);
+	if (!strcmp(k, "access_log")) {
+		if (*v == '\0')
+			return fail(p, k, "empty file name");
+		return copy_str(p, k, v, l->access_log, sizeof(l->access_log));
+	}
 	/* relay */
 	if (!strcmp(k, "slow_consumer")) {
 		if (!parse_choice(p, k, v, slows, &i))

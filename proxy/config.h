@@ -129,6 +129,7 @@ struct config_listener {
 	double idle_timeout;		/* 0 = none */
 	size_t max_connections;		/* 0 = unlimited */
 	size_t max_per_source;		/* 0 = unlimited */
+	char access_log[CONFIG_PATH_LEN];	/* "" = none */
 
 	/* relay */
 	enum config_slow slow_consumer;
@@ -208,6 +209,8 @@ struct config {
 	double drain_timeout;		/* SIGTERM: seconds to let streams finish */
 	double admin_timeout;		/* accept to answer, per admin request */
 	size_t admin_max_connections;	/* admin connections open at once */
+	char pid_file[CONFIG_PATH_LEN];	/* "" = none */
+	bool cert_watch;		/* reload certificates when they change */
 	char ocsp_dir[CONFIG_PATH_LEN];	/* OCSP responses kept; "" = none */
 	double ocsp_timeout;		/* one OCSP fetch, connect to answer */
 	char admin_token[256];		/* every admin request's; "" = none */

@@ -760,6 +760,12 @@ on_close(struct stream *s, enum stream_close_reason why, void *arg)
 			c->up = stream_bytes_out(s) - c->header_len;
 	}
 	c->s[side] = NULL;
+	/* tls.c logs the handshakes that fail, not the clients that stall. */
+	if (side == CLIENT && why == STREAM_CLOSE_TIMEOUT &&
+	    c->state == ST_CLIENT_HANDSHAKE)
+		log_limited(LOG_INFO, "%s: %s: closed during the handshake: "
+		    "%s", c->fl->name, c->peer, stream_error(s)[0] ?
+		    stream_error(s) : "handshake timed out");
 	if (side == BACKEND && reaching_backend(c)) {
 		attempt_failed(c, s, why);
 	} else if (why != STREAM_CLOSE_EOF) {
@@ -923,6 +929,12 @@ forward_listener_close_all(struct forward_listener *fl)
 		set_reason(c, "shutting down");
 		close_both(c, STREAM_CLOSE_LOCAL);
 	}
+}
+
+size_t
+forward_listener_conns(const struct forward_listener *fl)
+{
+	return fl->nconns;
 }
 
 void

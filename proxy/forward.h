@@ -118,6 +118,9 @@ void forward_listener_set_backend_tls(struct forward_listener *fl,
 /* Closes every live connection of the listener (shutdown). */
 void forward_listener_close_all(struct forward_listener *fl);
 
+/* Its connections not yet gone (a pair counts until both sides are). */
+size_t forward_listener_conns(const struct forward_listener *fl);
+
 /*
  * Frees the listener; its connections must be gone (close them with
  * forward_listener_close_all and let the loop finish them).  NULL is

@@ -24,9 +24,19 @@
  *                          [cluster], each worker is a node of the
  *                          cluster (cluster.h) and serves the relay
  *                          listeners too;
- *   listeners_reload()     SIGHUP: new TLS contexts and access lists for
- *                          new connections, all or nothing; then the
- *                          ticket key files and OCSP staples, each kept
+ *   listeners_reload()     SIGHUP: the listeners of a new configuration,
+ *                          all or nothing: a listener whose section did
+ *                          not change stays as it is (new TLS contexts
+ *                          and access lists for new connections); one
+ *                          added, or changed, is built and bound (taking
+ *                          the sockets of the addresses it keeps); one
+ *                          removed or changed stops accepting and is
+ *                          kept, retired, while its connections drain
+ *                          (and a relay one's registry entries go):
+ *                          listeners_tidy() frees it then; the ticket
+ *                          keys of a listener that stays are kept (their
+ *                          files read again), a new listener gets its
+ *                          own; OCSP staples are read again; each kept
  *                          when its new file is bad;
  *   listeners_stop()       SIGTERM: no new connections (a drain);
  *   listeners_close_all()  closes every connection left (teardown); their
@@ -48,18 +58,24 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+
 #include "config.h"
 #include "stream.h"
 
 struct listeners;
+struct sockpool;
 
 /*
  * Builds the listeners of `cfg` on the loop of `sl` and binds their
- * addresses.  NULL with err when a certificate, key, access list, backend
- * or address is bad, or memory cannot be had; nothing is kept then.
+ * addresses, taking the matching sockets of `pool` (inherited: see
+ * sockpool.h; NULL: none) instead of binding anew.  NULL with err when a
+ * certificate, key, access list, backend or address is bad, or memory
+ * cannot be had; nothing is kept then.
  */
 struct listeners *listeners_new(const struct config *cfg,
-    struct stream_loop *sl, char *err, size_t errlen);
+    struct stream_loop *sl, struct sockpool *pool, char *err,
+    size_t errlen);
 
 /*
  * Starts accepting in worker `worker` (0 when not forking) and logs the
@@ -68,12 +84,26 @@ struct listeners *listeners_new(const struct config *cfg,
 int listeners_start(struct listeners *ls, int worker);
 
 /*
- * Rebuilds every TLS context and access list from the files the
- * configuration names, for new connections; live connections keep the
- * contexts they hold.  A bad file keeps the current ones (logged, `who`
- * first: "supervisor: " or "").
+ * Applies `next` (see above), which must outlive the listeners from now
+ * on (the previous configuration may go).  0; or -1 with err naming the
+ * file, line and key, and nothing changed.  [ferry] keys are the caller's
+ * (app.c): the admin page stays as it is.  `who` prefixes the log lines
+ * ("supervisor: " or "").
  */
-void listeners_reload(struct listeners *ls, const char *who);
+int listeners_reload(struct listeners *ls, const struct config *next,
+    const char *who, char *err, size_t errlen);
+
+/* Whether `next` has exactly the current listeners (certificates aside). */
+bool listeners_same_set(const struct listeners *ls,
+    const struct config *next);
+
+/*
+ * The listening sockets (every listener's and the admin page's) and the
+ * name of the listener each serves, at most max: how many.  For an
+ * upgrade (the new process inherits them).
+ */
+size_t listeners_fds(const struct listeners *ls, int *fds,
+    char (*names)[CONFIG_NAME_LEN], size_t max);
 
 /*
  * Stops accepting, and closes the admin page's connections: it answers no
@@ -82,8 +112,23 @@ void listeners_reload(struct listeners *ls, const char *who);
  */
 void listeners_stop(struct listeners *ls);
 
-/* The streams a drain waits for: every open one but the admin page's. */
-size_t listeners_streams(const struct listeners *ls);
+/*
+ * Client connections open in this process (a forwarded one counts once,
+ * its backend aside); the admin page's are not counted.
+ */
+size_t listeners_connections(const struct listeners *ls);
+
+/*
+ * Frees the listeners reloads retired whose connections (and registry
+ * entries) are all gone; the next reload does it too.
+ */
+void listeners_tidy(struct listeners *ls);
+
+/* SIGUSR1: every access log reopened (after logrotate moved them). */
+void listeners_reopen_logs(struct listeners *ls);
+
+/* Devices (uuids) the relay listeners serve now. */
+size_t listeners_devices(const struct listeners *ls);
 
 /* Closes every connection (teardown); listeners_free() follows. */
 void listeners_close_all(struct listeners *ls);
@@ -100,5 +145,11 @@ void listeners_free(struct listeners *ls);
  * with err.
  */
 int listeners_check(const struct config *cfg, char *err, size_t errlen);
+
+/*
+ * Workers of `workers` that would serve nothing: every listener is a
+ * relay listener, which worker 0 alone serves (one registry).
+ */
+size_t listeners_idle_workers(const struct config *cfg, int workers);
 
 #endif

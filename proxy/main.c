@@ -1,91 +1,40 @@
 /*
  * ferry: entry point.  The command line -> the configuration -> its
- * listeners, bound -> privileges dropped -> workers forked -> the loop,
- * until a signal: SIGHUP reloads certificates and access lists, SIGTERM
- * and SIGINT drain, with a deadline.  What the listeners are is
- * listeners.c's; this is the process's life.
+ * listeners, bound (or inherited: systemd's socket activation, an upgrade)
+ * -> privileges dropped -> workers forked -> the loop, until a signal:
+ * SIGHUP reloads the file, SIGUSR2 upgrades (a new ferry on the same
+ * sockets), SIGTERM and SIGINT drain, with a deadline.  systemd hears of
+ * each step (notify.h).  What the listeners are is listeners.c's; this is
+ * the process's life.
  *
  * The only global state is here: the running app, reached from signal
- * watchers (and the supervisor's hook) through their data pointers.
+ * watchers (and the supervisor's hooks) through their data pointers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "app.h"
+#include "certwatch.h"
+#include "cli.h"
 #include "config.h"
 #include "listeners.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
+#include "privs.h"
 #include "process.h"
+#include "sockpool.h"
 #include "stream.h"
-
-struct app {
-	struct config cfg;
-	struct ev_loop *loop;
-	struct stream_loop sl;
-	struct listeners *ls;
-	ev_signal sig_term, sig_int, sig_hup;
-	ev_timer drain;
-	ev_tstamp drain_deadline;
-	bool draining;
-	int worker;
-};
-
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-	    "usage: ferry [-c FILE] [--check] [options]\n"
-	    "\n"
-	    "  -c, --config FILE   run the listeners of FILE (INI; see\n"
-	    "                      ferry.conf.example); without it, the embedded\n"
-	    "                      default: relay on :8888 and TLS relay on :8443\n"
-	    "      --check         validate the configuration (certificates,\n"
-	    "                      backends, addresses, user included) and exit:\n"
-	    "                      0 if good, else 2\n"
-	    "                      with FILE:LINE: [section] key: reason\n"
-	    "      --certs DIR     certificates of the embedded default (certs)\n"
-	    "      --log-level L   error, warn, info, debug (overrides the file)\n"
-	    "  -h, --help          this text\n"
-	    "  -V, --version       the version\n"
-	    "\n"
-	    "Development shortcuts, instead of a file (port 0 picks a free port):\n"
-	    "      --relay ADDR      a relay listener on ADDR (e.g. :8888)\n"
-	    "      --relay-tls ADDR  a TLS relay listener on ADDR (e.g. :8443)\n"
-	    "      --cert FILE       its certificate (certs/server.pem)\n"
-	    "      --key FILE        its private key (certs/server.key)\n"
-	    "\n"
-	    "Signals: TERM/INT stop accepting, let live connections finish (up\n"
-	    "to drain_timeout) and exit; HUP reloads certificates, keys and\n"
-	    "access lists for new connections (the old ones stay if a new file\n"
-	    "is bad).\n");
-}
+#include "upgrade.h"
 
 /* ---- signals ---- */
-
-/*
- * The supervisor's part of a signal, before the workers get it: a worker
- * it restarts is a copy of it, so it reloads too; and once stopping, its
- * copies of the listening sockets must not keep accepting into a queue
- * nobody serves.
- */
-static void
-supervisor_signal(int sig, void *arg)
-{
-	struct app *app = arg;
-
-	if (sig == SIGHUP)
-		listeners_reload(app->ls, "supervisor: ");
-	else if (sig == SIGTERM || sig == SIGINT)
-		listeners_stop(app->ls);
-}
 
 /*
  * Until the loop's watchers take over, SIGHUP's default action would kill
@@ -114,96 +63,103 @@ drain_check(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
+drain(struct app *app, const char *why)
+{
+	app->draining = true;
+	if (!app->supervised)
+		notify_send("STOPPING=1");
+	listeners_stop(app->ls);
+	LOGI("%s: no new connections; draining %zu for up to %g s", why,
+	    listeners_connections(app->ls), app->cfg->drain_timeout);
+	app->drain_deadline = ev_now(app->loop) + app->cfg->drain_timeout;
+	ev_timer_init(&app->drain, drain_check, 0., 0.1);
+	app->drain.data = app;
+	ev_timer_again(app->loop, &app->drain);
+}
+
+static void
+on_upgrade_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct app *app = w->data;
+	char why[256];
+	int rc = upgrade_result(w->fd, app->upgrade_pid, why, sizeof(why));
+
+	(void)revents;
+	if (rc < 0)
+		return;
+	ev_io_stop(loop, w);
+	close(w->fd);
+	app->upgrade_pid = 0;
+	if (rc == 0) {
+		LOGE("upgrade: the new ferry %s; carrying on", why);
+		return;
+	}
+	drain(app, "upgrade: the new ferry is ready");
+}
+
+/* A new ferry on our sockets; we drain once it is ready (on_upgrade_io). */
+static void
+upgrade(struct app *app, const char *exe)
+{
+	int fd;
+
+	if (app->upgrade_pid != 0) {
+		LOGW("upgrade: one is under way (pid %ld)",
+		    (long)app->upgrade_pid);
+		return;
+	}
+	if (app_upgrade_start(app, exe, &fd) < 0)
+		return;
+	ev_io_init(&app->upgrade_io, on_upgrade_io, fd, EV_READ);
+	app->upgrade_io.data = app;
+	ev_io_start(app->loop, &app->upgrade_io);
+}
+
+static void
+on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	app_tick(w->data);
+}
+
+static void
 on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct app *app = w->data;
+	char why[32];
 
 	(void)revents;
-	if (w->signum == SIGHUP) {
-		listeners_reload(app->ls, "");
+	if (w->signum == SIGHUP && !app->draining) {
+		if (app_reload(app))
+			upgrade(app, "/proc/self/exe");
 		return;
 	}
+	if (w->signum == SIGUSR2 && !app->draining && !app->supervised) {
+		upgrade(app, app->exe);
+		return;
+	}
+	if (w->signum == SIGUSR1) {
+		listeners_reopen_logs(app->ls);
+		return;
+	}
+	if (w->signum == SIGHUP || w->signum == SIGUSR2)
+		return;
 	if (app->draining) {
 		LOGW("second signal: exiting now");
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
-	app->draining = true;
-	listeners_stop(app->ls);
-	LOGI("signal %d: no new connections; draining %zu for up to %g s",
-	    w->signum, listeners_streams(app->ls), app->cfg.drain_timeout);
-	app->drain_deadline = ev_now(loop) + app->cfg.drain_timeout;
-	ev_timer_init(&app->drain, drain_check, 0., 0.1);
-	app->drain.data = app;
-	ev_timer_again(loop, &app->drain);
+	snprintf(why, sizeof(why), "signal %d", w->signum);
+	drain(app, why);
 }
 
-/* ---- privileges ---- */
-
-/* The user and group of [ferry] user/group; errors name their line. */
-static int
-lookup_user(const struct config *c, uid_t *uid, gid_t *gid, char *err,
-    size_t errlen)
+static void
+watch(struct app *app, ev_signal *w, int sig)
 {
-	struct passwd *pw;
-	char why[256];
-
-	errno = 0;
-	pw = getpwnam(c->user);
-	if (pw == NULL) {
-		snprintf(why, sizeof(why), "no user '%s'%s%s", c->user,
-		    errno ? ": " : "", errno ? strerror(errno) : "");
-		config_error(c, NULL, "user", 0, why, err, errlen);
-		return -1;
-	}
-	*uid = pw->pw_uid;
-	*gid = pw->pw_gid;
-	if (c->group[0]) {
-		struct group *gr;
-		errno = 0;
-		gr = getgrnam(c->group);
-		if (gr == NULL) {
-			snprintf(why, sizeof(why), "no group '%s'%s%s",
-			    c->group, errno ? ": " : "",
-			    errno ? strerror(errno) : "");
-			config_error(c, NULL, "group", 0, why, err, errlen);
-			return -1;
-		}
-		*gid = gr->gr_gid;
-	}
-	return 0;
-}
-
-static int
-drop_privileges(const struct config *c, char *err, size_t errlen)
-{
-	uid_t uid;
-	gid_t gid;
-
-	if (c->user[0] == '\0')
-		return 0;
-	if (lookup_user(c, &uid, &gid, err, errlen) < 0)
-		return -1;
-	/* Started as that user already (systemd User=): nothing to drop. */
-	if (geteuid() != 0) {
-		if (geteuid() == uid && getegid() == gid)
-			return 0;
-		snprintf(err, errlen, "not started as root: cannot become %s",
-		    c->user);
-		return -1;
-	}
-	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
-		snprintf(err, errlen, "cannot become %s: %s", c->user,
-		    strerror(errno));
-		return -1;
-	}
-	if (setuid(0) == 0) {
-		snprintf(err, errlen, "privileges could be regained");
-		return -1;
-	}
-	LOGI("running as user %s (uid %ld, gid %ld)", c->user, (long)uid,
-	    (long)gid);
-	return 0;
+	ev_signal_init(w, on_signal, sig);
+	w->data = app;
+	ev_signal_start(app->loop, w);
 }
 
 /*
@@ -230,214 +186,144 @@ teardown(struct app *app)
 	ev_signal_stop(app->loop, &app->sig_term);
 	ev_signal_stop(app->loop, &app->sig_int);
 	ev_signal_stop(app->loop, &app->sig_hup);
+	ev_signal_stop(app->loop, &app->sig_usr1);
+	ev_signal_stop(app->loop, &app->sig_usr2);
 	ev_timer_stop(app->loop, &app->drain);
+	ev_timer_stop(app->loop, &app->tick);
+	certwatch_free(app->watch);
+	if (app->upgrade_pid != 0) {
+		ev_io_stop(app->loop, &app->upgrade_io);
+		close(app->upgrade_io.fd);
+	}
 	ev_loop_destroy(app->loop);
 	app->loop = NULL;
+	if (!app->supervised)
+		upgrade_remove_pidfile(app->cfg->pid_file);
+	free(app->cfg);
 }
 
-/* ---- command line ---- */
+/* ---- start ---- */
 
-enum { OPT_CHECK = 256, OPT_CERTS, OPT_LOG, OPT_RELAY, OPT_RELAY_TLS,
-    OPT_CERT, OPT_KEY };
-
-struct cli {
-	const char *config;
-	const char *certs;
-	const char *log_level;
-	bool check;
-	/* development shortcuts: one relay listener each (port 0 allowed) */
-	const char *relay, *relay_tls, *cert, *key;
-};
-
+/* Every listener bound, or taken from the sockets we were handed. */
 static int
-parse_cli(int argc, char **argv, struct cli *cli)
+bind_listeners(struct app *app)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, OPT_CHECK },
-		{ "certs", required_argument, NULL, OPT_CERTS },
-		{ "log-level", required_argument, NULL, OPT_LOG },
-		{ "relay", required_argument, NULL, OPT_RELAY },
-		{ "relay-tls", required_argument, NULL, OPT_RELAY_TLS },
-		{ "cert", required_argument, NULL, OPT_CERT },
-		{ "key", required_argument, NULL, OPT_KEY },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	memset(cli, 0, sizeof(*cli));
-	cli->certs = "certs";
-	while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c': cli->config = optarg; break;
-		case OPT_CHECK: cli->check = true; break;
-		case OPT_CERTS: cli->certs = optarg; break;
-		case OPT_LOG: cli->log_level = optarg; break;
-		case OPT_RELAY: cli->relay = optarg; break;
-		case OPT_RELAY_TLS: cli->relay_tls = optarg; break;
-		case OPT_CERT: cli->cert = optarg; break;
-		case OPT_KEY: cli->key = optarg; break;
-		case 'h': usage(stdout); exit(0);
-		case 'V': printf("ferry %s\n", FERRY_VERSION); exit(0);
-		default: usage(stderr); return -1;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "ferry: unexpected argument '%s'\n",
-		    argv[optind]);
-		return -1;
-	}
-	if (cli->config != NULL && (cli->relay || cli->relay_tls)) {
-		fprintf(stderr, "ferry: -c and --relay/--relay-tls do not "
-		    "mix\n");
-		return -1;
-	}
-	return 0;
-}
-
-/* --relay / --relay-tls: listeners given on the command line. */
-static int
-cli_listeners(struct config *c, const struct cli *cli, char *err,
-    size_t errlen)
-{
-	char text[4096];
-	int n = 0;
-
-	if (cli->relay != NULL)
-		n += snprintf(text + n, sizeof(text) - (size_t)n,
-		    "[relay]\nmode = relay\nbind = %s\n", cli->relay);
-	if (cli->relay_tls != NULL)
-		n += snprintf(text + n, sizeof(text) - (size_t)n,
-		    "[relay-tls]\nmode = relay\nbind = %s\ncert = %s\n"
-		    "key = %s\n", cli->relay_tls,
-		    cli->cert ? cli->cert : "certs/server.pem",
-		    cli->key ? cli->key : "certs/server.key");
-	if (n < 0 || (size_t)n >= sizeof(text)) {
-		snprintf(err, errlen, "command line listeners too long");
-		return -1;
-	}
-	config_init(c);
-	return config_load_string(c, text, "(command line)", err, errlen);
-}
-
-/* --check: everything but binding, so a bad file never reaches a reload. */
-static int
-check(const struct config *cfg)
-{
+	struct sockpool pool;
 	char err[1024];
-	uid_t uid;
-	gid_t gid;
 
-	if (listeners_check(cfg, err, sizeof(err)) < 0 ||
-	    (cfg->user[0] != '\0' &&
-	    lookup_user(cfg, &uid, &gid, err, sizeof(err)) < 0)) {
-		fprintf(stderr, "ferry: %s\n", err);
-		return 2;
+	sockpool_init(&pool);
+	if (sockpool_from_env(&pool, err, sizeof(err)) < 0) {
+		LOGE("%s", err);
+		return -1;
 	}
-	printf("%s: OK (%zu listeners)\n", cfg->label, cfg->nlisteners);
+	app->ls = listeners_new(app->cfg, &app->sl, &pool, err, sizeof(err));
+	sockpool_close(&pool, false);
+	if (app->ls == NULL) {
+		LOGE("%s", err);
+		return -1;
+	}
 	return 0;
 }
 
 static int
-load_config(struct config *c, const struct cli *cli)
+start(struct app *app)
 {
+	struct sigaction sa = { .sa_handler = early_hup };
 	char err[1024];
-	int rc;
+	int workers;
 
-	config_init(c);
-	if (cli->relay || cli->relay_tls)
-		rc = cli_listeners(c, cli, err, sizeof(err));
-	else if (cli->config != NULL)
-		rc = config_load(c, cli->config, err, sizeof(err));
-	else
-		rc = config_default(c, cli->certs, err, sizeof(err));
-	if (rc < 0) {
-		fprintf(stderr, "ferry: %s\n", err);
+	sigemptyset(&sa.sa_mask);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    sigaction(SIGHUP, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR1, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR2, &sa, NULL) < 0) {
+		LOGE("signals: %s", strerror(errno));
 		return -1;
 	}
-	if (cli->log_level != NULL) {
-		int l = log_level_parse(cli->log_level);
-		if (l < 0) {
-			fprintf(stderr, "ferry: bad --log-level '%s'\n",
-			    cli->log_level);
-			return -1;
-		}
-		c->log_level = l;
+	if (readlink("/proc/self/exe", app->exe, sizeof(app->exe) - 1) < 0)
+		snprintf(app->exe, sizeof(app->exe), "%s", app->argv[0]);
+	app->report_fd = upgrade_inherited_fd();
+	app->loop = ev_default_loop(EVFLAG_AUTO);
+	stream_loop_init(&app->sl, app->loop);
+	workers = app->cfg->workers <= 0 ? process_cpu_count() :
+	    app->cfg->workers;
+	if (metrics_init(workers) < 0)
+		LOGW("shared metrics unavailable: counting per process");
+	if (listeners_idle_workers(app->cfg, workers) > 0)
+		LOGW("workers = %d: every listener is a relay listener, which "
+		    "worker 0 alone serves (one registry): %zu workers idle; "
+		    "set workers = 1", workers,
+		    listeners_idle_workers(app->cfg, workers));
+	clock_gettime(CLOCK_REALTIME, &app->loaded);
+	if (bind_listeners(app) < 0)
+		return -1;
+	if (privs_drop(app->cfg, err, sizeof(err)) < 0) {
+		LOGE("privileges: %s", err);
+		return -1;
 	}
-	return 0;
+	if (workers > 1) {
+		struct process_hooks hooks;
+		app_supervisor_hooks(app, &hooks);
+		app->supervised = true;
+		app->worker = -1;	/* in the supervisor, which stays inside */
+		app->worker = process_fork_hooks(workers,
+		    app->cfg->max_restarts, &hooks);
+		ev_loop_fork(app->loop);
+		if (app->report_fd >= 0)
+			close(app->report_fd);	/* the supervisor's to use */
+		app->report_fd = -1;
+	}
+	metrics_set_worker(app->worker);
+	app_watch_certs(app);
+	return listeners_start(app->ls, app->worker);
 }
 
 int
 main(int argc, char **argv)
 {
 	static struct app app;
-	struct cli cli;
 	char err[1024];
-	int workers;
 
-	if (parse_cli(argc, argv, &cli) < 0 || load_config(&app.cfg, &cli) < 0)
+	app.argv = argv;
+	app.cfg = malloc(sizeof(*app.cfg));
+	if (app.cfg == NULL || cli_parse(argc, argv, &app.cli) < 0 ||
+	    cli_load_config(app.cfg, &app.cli, NULL, 0) < 0)
 		return 2;
-	log_set_level((enum log_level)app.cfg.log_level);
-	if (cli.check)
-		return check(&app.cfg);
+	log_set_level((enum log_level)app.cfg->log_level);
+	if (app.cli.check)
+		return cli_check(app.cfg);
+	if (app.cli.upgrade)
+		return cli_upgrade(app.cfg);
 	/* Before anything is logged, and before the workers share it. */
-	if (log_open((enum log_dest)app.cfg.log_dest,
-	    (enum log_format)app.cfg.log_format, NULL) < 0) {
+	if (log_open((enum log_dest)app.cfg->log_dest,
+	    (enum log_format)app.cfg->log_format, NULL) < 0) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "cannot reach syslog at /dev/log: "
 		    "%s", strerror(errno));
-		config_error(&app.cfg, NULL, "log", 0, why, err, sizeof(err));
+		config_error(app.cfg, NULL, "log", 0, why, err, sizeof(err));
 		fprintf(stderr, "ferry: %s\n", err);
 		return 1;
 	}
-
-	struct sigaction sa = { .sa_handler = early_hup };
-	sigemptyset(&sa.sa_mask);
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
-	    sigaction(SIGHUP, &sa, NULL) < 0) {
-		LOGE("signals: %s", strerror(errno));
+	if (start(&app) < 0)
 		return 1;
+	/* Before saying ready: a signal sent on that word is handled. */
+	watch(&app, &app.sig_term, SIGTERM);
+	watch(&app, &app.sig_int, SIGINT);
+	watch(&app, &app.sig_hup, SIGHUP);
+	watch(&app, &app.sig_usr1, SIGUSR1);
+	watch(&app, &app.sig_usr2, SIGUSR2);
+	if (!app.supervised) {
+		ev_timer_init(&app.tick, on_tick, app_tick_interval(),
+		    app_tick_interval());
+		app.tick.data = &app;
+		ev_timer_start(app.loop, &app.tick);
 	}
-	app.loop = ev_default_loop(EVFLAG_AUTO);
-	stream_loop_init(&app.sl, app.loop);
-	workers = app.cfg.workers <= 0 ? process_cpu_count() :
-	    app.cfg.workers;
-	if (metrics_init(workers) < 0)
-		LOGW("shared metrics unavailable: counting per process");
-	app.ls = listeners_new(&app.cfg, &app.sl, err, sizeof(err));
-	if (app.ls == NULL) {
-		LOGE("%s", err);
-		return 1;
-	}
-	if (drop_privileges(&app.cfg, err, sizeof(err)) < 0) {
-		LOGE("privileges: %s", err);
-		return 1;
-	}
-	if (workers > 1) {
-		struct process_hooks hooks = { supervisor_signal, &app };
-		app.worker = process_fork_hooks(workers, app.cfg.max_restarts,
-		    &hooks);
-		ev_loop_fork(app.loop);
-	}
-	metrics_set_worker(app.worker);
-	if (listeners_start(app.ls, app.worker) < 0)
-		return 1;
-	/*
-	 * The watchers before the "ready" line: whoever waits for it may
-	 * signal at once, and a SIGTERM before them killed the process
-	 * (status -15, no drain; test_logs.py SyslogLog, 2 runs in 8).
-	 */
-	ev_signal_init(&app.sig_term, on_signal, SIGTERM);
-	ev_signal_init(&app.sig_int, on_signal, SIGINT);
-	ev_signal_init(&app.sig_hup, on_signal, SIGHUP);
-	app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
-	ev_signal_start(app.loop, &app.sig_term);
-	ev_signal_start(app.loop, &app.sig_int);
-	ev_signal_start(app.loop, &app.sig_hup);
 	LOGN("ready: worker %d (pid %ld)", app.worker, (long)getpid());
+	if (app.supervised)
+		process_ready();
+	else
+		app_ready(&app);
 
 	ev_run(app.loop, 0);
 

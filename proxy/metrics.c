@@ -98,6 +98,18 @@ metrics_set_worker(int id)
 	slots[my_slot].pid = (int64_t)getpid();
 }
 
+uint64_t
+metrics_open_connections(void)
+{
+	uint64_t n = 0;
+
+	for (int w = 0; w < nslots; w++)
+		for (int i = 0; i < METRICS_MAX_LISTENERS; i++)
+			n += slots[w].listener[i].accepted -
+			    slots[w].listener[i].closed;
+	return n;
+}
+
 int
 metrics_listener(const char *name, const char *mode)
 {

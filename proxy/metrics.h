@@ -110,6 +110,12 @@ int metrics_init(int workers);
  */
 void metrics_set_worker(int id);
 
+/*
+ * Client connections open now, every worker and listener together (what
+ * the supervisor tells systemd: it serves none itself).
+ */
+uint64_t metrics_open_connections(void);
+
 /* Registers a listener name; returns its id (or -1 when full). */
 int metrics_listener(const char *name, const char *mode);
 /* This process's counters for a listener id (never NULL for a valid id). */

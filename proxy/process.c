@@ -10,11 +10,14 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
 #define MAX_CHILDREN 1024
+/* A worker's word that it serves: queued, so none is lost. */
+#define PROCESS_READY_SIGNAL SIGRTMIN
 
 int
 process_cpu_count(void)
@@ -34,6 +37,13 @@ supervised_signals(sigset_t *set)
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
 	sigaddset(set, SIGUSR2);
+	sigaddset(set, PROCESS_READY_SIGNAL);
+}
+
+void
+process_ready(void)
+{
+	kill(getppid(), PROCESS_READY_SIGNAL);
 }
 
 /* Returns 0 in the child (after restoring its signal mask), else the pid. */
@@ -82,8 +92,9 @@ process_fork_hooks(int num_processes, int max_restarts,
     const struct process_hooks *hooks)
 {
 	pid_t pids[MAX_CHILDREN];
+	bool ready[MAX_CHILDREN] = { false };
 	sigset_t set, oldmask;
-	int live = 0, restarts = 0;
+	int live = 0, restarts = 0, nready = 0;
 	bool stopping = false, gave_up = false;
 
 	if (num_processes <= 0)
@@ -110,16 +121,41 @@ process_fork_hooks(int num_processes, int max_restarts,
 
 	while (live > 0) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
+		int sig;
 
+		if (hooks != NULL && hooks->tick > 0) {
+			struct timespec ts = { (time_t)hooks->tick,
+			    (long)((hooks->tick - (double)(time_t)hooks->tick) *
+			    1e9) };
+			sig = sigtimedwait(&set, &si, &ts);
+			if (sig < 0 && errno == EAGAIN) {
+				if (hooks->on_tick != NULL)
+					hooks->on_tick(hooks->arg);
+				continue;
+			}
+		} else {
+			sig = sigwaitinfo(&set, &si);
+		}
 		if (sig < 0)
 			continue;	/* EINTR */
+		if (sig == PROCESS_READY_SIGNAL) {
+			for (int i = 0; i < num_processes; i++)
+				if (pids[i] == si.si_pid && !ready[i]) {
+					ready[i] = true;
+					if (++nready == num_processes &&
+					    hooks != NULL &&
+					    hooks->on_ready != NULL)
+						hooks->on_ready(hooks->arg);
+				}
+			continue;
+		}
 		if (sig != SIGCHLD) {
+			if (hooks != NULL && hooks->on_signal != NULL)
+				sig = hooks->on_signal(sig, hooks->arg);
 			if (sig == SIGTERM || sig == SIGINT)
 				stopping = true;
-			if (hooks != NULL && hooks->on_signal != NULL)
-				hooks->on_signal(sig, hooks->arg);
-			signal_all(pids, num_processes, sig);
+			if (sig != 0)
+				signal_all(pids, num_processes, sig);
 			continue;
 		}
 		for (;;) {
@@ -159,7 +195,8 @@ process_fork_hooks(int num_processes, int max_restarts,
 				 */
 				gave_up = stopping = true;
 				if (hooks != NULL && hooks->on_signal != NULL)
-					hooks->on_signal(SIGTERM, hooks->arg);
+					(void)hooks->on_signal(SIGTERM,
+					    hooks->arg);
 				signal_all(pids, num_processes, SIGTERM);
 				continue;
 			}

@@ -13,10 +13,13 @@
  *    exits 0;
  *  - SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the parent are
  *    passed on to every child; after SIGTERM/SIGINT nothing is restarted.
- *    A hook may act on them in the parent first: a worker restarted later
- *    is a copy of the parent, so the parent must reload what the workers
- *    reload on SIGHUP (certificates), or a restart would bring back the
- *    old ones.
+ *    A hook may act on them in the parent first, and change what is
+ *    passed on: a worker restarted later is a copy of the parent, so the
+ *    parent must reload what the workers reload on SIGHUP (certificates),
+ *    or a restart would bring back the old ones; an upgrade that succeeded
+ *    turns into a SIGTERM (the old workers drain).
+ *  - each child calls process_ready() once it serves; when every first
+ *    child has, the parent's on_ready hook runs (once).
  *  - a child whose supervisor dies gets SIGTERM (PR_SET_PDEATHSIG), so no
  *    orphaned worker keeps serving the ports.
  * The supervisor waits with sigwaitinfo(), so it needs no handlers and no
@@ -33,10 +36,21 @@ int process_cpu_count(void);
 int process_fork(int num_processes, int max_restarts);
 
 struct process_hooks {
-	/* In the parent, for each signal above before it is passed on. */
-	void (*on_signal)(int sig, void *arg);
+	/*
+	 * In the parent, for each signal above: returns the signal to act on
+	 * and pass on (sig itself, SIGTERM, or 0 for none).
+	 */
+	int (*on_signal)(int sig, void *arg);
+	/* In the parent, once every worker has called process_ready(). */
+	void (*on_ready)(void *arg);
+	/* In the parent, every `tick` seconds when tick > 0. */
+	void (*on_tick)(void *arg);
+	double tick;
 	void *arg;
 };
+
+/* In a worker: tells the parent it serves. */
+void process_ready(void);
 
 /* process_fork with hooks (NULL: none). */
 int process_fork_hooks(int num_processes, int max_restarts,

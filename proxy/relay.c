@@ -1131,6 +1131,12 @@ relay_listener_free(struct relay_listener *rl)
 	free(rl);
 }
 
+bool
+relay_listener_idle(const struct relay_listener *rl)
+{
+	return LIST_EMPTY(&rl->conns) && rl->o.devices == 0;
+}
+
 void
 relay_listener_close_all(struct relay_listener *rl)
 {

@@ -111,6 +111,11 @@ void relay_listener_free(struct relay_listener *rl);
  * deadline); their close callbacks run with the loop's pending work.
  */
 void relay_listener_close_all(struct relay_listener *rl);
+/*
+ * No connection of it is open and no registry entry is its: it may be
+ * freed (a listener a reload removed, once drained).
+ */
+bool relay_listener_idle(const struct relay_listener *rl);
 /* The node of a cluster the listener is part of (NULL: none). */
 void relay_listener_set_cluster(struct relay_listener *rl,
     struct cluster *cl);

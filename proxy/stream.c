@@ -178,6 +178,19 @@ stream_set_callbacks(struct stream *s, stream_close_cb on_close, void *arg)
 	s->arg = arg;
 }
 
+stream_cb
+stream_free_hook(const struct stream *s, void **arg)
+{
+	*arg = s->free_arg;
+	return s->free_cb;
+}
+
+enum stream_close_reason
+stream_close_why(const struct stream *s)
+{
+	return s->close_reason;
+}
+
 void
 stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg)
 {
@@ -401,7 +414,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (s->opts.idle_timeout > 0 &&
 	    now - s->last_io >= s->opts.idle_timeout) {
-		stream_set_error(s, "idle for %.0f s", s->opts.idle_timeout);
+		stream_set_error(s, "idle for %g s", s->opts.idle_timeout);
 		stream_close(s, STREAM_CLOSE_TIMEOUT);
 		return;
 	}

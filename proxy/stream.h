@@ -204,6 +204,8 @@ void *stream_arg(const struct stream *s);
  * never displace it.
  */
 void stream_set_free_hook(struct stream *s, stream_cb on_free, void *arg);
+/* The free hook set (NULL: none), and its argument in *arg. */
+stream_cb stream_free_hook(const struct stream *s, void **arg);
 /*
  * The listener counters the stream counts into (bytes, handshakes, its
  * close), from now on; NULL: none.  Set by the server that accepted it.
@@ -234,6 +236,8 @@ uint64_t stream_bytes_out(const struct stream *s);
 ev_tstamp stream_last_io(const struct stream *s);
 /* The listener counters the stream counts into, or NULL. */
 struct metrics_conn *stream_stats(const struct stream *s);
+/* Why it closed (meaningful once closed: the free hook asks it). */
+enum stream_close_reason stream_close_why(const struct stream *s);
 /* The detail of the error that closed (or will close) it; "" for none. */
 #define STREAM_ERROR_MAX 128
 const char *stream_error(const struct stream *s);

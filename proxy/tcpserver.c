@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy_accept.h"
@@ -48,6 +49,7 @@ struct tcpserver {
 
 	struct metrics_conn *stats;	/* counters for this listener */
 	size_t max_conns;		/* 0 = unlimited */
+	const char *max_key;		/* its configuration key, for logs */
 	size_t max_per_source;		/* 0 = unlimited */
 	/*
 	 * Counts live connections once limits are set.  Its own allocation:
@@ -55,7 +57,20 @@ struct tcpserver {
 	 * of time) keep it, and the last one to go frees it.
 	 */
 	struct conn_table *conns;
+	struct accesslog *access;	/* NULL: no access log */
 	struct proxy_accept *proxy;	/* accept_proxy: headers being read */
+};
+
+/*
+ * A connection with an access log line to write when it goes: the count
+ * hook it would have had, and what the line needs.
+ */
+struct conn_rec {
+	stream_cb counted;		/* NULL: not counted */
+	void *counted_arg;
+	struct accesslog *log;
+	struct ev_loop *loop;
+	ev_tstamp start;
 };
 
 struct conn_table {
@@ -228,6 +243,39 @@ source_conn_freed(struct stream *s, void *arg)
 	table_release(t);
 }
 
+static void
+rec_freed(struct stream *s, void *arg)
+{
+	struct conn_rec *r = arg;
+
+	if (r->counted != NULL)
+		r->counted(s, r->counted_arg);
+	accesslog_write(r->log, stream_peer(s), stream_bytes_in(s),
+	    stream_bytes_out(s), ev_now(r->loop) - r->start,
+	    stream_close_reason_str(stream_close_why(s)));
+	accesslog_unref(r->log);
+	free(r);
+}
+
+/*
+ * With an access log, the count hook moves into a record whose hook also
+ * writes the line.  0 or -1 (memory: the connection is then not logged).
+ */
+static int
+log_conn(struct tcpserver *srv, struct stream *s)
+{
+	struct conn_rec *r = malloc(sizeof(*r));
+
+	if (r == NULL)
+		return -1;
+	r->counted = stream_free_hook(s, &r->counted_arg);
+	r->log = accesslog_ref(srv->access);
+	r->loop = srv->sl->loop;
+	r->start = ev_now(r->loop);
+	stream_set_free_hook(s, rec_freed, r);
+	return 0;
+}
+
 /* The limit a new connection would break (its config key), or NULL. */
 static const char *
 limit_broken(const struct tcpserver *srv, const struct source_key *k,
@@ -238,7 +286,7 @@ limit_broken(const struct tcpserver *srv, const struct source_key *k,
 	*src = NULL;
 	if (srv->max_conns > 0 && t->live >= srv->max_conns) {
 		*limit = srv->max_conns;
-		return "max_connections";
+		return srv->max_key;
 	}
 	if (srv->max_per_source > 0 && k->len > 0) {
 		*src = source_find(t, k);
@@ -310,6 +358,7 @@ tcpserver_new(struct stream_loop *sl, const char *name,
 	srv->tls = tls ? tls_ctx_ref(tls) : NULL;
 	srv->handle_stream = handle_stream;
 	srv->arg = arg;
+	srv->max_key = "max_connections";
 	return srv;
 }
 
@@ -351,6 +400,9 @@ on_accept(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 		    stream_peer(s));
 		return;
 	}
+	if (srv->access != NULL && log_conn(srv, s) < 0)
+		LOGW("%s: no memory to log a connection from %s", srv->name,
+		    stream_peer(s));
 	if (srv->tls != NULL && tls_stream_accept(s, srv->tls) < 0) {
 		stream_close(s, STREAM_CLOSE_NOMEM);
 		LOGW("%s: cannot set up TLS for %s", srv->name,
@@ -443,6 +495,28 @@ tcpserver_bind(struct tcpserver *srv, const char *address, int port,
 }
 
 int
+tcpserver_adopt(struct tcpserver *srv, const int *fds, size_t n)
+{
+	if (srv->npending + srv->nacc + n > TCPSERVER_MAX_SOCKETS)
+		return -1;
+	memcpy(srv->pending + srv->npending, fds, n * sizeof(*fds));
+	srv->npending += n;
+	return 0;
+}
+
+size_t
+tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < srv->nacc && n < max; i++)
+		fds[n++] = srv->acc[i].fd;
+	for (size_t i = 0; i < srv->npending && n < max; i++)
+		fds[n++] = srv->pending[i];
+	return n;
+}
+
+int
 tcpserver_bind_unix(struct tcpserver *srv, const char *path, unsigned mode,
     uid_t uid, gid_t gid, char *err, size_t errlen)
 {
@@ -514,6 +588,21 @@ tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts)
 }
 
 void
+tcpserver_set_limit_key(struct tcpserver *srv, const char *key)
+{
+	srv->max_key = key;
+}
+
+void
+tcpserver_set_access_log(struct tcpserver *srv, struct accesslog *log)
+{
+	struct accesslog *old = srv->access;
+
+	srv->access = log != NULL ? accesslog_ref(log) : NULL;
+	accesslog_unref(old);
+}
+
+void
 tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats)
 {
 	srv->stats = stats;
@@ -542,6 +631,7 @@ tcpserver_free(struct tcpserver *srv)
 	tcpserver_stop(srv);
 	proxy_accept_free(srv->proxy);
 	tls_ctx_unref(srv->tls);
+	accesslog_unref(srv->access);
 	if (srv->conns != NULL) {
 		if (srv->conns->live == 0)
 			table_free(srv->conns);

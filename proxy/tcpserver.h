@@ -50,6 +50,16 @@ int tcpserver_bind(struct tcpserver *srv, const char *address, int port,
     int family, int backlog, bool reuse_port, char *err, size_t errlen);
 
 /*
+ * Adds listening sockets bound elsewhere (inherited, or kept from the
+ * previous configuration), taken over, not accepting yet: as if bound here.
+ * 0, or -1 when there is no room (nothing taken).
+ */
+int tcpserver_adopt(struct tcpserver *srv, const int *fds, size_t n);
+
+/* Its listening sockets (bound or accepting), at most max: how many. */
+size_t tcpserver_fds(const struct tcpserver *srv, int *fds, size_t max);
+
+/*
  * Binds a unix socket (netutil_bind_unix: a stale socket file replaced,
  * mode and owner set), not accepting yet.  0, or -1 with err.
  */
@@ -79,6 +89,13 @@ void tcpserver_set_tls(struct tcpserver *srv, struct tls_ctx *tls);
 /* Connections accepted from now on get these stream options. */
 void tcpserver_set_opts(struct tcpserver *srv, const struct stream_opts *opts);
 
+/*
+ * Connections accepted from now on get a line in `log` when they close
+ * (referenced; NULL: none).  See accesslog.h.
+ */
+struct accesslog;
+void tcpserver_set_access_log(struct tcpserver *srv, struct accesslog *log);
+
 /* Counts this listener's connections (and their streams) into `stats`. */
 void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
 
@@ -93,6 +110,11 @@ void tcpserver_set_stats(struct tcpserver *srv, struct metrics_conn *stats);
  */
 int tcpserver_set_limits(struct tcpserver *srv, size_t max,
     size_t per_source);
+/*
+ * The configuration key of `max` in the refusal's log line (a static
+ * string; default "max_connections").
+ */
+void tcpserver_set_limit_key(struct tcpserver *srv, const char *key);
 /* Connections counted now (0 until limits are set). */
 size_t tcpserver_live(const struct tcpserver *srv);
 /* Source addresses with a connection counted now. */

@@ -42,6 +42,7 @@ struct tls_tickets {
 	struct tickets_shm *shm;
 	double rotate;			/* generated keys; 0 = never */
 	char *path;			/* NULL: generated */
+	unsigned refs;			/* tls_tickets_ref'd, in this process */
 };
 
 static int64_t
@@ -166,6 +167,7 @@ tls_tickets_new(const char *file, double rotate_s, char *err, size_t errlen)
 		return NULL;
 	}
 	t->rotate = rotate_s;
+	t->refs = 1;
 	if (file != NULL) {
 		if (read_file(file, &g, err, errlen) < 0)
 			goto fail;
@@ -216,10 +218,17 @@ tls_tickets_reload(struct tls_tickets *t, char *err, size_t errlen)
 	return rc;
 }
 
+struct tls_tickets *
+tls_tickets_ref(struct tls_tickets *t)
+{
+	t->refs++;
+	return t;
+}
+
 void
 tls_tickets_free(struct tls_tickets *t)
 {
-	if (t == NULL)
+	if (t == NULL || --t->refs > 0)
 		return;
 	if (t->shm != NULL)
 		munmap(t->shm, sizeof(*t->shm));

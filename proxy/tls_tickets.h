@@ -60,7 +60,16 @@ struct tls_tickets *tls_tickets_new(const char *file, double rotate,
  */
 int tls_tickets_reload(struct tls_tickets *t, char *err, size_t errlen);
 
-/* NULL is ignored.  The mapping goes with the last process using it. */
+/*
+ * Another holder of `t` in this process (a reload's new listener sharing
+ * the keys of the one it replaces): each calls tls_tickets_free.
+ */
+struct tls_tickets *tls_tickets_ref(struct tls_tickets *t);
+
+/*
+ * Drops a reference (NULL is ignored); the last one frees.  The mapping
+ * goes with the last process using it.
+ */
 void tls_tickets_free(struct tls_tickets *t);
 
 /* How many keys open tickets now; the name of the one that seals. */

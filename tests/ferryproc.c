@@ -259,14 +259,14 @@ ferry_start_opts(struct ferry_proc *fp, const char *conf,
 	}
 	double end = now_s() + 15;
 	while (now_s() < end) {
-		if (ferry_log_count(fp, " ready: ") >= ready)
+		if (ferry_log_count(fp, "ready: worker") >= ready)
 			break;
 		reap(fp, false);
 		if (fp->exited)
 			break;
 		usleep(10 * 1000);
 	}
-	if (ferry_log_count(fp, " ready: ") < ready) {
+	if (ferry_log_count(fp, "ready: worker") < ready) {
 		ferry_log_dump(fp);
 		cr_assert_fail("ferry did not become ready (%s)",
 		    fp->exited ? "it exited" : "timeout");

@@ -43,6 +43,7 @@ def expected(prefix, etc):
         f"{p}/lib/sysusers.d/ferry.conf": 0o644,
         f"{p}/lib/tmpfiles.d/ferry.conf": 0o644,
         f"{e}/ferry/ferry.conf": 0o644,
+        f"{e}/logrotate.d/ferry": 0o644,
     }
 
 

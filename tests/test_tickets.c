@@ -394,3 +394,48 @@ Test(tickets, reload_publishes_a_changed_file, .timeout = 10)
 	tls_tickets_free(t);
 	unlink(path);
 }
+
+/*
+ * A reload that changes a listener (any key but ticket_keys and
+ * ticket_rotate) keeps its generated keys: clients resume across it.  A
+ * listener the reload adds has keys of its own.
+ */
+Test(tickets, changed_listener_keeps_its_keys_added_one_has_its_own,
+    .timeout = 60, .fini = cleanup)
+{
+	SSL_CTX *c = client_ctx(TLS1_3_VERSION);
+	SSL_SESSION *s;
+	char conf[2048];
+	FILE *f;
+
+	start_workers(&fp, 1, "");
+	int port = ferry_port(&fp, "web");
+	cr_assert_not(connect_once(c, port, NULL, &s));
+	cr_assert(connect_once(c, port, s, NULL), "no resumption at all");
+
+	snprintf(conf, sizeof(conf), "[ferry]\nworkers = 1\n" WEB
+	    "backend = 127.0.0.1:%d\nidle_timeout = 120\n"
+	    "[other]\nmode = forward\nbind = 127.0.0.1:0\n"
+	    "cert = " CERT("server.pem") "\nkey = " CERT("server.key") "\n"
+	    "backend = 127.0.0.1:%d\n", be.port, be.port);
+	f = fopen(fp.conf, "w");
+	cr_assert_not_null(f);
+	fputs(conf, f);
+	cr_assert_eq(fclose(f), 0);
+	ferry_signal(&fp, SIGHUP);
+	cr_assert(ferry_log_wait(&fp, "reload: 2 listeners (1 added, 1 "
+	    "changed, 0 removed)", 1, 10), "no reload line");
+	cr_assert(connect_once(c, port, s, NULL),
+	    "the changed listener did not resume a session of the old one");
+	char *log = ferry_log_read(&fp), *at = strstr(log, " (tls) [other]");
+	cr_assert_not_null(at, "the added listener is not listening");
+	while (at > log && *at != ':')
+		at--;
+	int other = atoi(at + 1);
+	free(log);
+	cr_assert_gt(other, 0);
+	cr_assert_not(connect_once(c, other, s, NULL),
+	    "an added listener opened another listener's ticket");
+	SSL_SESSION_free(s);
+	SSL_CTX_free(c);
+}

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,4 +289,51 @@ Test(unix_socket, proxy_client_on_a_unix_listener_keeps_its_address,
 	close(cfd);
 	close(lfd);
 	cr_assert(ferry_log_wait(&fp, "web: 192.0.2.44:4242 -> ", 1, 10));
+}
+
+/*
+ * A reload that changes a unix listener hands its socket to the new one
+ * (the old one still accepts until then: binding the path again would
+ * find it in use and refuse the reload); the socket file stays the same.
+ */
+Test(unix_socket, reload_keeps_the_socket_of_a_changed_listener,
+    .init = setup, .fini = cleanup, .timeout = 30)
+{
+	struct backend be;
+	char sock[128], conf[1024];
+	struct stat before, after;
+	FILE *f;
+	int fd;
+
+	backend_start(&be, false, backend_echo, NULL);
+	path_in_dir("web.sock", sock, sizeof(sock));
+	snprintf(conf, sizeof(conf), "[web]\nmode = forward\nbind = unix:%s\n"
+	    "backend = 127.0.0.1:%d\n", sock, be.port);
+	ferry_start(&fp, conf);
+	cr_assert_eq(stat(sock, &before), 0);
+	fd = unix_connect(sock);
+	cr_assert_geq(fd, 0);
+	cr_assert(echoes(fd, "before"));
+
+	snprintf(conf, sizeof(conf), "[web]\nmode = forward\nbind = unix:%s\n"
+	    "idle_timeout = 120\nbackend = 127.0.0.1:%d\n", sock, be.port);
+	f = fopen(fp.conf, "w");
+	cr_assert_not_null(f);
+	fputs(conf, f);
+	cr_assert_eq(fclose(f), 0);
+	ferry_signal(&fp, SIGHUP);
+	if (!ferry_log_wait(&fp, "reload: 1 listeners (0 added, 1 changed, "
+	    "0 removed)", 1, 10))
+		ferry_log_dump(&fp);
+	cr_assert_eq(ferry_log_count(&fp, "reload: 1 listeners (0 added, 1 "
+	    "changed, 0 removed)"), 1);
+	cr_assert_eq(stat(sock, &after), 0);
+	cr_assert_eq(before.st_ino, after.st_ino, "the socket was bound again");
+	cr_assert(echoes(fd, "live one carries on"));
+	close(fd);
+	fd = unix_connect(sock);
+	cr_assert_geq(fd, 0);
+	cr_assert(echoes(fd, "after"));
+	close(fd);
+	backend_stop(&be);
 }

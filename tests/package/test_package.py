@@ -5,7 +5,8 @@ Builds the package of debian/ from a copy of the source tree (what git
 tracks and would track) with `dpkg-buildpackage -us -uc -b`, then:
 
   contents   dpkg-deb --contents is exactly the expected files, modes and
-             owners; /etc/ferry/ferry.conf is the only conffile; the
+             owners; /etc/ferry/ferry.conf and /etc/logrotate.d/ferry are
+             the only conffiles; the
              Depends name what the program needs;
   lintian    no error and no warning;
   extracted  dpkg-deb -x, and the extracted ferry passes --check on the
@@ -44,6 +45,7 @@ SUITE = "bookworm"
 # The files the package holds, and their modes (all root:root).
 FILES = {
     "./etc/ferry/ferry.conf": 0o644,
+    "./etc/logrotate.d/ferry": 0o644,
     "./lib/systemd/system/ferry.service": 0o644,
     "./usr/bin/ferry-bench": 0o755,
     "./usr/bin/ferry-client": 0o755,
@@ -148,7 +150,9 @@ class Contents(unittest.TestCase):
         with tempfile.TemporaryDirectory() as ctl:
             run(["dpkg-deb", "-e", Package.deb, ctl])
             with open(os.path.join(ctl, "conffiles")) as f:
-                self.assertEqual(f.read(), "/etc/ferry/ferry.conf\n")
+                self.assertEqual(sorted(f.read().splitlines()),
+                                 ["/etc/ferry/ferry.conf",
+                                  "/etc/logrotate.d/ferry"])
             with open(os.path.join(ctl, "postinst")) as f:
                 postinst = f.read()
         # The user before the directory that belongs to its group.
