@@ -5,8 +5,8 @@
  * One section per listener plus [ferry] for the process.  Every value is
  * checked here, with the file, line, key and reason in the error, so that
  * `ferry --check` catches a bad file before it is deployed.  The structs
- * below are plain data: listeners.c turns them into SSL contexts, relay options
- * and forward options.  See ferry.conf.example for every key.
+ * below are plain data: the listeners module turns them into SSL contexts,
+ * relay options and forward options.  See ferry.conf.example for every key.
  */
 #ifndef FERRY_CONFIG_H
 #define FERRY_CONFIG_H
